@@ -1,0 +1,1 @@
+"""sitsmon pipeline stage: dashboards."""

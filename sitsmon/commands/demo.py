@@ -1,0 +1,16 @@
+"""`sitsmon demo`: not built yet (see the open issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sitsmon.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="(not built yet)", description="Not built yet.")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    raise NotImplementedError("sitsmon demo is not built yet")
