@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# setup.sh - everything a fresh machine needs for the demo and the test suite. Idempotent: a second
+# run only checks. Installs system packages (Java for Kafka, PostgreSQL + PostGIS, Chromium for the
+# browser tests, npm for the Kafka package), the project's virtual environment (.venv), and the
+# services' own files under .services/ (Kafka jars, the pgstac server's venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[setup] $*" >&2; }
+PY=${PYTHON:-python3}
+VENV=.venv
+
+# --- system packages (Debian) -------------------------------------------------------------------
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v npm >/dev/null || need_apt+=(npm)
+[[ -x /usr/lib/postgresql/15/bin/postgres ]] || need_apt+=(postgresql-15)
+[[ -f /usr/share/postgresql/15/extension/postgis.control ]] || need_apt+=(postgresql-15-postgis-3)
+command -v chromium >/dev/null || need_apt+=(chromium chromium-driver)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) != 0 ]]; then SUDO=sudo; else SUDO=; fi
+  log "installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# --- Python environment ---------------------------------------------------------------------------
+if [[ ! -x $VENV/bin/python ]]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+# torch first and pinned: the CPU build on the machine satisfies it; an unpinned torch would pull
+# several GB of CUDA packages.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  log "installing torch 2.13 (CPU)"
+  "$VENV/bin/pip" install -q "torch==2.13.0"
+fi
+stamp=$VENV/.sitsmon-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  log "installing sitsmon and its test tools into $VENV"
+  "$VENV/bin/pip" install -q -e ".[test]"
+  touch "$stamp"
+fi
+
+# --- services' own files ----------------------------------------------------------------------------
+for service in kafka pgstac; do
+  if [[ -x scripts/services/$service.sh ]]; then
+    scripts/services/$service.sh install
+  fi
+done
+log "ready"
