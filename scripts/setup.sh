@@ -44,9 +44,5 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
 fi
 
 # --- services' own files ----------------------------------------------------------------------------
-for service in kafka pgstac; do
-  if [[ -x scripts/services/$service.sh ]]; then
-    scripts/services/$service.sh install
-  fi
-done
+bash scripts/services/all.sh install
 log "ready"
