@@ -1,16 +1,223 @@
-"""`sitsmon ingest`: not built yet (see the open issues)."""
+"""`sitsmon ingest poll|backfill|import`: STAC catalogues -> per-tile Zarr cubes and parcel series.
+
+Settings used: ``[ingest]`` tiles, collections, poll_interval_s, lookback_days, max_retries,
+requests_per_second, ledger_url; ``[stac] urls``; ``[paths] data_dir``; ``[bus]``. Options given on
+the command line win. Sentinel Hub credentials come from ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 from sitsmon.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stac-url", action="append", default=None, metavar="URL",
+                   help="STAC API to search (repeatable; default: [stac] urls)")
+    p.add_argument("--sentinelhub", action="store_true",
+                   help="also search the Sentinel Hub catalogue (credentials from SH_CLIENT_ID/SH_CLIENT_SECRET)")
+    p.add_argument("--sentinelhub-url", default="https://services.sentinel-hub.com", help="Sentinel Hub base URL")
+    p.add_argument("--sentinelhub-assets", default=None, metavar="TEMPLATE",
+                   help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif")
+    p.add_argument("--tiles", nargs="+", default=None, metavar="TILE", help="MGRS tile ids (default: [ingest] tiles)")
+    p.add_argument("--aoi", action="append", default=None, metavar="GEOJSON",
+                   help="GeoJSON file of an area of interest (EPSG:4326), mapped onto the tiles found over it")
+    p.add_argument("--collections", nargs="+", default=None, help="collections (default: [ingest] collections)")
+    p.add_argument("--grids", default=None, metavar="ARCHIVE",
+                   help="archive folder or archive.json with the tile grids (default: from the items)")
+    p.add_argument("--parcels", default=None, metavar="LAYER",
+                   help="parcel layer (GeoParquet, GeoPackage, GeoJSON) for the parcel series")
+    p.add_argument("--cubes", default=None, help="cube folder (default: <data_dir>/cubes)")
+    p.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
+    p.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
+    p.add_argument("--chunk", type=int, default=1024, help="cube chunk size in pixels (default 1024)")
+    p.add_argument("--workers", type=int, default=2, help="tiles ingested in parallel (default 2)")
+    p.add_argument("--bus", choices=("none", "memory", "kafka"), default=None,
+                   help="where acquisition events go (default: [bus] backend)")
+    p.add_argument("--max-retries", type=int, default=None, help="HTTP retries per request")
+    p.add_argument("--rps", type=float, default=None, help="requests per second per source")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("ingest", help="(not built yet)", description="Not built yet.")
-    parser.set_defaults(handler=run)
+    parser = sub.add_parser(
+        "ingest", help="poll STAC catalogues into tile cubes and parcel series",
+        description="Search STAC catalogues, load new acquisitions onto each tile's grid, write the Zarr "
+                    "cubes and the parcel series, and announce each acquisition on the bus.")
+    actions = parser.add_subparsers(dest="ingest_action", metavar="ACTION", required=True)
+    poll = actions.add_parser("poll", help="poll for new items (continuously, or --once)",
+                              description="Poll the sources every interval; --once does one pass.")
+    _common(poll)
+    poll.add_argument("--once", action="store_true", help="one pass, then exit")
+    poll.add_argument("--since", default=None, help="first search start where no watermark exists (ISO date)")
+    poll.add_argument("--lookback-days", type=float, default=None, help="look-back for late-published items")
+    poll.add_argument("--interval", type=float, default=None, help="seconds between polls")
+    poll.set_defaults(handler=run)
+    back = actions.add_parser("backfill", help="replay a past period in time order (resumable)",
+                              description="Ingest every item acquired in [--start, --end], tiles in parallel; "
+                                          "interrupted runs resume from the ledger.")
+    _common(back)
+    back.add_argument("--start", required=True, help="first acquisition date (ISO)")
+    back.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
+    back.set_defaults(handler=run)
+    imp = actions.add_parser("import", help="load parcel series in the interchange format (CSV/Parquet)",
+                             description="Import interchange rows (DESIGN.md) into the parcel-series store.")
+    imp.add_argument("path", help="CSV or Parquet file")
+    imp.add_argument("--tile-id", default="imported", help="tile the series are filed under (default: imported)")
+    imp.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
+    imp.set_defaults(handler=run)
+    st = actions.add_parser("status", help="items per status, quarantined items with reasons, watermarks",
+                            description="Read the ledger: what was ingested, quarantined (and why), superseded.")
+    st.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
+    st.add_argument("--tile", default=None, help="only this tile's quarantined items")
+    st.set_defaults(handler=run)
+
+
+def _publisher(kind: str, settings: Settings) -> Any:
+    if kind == "none":
+        from ingest.events import NullPublisher
+
+        return NullPublisher()
+    from monitor.bus import make_bus
+
+    if kind == "kafka":
+        return make_bus("kafka", settings.bus.bootstrap_servers, settings.bus.api_version or None)
+    return make_bus("memory", path=settings.paths.under("bus.sqlite"))
+
+
+def _time(value: str, end: bool = False) -> int:
+    from ingest.items import parse_time
+
+    if "T" not in value:
+        value = f"{value}T23:59:59Z" if end else f"{value}T00:00:00Z"
+    return parse_time(value, "--end" if end else "--start")
+
+
+def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
+    import ingest
+    from ingest.http import RetryPolicy
+
+    s = settings.ingest
+    urls = args.stac_url if args.stac_url is not None else list(settings.stac.urls)
+    extra = []
+    if args.sentinelhub:
+        from ingest.sources.sentinelhub import SentinelHubSource
+
+        extra.append(SentinelHubSource(
+            os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url,
+            policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
+            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets))
+    if not urls and not extra:
+        raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls")
+    aois = []
+    for path in args.aoi or []:
+        data = json.loads(Path(path).read_text())
+        if data.get("type") == "FeatureCollection":
+            aois += [f["geometry"] for f in data["features"]]
+        else:
+            aois.append(data.get("geometry", data))
+    data_dir = settings.paths.data_dir
+    ledger = args.ledger or s.ledger_url or str(data_dir / "ingest-ledger.sqlite")
+    return ingest.build_poller(
+        urls, args.cubes or data_dir / "cubes", args.series or data_dir / "series", ledger,
+        tiles=tuple(args.tiles if args.tiles is not None else s.tiles), aois=tuple(aois),
+        collections=tuple(args.collections or s.collections),
+        start=getattr(args, "since", None),
+        lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
+        interval_s=getattr(args, "interval", None) or s.poll_interval_s,
+        parcels_path=args.parcels, grids_from=args.grids, publisher=publisher, chunk=args.chunk,
+        workers=args.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
+        requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,
+    )
+
+
+def _emit(report: Any, strict: bool = True) -> int:
+    """Print the report (JSON on stdout, problems on stderr); every search failing is an error."""
+    print(json.dumps(report.to_dict()), flush=True)
+    for item_id, why in report.quarantined:
+        print(f"sitsmon ingest: quarantined {item_id}: {why}", file=sys.stderr)
+    if report.errors and report.seen == 0 and strict:
+        from ingest.errors import SourceError
+
+        raise SourceError(f"every search failed ({len(report.errors)}); first: {report.errors[0]}")
+    for line in report.errors:
+        print(f"sitsmon ingest: source error: {line}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from ingest.ledger import open_ledger
+    from ingest.types import ItemStatus
+
+    url = args.ledger or settings.ingest.ledger_url or str(settings.paths.data_dir / "ingest-ledger.sqlite")
+    if "://" not in url and not Path(url).exists():
+        raise FileNotFoundError(f"no ledger at {url}")
+    ledger = open_ledger(url)
+    try:
+        out = {
+            "counts": ledger.counts(),
+            "quarantined": [{"collection": e.collection, "item_id": e.item_id, "tile_id": e.tile_id,
+                             "source": e.source, "reason": e.reason}
+                            for e in ledger.entries(status=ItemStatus.QUARANTINED, tile_id=args.tile)],
+            "watermarks": [{"source": a, "collection": b, "area": c,
+                            "watermark": datetime.fromtimestamp(d, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                           for a, b, c, d in ledger.watermarks()],
+        }
+    finally:
+        ledger.close()
+    print(json.dumps(out, indent=2))
+    return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    raise NotImplementedError("sitsmon ingest is not built yet")
+    action = args.ingest_action
+    if action == "import":
+        from ingest.importer import import_series
+
+        series = args.series or settings.paths.data_dir / "series"
+        report = import_series(args.path, series, tile_id=args.tile_id)
+        print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
+                          "slots": report.slots, "rejected": [list(r) for r in report.rejected]}))
+        for line, why in report.rejected:
+            print(f"sitsmon ingest import: {args.path} line {line} rejected: {why}", file=sys.stderr)
+        return 0 if report.rows or not report.rejected else 1
+    if action == "status":
+        return _status(args, settings)
+    poller = _poller(args, settings, None)  # validates the options before any bus is opened
+    publisher = _publisher(args.bus or settings.bus.backend, settings)
+    poller.publisher = publisher
+    try:
+        if action == "backfill":
+            from tqdm import tqdm
+
+            start, end = _time(args.start), _time(args.end, end=True)
+            with tqdm(total=0, unit="slot", desc="backfill", file=sys.stderr) as bar:
+                report = poller.backfill(start, end, progress=bar)
+            return _emit(report)
+        if args.once:
+            return _emit(poller.poll_once())
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            poller.run_forever(stop=stop.is_set, sleep=stop.wait, on_report=lambda r: _emit(r, strict=False))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+    finally:
+        poller.ledger.close()
+        if hasattr(publisher, "flush"):
+            publisher.flush()
+        if hasattr(publisher, "close"):
+            publisher.close()
