@@ -23,8 +23,15 @@ from pydantic_settings import (
 CONFIG_ENV = "SITSMON_CONFIG"
 
 
+# The project's shared reference data sits beside the repository (``../shared/data``).
+_REPO_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 class PathsSettings(BaseModel):
     data_dir: Path = Field(Path("sitsmon-data"), description="root of everything sitsmon writes")
+    reference_data: Path = Field(
+        _REPO_SHARED_DATA, description="real reference datasets (e.g. grassland-sk-dev) for `sitsmon eval`/`train`"
+    )
 
     def under(self, name: str) -> Path:
         return self.data_dir / name

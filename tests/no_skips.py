@@ -1,7 +1,7 @@
 """pytest plugin: in CI (``SITSMON_NO_SKIPS=1``) a skipped test fails the run.
 
 A test that skips because a service is missing proves nothing, so the suite never counts it as a
-pass. The one exception is a test marked ``gpu`` on a machine without CUDA: no service can fix that.
+pass. The one exception is a test marked ``requires_cuda`` on a machine without CUDA: no service can fix that.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     if os.environ.get("SITSMON_NO_SKIPS") != "1" or not report.skipped:
         return
-    if item.get_closest_marker("gpu") is not None:
+    if item.get_closest_marker("requires_cuda") is not None:
         return
     if hasattr(report, "wasxfail"):
         return

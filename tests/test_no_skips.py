@@ -1,4 +1,4 @@
-"""The CI rule: a skipped test fails the run, except a ``gpu`` test on a machine without CUDA."""
+"""The CI rule: a skipped test fails the run, except a ``requires_cuda`` test on a machine without CUDA."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 def test_needs_a_service():
     pytest.skip("Kafka broker not reachable")
 
-@pytest.mark.gpu
+@pytest.mark.requires_cuda
 def test_needs_cuda():
     pytest.skip("requires CUDA")
 
@@ -26,7 +26,7 @@ def test_plain():
 
 def _run(tmp_path: Path, no_skips: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_sample.py").write_text(SAMPLE)
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs CUDA\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    requires_cuda: needs CUDA\n")
     env = {**os.environ, "SITSMON_NO_SKIPS": no_skips, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.no_skips", "-c", str(tmp_path / "pytest.ini"),

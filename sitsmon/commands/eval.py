@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sitsmon.settings import Settings
 
-DEFAULT_DATA = Path("/work/shared/data/grassland-sk-dev")
+DEFAULT_DATASET = "grassland-sk-dev"  # under settings.paths.reference_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--parcels", type=int, default=600, help="synthetic parcels (harvest, solar)")
     parser.add_argument("--tolerance", type=float, default=None, help="matching tolerance in days")
+    parser.add_argument(
+        "--pixels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="solar: also run the pixel-level detector on N small synthetic archives (COGs, 256 px tiles)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from alerts import evaluation as ev
 
     if args.task == "mowing":
-        obs, parcels, events = _load(args.data or DEFAULT_DATA)
+        obs, parcels, events = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
         if events is None:
             raise FileNotFoundError("events.csv (reference mowing dates) is required for eval mowing")
         result = ev.evaluate_mowing(
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             progress=_progress,
         )
     elif args.task == "gapfill":
-        obs, _, _ = _load(args.data or DEFAULT_DATA)
+        obs, _, _ = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
         runs = []
         for s in range(args.seed, args.seed + args.seeds):
             for mode in ("random", "window"):
@@ -110,6 +117,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             events,
             tolerance_days=args.tolerance or (30.0 if args.task == "solar" else 12.0),
         )
+        if args.task == "solar" and args.pixels > 0:
+            result["pixel_level"] = _solar_pixels(args)
         result["synthetic"] = {
             "seed": cfg.seed,
             "parcels": cfg.parcels_per_tile,
@@ -121,3 +130,89 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.out:
         args.out.write_text(text)
     return 0
+
+
+def _archive_cube(root: Path):
+    """The S2 cube of a synthetic archive's single tile, read from its COGs (docs/archive-format.md):
+    (time, band, y, x) float32 reflectance on the 10 m grid (20 m bands repeated), clear mask from SCL
+    (vegetation, bare soil, water, unclassified), times in days, transform and CRS."""
+    import numpy as np
+    import rasterio
+
+    from alerts.series import S2_BANDS, to_days
+
+    items = [
+        json.loads(line)
+        for line in (root / "items/sentinel-2-l2a.ndjson").read_text().splitlines()
+        if line.strip()
+    ]
+    items.sort(key=lambda it: it["properties"]["datetime"])
+    cube, clear, times = [], [], []
+    transform = crs = None
+    for it in items:
+        bands = []
+        for b in S2_BANDS:
+            with rasterio.open(root / it["assets"][b]["href"]) as r:
+                a = r.read(1).astype(np.float32)
+                if r.transform.a > 10.0:
+                    a = np.kron(a, np.ones((2, 2), np.float32))
+                else:
+                    transform, crs = r.transform, r.crs
+            bands.append(np.where(a == 0, np.nan, a * 1e-4 - 0.1).astype(np.float32))
+        with rasterio.open(root / it["assets"]["SCL"]["href"]) as r:
+            scl = np.kron(r.read(1), np.ones((2, 2), np.uint8))
+        cube.append(np.stack(bands))
+        clear.append(np.isin(scl, (4, 5, 6, 7)))
+        times.append(to_days(it["properties"]["datetime"]))
+    return np.stack(cube), np.asarray(times), np.stack(clear), transform, crs
+
+
+def _solar_pixels(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    import geopandas as gpd
+
+    from alerts.detectors import detect_solar_pixels
+    from alerts.evaluation import score_solar_polygons
+    from alerts.series import S2_BANDS
+    from ingest.synth import SynthConfig, generate_archive
+
+    runs, all_events, all_sites = [], [], []
+    with tempfile.TemporaryDirectory(prefix="sitsmon-eval-solar-") as tmp:
+        for k in range(args.pixels):
+            seed = args.seed + 100 + k
+            root = Path(tmp) / f"archive{k}"
+            cfg = SynthConfig(
+                seed=seed,
+                n_tiles=1,
+                tile_size_px=256,
+                parcels_per_tile=60,
+                start=date(2024, 3, 1),
+                end=date(2024, 10, 31),
+                solar_parcel_share=0.05,
+            )
+            generate_archive(root, cfg)
+            cube, times, clear, transform, crs = _archive_cube(root)
+            events = detect_solar_pixels(
+                cube, times, S2_BANDS, transform, clear=clear, crs=str(crs), area_id=f"a{k}"
+            )
+            sites = gpd.read_file(root / "truth/solar_sites.geojson").to_crs(crs)
+            runs.append({"seed": seed, "sites": len(sites), **score_solar_polygons(events, sites)})
+            all_events.append(events)
+            all_sites.append(sites)
+            print(f"  pixel-level archive {k + 1}/{args.pixels}", file=sys.stderr)
+    tp = sum(r["tp"] for r in runs)
+    fp = sum(r["fp"] for r in runs)
+    fn = sum(r["fn"] for r in runs)
+    p = tp / (tp + fp) if tp + fp else 0.0
+    rc = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "tolerance_days": 30.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": round(p, 4),
+        "recall": round(rc, 4),
+        "f1": round(2 * p * rc / (p + rc), 4) if p + rc else 0.0,
+        "runs": runs,
+    }

@@ -1,0 +1,221 @@
+"""The shared detector workflow: ``update(state, observation) -> (state, events)``.
+
+As in the JRC ``nrt`` library's ``BaseNrt`` (fit / monitor / report), the base class owns the
+workflow and subclasses fill in hooks:
+
+- ``init_state(parcel_id, land_use)`` → the detector's initial state (a frozen dataclass),
+- ``_step(state, obs)`` → ``(state, events)`` for one *valid, in-order, new* observation.
+
+The base ``update`` handles everything around the hook, identically for streaming and batch:
+parcel-id check, duplicate re-deliveries (skipped), out-of-order times (refused: the monitor
+rewinds to a checkpoint), unusable observations (NaN, cloudy S2: the state is unchanged apart from
+its time watermark). ``run`` (batch, offline) is literally a loop over ``update``, so streaming and
+offline results are equal by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Generic, TypeVar
+
+import pandas as pd
+
+from alerts.errors import SeriesError, UnsupportedLandUseError
+from alerts.series import Observation, check_known_parcels, group_by_parcel, iter_observations
+from alerts.types import Event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Time of the last observation folded in and the sensors already seen at that time."""
+
+    t_last: float = float("-inf")
+    sensors_at_last: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorState:
+    """Base state: parcel, land use, watermark. Subclasses add their own (immutable) fields."""
+
+    parcel_id: str
+    land_use: str
+    mark: Watermark = Watermark()
+    n_obs: int = 0
+
+
+S = TypeVar("S", bound=DetectorState)
+
+
+class BaseDetector(ABC, Generic[S]):
+    """One detector; stateless object holding parameters, states are passed in and out."""
+
+    event_type: ClassVar[str]
+    land_uses: ClassVar[frozenset[str] | None] = None  # None: any land use
+
+    def handles(self, land_use: str) -> bool:
+        return self.land_uses is None or str(land_use).lower() in self.land_uses
+
+    def init_state(self, parcel_id: str, land_use: str) -> S:
+        if not self.handles(land_use):
+            raise UnsupportedLandUseError(
+                f"{type(self).__name__} does not handle land use {land_use!r} (parcel {parcel_id}); "
+                f"it handles {sorted(self.land_uses or [])}"
+            )
+        return self._init_state(str(parcel_id), str(land_use).lower())
+
+    @abstractmethod
+    def _init_state(self, parcel_id: str, land_use: str) -> S: ...
+
+    @abstractmethod
+    def _step(self, state: S, obs: Observation) -> tuple[S, list[Event]]: ...
+
+    def update(self, state: S, obs: Observation) -> tuple[S, list[Event]]:
+        """Fold one acquisition in; return the new state and the events it confirms."""
+        if obs.parcel_id != state.parcel_id:
+            raise SeriesError(
+                f"observation of parcel {obs.parcel_id} given to the state of {state.parcel_id}"
+            )
+        mark = state.mark
+        if obs.time < mark.t_last:
+            raise SeriesError(
+                f"parcel {obs.parcel_id}: observation at day {obs.time:.3f} is older than the last one "
+                f"({mark.t_last:.3f}); rewind to a checkpoint to fold in late arrivals"
+            )
+        if obs.time == mark.t_last and obs.sensor in mark.sensors_at_last:
+            logger.debug(
+                "duplicate observation skipped", extra={"parcel_id": obs.parcel_id, "time": obs.time}
+            )
+            return state, []
+        sensors = mark.sensors_at_last | {obs.sensor} if obs.time == mark.t_last else frozenset({obs.sensor})
+        new_mark = Watermark(obs.time, sensors)
+        if not obs.is_valid:
+            return replace(state, mark=new_mark), []
+        state = replace(state, mark=new_mark, n_obs=state.n_obs + 1)
+        return self._step(state, obs)
+
+    def run(self, parcel_id: str, land_use: str, observations: Iterable[Observation]) -> list[Event]:
+        """Batch (offline) run of one parcel: a loop over ``update``."""
+        state = self.init_state(parcel_id, land_use)
+        events: list[Event] = []
+        for obs in observations:
+            state, new = self.update(state, obs)
+            events.extend(new)
+        return events
+
+    def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
+        """Hook: add table-level inputs (e.g. a regional reference) before the per-parcel loop."""
+        return obs
+
+    def run_frame(self, obs: pd.DataFrame, parcels: pd.DataFrame) -> tuple[list[Event], list[str]]:
+        """Batch run over a normalised interchange table. Returns (events, parcels skipped).
+
+        Parcels whose land use this detector does not handle are skipped (and listed), never an error.
+        Observations naming a parcel missing from ``parcels`` raise ``UnknownParcelError``.
+        """
+        check_known_parcels(obs, parcels)
+        obs = self.prepare(obs)
+        land_use = dict(zip(parcels["parcel_id"], parcels["land_use"].astype(str), strict=True))
+        events: list[Event] = []
+        skipped: list[str] = []
+        for pid, group in group_by_parcel(obs):
+            lu = land_use[pid]
+            if not self.handles(lu):
+                skipped.append(pid)
+                continue
+            events.extend(self.run(pid, lu, iter_observations(group)))
+        return events, skipped
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """Parameters of a detector as a plain dict (for evidence and reports)."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) else dict(vars(obj))
+
+
+# -- persistence ------------------------------------------------------------------------------------
+
+STATE_SCHEMA = "sitsmon-detector-state/1"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if value == float("-inf") else ("inf" if value == float("inf") else value)
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, Watermark):
+        return {"t_last": _jsonable(value.t_last), "sensors_at_last": sorted(value.sensors_at_last)}
+    return value
+
+
+def state_to_dict(state: DetectorState) -> dict[str, Any]:
+    """A JSON-serialisable dict of a detector state, with the schema version and the state type."""
+    from dataclasses import fields
+
+    body = {f.name: _jsonable(getattr(state, f.name)) for f in fields(state)}
+    return {"schema": STATE_SCHEMA, "type": type(state).__name__, "state": body}
+
+
+def _state_types() -> dict[str, type[DetectorState]]:
+    from alerts.detectors.harvest import HarvestState
+    from alerts.detectors.mowing import MowingState
+    from alerts.detectors.solar import SolarState
+
+    return {c.__name__: c for c in (MowingState, HarvestState, SolarState)}
+
+
+def _untuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_untuple(v) for v in value)
+    return value
+
+
+def state_from_dict(data: dict[str, Any]) -> DetectorState:
+    """Inverse of ``state_to_dict``; refuses another schema version or an unknown state type."""
+    from dataclasses import fields
+
+    if data.get("schema") != STATE_SCHEMA:
+        raise SeriesError(f"detector state schema {data.get('schema')!r} is not {STATE_SCHEMA!r}")
+    cls = _state_types().get(data.get("type", ""))
+    if cls is None:
+        raise SeriesError(f"unknown detector state type {data.get('type')!r}")
+    body = dict(data["state"])
+    mark = body.pop("mark")
+    kw: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in body:
+            continue
+        v = body[f.name]
+        if v is None:
+            v = float("-inf")
+        elif v == "inf":
+            v = float("inf")
+        kw[f.name] = _untuple(v)
+    t_last = float("-inf") if mark["t_last"] is None else float(mark["t_last"])
+    return cls(mark=Watermark(t_last, frozenset(mark["sensors_at_last"])), **kw)
+
+
+def states_to_zarr(states: Iterable[DetectorState], path: str) -> None:
+    """Write detector states to a Zarr group (JSON records in the group attributes, schema versioned)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="w")
+    group.attrs.update({"schema": STATE_SCHEMA, "states": [state_to_dict(s) for s in states]})
+
+
+def states_from_zarr(path: str) -> list[DetectorState]:
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    if group.attrs.get("schema") != STATE_SCHEMA:
+        raise SeriesError(
+            f"{path}: detector state schema {group.attrs.get('schema')!r} is not {STATE_SCHEMA!r}"
+        )
+    return [state_from_dict(d) for d in group.attrs["states"]]

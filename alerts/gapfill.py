@@ -1,0 +1,343 @@
+"""Cloud-gap filling of S2 reflectance per parcel, fused with S1, with an uncertainty.
+
+Model (non-neural, fitted per dataset on the *visible clear* observations only):
+
+1. Seasonal climatology per band ``C_b(doy)``: a Gaussian-kernel mean over day of year of every
+   visible clear view of the dataset (``clim_sigma_days``), so a long gap follows the season's
+   shape instead of a straight line.
+2. Time smoother on the anomaly ``r = y − C_b(doy)``: linear interpolation between the neighbouring
+   visible clear views, shrunk towards the parcel's mean anomaly as the gap grows
+   (``shrink_days``). With no shrink and a flat climatology this *is* linear interpolation.
+3. S1 fusion: a ridge regression, learned on the visible views (leave-one-out residuals of step
+   2), maps the change of S1 VH, VV and VH/VV (dB) between the bracketing views and the query time
+   to a correction of each band's anomaly, weighted by the gap (no correction at a view).
+4. Uncertainty: NDVI standard deviation as a function of the distance to the nearest visible view,
+   fitted on the same leave-one-out residuals (``sigma = a + b·sqrt(distance)``).
+
+Output rows carry ``filled=1`` and a ``method``; rows outside a parcel's observed range or for a
+parcel with no clear view come back with NaN values and an explicit ``status`` instead of an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from alerts.errors import SeriesError, UnknownParcelError
+from alerts.series import S2_BANDS, normalise_observations
+
+logger = logging.getLogger(__name__)
+
+NB = len(S2_BANDS)
+I_RED, I_NIR = S2_BANDS.index("B04"), S2_BANDS.index("B08")
+S1_FEATURES = ("dVH", "dVV", "dRATIO")
+
+
+@dataclass(frozen=True, slots=True)
+class GapFillParams:
+    clim_sigma_days: float = 12.0
+    shrink_days: float = 0.0
+    use_s1: bool = True
+    use_climatology: bool = True
+    s1_window_days: float = 7.0
+    ridge: float = 10.0
+    max_extrapolate_days: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.clim_sigma_days <= 0:
+            raise ValueError("GapFillParams.clim_sigma_days must be > 0")
+        if self.shrink_days < 0 or self.ridge < 0 or self.s1_window_days <= 0:
+            raise ValueError("GapFillParams: shrink_days, ridge >= 0 and s1_window_days > 0 required")
+
+
+@dataclass(frozen=True, slots=True)
+class GapFillModel:
+    """Fitted per dataset. ``clim``: (366, bands) climatology by day of year (index doy-1);
+    ``s1_coef``: (features + 1, bands) ridge coefficients (last row: intercept);
+    ``sigma``: (a, b) of the NDVI uncertainty ``a + b·sqrt(days to nearest view)``."""
+
+    params: GapFillParams
+    clim: np.ndarray
+    s1_coef: np.ndarray | None
+    sigma: tuple[float, float]
+    n_fit: int = 0
+    info: dict = field(default_factory=dict, compare=False)
+
+
+def _doy(days: np.ndarray) -> np.ndarray:
+    ts = pd.to_datetime(np.asarray(days) * 86400.0, unit="s")
+    return np.asarray(ts.dayofyear, dtype=int)
+
+
+def _values(df: pd.DataFrame) -> np.ndarray:
+    """(n, bands + 1): the ten reflectances and NDVI (the last column), filled as one more channel."""
+    x = df[list(S2_BANDS)].to_numpy(float)
+    return np.c_[x, _ndvi(x)]
+
+
+def _clear_s2(df: pd.DataFrame) -> pd.DataFrame:
+    ok = (df["sensor"] == "S2") & (df["clear"] >= 0.5)
+    ok &= np.isfinite(df["B04"]) & np.isfinite(df["B08"])
+    return df[ok]
+
+
+def climatology(days: np.ndarray, values: np.ndarray, sigma: float) -> np.ndarray:
+    """(366, bands) Gaussian-kernel mean by day of year (circular), NaN-aware per band."""
+    doy = _doy(days) - 1
+    grid = np.arange(366)
+    d = np.abs(grid[:, None] - doy[None, :])
+    d = np.minimum(d, 366 - d)
+    w = np.exp(-0.5 * (d / sigma) ** 2)  # (366, n)
+    out = np.empty((366, values.shape[1]))
+    for b in range(values.shape[1]):
+        ok = np.isfinite(values[:, b])
+        ws = w[:, ok].sum(1)
+        out[:, b] = (w[:, ok] @ values[ok, b]) / np.where(ws > 0, ws, 1.0)
+        out[ws <= 0, b] = np.nan
+    return out
+
+
+def _interp_anomaly(
+    t_vis: np.ndarray, r_vis: np.ndarray, tq: np.ndarray, shrink_days: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly at ``tq`` (linear between neighbours, shrunk to the mean with the gap) and the gap weight.
+
+    Returns (anomaly (nq, bands), weight (nq,)) where weight = position inside the gap, 0 at a view,
+    up to 1 in the middle of a long gap (``min(d_prev, d_next) / 15 days``, capped at 1)."""
+    j = np.searchsorted(t_vis, tq, side="left")
+    j0 = np.clip(j - 1, 0, len(t_vis) - 1)
+    j1 = np.clip(j, 0, len(t_vis) - 1)
+    exact = (j < len(t_vis)) & (t_vis[j1] == tq)
+    j0 = np.where(exact, j1, j0)
+    t0, t1 = t_vis[j0], t_vis[j1]
+    span = np.where(t1 > t0, t1 - t0, 1.0)
+    a = np.where(t1 > t0, (tq - t0) / span, 0.0)[:, None]
+    r = (1 - a) * r_vis[j0] + a * r_vis[j1]
+    dist = np.minimum(np.abs(tq - t0), np.abs(t1 - tq))
+    if shrink_days > 0:
+        keep = np.exp(-dist / shrink_days)[:, None]
+        r = keep * r + (1 - keep) * np.nanmean(r_vis, axis=0)[None, :]
+    weight = np.clip(dist / 15.0, 0.0, 1.0)
+    return r, weight
+
+
+def _s1_db(s1: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ok = np.isfinite(s1["VH"]) & (s1["VH"] > 0) & np.isfinite(s1["VV"]) & (s1["VV"] > 0)
+    s1 = s1[ok]
+    vh = 10 * np.log10(s1["VH"].to_numpy(float))
+    vv = 10 * np.log10(s1["VV"].to_numpy(float))
+    return s1["days"].to_numpy(float), vh, vv
+
+
+def _s1_at(t1: np.ndarray, vh: np.ndarray, vv: np.ndarray, tq: np.ndarray, window: float) -> np.ndarray:
+    """(nq, 3) mean VH, VV, VH−VV (dB) of the S1 views within ``window`` days of each time (NaN if none)."""
+    out = np.full((len(tq), 3), np.nan)
+    if len(t1) == 0:
+        return out
+    d = np.abs(tq[:, None] - t1[None, :])
+    w = (d <= window).astype(float)
+    n = w.sum(1)
+    ok = n > 0
+    out[ok, 0] = (w[ok] @ vh) / n[ok]
+    out[ok, 1] = (w[ok] @ vv) / n[ok]
+    out[ok, 2] = out[ok, 0] - out[ok, 1]
+    return out
+
+
+def _s1_change(t1, vh, vv, t_vis, tq, window) -> np.ndarray:
+    """(nq, 3): S1 at the query minus S1 interpolated at the query from the bracketing views' times."""
+    at_q = _s1_at(t1, vh, vv, tq, window)
+    at_vis = _s1_at(t1, vh, vv, t_vis, window)
+    j = np.clip(np.searchsorted(t_vis, tq), 1, len(t_vis) - 1) if len(t_vis) > 1 else np.zeros(len(tq), int)
+    j0 = np.maximum(j - 1, 0)
+    t0, tt1 = t_vis[j0], t_vis[j]
+    a = np.where(tt1 > t0, np.clip((tq - t0) / np.where(tt1 > t0, tt1 - t0, 1.0), 0, 1), 0.0)[:, None]
+    ref = (1 - a) * at_vis[j0] + a * at_vis[j]
+    return at_q - ref
+
+
+def _parcel_design(
+    clim: np.ndarray, p: GapFillParams, g: pd.DataFrame, tq: np.ndarray, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For one parcel: (smoother prediction (nq,bands), S1 change features (nq,3), gap weight, distance)."""
+    vis = _clear_s2(g)
+    t_vis = vis["days"].to_numpy(float)
+    y_vis = _values(vis)
+    r_vis = y_vis - clim[_doy(t_vis) - 1]
+    r_vis = np.where(np.isfinite(r_vis), r_vis, 0.0)
+    if exclude_self:  # leave-one-out at the visible views themselves
+        preds = np.empty((len(tq), NB + 1))
+        weights = np.empty(len(tq))
+        dists = np.empty(len(tq))
+        for i in range(len(tq)):
+            m = np.ones(len(t_vis), bool)
+            m[i] = False
+            r, w = _interp_anomaly(t_vis[m], r_vis[m], tq[i : i + 1], p.shrink_days)
+            preds[i] = r[0]
+            weights[i] = w[0]
+            tv = t_vis[m]
+            dists[i] = np.min(np.abs(tv - tq[i]))
+        feats_tv = t_vis
+    else:
+        preds, weights = _interp_anomaly(t_vis, r_vis, tq, p.shrink_days)
+        dists = np.min(np.abs(t_vis[None, :] - tq[:, None]), axis=1)
+        feats_tv = t_vis
+    pred = clim[_doy(tq) - 1] + preds
+    s1 = g[g["sensor"] == "S1"]
+    t1, vh, vv = _s1_db(s1)
+    feats = _s1_change(t1, vh, vv, feats_tv, tq, p.s1_window_days)
+    return pred, feats, weights, dists
+
+
+def _ndvi(x: np.ndarray) -> np.ndarray:
+    red, nir = x[..., I_RED], x[..., I_NIR]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (nir - red) / (nir + red)
+
+
+def fit(obs: pd.DataFrame, params: GapFillParams | None = None) -> GapFillModel:
+    """Fit the climatology, the S1 ridge and the uncertainty on the visible clear views of ``obs``."""
+    p = params or GapFillParams()
+    if "days" not in obs.columns:
+        obs = normalise_observations(obs)
+    vis = _clear_s2(obs)
+    if len(vis) < 3:
+        raise SeriesError(f"gap-fill fit needs at least 3 clear S2 views, got {len(vis)}")
+    clim = climatology(vis["days"].to_numpy(float), _values(vis), p.clim_sigma_days)
+    if not p.use_climatology:
+        clim = np.zeros_like(clim)
+    # leave-one-out residuals of the smoother at every visible view (parcels with ≥ 3 views)
+    X, Y, W, D, E = [], [], [], [], []
+    for _, g in obs.groupby("parcel_id", sort=True):
+        v = _clear_s2(g)
+        if len(v) < 3:
+            continue
+        tq = v["days"].to_numpy(float)
+        pred, feats, w, dist = _parcel_design(clim, p, g, tq, exclude_self=True)
+        y = _values(v)
+        X.append(feats)
+        Y.append(y - pred)
+        W.append(w)
+        D.append(dist)
+        E.append(np.abs(y[:, -1] - pred[:, -1]))
+    X, Y, W, D, E = (np.concatenate(a) for a in (X, Y, W, D, E))
+    coef = None
+    if p.use_s1:
+        ok = np.all(np.isfinite(X), 1) & (W > 0)
+        if ok.sum() > 50:
+            Xo = np.c_[X[ok] * W[ok, None], W[ok]]  # correction scales with the gap weight
+            Yo = np.where(np.isfinite(Y[ok]), Y[ok], 0.0)
+            A = Xo.T @ Xo + p.ridge * np.eye(Xo.shape[1])
+            coef = np.linalg.solve(A, Xo.T @ Yo)
+    okE = np.isfinite(E)
+    sq = np.sqrt(np.clip(D[okE], 0, 120))
+    # absolute error ≈ 0.8·sigma for a Gaussian: fit |e| on sqrt(distance), rescale to a std
+    A = np.c_[np.ones_like(sq), sq]
+    ab = np.linalg.lstsq(A, E[okE], rcond=None)[0] / 0.7979
+    sigma = (float(max(ab[0], 1e-3)), float(max(ab[1], 0.0)))
+    return GapFillModel(
+        p, clim, coef, sigma, n_fit=int(len(vis)), info={"loo_ndvi_mae": float(np.nanmean(E))}
+    )
+
+
+def predict_parcel(model: GapFillModel, g: pd.DataFrame, tq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bands (nq, bands) and NDVI sigma (nq,) for one parcel's normalised rows ``g`` at days ``tq``."""
+    p = model.params
+    pred, feats, w, dist = _parcel_design(model.clim, p, g, tq, exclude_self=False)
+    if model.s1_coef is not None:
+        ok = np.all(np.isfinite(feats), 1)
+        Xq = np.c_[np.where(ok[:, None], feats, 0.0) * w[:, None], w]
+        corr = Xq @ model.s1_coef
+        pred = pred + np.where(ok[:, None], corr, 0.0)
+    sigma = model.sigma[0] + model.sigma[1] * np.sqrt(np.clip(dist, 0, 120))
+    return _consistent(pred), sigma
+
+
+def _consistent(pred: np.ndarray) -> np.ndarray:
+    """Bands (nq, bands) from the filled channels: B04/B08 rescaled to the filled NDVI, same sum."""
+    bands = pred[:, :NB].copy()
+    ndvi = np.clip(pred[:, NB], -1.0, 1.0)
+    total = bands[:, I_RED] + bands[:, I_NIR]
+    bands[:, I_NIR] = total * (1 + ndvi) / 2
+    bands[:, I_RED] = total * (1 - ndvi) / 2
+    return bands
+
+
+def fill(model: GapFillModel, obs: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
+    """Filled S2 bands at each query (``parcel_id, time``).
+
+    Returns ``parcel_id, time, B02…B12, NDVI, uncertainty (NDVI std), filled (1), method, status``
+    with status ``ok``, ``out_of_range`` (query outside the parcel's first…last clear view plus
+    ``max_extrapolate_days``) or ``no_clear_data``. Unknown parcel ids raise ``UnknownParcelError``.
+    """
+    if "days" not in obs.columns:
+        obs = normalise_observations(obs)
+    for col in ("parcel_id", "time"):
+        if col not in queries.columns:
+            raise SeriesError(f"queries: missing column {col}")
+    q = queries[["parcel_id", "time"]].copy()
+    q["parcel_id"] = q["parcel_id"].astype(str)
+    try:
+        qt = pd.to_datetime(q["time"], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as e:
+        raise SeriesError(f"queries: unparseable time ({e})") from e
+    q["time"] = qt
+    q["days"] = (qt - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds() / 86400.0
+    known = set(obs["parcel_id"])
+    unknown = sorted(set(q["parcel_id"]) - known)
+    if unknown:
+        raise UnknownParcelError(f"queries name parcel id {unknown[0]!r} that has no observations")
+    out = np.full((len(q), NB), np.nan)
+    sig = np.full(len(q), np.nan)
+    status = np.array(["ok"] * len(q), dtype=object)
+    groups = dict(tuple(obs.groupby("parcel_id", sort=False)))
+    method = "climatology+anomaly-interp" + ("+s1-ridge" if model.s1_coef is not None else "")
+    for pid, idx in q.groupby("parcel_id", sort=False).indices.items():
+        g = groups[pid]
+        vis = _clear_s2(g)
+        if len(vis) == 0:
+            status[idx] = "no_clear_data"
+            continue
+        tq = q["days"].to_numpy(float)[idx]
+        lo = vis["days"].min() - model.params.max_extrapolate_days
+        hi = vis["days"].max() + model.params.max_extrapolate_days
+        inside = (tq >= lo) & (tq <= hi)
+        status[idx[~inside]] = "out_of_range"
+        if inside.any():
+            pred, s = predict_parcel(model, g, tq[inside])
+            out[idx[inside]] = pred
+            sig[idx[inside]] = s
+    res = pd.DataFrame(out, columns=list(S2_BANDS))
+    res.insert(0, "time", q["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy())
+    res.insert(0, "parcel_id", q["parcel_id"].to_numpy())
+    res["NDVI"] = _ndvi(out)
+    res["uncertainty"] = sig
+    res["filled"] = 1
+    res["method"] = method
+    res["status"] = status
+    return res
+
+
+def linear_interpolation_ndvi(obs: pd.DataFrame, queries: pd.DataFrame) -> np.ndarray:
+    """The baseline: NDVI linearly interpolated between the parcel's visible clear views (NaN outside)."""
+    vis = _clear_s2(obs)
+    out = np.full(len(queries), np.nan)
+    qd = queries["days"].to_numpy(float)
+    groups = {k: g for k, g in vis.groupby("parcel_id")}
+    for pid, idx in queries.groupby("parcel_id", sort=False).indices.items():
+        g = groups.get(pid)
+        if g is None or len(g) == 0:
+            continue
+        t = g["days"].to_numpy(float)
+        v = _ndvi(g[list(S2_BANDS)].to_numpy(float))
+        inside = (qd[idx] >= t[0]) & (qd[idx] <= t[-1])
+        out[idx[inside]] = np.interp(qd[idx[inside]], t, v)
+    return out
+
+
+def nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x

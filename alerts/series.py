@@ -1,0 +1,255 @@
+"""Parcel series: the interchange format (DESIGN.md "Interchange format") read into typed records.
+
+One row per parcel and acquisition: ``parcel_id, time (ISO 8601 UTC), sensor (S2|S1), B02…B12
+(surface reflectance 0–1), clear (1/0), VV, VH (linear power), orbit``. Empty means missing.
+
+Times are handled as float days since 1970-01-01 UTC (``DAY`` seconds per day) inside the detectors:
+differences of days are what every rule needs, and float days keep the arithmetic exact enough
+(1e-9 day resolution) while staying cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alerts.errors import SeriesError, UnknownParcelError
+
+logger = logging.getLogger(__name__)
+
+S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+S1_POLS: tuple[str, ...] = ("VV", "VH")
+OBS_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "sensor", *S2_BANDS, "clear", *S1_POLS, "orbit")
+PARCEL_COLUMNS: tuple[str, ...] = ("parcel_id", "land_use")
+SENSORS = ("S2", "S1")
+DAY = 86400.0
+
+
+def to_days(time: pd.Timestamp | np.datetime64 | str) -> float:
+    """UTC time → float days since 1970-01-01."""
+    ts = pd.Timestamp(time)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.value / 1e9 / DAY
+
+
+def from_days(days: float) -> pd.Timestamp:
+    """Float days since 1970-01-01 → UTC timestamp (rounded to the second)."""
+    return pd.Timestamp(round(days * DAY), unit="s", tz="UTC")
+
+
+def day_of_year(days: float) -> int:
+    return int(from_days(days).dayofyear)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One acquisition of one sensor for one parcel.
+
+    ``time`` in float days since 1970-01-01 UTC; ``bands`` the ten S2 reflectances in ``S2_BANDS``
+    order (NaN where missing, all NaN for S1); ``clear`` True/False for S2 (None when unknown, S1);
+    ``vv``/``vh`` linear power (NaN for S2); ``orbit`` relative orbit (-1 unknown);
+    ``vh_ref`` the regional reference VH in dB for this acquisition (median over the parcels of the
+    tile or area seen in the same acquisition; NaN when unknown): subtracting it removes the
+    backscatter change common to all parcels (rain, drying soil), see ``add_regional_reference``.
+    """
+
+    parcel_id: str
+    time: float
+    sensor: str
+    bands: tuple[float, ...] = (math.nan,) * len(S2_BANDS)
+    clear: bool | None = None
+    vv: float = math.nan
+    vh: float = math.nan
+    orbit: int = -1
+    vh_ref: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.sensor not in SENSORS:
+            raise SeriesError(f"parcel {self.parcel_id}: sensor must be S2 or S1, got {self.sensor!r}")
+        if not math.isfinite(self.time):
+            raise SeriesError(f"parcel {self.parcel_id}: observation time is not finite")
+        if len(self.bands) != len(S2_BANDS):
+            raise SeriesError(f"parcel {self.parcel_id}: {len(self.bands)} bands, expected {len(S2_BANDS)}")
+
+    def band(self, name: str) -> float:
+        return self.bands[S2_BANDS.index(name)]
+
+    @property
+    def ndvi(self) -> float:
+        """NDVI from B08/B04; NaN when missing or not a clear S2 view."""
+        if self.sensor != "S2" or not self.clear:
+            return math.nan
+        red, nir = self.bands[2], self.bands[6]
+        if not (math.isfinite(red) and math.isfinite(nir)) or red + nir <= 0:
+            return math.nan
+        return (nir - red) / (nir + red)
+
+    @property
+    def is_valid(self) -> bool:
+        """Carries any usable value (a clear S2 view with NDVI, or an S1 view with VH)."""
+        if self.sensor == "S2":
+            return math.isfinite(self.ndvi)
+        return math.isfinite(self.vh) and self.vh > 0
+
+
+def _num(value: object) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV or Parquet; raise ``SeriesError`` naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeriesError(f"file not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"parcel_id": str})
+    except Exception as e:  # pandas raises many types; one clear message
+        raise SeriesError(f"cannot read {path}: {e}") from e
+
+
+def normalise_observations(df: pd.DataFrame, source: str = "observations") -> pd.DataFrame:
+    """Validate an interchange observation table; return it with ``days`` (float) added, sorted.
+
+    Missing optional columns are added as NaN; rows with unparseable times raise; exact duplicate
+    (parcel_id, time, sensor) rows keep the last one (a re-delivery) and are logged.
+    """
+    missing = [c for c in ("parcel_id", "time", "sensor") if c not in df.columns]
+    if missing:
+        raise SeriesError(f"{source}: missing column(s) {', '.join(missing)}")
+    df = df.copy()
+    for col in (*S2_BANDS, "clear", *S1_POLS, "orbit"):
+        if col not in df.columns:
+            df[col] = np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["parcel_id"] = df["parcel_id"].astype(str)
+    try:
+        times = pd.to_datetime(df["time"], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as e:
+        raise SeriesError(f"{source}: unparseable time value ({e})") from e
+    if times.isna().any():
+        bad = df.loc[times.isna(), "parcel_id"].iloc[0]
+        raise SeriesError(f"{source}: empty time for parcel {bad}")
+    df["time"] = times
+    df["days"] = (times - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds() / DAY
+    bad_sensor = ~df["sensor"].isin(SENSORS)
+    if bad_sensor.any():
+        raise SeriesError(f"{source}: sensor must be S2 or S1, got {df.loc[bad_sensor, 'sensor'].iloc[0]!r}")
+    dup = df.duplicated(["parcel_id", "time", "sensor"], keep="last")
+    if dup.any():
+        logger.warning(
+            "%s: %d duplicate (parcel, time, sensor) rows, keeping the last", source, int(dup.sum())
+        )
+        df = df[~dup]
+    return df.sort_values(["parcel_id", "days", "sensor"], kind="stable").reset_index(drop=True)
+
+
+def read_observations(path: str | Path) -> pd.DataFrame:
+    return normalise_observations(read_table(path), source=str(path))
+
+
+def read_parcels(path: str | Path) -> pd.DataFrame:
+    """Parcels table (``parcel_id, land_use`` at least); GeoJSON/GeoPackage/GeoParquet also read."""
+    path = Path(path)
+    if path.suffix.lower() in (".geojson", ".gpkg", ".json"):
+        import geopandas as gpd
+
+        try:
+            df = pd.DataFrame(gpd.read_file(path))
+        except Exception as e:
+            raise SeriesError(f"cannot read {path}: {e}") from e
+    elif path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+        try:  # GeoParquet keeps shapely geometries; a plain Parquet table falls back to pandas
+            import geopandas as gpd
+
+            df = pd.DataFrame(gpd.read_parquet(path))
+        except Exception:
+            df = read_table(path)
+    else:
+        df = read_table(path)
+    missing = [c for c in PARCEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise SeriesError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = df.copy()
+    df["parcel_id"] = df["parcel_id"].astype(str)
+    if df["parcel_id"].duplicated().any():
+        raise SeriesError(
+            f"{path}: duplicate parcel_id {df.loc[df.parcel_id.duplicated(), 'parcel_id'].iloc[0]}"
+        )
+    return df
+
+
+def check_known_parcels(obs: pd.DataFrame, parcels: pd.DataFrame) -> None:
+    unknown = sorted(set(obs["parcel_id"]) - set(parcels["parcel_id"]))
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise UnknownParcelError(f"observations name unknown parcel id {unknown[0]!r}{more}")
+
+
+def iter_observations(df: pd.DataFrame) -> Iterator[Observation]:
+    """Rows of a normalised table as ``Observation`` records, in table order."""
+    bands = df[list(S2_BANDS)].to_numpy(float)
+    clear = df["clear"].to_numpy(float)
+    vv = df["VV"].to_numpy(float)
+    vh = df["VH"].to_numpy(float)
+    orbit = df["orbit"].to_numpy(float)
+    ref = df["VH_ref"].to_numpy(float) if "VH_ref" in df.columns else np.full(len(df), np.nan)
+    for i, (pid, days, sensor) in enumerate(zip(df["parcel_id"], df["days"], df["sensor"], strict=True)):
+        c = None if not math.isfinite(clear[i]) else bool(clear[i] >= 0.5)
+        yield Observation(
+            parcel_id=pid,
+            time=float(days),
+            sensor=sensor,
+            bands=tuple(float(x) for x in bands[i]),
+            clear=c,
+            vv=float(vv[i]),
+            vh=float(vh[i]),
+            orbit=int(orbit[i]) if math.isfinite(orbit[i]) else -1,
+            vh_ref=float(ref[i]),
+        )
+
+
+def add_regional_reference(df: pd.DataFrame, min_parcels: int = 5) -> pd.DataFrame:
+    """Add ``VH_ref``: per S1 acquisition (same day and orbit), the median VH in dB over all parcels.
+
+    Acquisitions seen by fewer than ``min_parcels`` parcels get NaN (no reference: a parcel is not
+    its own region).
+
+    The streaming monitor computes the same number per acquisition event over the parcels of the
+    tile (every parcel of one acquisition is processed together), so both paths see equal inputs.
+    """
+    df = df.copy()
+    s1 = (df["sensor"] == "S1") & (df["VH"] > 0)
+    db = pd.Series(np.nan, index=df.index)
+    db[s1] = 10 * np.log10(df.loc[s1, "VH"])
+    day = df["time"].dt.floor("D")
+    key = [day, df["orbit"].fillna(-1)]
+    grouped = db.groupby(key)
+    ref = grouped.transform("median")
+    n = grouped.transform("count")
+    df["VH_ref"] = ref.where(s1 & (n >= min_parcels))
+    return df
+
+
+def group_by_parcel(df: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+    return df.groupby("parcel_id", sort=True)
+
+
+def ndvi_frame(df: pd.DataFrame) -> pd.Series:
+    """NDVI of every row (NaN for S1 rows, cloudy rows and missing bands)."""
+    red, nir = df["B04"], df["B08"]
+    v = (nir - red) / (nir + red)
+    ok = (df["sensor"] == "S2") & (df["clear"] >= 0.5) & np.isfinite(v)
+    return v.where(ok)

@@ -1,0 +1,314 @@
+"""The alert store interface and the SQL implementation shared by SQLite and PostgreSQL.
+
+- ``upsert`` by ``alert_id``: a replay re-creates the same id, so it updates the detection fields
+  (confidence, evidence, model version) and never duplicates; status and history are kept.
+- ``set_status``: validated transitions (``alerts.types.TRANSITIONS``); an illegal one raises
+  ``TransitionError`` with the reason; every change is appended to the history (who, when, note).
+- ``query``: by parcel, status, type, event-date range, tile and region, newest event first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from alerts.errors import AlertNotFoundError, StoreError
+from alerts.types import Alert, Status, StatusChange, check_transition
+
+logger = logging.getLogger(__name__)
+
+ALERT_COLUMNS = (
+    "alert_id",
+    "parcel_id",
+    "tile_id",
+    "region",
+    "type",
+    "event_date",
+    "window_start",
+    "window_end",
+    "detected_at",
+    "confidence",
+    "evidence",
+    "model_version",
+    "status",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    """Filters of ``AlertStore.query``; ``None`` means any. Dates inclusive."""
+
+    parcel_id: str | None = None
+    status: Status | str | Sequence[Status | str] | None = None
+    type: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    tile_id: str | None = None
+    region: str | Sequence[str] | None = None
+    limit: int = 1000
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= 100_000:
+            raise ValueError(f"limit must lie in 1..100000, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError("offset must be >= 0")
+        if self.date_from and self.date_to and self.date_to < self.date_from:
+            raise ValueError(f"date_to {self.date_to} before date_from {self.date_from}")
+
+
+class AlertStore(ABC):
+    """One interface, two backends (SQLite embedded, PostgreSQL production)."""
+
+    @abstractmethod
+    def upsert(self, alert: Alert) -> bool:
+        """Insert or update by ``alert_id``; True when the alert is new."""
+
+    def upsert_many(self, alerts: Iterable[Alert]) -> int:
+        return sum(1 for a in alerts if self.upsert(a))
+
+    @abstractmethod
+    def get(self, alert_id: str) -> Alert: ...
+
+    @abstractmethod
+    def set_status(
+        self, alert_id: str, status: Status | str, who: str, note: str = "", when: datetime | None = None
+    ) -> Alert: ...
+
+    @abstractmethod
+    def query(self, q: AlertQuery | None = None, **filters: Any) -> list[Alert]: ...
+
+    @abstractmethod
+    def count(self, q: AlertQuery | None = None, **filters: Any) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqlAlertStore(AlertStore):
+    """SQL shared by both backends; subclasses give the connection, placeholders and DDL."""
+
+    ph = "?"
+
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _ddl(self) -> list[str]: ...
+
+    @contextmanager
+    @abstractmethod
+    def _tx(self, lock: bool = False) -> Iterator[Any]:
+        """A transaction; yields a cursor. ``lock``: serialise writers (status changes)."""
+
+    def _enc(self, col: str, value: Any) -> Any:
+        return value
+
+    def _dec_evidence(self, value: Any) -> dict[str, Any]:
+        return json.loads(value) if isinstance(value, str) else dict(value or {})
+
+    def _dec_date(self, value: Any) -> date:
+        return (
+            value
+            if isinstance(value, date) and not isinstance(value, datetime)
+            else date.fromisoformat(str(value))
+        )
+
+    def _dec_dt(self, value: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        dt = datetime.fromisoformat(str(value))
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+    def init_schema(self) -> None:
+        with self._tx() as cur:
+            for stmt in self._ddl():
+                cur.execute(stmt)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert(self, alert: Alert) -> bool:
+        ph = self.ph
+        values = [self._enc(c, self._field(alert, c)) for c in ALERT_COLUMNS]
+        cols = ", ".join(ALERT_COLUMNS)
+        marks = ", ".join([ph] * len(ALERT_COLUMNS))
+        # a replay refreshes the detection, never the controller's status or the first detection time
+        update = ", ".join(
+            f"{c} = excluded.{c}" for c in ("confidence", "evidence", "model_version", "tile_id", "region")
+        )
+        try:
+            with self._tx() as cur:
+                cur.execute(f"SELECT 1 FROM alerts WHERE alert_id = {ph}", (alert.alert_id,))
+                exists = cur.fetchone() is not None
+                cur.execute(
+                    f"INSERT INTO alerts ({cols}) VALUES ({marks}) ON CONFLICT (alert_id) DO UPDATE SET {update}",
+                    values,
+                )
+                if not exists:
+                    for i, ch in enumerate(alert.history):
+                        self._insert_history(cur, alert.alert_id, i, ch)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"upsert of alert {alert.alert_id} failed: {e}") from e
+        return not exists
+
+    def _insert_history(self, cur: Any, alert_id: str, seq: int, ch: StatusChange) -> None:
+        ph = self.ph
+        cur.execute(
+            f"INSERT INTO alert_history (alert_id, seq, status, who, changed_at, note) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph})",
+            (alert_id, seq, ch.status.value, ch.who, self._enc("changed_at", ch.when), ch.note),
+        )
+
+    def set_status(
+        self, alert_id: str, status: Status | str, who: str, note: str = "", when: datetime | None = None
+    ) -> Alert:
+        new = Status(status)
+        change = StatusChange(status=new, who=who, when=when or datetime.now(UTC), note=note)
+        ph = self.ph
+        with self._tx(lock=True) as cur:
+            cur.execute(f"SELECT status FROM alerts WHERE alert_id = {ph}" + self._for_update(), (alert_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise AlertNotFoundError(f"no alert {alert_id}")
+            check_transition(Status(row[0]), new)
+            cur.execute(f"SELECT COUNT(*) FROM alert_history WHERE alert_id = {ph}", (alert_id,))
+            seq = int(cur.fetchone()[0])
+            cur.execute(f"UPDATE alerts SET status = {ph} WHERE alert_id = {ph}", (new.value, alert_id))
+            self._insert_history(cur, alert_id, seq, change)
+        return self.get(alert_id)
+
+    def _for_update(self) -> str:
+        return ""
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _field(alert: Alert, col: str) -> Any:
+        v = getattr(alert, col)
+        if col == "status":
+            return v.value
+        return v
+
+    def _row_to_alert(self, row: Sequence[Any], history: list[StatusChange]) -> Alert:
+        d = dict(zip(ALERT_COLUMNS, row, strict=True))
+        return Alert(
+            alert_id=d["alert_id"],
+            parcel_id=d["parcel_id"],
+            tile_id=d["tile_id"] or "",
+            region=d["region"] or "",
+            type=d["type"],
+            event_date=self._dec_date(d["event_date"]),
+            window_start=self._dec_date(d["window_start"]),
+            window_end=self._dec_date(d["window_end"]),
+            detected_at=self._dec_dt(d["detected_at"]),
+            confidence=float(d["confidence"]),
+            evidence=self._dec_evidence(d["evidence"]),
+            model_version=d["model_version"],
+            status=Status(d["status"]),
+            history=tuple(history),
+        )
+
+    def _histories(self, cur: Any, ids: list[str]) -> dict[str, list[StatusChange]]:
+        out: dict[str, list[StatusChange]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        marks = ", ".join([self.ph] * len(ids))
+        cur.execute(
+            f"SELECT alert_id, status, who, changed_at, note FROM alert_history WHERE alert_id IN ({marks}) ORDER BY alert_id, seq",
+            ids,
+        )
+        for aid, st, who, when, note in cur.fetchall():
+            out[aid].append(
+                StatusChange(status=Status(st), who=who, when=self._dec_dt(when), note=note or "")
+            )
+        return out
+
+    def get(self, alert_id: str) -> Alert:
+        with self._tx() as cur:
+            cur.execute(
+                f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE alert_id = {self.ph}", (alert_id,)
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise AlertNotFoundError(f"no alert {alert_id}")
+            hist = self._histories(cur, [alert_id])
+        return self._row_to_alert(row, hist[alert_id])
+
+    def _where(self, q: AlertQuery) -> tuple[str, list[Any]]:
+        ph = self.ph
+        clauses, params = [], []
+
+        def many(col: str, value: Any) -> None:
+            vals = [value] if isinstance(value, str) else list(value)
+            vals = [v.value if isinstance(v, Status) else str(v) for v in vals]
+            clauses.append(f"{col} IN ({', '.join([ph] * len(vals))})")
+            params.extend(vals)
+
+        if q.parcel_id is not None:
+            clauses.append(f"parcel_id = {ph}")
+            params.append(q.parcel_id)
+        if q.status is not None:
+            many(
+                "status",
+                [Status(s) for s in ([q.status] if isinstance(q.status, str | Status) else q.status)],
+            )
+        if q.type is not None:
+            clauses.append(f"type = {ph}")
+            params.append(q.type)
+        if q.date_from is not None:
+            clauses.append(f"event_date >= {ph}")
+            params.append(self._enc("event_date", q.date_from))
+        if q.date_to is not None:
+            clauses.append(f"event_date <= {ph}")
+            params.append(self._enc("event_date", q.date_to))
+        if q.tile_id is not None:
+            clauses.append(f"tile_id = {ph}")
+            params.append(q.tile_id)
+        if q.region is not None:
+            many("region", q.region)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def query(self, q: AlertQuery | None = None, **filters: Any) -> list[Alert]:
+        q = q or AlertQuery(**filters)
+        where, params = self._where(q)
+        sql = (
+            f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts{where} "
+            f"ORDER BY event_date DESC, alert_id LIMIT {int(q.limit)} OFFSET {int(q.offset)}"
+        )
+        with self._tx() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+            hist = self._histories(cur, [r[0] for r in rows])
+        return [self._row_to_alert(r, hist[r[0]]) for r in rows]
+
+    def count(self, q: AlertQuery | None = None, **filters: Any) -> int:
+        q = q or AlertQuery(**filters)
+        where, params = self._where(q)
+        with self._tx() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM alerts{where}", params)
+            return int(cur.fetchone()[0])
+
+
+def open_store(url: str) -> AlertStore:
+    """``postgresql://…`` → PostgreSQL; anything else is a SQLite path (``sqlite:///path`` accepted)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from alerts.store.postgres import PostgresAlertStore
+
+        return PostgresAlertStore(url)
+    from alerts.store.sqlite import SqliteAlertStore
+
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteAlertStore(path)

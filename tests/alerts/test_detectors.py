@@ -1,0 +1,307 @@
+"""Contract suite for every detector (shared base workflow) and each detector on its own signal."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alerts.detectors import (
+    HarvestDetector,
+    HarvestParams,
+    MowingDetector,
+    MowingParams,
+    SolarDetector,
+    run_detectors,
+)
+from alerts.errors import SeriesError, UnknownParcelError, UnsupportedLandUseError
+from alerts.series import Observation, add_regional_reference, iter_observations, to_days
+from tests.alerts.conftest import (
+    as_observations,
+    harvest_series,
+    mowing_series,
+    nan_obs,
+    s2_row,
+    solar_series,
+)
+
+CASES = {
+    "mowing": (MowingDetector, "grassland", lambda: mowing_series(cuts=(150.0, 220.0))),
+    "harvest": (HarvestDetector, "cereal", lambda: add_regional_reference(harvest_series())),
+    "solar": (SolarDetector, "grassland", lambda: solar_series()),
+}
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    cls, land_use, make = CASES[request.param]
+    df = make()
+    return cls(), land_use, df
+
+
+class TestDetectorContract:
+    def test_batch_equals_stream(self, case):
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        batch = det.run(pid, lu, iter_observations(df))
+        assert batch, "the fixture series must produce at least one event"
+        state = det.init_state(pid, lu)
+        stream = []
+        for obs in as_observations(df):
+            state, new = det.update(state, obs)
+            stream.extend(new)
+        assert stream == batch
+        assert [e.evidence for e in stream] == [e.evidence for e in batch]
+        # and through the table API (what `sitsmon detect` runs)
+        events, skipped = det.run_frame(df, pd.DataFrame({"parcel_id": [pid], "land_use": [lu]}))
+        assert events == batch and skipped == []
+
+    def test_split_run_resumes_from_state(self, case):
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        obs = as_observations(df)
+        full = det.run(pid, lu, obs)
+        state = det.init_state(pid, lu)
+        events = []
+        half = len(obs) // 2
+        for o in obs[:half]:
+            state, new = det.update(state, o)
+            events.extend(new)
+        saved = state  # states are immutable: a checkpoint is the object itself
+        for o in obs[half:]:
+            saved, new = det.update(saved, o)
+            events.extend(new)
+        assert events == full
+
+    def test_nan_observation_leaves_state_unchanged_but_watermark(self, case):
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        state = det.init_state(pid, lu)
+        for o in as_observations(df)[:10]:
+            state, _ = det.update(state, o)
+        for sensor in ("S2", "S1"):
+            t = state.mark.t_last + 1.0
+            after, events = det.update(state, nan_obs(pid, t, sensor))
+            assert events == []
+            assert replace(after, mark=state.mark) == state
+            assert after.n_obs == state.n_obs
+
+    def test_duplicate_is_skipped_and_out_of_order_refused(self, case):
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        obs = as_observations(df)
+        state = det.init_state(pid, lu)
+        for o in obs[:6]:
+            state, _ = det.update(state, o)
+        again, events = det.update(state, obs[5])
+        assert again is state and events == []
+        with pytest.raises(SeriesError, match="older than the last"):
+            det.update(state, obs[2])
+
+    def test_wrong_parcel_refused(self, case):
+        det, lu, df = case
+        state = det.init_state("A", lu)
+        with pytest.raises(SeriesError, match="given to the state of A"):
+            det.update(state, replace(as_observations(df)[0], parcel_id="B"))
+
+    def test_empty_single_and_no_clear_series_give_no_events(self, case):
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        assert det.run(pid, lu, []) == []
+        assert det.run(pid, lu, as_observations(df)[:1]) == []
+        cloudy = df.copy()
+        cloudy.loc[cloudy.sensor == "S2", "clear"] = 0
+        cloudy = cloudy[cloudy.sensor == "S2"]
+        assert det.run(pid, lu, iter_observations(cloudy)) == []
+
+
+def test_unsupported_land_use_is_refused_or_skipped():
+    det = MowingDetector()
+    with pytest.raises(UnsupportedLandUseError, match="does not handle land use 'maize'"):
+        det.init_state("X", "maize")
+    df = mowing_series("X")
+    events, skipped = det.run_frame(df, pd.DataFrame({"parcel_id": ["X"], "land_use": ["maize"]}))
+    assert events == [] and skipped == ["X"]
+
+
+def test_unknown_parcel_in_observations_is_an_error():
+    df = mowing_series("X")
+    with pytest.raises(UnknownParcelError, match="unknown parcel id 'X'"):
+        MowingDetector().run_frame(df, pd.DataFrame({"parcel_id": ["Y"], "land_use": ["grassland"]}))
+
+
+# -- mowing -----------------------------------------------------------------------------------------
+
+
+def _days(events):
+    return [e.date - to_days("2024-01-01") for e in events]
+
+
+def test_mowing_finds_each_cut_within_a_few_days():
+    df = mowing_series(cuts=(150.0, 215.0))
+    events = MowingDetector().run("G1", "grassland", iter_observations(df))
+    assert [e.event for e in events] == ["mowing", "mowing"]
+    assert np.allclose(_days(events), [150.0, 215.0], atol=5.0)
+    for e in events:
+        assert 0.5 < e.confidence <= 1.0
+        assert e.window[0] <= e.date <= e.window[1]
+        assert e.evidence["ndvi_drop"] >= 0.21
+        assert len(e.evidence["series_excerpt"]) >= 3
+
+
+def test_mowing_ignores_a_single_cloud_dip_and_works_on_s2_alone():
+    df = mowing_series(cuts=(), cloud_dip_at=180.0)
+    assert MowingDetector().run("G1", "grassland", iter_observations(df)) == []
+    s2 = mowing_series(cuts=(170.0,), with_s1=False)
+    events = MowingDetector().run("G1", "grassland", iter_observations(s2))
+    assert len(events) == 1 and events[0].sensor == "S2"
+
+
+def test_mowing_minimum_separation():
+    df = mowing_series(cuts=(150.0, 160.0))
+    events = MowingDetector(MowingParams(min_separation_days=21.0)).run(
+        "G1", "grassland", iter_observations(df)
+    )
+    assert len(events) == 1
+
+
+def test_mowing_on_real_plots_finds_recorded_cuts(real_small):
+    """Twelve real plots: most recorded cuts are found within ±12 days (full CV is `sitsmon eval mowing`)."""
+    from alerts.evaluation import events_frame, parcel_years_of, score_events
+
+    obs, parcels, events = real_small
+    found, _ = MowingDetector().run_frame(obs, parcels)
+    scores = score_events(events_frame(found), events, parcel_years_of(obs))
+    assert scores["with_event"].tp >= 0.6 * (scores["with_event"].tp + scores["with_event"].fn)
+    assert scores["all"].precision >= 0.5
+
+
+# -- harvest ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clouded", [False, True])
+def test_harvest_dated_from_s1_even_when_s2_is_clouded(clouded):
+    df = harvest_series(harvest=200.0, clouded=clouded)
+    events = HarvestDetector().run("C1", "cereal", iter_observations(df))
+    assert len(events) == 1
+    assert abs(_days(events)[0] - 200.0) <= 3.0
+    assert events[0].sensor == "S1"
+    assert events[0].evidence["drop"] >= 2.5
+
+
+def test_harvest_regional_reference_removes_common_weather_steps():
+    """A drying step shared by every parcel is not a harvest once the regional median is removed."""
+    frames = []
+    for i in range(5):
+        d = harvest_series(pid=f"C{i}", harvest=400.0, seed=i)  # never harvested in the season
+        s1 = d.sensor == "S1"
+        dry = s1 & (d.days - to_days("2024-01-01") >= 180)
+        d.loc[dry, "VH"] = d.loc[dry, "VH"] * 10 ** (-4 / 10)  # -4 dB everywhere from day 180
+        frames.append(d)
+    df = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "days"]).reset_index(drop=True)
+    parcels = pd.DataFrame({"parcel_id": [f"C{i}" for i in range(5)], "land_use": ["cereal"] * 5})
+    with_ref, _ = HarvestDetector().run_frame(df, parcels)
+    without, _ = HarvestDetector(HarvestParams(use_regional_reference=False)).run_frame(df, parcels)
+    assert with_ref == []
+    assert len(without) == 5
+
+
+# -- solar ------------------------------------------------------------------------------------------
+
+
+def test_solar_parcel_start_of_works():
+    df = solar_series(works=150.0)
+    events = SolarDetector().run("P1", "grassland", iter_observations(df))
+    assert len(events) == 1
+    assert abs(_days(events)[0] - 150.0) <= 10.0
+    assert events[0].evidence["vv_recent_db"] - events[0].evidence["vv_baseline_db"] >= 4.0
+
+
+def test_solar_no_event_on_stable_parcel():
+    df = solar_series(works=1000.0)
+    assert SolarDetector().run("P1", "cereal", iter_observations(df)) == []
+
+
+def test_run_detectors_routes_by_land_use():
+    g = mowing_series("G1", cuts=(150.0,))
+    c = harvest_series("C1")
+    df = pd.concat([g, c], ignore_index=True).sort_values(["parcel_id", "days"]).reset_index(drop=True)
+    parcels = pd.DataFrame({"parcel_id": ["G1", "C1"], "land_use": ["grassland", "cereal"]})
+    events, skipped = run_detectors(df, parcels, [MowingDetector(), HarvestDetector(), SolarDetector()])
+    kinds = {(e.parcel_id, e.event) for e in events}
+    assert ("G1", "mowing") in kinds and ("C1", "harvest") in kinds
+    assert skipped["mowing"] == ["C1"] and skipped["harvest"] == ["G1"]
+
+
+def test_observation_validation():
+    with pytest.raises(SeriesError, match="sensor must be S2 or S1"):
+        Observation(parcel_id="A", time=1.0, sensor="L8")
+    with pytest.raises(SeriesError, match="not finite"):
+        Observation(parcel_id="A", time=math.nan, sensor="S2")
+    o = next(
+        iter_observations(
+            pd.DataFrame([s2_row("A", 1.0, 0.6)]).pipe(
+                __import__("alerts.series", fromlist=["x"]).normalise_observations
+            )
+        )
+    )
+    assert o.ndvi == pytest.approx(0.6)
+
+
+def test_state_round_trip_through_zarr(tmp_path, case):
+    from alerts.detectors.base import state_from_dict, state_to_dict, states_from_zarr, states_to_zarr
+
+    det, lu, df = case
+    pid = df.parcel_id.iloc[0]
+    obs = as_observations(df)
+    state = det.init_state(pid, lu)
+    fresh = state
+    first = []
+    for o in obs[: len(obs) // 2]:
+        state, new = det.update(state, o)
+        first.extend(new)
+    states_to_zarr([state, fresh], str(tmp_path / "states.zarr"))
+    back, back_fresh = states_from_zarr(str(tmp_path / "states.zarr"))
+    assert back == state and back_fresh == fresh
+    # resuming from the restored state gives the same events as the uninterrupted run
+    rest = []
+    for o in obs[len(obs) // 2 :]:
+        back, new = det.update(back, o)
+        rest.extend(new)
+    assert first + rest == det.run(pid, lu, obs)
+    with pytest.raises(SeriesError, match="schema"):
+        state_from_dict({**state_to_dict(state), "schema": "old/0"})
+
+
+def test_mowing_in_a_cloudy_spell_is_seen_by_s1():
+    """Six parcels, one mown on day 160 inside a 50-day cloudy spell: S1 VH (relative to the region)
+    dips 3 dB for 9 days; S2 sees nothing clear between days 140 and 190."""
+    from tests.alerts.conftest import s1_row
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(6):
+        pid = f"G{i}"
+        for day in np.arange(60.0, 300.0, 5.0):
+            clear = 0 if 140 <= day <= 190 else 1
+            rows.append(s2_row(pid, day, 0.8 + rng.normal(0, 0.01), clear=clear))
+        for j, day in enumerate(np.arange(61.0, 300.0, 3.0)):
+            weather = 1.5 * np.sin(day / 20.0)  # shared by all parcels
+            cut = -3.0 if (i == 0 and 160 <= day < 169) else 0.0
+            rows.append(
+                s1_row(pid, day, -16.0 + weather + cut + rng.normal(0, 0.3), orbit=73 if j % 2 else 124)
+            )
+    df = pd.DataFrame(rows)
+    from alerts.series import normalise_observations
+
+    df = normalise_observations(df)
+    parcels = pd.DataFrame({"parcel_id": [f"G{i}" for i in range(6)], "land_use": ["grassland"] * 6})
+    events, _ = MowingDetector().run_frame(df, parcels)
+    assert [(e.parcel_id, e.sensor) for e in events] == [("G0", "S1")]
+    assert abs(_days(events)[0] - 160.0) <= 3.0
+    assert "cloudy spell" in events[0].evidence["reason"]
+    off, _ = MowingDetector(MowingParams(s1_spells=False)).run_frame(df, parcels)
+    assert off == []
