@@ -1,0 +1,226 @@
+"""Loading STAC items onto a tile's fixed grid with stackstac, and turning them into cube values.
+
+S2: reflectance DN -> stored uint16 ``round(reflectance / 1e-4)`` using each band's scale and offset
+(``raster:bands``; else the processing baseline: offset -0.1 from 04.00 on), 0 = no data, negative
+reflectance clipped to 1 (0.0001); clear mask from SCL. S1: linear backscatter float32, NaN = no data.
+Same-slot items are mosaicked per pixel: S2 takes the first clear pixel (items ordered by cloud
+cover, then id), else the first pixel with data; S1 the first finite value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.errors import AssetError, ItemError
+from ingest.grid import grid_bbox_4326
+from ingest.items import baseline_key, required_assets
+from ingest.types import (
+    REFLECTANCE_SCALE,
+    S2_BANDS,
+    SCL_CLEAR,
+    ItemInfo,
+    Sensor,
+    TileGrid,
+)
+
+logger = logging.getLogger(__name__)
+
+_CLEAR_LUT = np.zeros(256, dtype=np.uint8)
+_CLEAR_LUT[list(SCL_CLEAR)] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedItem:
+    """An item checked against the tile grid, with its lazy stackstac array (1, asset, y, x)."""
+
+    info: ItemInfo
+    item: dict[str, Any]
+    array: Any  # xarray.DataArray backed by dask
+    scale: tuple[float, ...]  # per S2 band
+    offset: tuple[float, ...]
+
+
+def resolve_hrefs(item: dict[str, Any], asset_root: str | Path | None) -> dict[str, Any]:
+    """A copy of the item whose relative asset hrefs are resolved against ``asset_root`` (a folder or URL)."""
+    out = dict(item)
+    assets = {}
+    for key, asset in (item.get("assets") or {}).items():
+        asset = dict(asset)
+        href = str(asset.get("href", ""))
+        if href and asset_root and "://" not in href and not href.startswith("/"):
+            root = str(asset_root)
+            asset["href"] = f"{root.rstrip('/')}/{href}" if "://" in root else str(Path(root) / href)
+        assets[key] = asset
+    out["assets"] = assets
+    return out
+
+
+def _scale_offset(info: ItemInfo, asset: dict[str, Any]) -> tuple[float, float]:
+    bands = asset.get("raster:bands")
+    if isinstance(bands, list) and bands and isinstance(bands[0], dict):
+        scale = bands[0].get("scale")
+        offset = bands[0].get("offset")
+        if isinstance(scale, int | float):
+            return float(scale), float(offset) if isinstance(offset, int | float) else 0.0
+    # No raster:bands: the L2A convention per processing baseline.
+    offset = -0.1 if baseline_key(info.baseline) >= (4, 0) else 0.0
+    return REFLECTANCE_SCALE, offset
+
+
+def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid) -> None:
+    """Metadata checks against the tile grid: CRS and footprint. :class:`ItemError` on mismatch."""
+    if info.tile_id != grid.tile_id:
+        raise ItemError(f"item {info.item_id}: tile {info.tile_id} is not tile {grid.tile_id}")
+    if info.epsg is not None and info.epsg != grid.epsg:
+        raise ItemError(f"item {info.item_id}: CRS EPSG:{info.epsg} differs from tile {grid.tile_id} grid EPSG:{grid.epsg}")
+    if not _intersects(info.bbox, grid_bbox_4326(grid)):
+        raise ItemError(f"item {info.item_id}: footprint {list(info.bbox)} lies outside tile {grid.tile_id}")
+    for name in required_assets(info.sensor):
+        asset = item["assets"][name]
+        transform, shape = asset.get("proj:transform"), asset.get("proj:shape")
+        if transform and shape:
+            a, _, c, _, e, f = (float(v) for v in transform[:6])
+            h, w = (int(v) for v in shape)
+            bounds = (c, f + e * h, c + a * w, f)
+            if not _intersects(bounds, grid.bounds):
+                raise ItemError(f"item {info.item_id}: asset {name} bounds {bounds} lie outside tile {grid.tile_id}")
+
+
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+                "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+
+
+def _open_asset(info: ItemInfo, name: str, href: str, grid: TileGrid) -> None:
+    import rasterio
+
+    try:
+        with rasterio.Env(**GDAL_OPTIONS), rasterio.open(href) as ds:
+            epsg = ds.crs.to_epsg() if ds.crs else None
+            count = ds.count
+    except Exception as e:  # noqa: BLE001 - rasterio raises RasterioIOError and friends
+        raise AssetError(f"item {info.item_id}: asset {name} unreadable ({href}): {' '.join(str(e).split())[:200]}") from e
+    if epsg != grid.epsg:
+        raise ItemError(f"item {info.item_id}: asset {name} is in EPSG:{epsg}, tile {grid.tile_id} grid is EPSG:{grid.epsg}")
+    if count != 1:
+        raise AssetError(f"item {info.item_id}: asset {name} has {count} bands, expected 1")
+
+
+def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple[int, int],
+              asset_root: str | Path | None = None, open_assets: bool = True) -> LoadedItem:
+    """Check the item and set up its lazy array on the tile grid (nothing is read but asset headers)."""
+    import stackstac
+
+    item = resolve_hrefs(item, asset_root)
+    check_item(info, item, grid)
+    names = list(required_assets(info.sensor))
+    if open_assets:  # headers in parallel (GDAL releases the GIL); errors name the asset
+        with ThreadPoolExecutor(min(8, len(names))) as pool:
+            for f in [pool.submit(_open_asset, info, n, item["assets"][n]["href"], grid) for n in names]:
+                f.result()
+    s2 = info.sensor is Sensor.S2
+    # stackstac reads proj:epsg; give it a minimal item so pystac-style rewrites cannot interfere.
+    clean = {
+        "type": "Feature", "stac_version": item.get("stac_version", "1.0.0"), "id": info.item_id,
+        "bbox": list(info.bbox), "geometry": item.get("geometry"), "links": [],
+        "properties": {"datetime": item["properties"].get("datetime") or item["properties"].get("start_datetime"),
+                       "proj:epsg": grid.epsg},
+        "assets": {n: {"href": item["assets"][n]["href"], "type": item["assets"][n].get("type", "image/tiff")}
+                   for n in names},
+    }
+    try:
+        array = stackstac.stack(
+            [clean], assets=names, epsg=grid.epsg, resolution=grid.resolution, bounds=grid.bounds,
+            snap_bounds=False, dtype=np.dtype("uint16") if s2 else np.dtype("float32"),
+            fill_value=np.uint16(0) if s2 else np.float32(np.nan), rescale=False, properties=False, band_coords=False,
+            chunksize=chunk, errors_as_nodata=(), sortby_date=False,
+        )
+    except (ValueError, KeyError) as e:
+        raise ItemError(f"item {info.item_id}: cannot place on tile {grid.tile_id} grid: {e}") from e
+    if tuple(array.shape[-2:]) != grid.shape:
+        raise ItemError(f"item {info.item_id}: loaded shape {array.shape[-2:]} is not the tile grid {grid.shape}")
+    scale, offset = [], []
+    if s2:
+        for band in S2_BANDS:
+            sc, off = _scale_offset(info, item["assets"][band])
+            scale.append(sc)
+            offset.append(off)
+    return LoadedItem(info, item, array, tuple(scale), tuple(offset))
+
+
+def read_block(loaded: LoadedItem, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The raw asset values of one window: (asset, h, w)."""
+    y0, y1, x0, x1 = window
+    try:
+        return np.asarray(loaded.array.data[0, :, y0:y1, x0:x1].compute(scheduler="threads"))
+    except Exception as e:  # noqa: BLE001 - GDAL/rasterio/dask errors of a corrupt or truncated asset
+        raise AssetError(
+            f"item {loaded.info.item_id}: reading window {window} failed: {' '.join(str(e).split())[:240]}"
+        ) from e
+
+
+def s2_values(raw: np.ndarray, scale: Sequence[float], offset: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """raw (10 bands + SCL, h, w) DN -> (stored uint16 (10, h, w), clear uint8 (h, w)).
+
+    stored = round((DN * scale + offset) / 1e-4), clipped to 1..65535 where DN > 0; 0 where DN == 0.
+    """
+    dn = raw[: len(S2_BANDS)]
+    scl = raw[len(S2_BANDS)]
+    out = np.empty(dn.shape, dtype=np.uint16)
+    for b in range(dn.shape[0]):
+        band = dn[b]
+        if abs(scale[b] - REFLECTANCE_SCALE) < 1e-12:
+            shift = int(round(offset[b] / REFLECTANCE_SCALE))
+            v = band.astype(np.int32)
+            v += shift
+        else:
+            v = np.rint((band.astype(np.float64) * scale[b] + offset[b]) / REFLECTANCE_SCALE)
+        np.clip(v, 1, 65535, out=v)
+        out[b] = v
+        out[b][band == 0] = 0
+    clear = _CLEAR_LUT[np.minimum(scl, 255).astype(np.uint8)]
+    clear &= (out != 0).all(axis=0).astype(np.uint8)
+    return out, clear
+
+
+def mosaic_s2(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Per pixel, the first clear part, else the first part with data. Returns values, clear, valid pixels per part."""
+    values, clear = parts[0][0].copy(), parts[0][1].copy()
+    counts = [int(np.count_nonzero((parts[0][0] != 0).any(axis=0)))]
+    for v, c in parts[1:]:
+        has = (v != 0).any(axis=0)
+        counts.append(int(np.count_nonzero(has)))
+        take = ((clear == 0) & (c == 1)) | (~(values != 0).any(axis=0) & has)
+        values[:, take] = v[:, take]
+        clear[take] = c[take]
+    return values, clear, counts
+
+
+def mosaic_s1(parts: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Per pixel, the first part with finite values. Returns values, valid pixels per part."""
+    values = parts[0].astype(np.float32, copy=True)
+    counts = [int(np.count_nonzero(np.isfinite(parts[0]).all(axis=0)))]
+    for v in parts[1:]:
+        ok = np.isfinite(v).all(axis=0)
+        counts.append(int(np.count_nonzero(ok)))
+        take = ~np.isfinite(values).all(axis=0) & ok
+        values[:, take] = v[:, take]
+    return values, counts
+
+
+def s1_values(raw: np.ndarray) -> np.ndarray:
+    """raw (vv, vh) -> float32 linear power; non-finite and negative values become NaN."""
+    v = raw.astype(np.float32, copy=True)
+    v[~np.isfinite(v) | (v < 0)] = np.nan
+    return v
+

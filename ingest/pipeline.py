@@ -1,0 +1,242 @@
+"""Ingesting one slot (tile, sensor, UTC day [, pass]) into the cube, the parcel series and the bus.
+
+Order of effects, so that a crash anywhere leaves a consistent state that a restart completes:
+ledger ``pending`` -> cube data -> cube time index (commit) -> parcel series file -> bus message ->
+ledger ``ingested``/``superseded``. On restart, slots with ``pending`` items are ingested again; the
+slot rewrite is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ingest.cube import CubeWriter, cube_path
+from ingest.errors import AssetError, ItemError
+from ingest.events import AcquisitionPublisher, NullPublisher, publish_acquisition
+from ingest.items import baseline_key, parse_item
+from ingest.ledger import Ledger
+from ingest.load import LoadedItem, load_item, mosaic_s1, mosaic_s2, read_block, s1_values, s2_values
+from ingest.parcels import ParcelRaster
+from ingest.series import stats_table, write_slot
+from ingest.types import AcquisitionEvent, ItemInfo, ItemStatus, Sensor, TileGrid
+from ingest.zonal import zonal_sums
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An item that belongs to a slot, with the source it came from."""
+
+    info: ItemInfo
+    item: dict[str, Any]
+    source: str
+
+
+@dataclass(slots=True)
+class SlotResult:
+    tile_id: str
+    sensor: Sensor
+    slot: str
+    committed: bool = False
+    item_ids: tuple[str, ...] = ()
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+
+
+class TileIngestor:
+    """Writes slots of one tile. Not thread-safe: one ingestor per tile, tiles may run in parallel."""
+
+    def __init__(self, grid: TileGrid, cubes_root: str | Path, series_root: str | Path, ledger: Ledger,
+                 parcels: ParcelRaster | None = None, publisher: AcquisitionPublisher | None = None,
+                 asset_root: str | Path | None = None, chunk: int = 1024):
+        self.grid = grid
+        self.cube = CubeWriter(cube_path(cubes_root, grid.tile_id), grid, chunk=chunk)
+        self.series_root = Path(series_root)
+        self.ledger = ledger
+        self.parcels = parcels
+        self.publisher = publisher or NullPublisher()
+        self.asset_root = asset_root
+        self.timings: dict[str, float] = {"read": 0.0, "mask": 0.0, "write": 0.0, "zonal": 0.0}  # seconds
+        if parcels is not None:
+            self._store_parcel_raster(parcels)
+
+    def _store_parcel_raster(self, parcels: ParcelRaster) -> None:
+        if parcels.labels.shape != self.grid.shape:
+            raise ValueError(f"parcel raster {parcels.labels.shape} is not tile grid {self.grid.shape}")
+        root = self.cube.root
+        g = root.require_group("parcels")
+        h, w = self.grid.shape
+        for name in ("labels", "parcel_id"):
+            if name in g:
+                del g[name]
+        labels = g.create_array("labels", shape=(h, w), dtype="int32", chunks=self.cube.chunk, fill_value=0,
+                                dimension_names=["y", "x"])
+        labels[:] = parcels.labels
+        ids = g.create_array("parcel_id", shape=(len(parcels.parcel_ids),), dtype=str,
+                             chunks=(max(1, len(parcels.parcel_ids)),), dimension_names=["parcel"])
+        if parcels.parcel_ids:
+            ids[:] = np.array(parcels.parcel_ids)
+        g.attrs["description"] = "labels: 0 = no parcel, i = parcel_id[i-1]"
+
+    # ------------------------------------------------------------------ slots
+    def ingest_slot(self, sensor: Sensor, slot: str, new: Iterable[Candidate]) -> SlotResult:
+        """(Re)build one slot from the new candidates plus the slot's items already in the ledger."""
+        new = list(new)
+        result = SlotResult(self.grid.tile_id, sensor, slot)
+        for c in new:
+            self.ledger.record(c.source, c.info, c.item, ItemStatus.PENDING)
+        candidates = {c.info.item_id: c for c in new}
+        for e in self.ledger.entries(tile_id=self.grid.tile_id, sensor=sensor.value, slot_key=slot):
+            if e.status in (ItemStatus.INGESTED, ItemStatus.PENDING) and e.item_id not in candidates:
+                candidates[e.item_id] = Candidate(parse_item(e.item), e.item, e.source)
+        # Metadata and asset headers first: bad items out before anything is written.
+        loaded: dict[str, LoadedItem] = {}
+        for item_id, c in sorted(candidates.items()):
+            try:
+                loaded[item_id] = load_item(c.info, c.item, self.grid, self.cube.chunk, self.asset_root)
+            except (ItemError, AssetError) as e:
+                self._quarantine(c, str(e), result)
+        while True:
+            active, superseded = _resolve_baselines([candidates[i] for i in loaded])
+            if not active:  # every candidate was quarantined: nothing is committed
+                logger.warning("slot %s %s %s: no item left to ingest", self.grid.tile_id, sensor, slot)
+                return result
+            try:
+                empty = self._write(sensor, slot, [loaded[c.info.item_id] for c in active], result)
+            except AssetError as e:
+                bad = _blamed(e, active)
+                self._quarantine(bad, str(e), result)
+                loaded.pop(bad.info.item_id)
+                continue
+            if empty:  # all-nodata items were quarantined; rebuild without them
+                for item_id in empty:
+                    loaded.pop(item_id)
+                continue
+            break
+        for c in superseded:
+            newer = next(a for a in active if a.info.acquisition_key == c.info.acquisition_key)
+            self.ledger.record(c.source, c.info, c.item, ItemStatus.SUPERSEDED,
+                               f"superseded by {newer.info.item_id} (baseline {newer.info.baseline})")
+            result.superseded.append(c.info.item_id)
+        for c in active:
+            self.ledger.record(c.source, c.info, c.item, ItemStatus.INGESTED)
+        return result
+
+    def _quarantine(self, c: Candidate, reason: str, result: SlotResult) -> None:
+        logger.warning("quarantined %s: %s", c.info.item_id, reason,
+                       extra={"tile_id": self.grid.tile_id, "item_id": c.info.item_id})
+        self.ledger.record(c.source, c.info, c.item, ItemStatus.QUARANTINED, reason)
+        result.quarantined.append((c.info.item_id, reason))
+
+    def _write(self, sensor: Sensor, slot: str, items: list[LoadedItem], result: SlotResult) -> list[str]:
+        """Write the slot. Items without a valid pixel are quarantined and returned (nothing is
+        committed then; the caller rebuilds without them); an empty list means the slot is committed."""
+        items = sorted(items, key=lambda it: (_cloud(it.info), it.info.item_id))
+        index, is_new = self.cube.begin_slot(sensor, slot)
+        n_lab = len(self.parcels.parcel_ids) if self.parcels is not None else 0
+        n_c = 10 if sensor is Sensor.S2 else 2
+        sums = np.zeros((n_lab, n_c))
+        valid_count = np.zeros(n_lab, dtype=np.int64)
+        pixel_count = np.zeros(n_lab, dtype=np.int64)
+        per_item = np.zeros(len(items), dtype=np.int64)
+        try:
+            tm = self.timings
+            for window in self.cube.blocks():
+                y0, y1, x0, x1 = window
+                t0 = time.perf_counter()
+                raws = [read_block(it, window) for it in items]
+                t1 = time.perf_counter()
+                if sensor is Sensor.S2:
+                    values, clear, counts = mosaic_s2([s2_values(r, it.scale, it.offset) for r, it in zip(raws, items, strict=True)])
+                    valid = clear.astype(bool)
+                    t2 = time.perf_counter()
+                    self.cube.write_block(sensor, index, window, values, clear)
+                else:
+                    values, counts = mosaic_s1([s1_values(r) for r in raws])
+                    valid = np.isfinite(values).all(axis=0)
+                    t2 = time.perf_counter()
+                    self.cube.write_block(sensor, index, window, values)
+                t3 = time.perf_counter()
+                per_item += np.asarray(counts)
+                if n_lab:
+                    s, v, p = zonal_sums(self.parcels.labels[y0:y1, x0:x1], values, valid, n_lab)
+                    sums += s
+                    valid_count += v
+                    pixel_count += p
+                tm["read"] += t1 - t0
+                tm["mask"] += t2 - t1
+                tm["write"] += t3 - t2
+                tm["zonal"] += time.perf_counter() - t3
+        except BaseException:
+            self.cube.abort_slot(sensor, index, is_new)
+            raise
+        empty = [it for it, n in zip(items, per_item, strict=True) if n == 0]
+        if empty:
+            self.cube.abort_slot(sensor, index, is_new)
+            for it in empty:
+                entry = self.ledger.get(it.info.collection, it.info.item_id)
+                c = Candidate(it.info, entry.item if entry else it.item, entry.source if entry else "")
+                self._quarantine(c, f"item {it.info.item_id}: all pixels are no data on tile {self.grid.tile_id}", result)
+            return [it.info.item_id for it in empty]
+        time_s = min(it.info.datetime_s for it in items)
+        ids = tuple(sorted(it.info.item_id for it in items))
+        first = items[0].info
+        meta: dict[str, Any] = (
+            {"baseline": ",".join(sorted({it.info.baseline for it in items}))} if sensor is Sensor.S2
+            else {"orbit": first.orbit, "pass": first.orbit_state}
+        )
+        self.cube.commit_slot(sensor, index, is_new, slot, time_s, ids, meta)
+        if n_lab:
+            table = stats_table(self.parcels.parcel_ids, sensor, time_s, self.grid.tile_id, sums, valid_count,
+                                pixel_count, ids, orbit=first.orbit, pass_=first.orbit_state, slot=slot)
+            write_slot(self.series_root, self.grid.tile_id, sensor, slot, table)
+        event = AcquisitionEvent(self.grid.tile_id, sensor, time_s, ids, str(self.cube.path),
+                                 extra={"slot": slot, "series": str(self.series_root / self.grid.tile_id)})
+        publish_acquisition(self.publisher, event)
+        result.committed = True
+        result.item_ids = ids
+        return []
+
+
+def _cloud(info: ItemInfo) -> float:
+    return info.cloud_cover if not math.isnan(info.cloud_cover) else 101.0
+
+
+def _resolve_baselines(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+    """Per acquisition keep the newest processing baseline (then the latest published, then the id)."""
+    best: dict[tuple, Candidate] = {}
+    for c in cands:
+        k = c.info.acquisition_key
+        rank = (baseline_key(c.info.baseline), c.info.published_s or 0, c.info.item_id)
+        if k not in best or rank > (baseline_key(best[k].info.baseline), best[k].info.published_s or 0,
+                                    best[k].info.item_id):
+            best[k] = c
+    active = sorted(best.values(), key=lambda c: c.info.item_id)
+    keep = {c.info.item_id for c in active}
+    return active, [c for c in cands if c.info.item_id not in keep]
+
+
+def _blamed(error: AssetError, active: list[Candidate]) -> Candidate:
+    text = str(error)
+    for c in active:
+        if c.info.item_id in text:
+            return c
+    return active[0]
+
+
+def read_stored_grid(cube: str | Path) -> TileGrid | None:
+    """The grid recorded in an existing cube, or None."""
+    p = Path(cube)
+    if not (p / "zarr.json").exists():
+        return None
+    return TileGrid.from_dict(dict(zarr.open_group(str(p), mode="r").attrs["grid"]))

@@ -1,0 +1,185 @@
+"""The per-tile parcel-series store: Parquet, written per acquisition, compacted for fast parcel reads.
+
+    <series>/<tile_id>/<S2|S1>/<slot>.parquet      one acquisition (slot), rows sorted by parcel_id
+    <series>/<tile_id>/compact.parquet             many slots, sorted by parcel_id then time, small row groups
+
+A slot file overrides the compacted rows of the same (sensor, slot), so a slot rewritten after a
+compaction is read in its new version. :func:`compact_series` folds slot files into the compacted
+file (written atomically, then the folded slot files are removed; a crash in between leaves
+duplicates that the override rule hides).
+
+Columns follow the interchange format of DESIGN.md (``parcel_id, time, sensor, B02..B12, clear, VV, VH,
+orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass`` and ``item_ids``.
+A slot file is replaced atomically (write to a temporary name, then rename), so a re-ingested or
+rewritten slot leaves exactly one version. Reading one parcel's series prunes row groups by the
+``parcel_id`` statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ingest.errors import IngestError
+from ingest.types import REFLECTANCE_SCALE, S1_POLS, S2_BANDS, Sensor
+
+CLEAR_SHARE = 0.9  # a parcel observation is clear when at least this share of its pixels is clear
+ROW_GROUP = 4096
+
+SCHEMA = pa.schema(
+    [
+        ("parcel_id", pa.string()),
+        ("time", pa.timestamp("s", tz="UTC")),
+        ("sensor", pa.string()),
+        *[(b, pa.float32()) for b in S2_BANDS],
+        ("clear", pa.float32()),
+        *[(p, pa.float32()) for p in S1_POLS],
+        ("orbit", pa.int16()),
+        ("tile_id", pa.string()),
+        ("clear_fraction", pa.float32()),
+        ("pixel_count", pa.int32()),
+        ("valid_count", pa.int32()),
+        ("pass", pa.string()),
+        ("item_ids", pa.string()),
+        ("slot", pa.string()),
+    ]
+)
+COMPACT = "compact.parquet"
+
+
+def slot_file(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -> Path:
+    return Path(root) / tile_id / Sensor(sensor).value / f"{slot}.parquet"
+
+
+def stats_table(
+    parcel_ids: Sequence[str], sensor: Sensor, time_s: int, tile_id: str, sums: np.ndarray, valid_count: np.ndarray,
+    pixel_count: np.ndarray, item_ids: Sequence[str], orbit: int = -1, pass_: str = "", slot: str = "",
+) -> pa.Table:
+    """Zonal sums of one acquisition as series rows; parcels without pixels on the tile are left out.
+
+    S2 ``sums`` are of stored uint16 values (reflectance / 1e-4) over clear pixels; S1 of linear power.
+    """
+    n = len(parcel_ids)
+    keep = pixel_count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / valid_count[:, None]).astype(np.float64)
+        fraction = (valid_count / pixel_count).astype(np.float32)
+    means[valid_count == 0] = np.nan
+    cols: dict[str, np.ndarray | list] = {}
+    nan = np.full(n, np.nan, dtype=np.float32)
+    if sensor is Sensor.S2:
+        for i, b in enumerate(S2_BANDS):
+            cols[b] = (means[:, i] * REFLECTANCE_SCALE).astype(np.float32)
+        cols["clear"] = (fraction >= CLEAR_SHARE).astype(np.float32)
+        for p in S1_POLS:
+            cols[p] = nan
+    else:
+        for b in S2_BANDS:
+            cols[b] = nan
+        cols["clear"] = nan
+        for i, p in enumerate(S1_POLS):
+            cols[p] = means[:, i].astype(np.float32)
+    ids = np.asarray(parcel_ids, dtype=object)
+    order = np.argsort(ids[keep], kind="stable")
+    data = {
+        "parcel_id": pa.array(ids[keep][order], pa.string()),
+        "time": pa.array(np.full(int(keep.sum()), time_s, dtype="datetime64[s]"), pa.timestamp("s", tz="UTC")),
+        "sensor": pa.array([sensor.value] * int(keep.sum()), pa.string()),
+    }
+    for name in (*S2_BANDS, "clear", *S1_POLS):
+        data[name] = pa.array(np.asarray(cols[name])[keep][order], pa.float32())
+    m = int(keep.sum())
+    data["orbit"] = pa.array(np.full(m, orbit, dtype=np.int16), pa.int16())
+    data["tile_id"] = pa.array([tile_id] * m, pa.string())
+    data["clear_fraction"] = pa.array(fraction[keep][order], pa.float32())
+    data["pixel_count"] = pa.array(pixel_count[keep][order].astype(np.int32), pa.int32())
+    data["valid_count"] = pa.array(valid_count[keep][order].astype(np.int32), pa.int32())
+    data["pass"] = pa.array([pass_] * m, pa.string())
+    data["item_ids"] = pa.array([",".join(item_ids)] * m, pa.string())
+    data["slot"] = pa.array([slot] * m, pa.string())
+    return pa.table(data, schema=SCHEMA)
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="zstd")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str, table: pa.Table) -> Path:
+    """Atomically write (or replace) one slot's rows."""
+    path = slot_file(root, tile_id, sensor, slot)
+    table = table.cast(SCHEMA)
+    if table.num_rows:
+        table = table.set_column(table.schema.get_field_index("slot"), "slot",
+                                 pa.array([slot] * table.num_rows, pa.string()))
+    _atomic_write(table, path)
+    return path
+
+
+def _slot_files(tile_dir: Path, sensor: Sensor | None = None) -> list[Path]:
+    pattern = f"{sensor.value}/*.parquet" if sensor is not None else "S[12]/*.parquet"
+    return sorted(p for p in tile_dir.glob(pattern) if not p.name.startswith("."))
+
+
+def _read_tile(tile_dir: Path, flt, sensor: Sensor | None) -> pa.Table:
+    slot_files = _slot_files(tile_dir, sensor)
+    parts = []
+    compact = tile_dir / COMPACT
+    if compact.exists():
+        t = pads.dataset(str(compact), schema=SCHEMA, format="parquet").to_table(filter=flt)
+        if sensor is not None:
+            t = t.filter(pa.compute.equal(t["sensor"], sensor.value))
+        overridden = {f"{p.parent.name}/{p.stem}" for p in _slot_files(tile_dir)}
+        if overridden and t.num_rows:
+            key = pa.compute.binary_join_element_wise(t["sensor"], t["slot"], "/")
+            t = t.filter(pa.compute.invert(pa.compute.is_in(key, pa.array(sorted(overridden)))))
+        parts.append(t)
+    if slot_files:
+        parts.append(pads.dataset([str(f) for f in slot_files], schema=SCHEMA, format="parquet").to_table(filter=flt))
+    return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+
+
+def compact_series(root: str | Path, tile_id: str, min_files: int = 1) -> int:
+    """Fold a tile's slot files into its compacted file; returns how many were folded (0 below ``min_files``)."""
+    tile_dir = Path(root) / tile_id
+    files = _slot_files(tile_dir)
+    if len(files) < max(1, min_files):
+        return 0
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    table = _read_tile(tile_dir, None, None)
+    table = table.sort_by([("parcel_id", "ascending"), ("time", "ascending"), ("sensor", "ascending")])
+    _atomic_write(table, tile_dir / COMPACT)
+    for f in files:
+        if f.exists() and f.stat().st_mtime_ns == stamps[f]:
+            f.unlink()
+    return len(files)
+
+
+def read_series(root: str | Path, tile_id: str | None = None, parcel_id: str | Sequence[str] | None = None,
+                sensor: Sensor | str | None = None) -> pa.Table:
+    """Rows of the store (one tile or all), optionally for one parcel / some parcels and one sensor, sorted by time."""
+    base = Path(root)
+    tiles = [base / tile_id] if tile_id is not None else sorted(p for p in base.glob("*") if p.is_dir())
+    flt = None
+    if parcel_id is not None:
+        ids = [parcel_id] if isinstance(parcel_id, str) else list(parcel_id)
+        flt = pads.field("parcel_id").isin(ids)
+    sens = Sensor(sensor) if sensor is not None else None
+    try:
+        parts = [_read_tile(t, flt, sens) for t in tiles if t.is_dir()]
+    except (OSError, pa.ArrowInvalid) as e:
+        raise IngestError(f"cannot read parcel series under {base}: {e}") from e
+    table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    return table.sort_by([("parcel_id", "ascending"), ("time", "ascending"), ("sensor", "ascending")])

@@ -1,0 +1,163 @@
+"""Parcel layer checks and repair, the parcel-id raster, the series store and the interchange import."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import shapely
+
+from ingest.errors import ImportFormatError, ParcelLayerError
+from ingest.importer import import_series
+from ingest.parcels import rasterize_parcels, read_parcels
+from ingest.series import SCHEMA, compact_series, read_series, stats_table, write_slot
+from ingest.types import Sensor
+from tests import SHARED_DATA
+from tests.ingest.helpers import grid
+
+BOWTIE = shapely.Polygon([(500100, 5300100), (500300, 5300300), (500300, 5300100), (500100, 5300300)])
+
+
+def layer(tmp_path, rows, suffix):
+    g = grid(64)
+    gdf = gpd.GeoDataFrame({"parcel_id": [r[0] for r in rows], "land_use": "grassland"},
+                           geometry=[r[1] for r in rows], crs=f"EPSG:{g.epsg}")
+    path = tmp_path / f"parcels{suffix}"
+    if suffix == ".parquet":
+        gdf.to_parquet(path)
+    else:
+        gdf.to_file(path, driver="GPKG" if suffix == ".gpkg" else "GeoJSON")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".gpkg", ".geojson"])
+def test_invalid_empty_duplicate_parcels_are_reported(tmp_path, suffix):
+    box = shapely.box(500000, 5300000, 500100, 5300100)
+    rows = [
+        ("A", box),
+        ("B", BOWTIE),  # self-intersecting: repaired
+        ("C", shapely.Polygon()),  # empty: rejected
+        ("D", box.buffer(-1)),
+        ("D", box.buffer(-2)),  # duplicate id: both rejected
+        ("", box),  # empty id
+        ("E", shapely.Polygon([(500000, 5300000), (500010, 5300010), (500020, 5300020), (500000, 5300000)])),  # no area
+    ]
+    gdf, report = read_parcels(layer(tmp_path, rows, suffix))
+    assert list(gdf.parcel_id) == ["A", "B"]
+    assert gdf.geometry.is_valid.all()
+    assert report.total == 7 and report.kept == 2
+    assert [r[1] for r in report.repaired] == ["B"] and "Self-intersection" in report.repaired[0][2]
+    reasons = {(r[1], r[2].split(" (")[0]) for r in report.rejected}
+    assert ("C", "empty geometry") in reasons
+    assert ("D", "duplicate parcel id") in reasons
+    assert ("", "empty parcel id") in reasons
+    assert any(r[1] == "E" and "without area" in r[2] for r in report.rejected)
+    assert any("rejected" in line for line in report.lines())
+
+
+def test_unusable_layers(tmp_path):
+    with pytest.raises(ParcelLayerError, match="cannot read parcel layer"):
+        read_parcels(tmp_path / "missing.gpkg")
+    gdf = gpd.GeoDataFrame({"id": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326)
+    gdf.to_parquet(tmp_path / "noid.parquet")
+    with pytest.raises(ParcelLayerError, match="no 'parcel_id' column"):
+        read_parcels(tmp_path / "noid.parquet")
+    with pytest.raises(ParcelLayerError, match="no usable parcel"):
+        read_parcels(layer(tmp_path, [("X", shapely.Polygon())], ".parquet"))
+
+
+def test_mgrs_coarse_bbox_contains_the_tile():
+    from ingest.errors import ConfigError
+    from ingest.grid import grid_bbox_4326, mgrs_coarse_bbox
+
+    x0, y0, x1, y1 = grid_bbox_4326(grid(64))  # 33UXP-like grid of the helpers (UTM 33N, ~47.8 N)
+    b = mgrs_coarse_bbox("33UXP")
+    assert b[0] <= x0 and x1 <= b[2] and b[1] <= y0 and y1 <= b[3]
+    assert b == (10.5, 47.0, 19.5, 57.0)  # zone 33: 12-18 E, band U: 48-56 N, plus margins
+    assert mgrs_coarse_bbox("01CAA")[0] == -180.0
+    with pytest.raises(ConfigError, match="not an MGRS tile id"):
+        mgrs_coarse_bbox("IMPORTED")
+
+
+def test_parcel_raster_on_tile_grid():
+    g = grid(64)
+    x0, y0 = g.bounds[0], g.bounds[3]
+    gdf = gpd.GeoDataFrame({"parcel_id": ["in", "out"]},
+                           geometry=[shapely.box(x0, y0 - 100, x0 + 50, y0), shapely.box(0, 0, 10, 10)],
+                           crs=g.epsg).to_crs(4326)
+    r = rasterize_parcels(gdf, g)
+    assert r.parcel_ids == ("in",)
+    assert r.labels.shape == (64, 64) and r.labels.dtype == np.int32
+    assert (r.labels == 1).sum() == 50  # 10 rows x 5 columns of 10 m pixels
+    assert r.labels[:10, :5].min() == 1 and r.labels[10:, :].max() == 0
+
+
+def table(t, vals, slot):
+    ids = ["p1", "p2"]
+    sums = np.array(vals, dtype=float)[:, None].repeat(10, 1) * 1e4
+    return stats_table(ids, Sensor.S2, t, "T", sums, np.array([1, 1]), np.array([1, 1]), ["i"], slot=slot)
+
+
+def test_series_slots_compaction_and_override(tmp_path):
+    write_slot(tmp_path, "T", "S2", "20240501", table(1714521600, [0.1, 0.2], "20240501"))
+    write_slot(tmp_path, "T", "S2", "20240506", table(1714953600, [0.3, 0.4], "20240506"))
+    assert read_series(tmp_path, "T", parcel_id="p1").column("B02").to_pylist() == pytest.approx([0.1, 0.3])
+    assert compact_series(tmp_path, "T") == 2
+    assert not list((tmp_path / "T" / "S2").glob("*.parquet"))
+    assert read_series(tmp_path, "T", parcel_id="p2").column("B02").to_pylist() == pytest.approx([0.2, 0.4])
+    # a slot rewritten after compaction overrides the compacted rows
+    write_slot(tmp_path, "T", "S2", "20240501", table(1714521600, [0.5, 0.6], "20240501"))
+    got = read_series(tmp_path, "T", parcel_id="p1")
+    assert got.column("B02").to_pylist() == pytest.approx([0.5, 0.3])
+    assert compact_series(tmp_path, "T") == 1
+    assert read_series(tmp_path, parcel_id="p1").column("B02").to_pylist() == pytest.approx([0.5, 0.3])
+    assert read_series(tmp_path, "T", sensor="S1").num_rows == 0
+
+
+def test_import_interchange_csv(tmp_path):
+    csv = tmp_path / "obs.csv"
+    csv.write_text(
+        "parcel_id,time,sensor,B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12,clear,VV,VH,orbit\n"
+        "P1,2021-01-01T00:00:00Z,S1,,,,,,,,,,,,0.05,0.01,175\n"
+        "P1,2021-01-02T10:00:00Z,S2,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1,,,\n"
+        "P2,2021-01-02T10:00:00Z,S2,0.1,,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0,,,\n"
+        ",2021-01-02T10:00:00Z,S2,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1,,,\n"
+        "P3,yesterday,S2,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1,,,\n"
+        "P3,2021-01-02T10:00:00Z,S3,,,,,,,,,,,,,,\n"
+        "P1,2021-01-02T10:00:00Z,S2,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1,,,\n"
+    )
+    r = import_series(csv, tmp_path / "series", tile_id="sk")
+    assert r.rows == 3 and r.parcels == 2
+    assert [why for _, why in r.rejected] == ["empty parcel_id", "time is not ISO 8601", "sensor must be S1 or S2",
+                                              "duplicate parcel_id, time and sensor"]
+    assert [line for line, _ in r.rejected] == [5, 6, 7, 8]
+    p1 = read_series(tmp_path / "series", "sk", parcel_id="P1").to_pandas()
+    assert list(p1.sensor) == ["S1", "S2"] and p1.VV.iloc[0] == pytest.approx(0.05) and p1.orbit.iloc[0] == 175
+    assert p1.B04.iloc[1] == pytest.approx(0.3) and p1.clear.iloc[1] == 1
+    assert np.isnan(read_series(tmp_path / "series", "sk", parcel_id="P2").to_pandas().B03.iloc[0])
+    again = import_series(csv, tmp_path / "series", tile_id="sk")  # replaces, no duplicates
+    assert again.rows == 3 and read_series(tmp_path / "series", "sk").num_rows == 3
+
+
+def test_import_real_dataset_and_parquet(tmp_path):
+    src = str(SHARED_DATA / "grassland-sk-dev" / "observations.csv")
+    r = import_series(src, tmp_path / "s")
+    df = pd.read_csv(src)
+    assert r.rows == len(df) and r.parcels == df.parcel_id.nunique() and not r.rejected
+    one = read_series(tmp_path / "s", "imported", parcel_id="LR100").to_pandas()
+    want = df[df.parcel_id == "LR100"]
+    assert len(one) == len(want)
+    assert one.time.is_monotonic_increasing
+    pq_path = tmp_path / "obs.parquet"
+    pa.Table.from_pandas(df.head(50)).to_pandas().to_parquet(pq_path)
+    assert import_series(pq_path, tmp_path / "s2").rows == 50
+
+
+def test_import_refuses_wrong_format(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,when\n1,2\n")
+    with pytest.raises(ImportFormatError, match="missing column"):
+        import_series(bad, tmp_path / "s")
+    assert SCHEMA.names[:3] == ["parcel_id", "time", "sensor"]
