@@ -60,6 +60,17 @@ class IngestSettings(BaseModel):
     max_retries: int = 5
     requests_per_second: float = 5.0
     ledger_url: str = Field("", description="sqlite path or postgresql:// URL; empty: under data_dir")
+    aois: list[Path] = Field(default_factory=list, description="GeoJSON files of areas of interest (EPSG:4326)")
+    since: str = Field("", description="first search start where no watermark exists (ISO date)")
+    parcels: str = Field("", description="parcel layer (GeoParquet, GeoPackage, GeoJSON) for the parcel series")
+    grids: str = Field("", description="archive folder or archive.json with the tile grids; empty: from items")
+    cubes_dir: Path | None = Field(None, description="tile cubes; empty: <data_dir>/cubes")
+    series_dir: Path | None = Field(None, description="parcel series; empty: <data_dir>/series")
+    chunk: int = Field(1024, gt=0, description="cube chunk size in pixels")
+    workers: int = Field(2, gt=0, description="tiles ingested in parallel")
+    sentinelhub: bool = Field(False, description="also search the Sentinel Hub catalogue")
+    sentinelhub_url: str = "https://services.sentinel-hub.com"
+    sentinelhub_asset_template: str = Field("", description="href template of Sentinel Hub band COGs")
 
 
 class BusSettings(BaseModel):
@@ -67,6 +78,7 @@ class BusSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:29092"
     api_version: str = Field("", description="Kafka API version, e.g. '0.9'; empty: auto-detect")
     group_id: str = "sitsmon-monitor"
+    path: Path | None = Field(None, description="in-process bus file (memory backend); empty: <data_dir>/bus.sqlite")
 
 
 class EncoderSettings(BaseModel):

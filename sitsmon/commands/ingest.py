@@ -27,7 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="STAC API to search (repeatable; default: [stac] urls)")
     p.add_argument("--sentinelhub", action="store_true",
                    help="also search the Sentinel Hub catalogue (credentials from SH_CLIENT_ID/SH_CLIENT_SECRET)")
-    p.add_argument("--sentinelhub-url", default="https://services.sentinel-hub.com", help="Sentinel Hub base URL")
+    p.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
     p.add_argument("--sentinelhub-assets", default=None, metavar="TEMPLATE",
                    help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif")
     p.add_argument("--tiles", nargs="+", default=None, metavar="TILE", help="MGRS tile ids (default: [ingest] tiles)")
@@ -41,8 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cubes", default=None, help="cube folder (default: <data_dir>/cubes)")
     p.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
     p.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
-    p.add_argument("--chunk", type=int, default=1024, help="cube chunk size in pixels (default 1024)")
-    p.add_argument("--workers", type=int, default=2, help="tiles ingested in parallel (default 2)")
+    p.add_argument("--chunk", type=int, default=None, help="cube chunk size in pixels (default: [ingest] chunk)")
+    p.add_argument("--workers", type=int, default=None, help="tiles ingested in parallel (default: [ingest] workers)")
     p.add_argument("--bus", choices=("none", "memory", "kafka"), default=None,
                    help="where acquisition events go (default: [bus] backend)")
     p.add_argument("--max-retries", type=int, default=None, help="HTTP retries per request")
@@ -92,7 +92,7 @@ def _publisher(kind: str, settings: Settings) -> Any:
 
     if kind == "kafka":
         return make_bus("kafka", settings.bus.bootstrap_servers, settings.bus.api_version or None)
-    return make_bus("memory", path=settings.paths.under("bus.sqlite"))
+    return make_bus("memory", path=settings.bus.path or settings.paths.under("bus.sqlite"))
 
 
 def _time(value: str, end: bool = False) -> int:
@@ -110,17 +110,17 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     s = settings.ingest
     urls = args.stac_url if args.stac_url is not None else list(settings.stac.urls)
     extra = []
-    if args.sentinelhub:
+    if args.sentinelhub or s.sentinelhub:
         from ingest.sources.sentinelhub import SentinelHubSource
 
         extra.append(SentinelHubSource(
-            os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url,
+            os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url or s.sentinelhub_url,
             policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
-            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets))
+            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None))
     if not urls and not extra:
         raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls")
     aois = []
-    for path in args.aoi or []:
+    for path in args.aoi or s.aois:
         data = json.loads(Path(path).read_text())
         if data.get("type") == "FeatureCollection":
             aois += [f["geometry"] for f in data["features"]]
@@ -129,14 +129,15 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     data_dir = settings.paths.data_dir
     ledger = args.ledger or s.ledger_url or str(data_dir / "ingest-ledger.sqlite")
     return ingest.build_poller(
-        urls, args.cubes or data_dir / "cubes", args.series or data_dir / "series", ledger,
+        urls, args.cubes or s.cubes_dir or data_dir / "cubes", args.series or s.series_dir or data_dir / "series", ledger,
         tiles=tuple(args.tiles if args.tiles is not None else s.tiles), aois=tuple(aois),
         collections=tuple(args.collections or s.collections),
-        start=getattr(args, "since", None),
+        start=getattr(args, "since", None) or s.since or None,
         lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
         interval_s=getattr(args, "interval", None) or s.poll_interval_s,
-        parcels_path=args.parcels, grids_from=args.grids, publisher=publisher, chunk=args.chunk,
-        workers=args.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
+        parcels_path=args.parcels or s.parcels or None, grids_from=args.grids or s.grids or None, publisher=publisher,
+        chunk=args.chunk or s.chunk,
+        workers=args.workers or s.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
         requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,
     )
 
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if action == "import":
         from ingest.importer import import_series
 
-        series = args.series or settings.paths.data_dir / "series"
+        series = args.series or settings.ingest.series_dir or settings.paths.data_dir / "series"
         report = import_series(args.path, series, tile_id=args.tile_id)
         print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
                           "slots": report.slots, "rejected": [list(r) for r in report.rejected]}))
