@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         config = EncoderConfig(s2_bands=bands.s2, s1_bands=bands.s1, d_model=args.d_model, n_heads=args.heads,
                                n_layers=args.layers, mechanism=args.mechanism, rotation=args.rotation,
-                               bidirectional=args.bidirectional)
+                               bidirectional=args.bidirectional, recon_prior=True)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window, lr=args.lr,
                             seed=args.seed, device=device)
 

@@ -1,0 +1,14 @@
+"""Layers: sequence mixers (retention, linear attention, softmax attention) and the pre-norm block."""
+
+from sits.layers.mixers import (
+    Block,
+    LinearAttentionMixer,
+    RetentionMixer,
+    SoftmaxAttentionMixer,
+    make_mixer,
+    multiscale_log_decay,
+    rotate_by_day,
+)
+
+__all__ = ["Block", "LinearAttentionMixer", "RetentionMixer", "SoftmaxAttentionMixer", "make_mixer",
+           "multiscale_log_decay", "rotate_by_day"]

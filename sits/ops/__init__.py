@@ -1,0 +1,1 @@
+"""Sequence-mixing operators: a plain float32 reference (``naive.py``) beside every fast form."""

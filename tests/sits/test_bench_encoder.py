@@ -1,0 +1,30 @@
+"""`sitsmon bench encoder` runs and reports every section (no timing assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sitsmon.commands import bench_encoder
+from sitsmon.settings import get_settings
+
+
+def test_bench_encoder_reports_all_sections(capsys):
+    parser = argparse.ArgumentParser(prog="sitsmon bench")
+    sub = parser.add_subparsers(dest="what", required=True)
+    bench_encoder.register(sub)
+    args = parser.parse_args(["encoder", "--quick", "--sizes", "16x2", "--pixels", "300", "--parcels", "3",
+                              "--lengths", "12", "--bandwidth-mb", "8", "--repeats", "1", "--threads", "1",
+                              "--layers", "1"])
+    assert args.handler(args, get_settings()) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bandwidth_floor"]["numpy_single_thread_gbps"] > 0 and result["matmul_floor"]["gflops"] > 0
+    (entry,) = result["update_cost"]
+    assert entry["state_step"]["state_bytes_per_pixel"] == 2 * 8 * 8 * 4
+    assert entry["layer"]["us_per_pixel"] > 0 and entry["model"]["us_per_pixel"] > 0
+    (row,) = result["versus_transformer"]["by_length"]
+    assert row["T"] == 12 and row["speedup"] > 0
+    assert row["parallel_vs_recurrent_max_abs_diff"] < 1e-3
+    assert result["state_bytes_per_pixel"]["16x2"]["per_layer"] == 512
+    assert "available" in result["gpu"] or result["gpu"]["runs"]
+    assert "speedup_at_T200_ge_200" not in result["budgets"]  # T = 200 was not run

@@ -1,0 +1,208 @@
+"""The encoder's forms agree (parallel, chunkwise, recurrent steps, split-and-resume), and its public
+entry points refuse bad input with SitsError subclasses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sits import (
+    BandSetError,
+    EmptySeriesError,
+    EncoderConfig,
+    NonFiniteInputError,
+    Observation,
+    Series,
+    SitsEncoder,
+    StateShapeError,
+    UnsortedTimesError,
+)
+from sits.errors import ConfigError, SitsError
+from sits.testing import synthetic_series
+from sits.tokens import S2, BandSet
+
+ATOL = 1e-4
+SMALL = dict(d_model=16, n_heads=2, n_layers=2, head_hidden=16, chunk_size=16)
+
+
+def make_model(mechanism="retention", seed=0, **kw):
+    torch.manual_seed(seed)
+    return SitsEncoder(EncoderConfig(mechanism=mechanism, **{**SMALL, **kw})).eval()
+
+
+def observation(s: Series, i: int) -> Observation:
+    sensor = "S2" if s.sensor[i] == S2 else "S1"
+    cols = s.bands.sensor_columns(s.sensor[i])
+    return Observation(s.times[i], sensor, s.values[i : i + 1, cols], clear=s.clear[i : i + 1], orbit=int(s.orbit[i]))
+
+
+@pytest.mark.parametrize("mechanism,extra", [("retention", {}), ("retention", {"rotation": True}),
+                                              ("linear", {}), ("linear", {"linear_decay": False})])
+def test_forms_agree(mechanism, extra, rng):
+    """parallel == chunk == T recurrent steps == split encode resumed from the saved state."""
+    model = make_model(mechanism, **extra)
+    series = [synthetic_series(rng, 63, pid="a"), synthetic_series(rng, 40, pid="b")]
+    par = model.encode(series, mode="parallel")
+    chk = model.encode(series, mode="chunk")
+    for a, b in zip(par.embeddings, chk.embeddings, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=ATOL)
+    assert par.state.equals(chk.state, atol=ATOL)
+    s = series[0]
+    state, outs = model.init_state(1), []
+    for i in range(len(s)):
+        state, out = model.step(state, observation(s, i))
+        outs.append(out.embedding)
+    torch.testing.assert_close(torch.cat(outs), par.embeddings[0], atol=ATOL, rtol=ATOL)
+    assert state.equals(par.state.select(slice(0, 1)), atol=ATOL)
+    cut = 25
+    first = model.encode([s.slice(0, cut)])
+    second = model.encode([s.slice(cut, len(s))], state=first.state)
+    torch.testing.assert_close(torch.cat([first.embeddings[0], second.embeddings[0]]), par.embeddings[0],
+                               atol=ATOL, rtol=ATOL)
+    assert second.state.equals(par.state.select(slice(0, 1)), atol=ATOL)
+    assert int(second.state.count[0]) == len(s)
+
+
+def test_gradients_equal_across_forms(rng):
+    model = make_model()
+    model.train()
+    from sits.tokens import batch_series
+
+    tb = batch_series([synthetic_series(rng, 63)], model.normalization)
+    grads = {}
+    for mode in ("parallel", "chunk"):
+        model.zero_grad()
+        h, _ = model.run(tb, None, mode=mode, output_final_state=False)
+        (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum().backward()
+        grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["parallel"].keys() == grads["chunk"].keys() and grads["parallel"]
+    for name in grads["parallel"]:
+        torch.testing.assert_close(grads["parallel"][name], grads["chunk"][name], atol=ATOL, rtol=ATOL)
+
+
+def test_ten_years_encode(rng):
+    model = make_model(d_model=8, n_heads=2, n_layers=1)
+    s = synthetic_series(rng, 1500)  # ~3 days apart on average plus a gap: years of acquisitions
+    assert (s.times[-1] - s.times[0]) / 86400 > 2000
+    enc = model.encode([s], mode="chunk")
+    assert torch.isfinite(enc.embeddings[0]).all()
+    assert all(torch.isfinite(S).all() for S in enc.state.layers)
+    pred = model.forecast(enc.state, int(s.times[-1]) + 5 * 86400)
+    assert np.isfinite(pred.mean).all() and (pred.std > 0).all()
+
+
+def test_missing_rows_leave_state_unchanged(rng):
+    model = make_model()
+    s = synthetic_series(rng, 20)
+    state = model.encode([s, s]).state
+    last = int(s.times[-1]) + 86400
+    values = np.full((2, len(model.bands.s2)), 0.2, np.float32)
+    values[1] = np.nan
+    new, out = model.step(state, Observation(last, "S2", values))
+    assert out.updated.tolist() == [True, False]
+    assert new.select(slice(1, 2)).equals(state.select(slice(1, 2)))
+    assert not new.select(slice(0, 1)).equals(state.select(slice(0, 1)), atol=1e-6)
+    assert int(new.count[0]) == 21 and int(new.count[1]) == 20
+
+
+def test_heads(rng):
+    model = make_model()
+    s = synthetic_series(rng, 30)
+    state = model.encode([s]).state
+    later = int(s.times[-1]) + 10 * 86400
+    f2 = model.forecast(state, later, "S2")
+    f1 = model.forecast(state, later, "S1", orbit=29)
+    assert f2.mean.shape == (1, 11) and f2.bands[-1] == "NDVI" and f1.mean.shape == (1, 2) and f1.bands == ("VV", "VH")
+    assert (f2.std > 0).all() and (f1.mean > 0).all()
+    before = [S.clone() for S in state.layers]
+    rec = model.reconstruct(state, later)
+    assert rec.mean.shape == (1, 11) and (rec.std > 0).all()
+    assert all(torch.equal(a, b) for a, b in zip(before, state.layers, strict=True))
+    ndvi, ndvi_sd = rec.ndvi()
+    assert ndvi.shape == (1,) and ndvi_sd.shape == (1,)
+    gap = model.gapfill(s)
+    assert len(gap.index) == int((s.sensor == S2).sum())
+    assert gap.hidden.tolist() == (s.clear[gap.index] < 0.5).tolist()
+
+
+def test_softmax_has_no_state(rng):
+    model = make_model("softmax")
+    enc = model.encode([synthetic_series(rng, 30)])
+    assert enc.state is None and enc.embeddings[0].shape == (30, SMALL["d_model"])
+    with pytest.raises(ConfigError):
+        model.init_state(3)
+
+
+def test_bad_input(rng):
+    model = make_model()
+    s = synthetic_series(rng, 10)
+    bands = s.bands
+    with pytest.raises(UnsortedTimesError):
+        Series(s.times[::-1], s.sensor[::-1], s.values[::-1], bands)
+    nan_values = s.values.copy()
+    nan_values[3] = np.nan
+    with pytest.raises(NonFiniteInputError):
+        Series(s.times, s.sensor, nan_values, bands)
+    with pytest.raises(EmptySeriesError):
+        Series(s.times[:0], s.sensor[:0], s.values[:0], bands)
+    with pytest.raises(EmptySeriesError):
+        model.encode([])
+    state = model.encode([s]).state
+    with pytest.raises(UnsortedTimesError):
+        model.step(state, observation(s, 2))  # before t_last
+    with pytest.raises(StateShapeError):
+        model.step(model.init_state(3), observation(s, 0))  # 3 rows of state, 1 row of input
+    other = make_model(d_model=8, n_heads=2)
+    with pytest.raises(StateShapeError):
+        other.step(state, observation(s, 0))  # a state from another model
+    with pytest.raises(BandSetError):
+        model.step(model.init_state(1), Observation(s.times[0], "S2", np.zeros((1, 3), np.float32)))
+    with pytest.raises(BandSetError):
+        model.encode([synthetic_series(rng, 5, bands=BandSet(("B04", "B08")))])
+    assert all(issubclass(e, SitsError) and issubclass(e, ValueError)
+               for e in (UnsortedTimesError, NonFiniteInputError, EmptySeriesError, StateShapeError, BandSetError))
+
+
+@pytest.mark.requires_cuda
+def test_step_on_cuda_matches_cpu(rng):
+    model = make_model()
+    s = synthetic_series(rng, 30)
+    cpu = model.encode([s]).state
+    gpu_model = make_model().to("cuda")
+    state = gpu_model.init_state(1)
+    for i in range(len(s)):
+        state, _ = gpu_model.step(state, observation(s, i))
+    assert state.to("cpu").equals(cpu, atol=1e-3)
+
+
+@pytest.mark.parametrize("mechanism", ["retention", "linear"])
+def test_step_inplace_equals_functional(mechanism, rng):
+    model = make_model(mechanism)
+    s = synthetic_series(rng, 20)
+    state = model.encode([s, s, s]).state
+    obs = Observation(int(s.times[-1]) + 86400, "S1", np.full((3, 2), 0.05, np.float32), orbit=29)
+    expected, _ = model.step(state, obs)
+    assert not expected.equals(state, atol=1e-7)
+    got, _ = model.step(state, obs, inplace=True)
+    assert got.equals(expected)
+    assert got.layers[0].data_ptr() == state.layers[0].data_ptr()
+
+
+def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
+    """The CPU recurrent path runs blocks of rows; results equal one block of all rows."""
+    from sits.models import encoder as encoder_module
+
+    model = make_model()
+    series = [synthetic_series(np.random.default_rng(i), 15, pid=str(i)) for i in range(7)]
+    state = model.encode(series).state
+    last = max(int(s.times[-1]) for s in series) + 86400
+    obs = Observation(last, "S2", np.random.default_rng(0).random((7, 10), dtype=np.float32))
+    whole, out_whole = model.step(state, obs)
+    monkeypatch.setattr(encoder_module, "RECURRENT_ROW_CHUNK", 3)
+    blocks, out_blocks = model.step(state, obs)
+    assert blocks.equals(whole, atol=1e-6)
+    torch.testing.assert_close(out_blocks.embedding, out_whole.embedding)
+    assert not blocks.equals(state, atol=1e-6)  # functional: the input state is untouched
+    inplace, _ = model.step(state, obs, inplace=True)
+    assert inplace.equals(whole, atol=1e-6) and state.layers[0].data_ptr() == inplace.layers[0].data_ptr()
