@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="solar: also run the pixel-level detector on N small synthetic archives (COGs, 256 px tiles)",
     )
     parser.add_argument(
+        "--pixels-s2-only",
+        action="store_true",
+        help="solar --pixels: give the pixel-level detector S2 only (default: S2 and S1 VV)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="mowing: a 2-point parameter grid (smoke test, not for reporting)",
@@ -167,6 +172,34 @@ def _archive_cube(root: Path):
     return np.stack(cube), np.asarray(times), np.stack(clear), transform, crs
 
 
+def _archive_vv(root: Path, shape: tuple[int, ...]) -> dict:
+    """S1 VV of a synthetic archive's single tile in dB, (time1, y, x) on the S2 10 m grid, with its
+    times in days: the ``s1_vv``/``s1_times`` arguments of ``detect_solar_pixels``."""
+    import numpy as np
+    import rasterio
+
+    from alerts.series import to_days
+
+    items = [
+        json.loads(line)
+        for line in (root / "items/sentinel-1-grd.ndjson").read_text().splitlines()
+        if line.strip()
+    ]
+    items.sort(key=lambda it: it["properties"]["datetime"])
+    vv, times = [], []
+    for it in items:
+        with rasterio.open(root / it["assets"]["vv"]["href"]) as r:
+            a = r.read(1).astype(np.float32)
+        if a.shape != tuple(shape):
+            raise ValueError(f"S1 grid {a.shape} differs from the S2 grid {tuple(shape)} in {root}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vv.append(np.where(a > 0, 10.0 * np.log10(a), np.nan))
+        times.append(to_days(it["properties"]["datetime"]))
+    if not vv:
+        return {}
+    return {"s1_vv": np.stack(vv), "s1_times": np.asarray(times)}
+
+
 def _solar_pixels(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -193,8 +226,9 @@ def _solar_pixels(args: argparse.Namespace) -> dict:
             )
             generate_archive(root, cfg)
             cube, times, clear, transform, crs = _archive_cube(root)
+            s1 = {} if getattr(args, "pixels_s2_only", False) else _archive_vv(root, cube.shape[2:])
             events = detect_solar_pixels(
-                cube, times, S2_BANDS, transform, clear=clear, crs=str(crs), area_id=f"a{k}"
+                cube, times, S2_BANDS, transform, clear=clear, crs=str(crs), area_id=f"a{k}", **s1
             )
             sites = gpd.read_file(root / "truth/solar_sites.geojson").to_crs(crs)
             runs.append({"seed": seed, "sites": len(sites), **score_solar_polygons(events, sites)})
@@ -202,12 +236,15 @@ def _solar_pixels(args: argparse.Namespace) -> dict:
             all_sites.append(sites)
             print(f"  pixel-level archive {k + 1}/{args.pixels}", file=sys.stderr)
     tp = sum(r["tp"] for r in runs)
+    sensors = "S2" if getattr(args, "pixels_s2_only", False) else "S2+S1"
     fp = sum(r["fp"] for r in runs)
     fn = sum(r["fn"] for r in runs)
     p = tp / (tp + fp) if tp + fp else 0.0
     rc = tp / (tp + fn) if tp + fn else 0.0
     return {
         "tolerance_days": 30.0,
+        "sensors": sensors,
+        "archive_seeds": [r["seed"] for r in runs],
         "tp": tp,
         "fp": fp,
         "fn": fn,
