@@ -97,6 +97,15 @@ class AlertStore(ABC):
         self.close()
 
 
+# The same indexes serve both SQL engines: the dashboard's and the controllers' queries.
+INDEX_DDL = (
+    "CREATE INDEX IF NOT EXISTS alerts_parcel ON alerts (parcel_id, event_date)",
+    "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, event_date)",
+    "CREATE INDEX IF NOT EXISTS alerts_tile ON alerts (tile_id, event_date)",
+    "CREATE INDEX IF NOT EXISTS alerts_region ON alerts (region, event_date)",
+)
+
+
 class SqlAlertStore(AlertStore):
     """SQL shared by both backends; subclasses give the connection, placeholders and DDL."""
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from alerts.errors import StoreError
-from alerts.store.base import SqlAlertStore
+from alerts.store.base import INDEX_DDL, SqlAlertStore
 
 
 class PostgresAlertStore(SqlAlertStore):
@@ -41,10 +41,7 @@ class PostgresAlertStore(SqlAlertStore):
                 alert_id TEXT NOT NULL REFERENCES alerts(alert_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
                 status TEXT NOT NULL, who TEXT NOT NULL, changed_at TIMESTAMPTZ NOT NULL,
                 note TEXT NOT NULL DEFAULT '', PRIMARY KEY (alert_id, seq))""",
-            "CREATE INDEX IF NOT EXISTS alerts_parcel ON alerts (parcel_id, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_tile ON alerts (tile_id, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_region ON alerts (region, event_date)",
+            *INDEX_DDL,
         ]
 
     @contextmanager

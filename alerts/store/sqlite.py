@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.errors import StoreError
-from alerts.store.base import SqlAlertStore
+from alerts.store.base import INDEX_DDL, SqlAlertStore
 
 
 class SqliteAlertStore(SqlAlertStore):
@@ -47,10 +47,7 @@ class SqliteAlertStore(SqlAlertStore):
                 alert_id TEXT NOT NULL REFERENCES alerts(alert_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
                 status TEXT NOT NULL, who TEXT NOT NULL, changed_at TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
                 PRIMARY KEY (alert_id, seq))""",
-            "CREATE INDEX IF NOT EXISTS alerts_parcel ON alerts (parcel_id, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_tile ON alerts (tile_id, event_date)",
-            "CREATE INDEX IF NOT EXISTS alerts_region ON alerts (region, event_date)",
+            *INDEX_DDL,
         ]
 
     @contextmanager
