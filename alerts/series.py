@@ -57,7 +57,8 @@ class Observation:
     ``vv``/``vh`` linear power (NaN for S2); ``orbit`` relative orbit (-1 unknown);
     ``vh_ref`` the regional reference VH in dB for this acquisition (median over the parcels of the
     tile or area seen in the same acquisition; NaN when unknown): subtracting it removes the
-    backscatter change common to all parcels (rain, drying soil), see ``add_regional_reference``.
+    backscatter change common to all parcels (rain, drying soil), see ``add_regional_reference``;
+    ``vv_ref`` the same for VV in dB (NaN when unknown).
     """
 
     parcel_id: str
@@ -69,6 +70,7 @@ class Observation:
     vh: float = math.nan
     orbit: int = -1
     vh_ref: float = math.nan
+    vv_ref: float = math.nan
 
     def __post_init__(self) -> None:
         if self.sensor not in SENSORS:
@@ -206,6 +208,7 @@ def iter_observations(df: pd.DataFrame) -> Iterator[Observation]:
     vh = df["VH"].to_numpy(float)
     orbit = df["orbit"].to_numpy(float)
     ref = df["VH_ref"].to_numpy(float) if "VH_ref" in df.columns else np.full(len(df), np.nan)
+    vref = df["VV_ref"].to_numpy(float) if "VV_ref" in df.columns else np.full(len(df), np.nan)
     for i, (pid, days, sensor) in enumerate(zip(df["parcel_id"], df["days"], df["sensor"], strict=True)):
         c = None if not math.isfinite(clear[i]) else bool(clear[i] >= 0.5)
         yield Observation(
@@ -218,11 +221,13 @@ def iter_observations(df: pd.DataFrame) -> Iterator[Observation]:
             vh=float(vh[i]),
             orbit=int(orbit[i]) if math.isfinite(orbit[i]) else -1,
             vh_ref=float(ref[i]),
+            vv_ref=float(vref[i]),
         )
 
 
 def add_regional_reference(df: pd.DataFrame, min_parcels: int = 5) -> pd.DataFrame:
-    """Add ``VH_ref``: per S1 acquisition (same day and orbit), the median VH in dB over all parcels.
+    """Add ``VH_ref`` and ``VV_ref``: per S1 acquisition (same day and orbit), the median VH (VV) in dB
+    over all parcels.
 
     Acquisitions seen by fewer than ``min_parcels`` parcels get NaN (no reference: a parcel is not
     its own region).
@@ -231,15 +236,16 @@ def add_regional_reference(df: pd.DataFrame, min_parcels: int = 5) -> pd.DataFra
     tile (every parcel of one acquisition is processed together), so both paths see equal inputs.
     """
     df = df.copy()
-    s1 = (df["sensor"] == "S1") & (df["VH"] > 0)
-    db = pd.Series(np.nan, index=df.index)
-    db[s1] = 10 * np.log10(df.loc[s1, "VH"])
     day = df["time"].dt.floor("D")
     key = [day, df["orbit"].fillna(-1)]
-    grouped = db.groupby(key)
-    ref = grouped.transform("median")
-    n = grouped.transform("count")
-    df["VH_ref"] = ref.where(s1 & (n >= min_parcels))
+    for pol in ("VH", "VV"):
+        s1 = (df["sensor"] == "S1") & (df[pol] > 0)
+        db = pd.Series(np.nan, index=df.index)
+        db[s1] = 10 * np.log10(df.loc[s1, pol])
+        grouped = db.groupby(key)
+        ref = grouped.transform("median")
+        n = grouped.transform("count")
+        df[f"{pol}_ref"] = ref.where(s1 & (n >= min_parcels))
     return df
 
 

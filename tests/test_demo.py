@@ -39,7 +39,10 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, capsys) -> Non
 
     with sqlite3.connect(tmp_path / "alerts.sqlite") as db:
         stored = db.execute("select count(*) from alerts").fetchone()[0]
+        evidence = [json.loads(row[0]) for row in db.execute("select evidence from alerts")]
     assert stored == first["alerts"] == first["new_alerts"]
+    # what the encoder expected is part of the evidence wherever a clear view follows the event
+    assert any("model" in e and "expected_ndvi" in e["model"] for e in evidence)
     assert sum(first["lights"].values()) == manifest["counts"]["parcels"]
 
     second = _run(tmp_path, capsys)

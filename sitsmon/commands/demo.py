@@ -6,8 +6,8 @@
 4. ingest: the poller loads every new acquisition onto the tile grid, writes the Zarr cubes and the
    parcel series, and announces each acquisition on the in-process bus;
 5. the acquisition events are read back from the bus (what the monitor consumes);
-6. the detectors run on the parcel series, alerts go to the SQLite store, and each parcel gets
-   its CAP traffic light.
+6. the detectors run on the parcel series, the encoder's expectation at each event is added to
+   its evidence, alerts go to the SQLite store, and each parcel gets its CAP traffic light.
 
 The streaming monitor (encoder state per acquisition) and the dashboard come with later issues.
 A second run reuses the archive and ingests nothing new: every step is idempotent.
@@ -128,7 +128,9 @@ def _consume(bus: Any) -> Counter:
 def _detect(archive: Path, root: Path) -> dict[str, Any]:
     import pandas as pd
 
+    import sits
     from alerts.detectors import make_detectors, run_detectors
+    from alerts.expectation import add_model_expectations, annotate_events
     from alerts.series import normalise_observations, read_parcels
     from alerts.store import open_store
     from alerts.traffic_light import assess_frame
@@ -141,6 +143,9 @@ def _detect(archive: Path, root: Path) -> dict[str, Any]:
     obs = normalise_observations(table.to_pandas(), source="parcel series")
     parcels = read_parcels(archive / "parcels" / "parcels.parquet")
     events, _ = run_detectors(obs, parcels, make_detectors(["mowing", "harvest", "solar"]))
+    # The encoder's expectation at each event goes into the evidence ("what the model expected").
+    model = sits.load_model()
+    events = annotate_events(events, add_model_expectations(obs, model), model.version)
     tiles = dict(zip(parcels["parcel_id"], parcels.get("tile_id", pd.Series([""] * len(parcels))), strict=False))
     alerts = [Alert.from_event(e, tile_id=tiles.get(e.parcel_id, "")) for e in events]
     with open_store(str(root / "alerts.sqlite")) as store:

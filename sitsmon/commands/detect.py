@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also upsert the alerts into this store (SQLite path or postgresql:// URL; 'settings': alerts.store_url)",
     )
+    parser.add_argument(
+        "--with-model",
+        action="store_true",
+        help="add the encoder's expectation (forecast NDVI and residual) at each event to its evidence",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="encoder checkpoint for --with-model (default: [encoder] checkpoint)"
+    )
     parser.add_argument("--lights", default=None, help="also write the CAP traffic light per parcel (CSV)")
     parser.add_argument(
         "--campaign", type=int, default=None, help="campaign year (default: year of the last observation)"
@@ -57,6 +65,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     obs = read_observations(args.observations)
     parcels = read_parcels(args.parcels)
     events, skipped = run_detectors(obs, parcels, detectors)
+    if args.with_model:
+        import sits
+        from alerts.expectation import add_model_expectations, annotate_events
+
+        model = sits.load_model(args.checkpoint or settings.encoder.checkpoint)
+        events = annotate_events(events, add_model_expectations(obs, model), model.version)
     alerts = [Alert.from_event(e, tile_id=args.tile_id) for e in events]
     if str(args.out).lower().endswith((".geojson", ".json")):
         n = write_geojson(alerts, args.out, parcel_geometries(parcels))

@@ -15,6 +15,7 @@ from alerts.detectors import (
     MowingDetector,
     MowingParams,
     SolarDetector,
+    SolarParams,
     run_detectors,
 )
 from alerts.errors import SeriesError, UnknownParcelError, UnsupportedLandUseError
@@ -305,3 +306,122 @@ def test_mowing_in_a_cloudy_spell_is_seen_by_s1():
     assert "cloudy spell" in events[0].evidence["reason"]
     off, _ = MowingDetector(MowingParams(s1_spells=False)).run_frame(df, parcels)
     assert off == []
+
+
+# -- solar: works phase (no panels yet) ----------------------------------------------------------------
+
+
+def _region_with_works(
+    ndvi_before: float = 0.75,
+    ndvi_after: float = 0.15,
+    vv_rise: float = 3.0,
+    change_day: float = 240.0,
+    n_stable: int = 5,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``n_stable`` green grassland parcels and one parcel "W" whose NDVI goes from ``ndvi_before``
+    to ``ndvi_after`` and whose VV rises by ``vv_rise`` dB on ``change_day`` (series to day 300).
+    Every parcel shares a -3 dB wet-then-dry weather swing (days 150-180) and orbit offsets."""
+    from tests.alerts.conftest import s1_row
+
+    rng = np.random.default_rng(3)
+    rows = []
+    pids = ["W", *(f"G{i}" for i in range(n_stable))]
+    for pid in pids:
+        for i, day in enumerate(np.arange(1.0, 300.0, 3.0)):
+            weather = -3.0 if 150 <= day < 180 else 0.0
+            orbit_off = 0.8 if i % 2 else 0.0
+            step = vv_rise if pid == "W" and day >= change_day else 0.0
+            vv = -12.0 + weather + orbit_off + step + rng.normal(0, 0.3)
+            vh = (
+                -17.0
+                + weather
+                + orbit_off
+                + rng.normal(0, 0.3)
+                - (4.0 if pid == "W" and day >= change_day else 0)
+            )
+            rows.append(s1_row(pid, day, vh, vv_db=vv, orbit=73 if i % 2 else 124))
+        for day in np.arange(2.0, 300.0, 10.0):
+            nd = ndvi_after if pid == "W" and day >= change_day else ndvi_before if pid == "W" else 0.75
+            rows.append(s2_row(pid, day, nd))
+    df = pd.DataFrame(rows)
+    from alerts.series import normalise_observations
+
+    parcels = pd.DataFrame({"parcel_id": pids, "land_use": ["grassland"] * len(pids)})
+    return normalise_observations(df), parcels
+
+
+def test_add_regional_reference_adds_vv_too():
+    df, _ = _region_with_works()
+    ref = add_regional_reference(df)
+    s1 = ref.sensor == "S1"
+    assert ref.loc[s1, "VV_ref"].notna().all() and ref.loc[~s1, "VV_ref"].isna().all()
+    assert ref.loc[s1, "VH_ref"].notna().all()
+    first = ref[s1 & (ref.days == ref.loc[s1, "days"].min())]
+    assert first.VV_ref.iloc[0] == pytest.approx(float(np.median(10 * np.log10(first.VV))))
+    obs = as_observations(ref[ref.parcel_id == "W"])
+    assert all(math.isfinite(o.vv_ref) for o in obs if o.sensor == "S1")
+    assert Observation("P", 1.0, "S1").vv_ref != Observation("P", 1.0, "S1").vv_ref  # NaN by default
+
+
+def test_solar_works_phase_without_panels_is_found_and_dated():
+    df, parcels = _region_with_works()
+    events, _ = SolarDetector().run_frame(df, parcels)
+    assert [e.parcel_id for e in events] == ["W"]
+    e = events[0]
+    assert e.evidence["phase"] == "works"
+    assert abs(e.date - (to_days("2024-01-01") + 240.0)) <= 7.0
+    # confirmed only once the rise has lasted works_min_days: from day 240 + 21 on
+    assert e.window[1] - e.window[0] <= 15.0
+    # off: the works phase rule is what finds it
+    off, _ = SolarDetector(SolarParams(works_phase=False)).run_frame(df, parcels)
+    assert off == []
+
+
+def test_solar_works_phase_streaming_equals_batch_and_survives_a_checkpoint():
+    from alerts.detectors.base import state_from_dict, state_to_dict
+
+    df, parcels = _region_with_works()
+    det = SolarDetector()
+    prepared = det.prepare(df)
+    obs = as_observations(prepared[prepared.parcel_id == "W"])
+    state = det.init_state("W", "grassland")
+    events = []
+    for i, o in enumerate(obs):
+        state, new = det.update(state, o)
+        events.extend(new)
+        if i == len(obs) * 2 // 3:
+            state = state_from_dict(state_to_dict(state))
+    batch, _ = det.run_frame(df, parcels)
+    assert events == batch and len(events) == 1
+    # an old state without the VV-anomaly buffer still loads (field defaults to empty)
+    d = state_to_dict(det.init_state("W", "grassland"))
+    d["state"].pop("s1a")
+    assert state_from_dict(d).s1a == ()
+
+
+@pytest.mark.parametrize(
+    ("ndvi_before", "ndvi_after", "vv_rise", "why"),
+    [
+        (0.35, 0.15, 3.0, "senesced crop harvested: not green before"),
+        (0.75, 0.45, 3.0, "cut grass keeps a green residual: not bare after"),
+        (0.75, 0.0, 3.0, "snow or water: NDVI about 0, not bare soil"),
+        (0.75, 0.15, 0.8, "bare but VV barely moves"),
+    ],
+)
+def test_solar_works_phase_needs_green_to_bare_soil_and_a_vv_rise(ndvi_before, ndvi_after, vv_rise, why):
+    df, parcels = _region_with_works(ndvi_before=ndvi_before, ndvi_after=ndvi_after, vv_rise=vv_rise)
+    events, _ = SolarDetector().run_frame(df, parcels)
+    assert events == [], why
+
+
+def test_solar_works_phase_needs_a_lasting_rise():
+    """Works begun 15 days before the series ends: not yet confirmed (works_min_days 21)."""
+    df, parcels = _region_with_works(change_day=285.0)
+    assert SolarDetector().run_frame(df, parcels)[0] == []
+
+
+def test_solar_params_validation_of_works_phase():
+    with pytest.raises(ValueError, match="works_rise_db"):
+        SolarParams(works_rise_db=0.5, works_onset_db=1.0)
+    with pytest.raises(ValueError, match="works_soil_min_ndvi"):
+        SolarParams(works_bare_ndvi=0.6, works_green_ndvi=0.5)
