@@ -19,7 +19,7 @@ from sits.tokens import BandSet, Normalization
 
 logger = logging.getLogger(__name__)
 FORMAT = "sitsmon-sits-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: seasonal prior (clim_coef buffer) and the wider smoothing head
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
 
 
@@ -61,8 +61,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sits checkpoint (format {blob.get('format') if isinstance(blob, dict) else None!r})")
     if blob.get("format_version") != FORMAT_VERSION:
+        old = " (written before the seasonal gap-filling prior; retrain it with `sitsmon train`)" if blob.get("format_version") == 1 else ""
         raise CheckpointVersionError(
-            f"{path}: checkpoint format version {blob.get('format_version')!r}, this sits reads {FORMAT_VERSION}"
+            f"{path}: checkpoint format version {blob.get('format_version')!r}, this sits reads {FORMAT_VERSION}{old}"
         )
     for key in ("config", "bands", "normalization", "state_dict", "model_version"):
         if key not in blob:

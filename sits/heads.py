@@ -27,6 +27,13 @@ class GaussianHead(nn.Module):
         self.n_out = n_out
         self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, 2 * n_out))
 
+    @torch.no_grad()
+    def zero_mean_output(self) -> None:
+        """Zero the last layer's mean outputs (a residual head then starts at exactly its prior)."""
+        last = self.net[-1]
+        last.weight[: self.n_out].zero_()
+        last.bias[: self.n_out].zero_()
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.net(x).split(self.n_out, dim=-1)
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)

@@ -3,8 +3,10 @@
 Each step takes random windows of ``window`` tokens from the series, hides a share of the S2 tokens
 (single tokens and, with probability ``span_prob``, every S2 token of a 30–60-day span, like a cloudy
 spell), runs the parallel form, and minimises the Gaussian NLL of (a) the reconstruction head at the
-clear hidden tokens and (b) the forecast head for every next token (S1, or clear S2). Deterministic for
-a seed on a given device.
+clear hidden tokens, (b) the forecast head for every next token (S1, or clear S2) and (c) with a
+backward stack, the smoothing head at the hidden tokens. Before training, the seasonal prior (per-channel
+day-of-year climatology of the training series, ``SitsEncoder.fit_climatology``) is fitted and stored
+with the weights (``seasonal_prior``). Deterministic for a seed on a given device.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class TrainConfig:
     forecast_weight: float = 1.0
     recon_weight: float = 1.0
     grad_clip: float = 1.0
+    smooth_l1_weight: float = 0.0
+    seasonal_prior: bool = True
     seed: int = 0
     device: str = "auto"
 
@@ -94,6 +98,8 @@ def losses(model: SitsEncoder, tb: TokenBatch, hidden: torch.Tensor, mode: str =
         prior, pf = model.interpolation_prior(th)
         sm, sl = model.smooth(h, hb, prior, pf)
         out["smooth"] = gaussian_nll(sm, sl, tb.values[..., :n_s2], rw)
+        w = rw.to(sm.dtype)
+        out["smooth_l1"] = ((sm - tb.values[..., :n_s2]).abs() * w).sum() / w.sum().clamp_min(1.0)
     return out
 
 
@@ -123,7 +129,10 @@ def fit(series: list[Series], config: EncoderConfig, train: TrainConfig = TrainC
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     norm = Normalization.fit(series, bands)
-    model = SitsEncoder(config, norm).to(device)
+    model = SitsEncoder(config, norm)
+    if train.seasonal_prior:
+        model.fit_climatology(series)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     n_windows = sum(max(1, math.ceil(len(s) / train.window)) for s in series)
     steps_per_epoch = max(1, math.ceil(n_windows / train.batch_size))
@@ -143,7 +152,7 @@ def fit(series: list[Series], config: EncoderConfig, train: TrainConfig = TrainC
             parts = losses(model, tb, hidden)
             loss = train.recon_weight * parts["recon"] + train.forecast_weight * parts["forecast"]
             if "smooth" in parts:
-                loss = loss + train.recon_weight * parts["smooth"]
+                loss = loss + train.recon_weight * parts["smooth"] + train.smooth_l1_weight * parts["smooth_l1"]
                 sums["smooth"] = sums.get("smooth", 0.0) + float(parts["smooth"].detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -44,7 +44,8 @@ from sits.tokens import (
 
 logger = logging.getLogger(__name__)
 N_TIME_FEATURES = 6
-N_PRIOR_FEATURES = 4
+N_PRIOR_FEATURES = 5  # has-before, has-after, log-gap before, log-gap after, log span between them
+N_SEASONAL_HARMONICS = 3  # day-of-year harmonics of the per-channel climatology (seasonal prior)
 N_PERSIST_FEATURES = 2
 RECURRENT_ROW_CHUNK = 4096  # rows per block in the CPU recurrent path (intermediates stay in cache)
 PARALLEL_MAX_T = 256  # encode(mode="auto"): parallel up to this length, chunkwise beyond
@@ -57,6 +58,15 @@ def time_features(t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     phase = torch.remainder(t.double(), 365.25) * (2 * math.pi / 365.25)
     feats = [torch.sin(phase), torch.cos(phase), torch.sin(2 * phase), torch.cos(2 * phase),
              t.double() / 3652.5 - 0.5, torch.log1p(dt.double().clamp(0, MAX_GAP_FEATURE_DAYS)) / 5.0]
+    return torch.stack(feats, dim=-1).float()
+
+
+def seasonal_features(t: torch.Tensor, n_harmonics: int = N_SEASONAL_HARMONICS) -> torch.Tensor:
+    """``[..., 2·n_harmonics + 1]`` float32: 1, then sin/cos of k·(day-of-year phase), k = 1..n_harmonics."""
+    phase = torch.remainder(t.double(), 365.25) * (2 * math.pi / 365.25)
+    feats = [torch.ones_like(phase)]
+    for k in range(1, n_harmonics + 1):
+        feats += [torch.sin(k * phase), torch.cos(k * phase)]
     return torch.stack(feats, dim=-1).float()
 
 
@@ -109,6 +119,10 @@ class SitsEncoder(nn.Module):
             raise ConfigError(f"normalization has {len(normalization.mean)} channels, the model {C}")
         self.register_buffer("norm_mean", torch.tensor(normalization.mean, dtype=torch.float32))
         self.register_buffer("norm_std", torch.tensor(normalization.std, dtype=torch.float32))
+        # seasonal prior: per-S2-channel day-of-year climatology in normalised model space, fitted on the
+        # training series (``fit_climatology``) and stored with the weights; zeros = no seasonal prior
+        # (the gap-filling priors then reduce to plain linear interpolation / persistence)
+        self.register_buffer("clim_coef", torch.zeros(bands.n_s2c, 2 * N_SEASONAL_HARMONICS + 1))
         self.value_proj = nn.Linear(2 * C + 2, d)
         self.time_proj = nn.Linear(N_TIME_FEATURES, d)
         self.sensor_emb = nn.Embedding(2, d)
@@ -129,7 +143,8 @@ class SitsEncoder(nn.Module):
             )
             self.backward_norm = nn.LayerNorm(d)
             self.backward_dir = nn.Parameter(torch.zeros(d))
-            self.smooth_head = GaussianHead(2 * d + bands.n_s2c + N_PRIOR_FEATURES, config.head_hidden, bands.n_s2c)
+            self.smooth_head = GaussianHead(2 * d + 3 * bands.n_s2c + N_PRIOR_FEATURES, config.head_hidden, bands.n_s2c)
+            self.smooth_head.zero_mean_output()  # starts exactly at the prior (residual form)
         self.query_time = nn.Linear(N_TIME_FEATURES, d)
         self.query_sensor = nn.Embedding(2, d)
         self.query_orbit = nn.Embedding(config.n_orbits, d)
@@ -340,11 +355,41 @@ class SitsEncoder(nn.Module):
         t_prev = torch.where(has, torch.gather(tb.t, 1, pi), torch.full_like(tb.t, -math.inf))
         return vals, t_prev
 
+    def climatology(self, t: torch.Tensor) -> torch.Tensor:
+        """Seasonal prior: the per-channel day-of-year climatology (normalised S2 channels) at days ``t``
+        → ``[*t.shape, n_s2c]`` (zeros for a model without one)."""
+        return seasonal_features(t) @ self.clim_coef.T
+
+    @torch.no_grad()
+    def fit_climatology(self, series: list[Series], ridge: float = 1e-3) -> torch.Tensor:
+        """Fit the seasonal prior on ``series`` (training data only): least squares of the normalised S2
+        channels of the clear S2 observations with every S2 channel present on the day-of-year
+        harmonics. Stored in the ``clim_coef`` buffer (so in checkpoints); returns it."""
+        rows, ts = [], []
+        c2 = self.bands.n_s2c
+        for s in series:
+            x = self.normalization.normalize(s.values)[:, :c2]
+            ok = (s.sensor == S2) & (s.clear >= 0.5) & np.isfinite(x).all(axis=1)
+            rows.append(x[ok])
+            ts.append(s.days[ok])
+        y = torch.from_numpy(np.concatenate(rows)).double() if rows else torch.zeros(0, c2, dtype=torch.float64)
+        if len(y) < 4 * N_SEASONAL_HARMONICS + 2:
+            self.clim_coef.zero_()
+            return self.clim_coef
+        X = seasonal_features(torch.from_numpy(np.concatenate(ts))).double()
+        A = X.T @ X + ridge * len(X) * torch.eye(X.shape[1], dtype=torch.float64)
+        coef = torch.linalg.solve(A, X.T @ y)  # [F, c2]
+        self.clim_coef.copy_(coef.T.float().to(self.clim_coef.device))
+        return self.clim_coef
+
     def interpolation_prior(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Linear interpolation in time (model space) of the S2 channels between the nearest visible clear
-        S2 tokens with every S2 channel present, before and at/after each position (one side only: that
-        side's value). Returns ``(prior [B, T, n_s2c], features [B, T, 4])`` with features has-before,
-        has-after and log-gaps in days to each (0 where absent)."""
+        """Seasonal-anomaly interpolation prior (model space) of the S2 channels: the climatology at each
+        position plus the linear interpolation in time of the anomalies (value − climatology) of the
+        nearest visible clear S2 tokens with every S2 channel present, before and at/after it (one side
+        only: that side's anomaly; none: the climatology). Without a climatology it is plain linear
+        interpolation. Returns ``(prior [B, T, n_s2c], features [B, T, N_PRIOR_FEATURES + 2·n_s2c])``:
+        has-before, has-after, log-gaps in days to each and between them (0 where absent), then the
+        plain linear interpolation and the climatology, both minus the prior."""
         B, T = tb.shape
         c2 = self.bands.n_s2c
         anchor = self._clear_anchor(tb)
@@ -359,16 +404,22 @@ class SitsEncoder(nn.Module):
         tp, tn = torch.gather(tb.t, 1, pi), torch.gather(tb.t, 1, ni)
         span = (tn - tp).clamp_min(1e-6)
         w = torch.where(has_p & has_n, ((tb.t - tp) / span).clamp(0, 1), torch.where(has_p, 0.0, 1.0).double()).float()
-        prior = ((1 - w)[..., None] * vp + w[..., None] * vn) * (has_p | has_n).float()[..., None]
+        any_a = (has_p | has_n).float()[..., None]
+        linear = ((1 - w)[..., None] * vp + w[..., None] * vn) * any_a
+        clim = self.climatology(tb.t)
+        anomaly = (1 - w)[..., None] * (vp - self.climatology(tp)) + w[..., None] * (vn - self.climatology(tn))
+        prior = clim + anomaly * any_a
         gp = torch.where(has_p, torch.log1p((tb.t - tp).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
         gn = torch.where(has_n, torch.log1p((tn - tb.t).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
-        feats = torch.stack([has_p.double(), has_n.double(), gp, gn], dim=-1).float()
-        return prior, feats
+        gs = torch.where(has_p & has_n, torch.log1p((tn - tp).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
+        feats = torch.stack([has_p.double(), has_n.double(), gp, gn, gs], dim=-1).float()
+        return prior, torch.cat([feats, linear - prior, clim - prior], dim=-1)
 
     def smooth(self, h_fwd: torch.Tensor, h_bwd: torch.Tensor, prior: torch.Tensor,
                prior_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothing head (bidirectional gap filling) → normalised S2 mean/logvar ``[..., n_s2c]``: a learned
-        correction (from both directions' representations, S1 included) to the interpolation prior."""
+        per-channel correction (from both directions' representations, S1 included, and the prior
+        features) added to the seasonal-anomaly interpolation prior (zero correction = the prior)."""
         delta, logvar = self.smooth_head(torch.cat([h_fwd, h_bwd, prior, prior_features], dim=-1))
         return prior + delta, logvar
 
@@ -417,28 +468,30 @@ class SitsEncoder(nn.Module):
                       orbit: torch.Tensor, last_clear: torch.Tensor, t_last_clear: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forecast head on ``h [..., d]`` for queries at ``t_next`` (float64 days) → normalised mean/logvar
-        ``[..., C]``. S2 channels are a learned correction of the persistence prior ``last_clear
-        [..., n_s2c]`` (time ``t_last_clear``, −inf when none); S1 channels are predicted directly."""
+        ``[..., C]``. S2 channels are a learned correction of the seasonal-anomaly persistence prior (the
+        climatology at ``t_next`` plus the anomaly of ``last_clear [..., n_s2c]`` at ``t_last_clear``, −inf
+        when none); S1 channels are predicted directly."""
         feats = time_features(t_next, (t_next - t_prev).clamp_min(0))
         qe = self.query_time(feats) + self.query_sensor(sensor) + self.query_orbit(torch.remainder(orbit, self.config.n_orbits))
-        has = torch.isfinite(t_last_clear)
-        gap = torch.where(has, torch.log1p((t_next - t_last_clear).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5,
-                          torch.zeros_like(t_next))
-        pf = torch.stack([has.double(), gap], dim=-1).float()
-        prior = last_clear * has.float()[..., None]
+        prior, pf = self._persist_features(t_next, last_clear, t_last_clear)
         delta, logvar = self.forecast_head(torch.cat([h, qe, prior, pf], dim=-1))
         n_s1 = delta.shape[-1] - prior.shape[-1]
         return delta + torch.cat([prior, prior.new_zeros(*prior.shape[:-1], n_s1)], dim=-1), logvar
 
     def _persist_features(self, t: torch.Tensor, last_clear: torch.Tensor, t_last_clear: torch.Tensor):
+        """Seasonal-anomaly persistence prior for the causal reconstruction: the climatology at ``t`` plus
+        the anomaly of the last clear S2 values (none: the climatology), and its features (has, log-gap)."""
         has = torch.isfinite(t_last_clear)
         gap = torch.where(has, torch.log1p((t - t_last_clear).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(t))
-        return last_clear * has.float()[..., None], torch.stack([has.double(), gap], dim=-1).float()
+        t_lc = torch.where(has, t_last_clear, t)
+        anomaly = (last_clear - self.climatology(t_lc)) * has.float()[..., None]
+        return self.climatology(t) + anomaly, torch.stack([has.double(), gap], dim=-1).float()
 
     def recon(self, h: torch.Tensor, t: torch.Tensor, last_clear: torch.Tensor,
               t_last_clear: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Causal reconstruction head at withheld S2 tokens (time ``t``) → normalised mean/logvar
-        ``[..., n_s2c]``; with ``config.recon_prior`` a correction of the last clear S2 values."""
+        ``[..., n_s2c]``; with ``config.recon_prior`` a correction of the seasonal-anomaly persistence prior
+        (climatology at ``t`` + anomaly of the last clear S2 values)."""
         if not self.config.recon_prior:
             return self.recon_head(h)
         prior, pf = self._persist_features(t, last_clear, t_last_clear)
@@ -525,9 +578,11 @@ class SitsEncoder(nn.Module):
         """Reconstruct every S2 token of ``series``. Tokens in ``hide`` (``[T]`` bool; default: the cloudy
         S2 tokens) are withheld from the encoder and reconstructed; the others are reconstructed from
         their own values too (near identity). ``causal`` (default: True unless the model is
-        bidirectional): from the history plus concurrent S1 only; else the smoothing head, which corrects
-        the linear interpolation between the nearest visible clear S2 observations with both directions'
-        representations, also uses the observations after the token (backfill, dashboards)."""
+        bidirectional): from the history plus concurrent S1 only (a correction of the seasonal-anomaly
+        persistence prior); else the smoothing head, which corrects the seasonal-anomaly interpolation
+        prior (day-of-year climatology + linearly interpolated anomaly of the nearest visible clear S2
+        observations) with both directions' representations (S1 included), also uses the observations
+        after the token (backfill, dashboards)."""
         self._check_series([series])
         T = len(series)
         if hide is None:

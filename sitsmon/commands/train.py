@@ -49,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="comma-separated S2 bands (default: every S2 band with values in the data)")
     parser.add_argument("--val-frac", type=float, default=0.2,
                         help="share of parcels held out of training for --evaluate (default 0.2; 0: train on all)")
+    parser.add_argument("--smooth-l1", type=float, default=1.0,
+                        help="weight of an L1 term on the smoothing head's mean (the MAE it is judged by; default 1, as the packaged checkpoint)")
+    parser.add_argument("--no-seasonal-prior", dest="seasonal_prior", action="store_false",
+                        help="do not fit the day-of-year climatology prior of the gap-filling heads")
+    parser.add_argument("--tune-split", action="store_true",
+                        help="model selection: carve a validation split (--val-frac of the TRAINING parcels, seed+1) "
+                             "out of the training parcels, train on the rest and --evaluate on it; the held-out "
+                             "parcels are neither trained on nor evaluated")
     parser.add_argument("--evaluate", action="store_true",
                         help="report MAE per band and NDVI on held-out clear S2 observations vs persistence and "
                              "linear interpolation")
@@ -88,9 +96,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         bands = present
     series = series_from_frame(df, bands)
     train_ids, val_ids = split_ids([s.id for s in series], args.val_frac, args.seed)
-    train_series = [s for s in series if s.id in train_ids]
+    if args.tune_split:
+        train_ids, val_ids = split_ids(sorted(train_ids), args.val_frac, args.seed + 1)
     val_series = [s for s in series if s.id in val_ids]
+    train_series = [s for s in series if s.id in train_ids]
     summary: dict = {"data": str(args.data), "bands": list(bands.all), "parcels": len(series),
+                     "split": "tuning (validation carved from the training parcels)" if args.tune_split else "held-out",
                      "train_parcels": len(train_series), "val_parcels": len(val_series)}
 
     if args.eval_checkpoint is not None:
@@ -103,7 +114,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                n_layers=args.layers, mechanism=args.mechanism, rotation=args.rotation,
                                bidirectional=args.bidirectional, recon_prior=True)
         train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window, lr=args.lr,
-                            seed=args.seed, device=device)
+                            smooth_l1_weight=args.smooth_l1, seasonal_prior=args.seasonal_prior, seed=args.seed, device=device)
 
         def progress(rec: dict) -> None:
             print(f"sitsmon train: epoch {rec['epoch']}/{train.epochs} recon_nll {rec['recon_nll']:.4f} "

@@ -206,3 +206,67 @@ def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
     assert not blocks.equals(state, atol=1e-6)  # functional: the input state is untouched
     inplace, _ = model.step(state, obs, inplace=True)
     assert inplace.equals(whole, atol=1e-6) and state.layers[0].data_ptr() == inplace.layers[0].data_ptr()
+
+
+def _anomaly_interpolation(model: SitsEncoder, s: Series, hide: np.ndarray) -> np.ndarray:
+    """Naive reference of the seasonal-anomaly interpolation prior (physical units) at every S2 token."""
+    from sits.models.encoder import seasonal_features
+
+    c2 = model.bands.n_s2c
+    x = model.normalization.normalize(s.values)[:, :c2]
+    clim = (seasonal_features(torch.from_numpy(s.days)).double() @ model.clim_coef.double().T).numpy()
+    anchor = (s.sensor == S2) & (s.clear >= 0.5) & ~hide & np.isfinite(x).all(axis=1)
+    idx = np.nonzero(s.sensor == S2)[0]
+    ta, an = s.days[anchor], (x - clim)[anchor]
+    prior = np.stack([np.interp(s.days[idx], ta, an[:, j]) for j in range(c2)], axis=1) + clim[idx]
+    own = anchor[idx]  # a visible clear token is its own anchor (same-day duplicates: np.interp picks one)
+    prior[own] = x[idx][own]
+    sd = model.norm_std[:c2].numpy().astype(np.float64)
+    return prior * sd + model.norm_mean[:c2].numpy()
+
+
+def test_smoothing_head_starts_at_the_seasonal_prior(rng):
+    """An untrained bidirectional model gap-fills with exactly the climatology + interpolated anomaly
+    (zero-initialised residual), and the climatology fitted on a seasonal signal recovers it."""
+    from sits.tokens import Normalization
+
+    series = [synthetic_series(np.random.default_rng(i), 120, pid=str(i)) for i in range(4)]
+    cfg = EncoderConfig(**SMALL, bidirectional=True)
+    torch.manual_seed(0)
+    model = SitsEncoder(cfg, Normalization.fit(series, cfg.bands)).eval()
+    assert torch.count_nonzero(model.clim_coef) == 0
+    coef = model.fit_climatology(series)
+    assert torch.count_nonzero(coef) > 0
+    # the synthetic NIR-side bands follow 0.3·0.3·sin(2π(doy − 100)/365.25) + noise: the climatology recovers
+    # the swing (peak near doy 191, trough near doy 9) in physical units
+    j = cfg.bands.s2.index("B08")
+    days = torch.tensor([191.0, 9.0 + 365.25], dtype=torch.float64)
+    nir = model.climatology(days)[:, j] * model.norm_std[j] + model.norm_mean[j]
+    assert 0.12 < float(nir[0] - nir[1]) < 0.24
+    s = series[0]
+    hide = np.zeros(len(s), bool)
+    s2 = np.nonzero((s.sensor == S2) & (s.clear >= 0.5))[0]
+    hide[s2[1:-1:3]] = True
+    g = model.gapfill(s, hide=hide)
+    ref = _anomaly_interpolation(model, s, hide)
+    np.testing.assert_allclose(g.prediction.mean, ref, atol=2e-4)
+    # without a climatology the prior is plain linear interpolation
+    model.clim_coef.zero_()
+    g0 = model.gapfill(s, hide=hide)
+    np.testing.assert_allclose(g0.prediction.mean, _anomaly_interpolation(model, s, hide), atol=2e-4)
+    assert np.abs(g0.prediction.mean - g.prediction.mean).max() > 1e-3
+
+
+def test_old_checkpoint_format_refused_with_a_clear_error(tmp_path):
+    from sits import CheckpointVersionError, load_model, save_checkpoint
+
+    model = SitsEncoder(EncoderConfig(**SMALL, bidirectional=True))
+    model.fit_climatology([synthetic_series(np.random.default_rng(0), 80)])
+    path = save_checkpoint(model, tmp_path / "m.pt")
+    back = load_model(path, device="cpu")
+    assert torch.equal(back.clim_coef, model.clim_coef)
+    blob = torch.load(path, weights_only=True)
+    blob["format_version"] = 1
+    torch.save(blob, tmp_path / "v1.pt")
+    with pytest.raises(CheckpointVersionError, match="retrain"):
+        load_model(tmp_path / "v1.pt")

@@ -61,5 +61,15 @@ def test_train_command(tmp_path, capsys):
     assert set(summary["evaluation"]["gapfill_all"]) == {"n", "model", "persist", "interp"}
     model = load_model(out, device="cpu")
     assert model.bands.s2 == ("B02", "B03", "B04", "B08") and model.version == summary["model_version"]
+    assert torch.count_nonzero(model.clim_coef) > 0  # the seasonal prior travels in the checkpoint
+    held_out = set(torch.load(out, weights_only=True)["train"]["val_parcels"])
+    # --tune-split: validation carved out of the training parcels; the held-out parcels are not touched
+    tuned = tmp_path / "tuned.pt"
+    assert main(argv[:4] + [str(tuned)] + argv[5:] + ["--tune-split", "--no-seasonal-prior"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_parcels"] == 3 and summary["val_parcels"] == 1 and summary["split"].startswith("tuning")
+    tune_val = set(torch.load(tuned, weights_only=True)["train"]["val_parcels"])
+    assert len(tune_val) == 1 and not tune_val & held_out
+    assert torch.count_nonzero(load_model(tuned, device="cpu").clim_coef) == 0
     assert main(["train", "--data", str(tmp_path / "nope.csv")]) == 1
     assert "error:" in capsys.readouterr().err
