@@ -1,18 +1,27 @@
 """Encoder benchmark (library side of ``sitsmon bench encoder``): plain values in, a JSON-able dict out.
 
 (a) recurrent update cost per parcel/pixel per acquisition, one layer and the whole model, beside the
-    machine's floors measured in the same run: memory bandwidth (in-place ``a *= 0.99`` on a large
-    float32 array, numpy single thread and numba over all threads) and matmul throughput;
-(b) one recurrent update vs re-encoding the whole series with a softmax Transformer of the same width;
+    machine's floors measured in the same run: memory bandwidth (in-place ``a *= 0.99`` read-modify-write
+    of a float32 array as large as the state being updated, numpy single thread and numba over all
+    threads, the faster kept) and matmul throughput (2048² GEMM);
+(b) one recurrent update vs re-encoding the whole series with a softmax Transformer of the same width and
+    depth (batched, ``scaled_dot_product_attention``, no autograd) — both pre-tokenised ("core", the
+    budget) and end to end from ``Observation``/``Series`` (tokenising included on both sides);
 (c) state bytes per parcel/pixel;
 (d) on CUDA: updates per second for a tile of pixel states resident on the device.
-Timings are the best of ``repeats`` runs after a warm-up.
+
+Robustness on a shared machine: every measurement is a group of callables run INTERLEAVED
+(floor, kernel, floor, kernel, … round after round) after a warm-up; each is reported as the median
+(and the minimum) over the rounds, and every ratio to a floor is the median of the per-round ratios, so
+a noisy neighbour slows the floor and the kernel of the same round alike. Process CPU time per round is
+recorded too (``load_share``: CPU seconds the process got per wall second and thread).
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -25,20 +34,40 @@ from sits.models import EncoderConfig, SitsEncoder
 from sits.models.encoder import RECURRENT_ROW_CHUNK
 from sits.ops.retention.kernels import fused_step_numpy
 from sits.testing import synthetic_series
-from sits.tokens import S2, BandSet, Observation
+from sits.tokens import S2, BandSet, Observation, batch_observation, batch_series
 
 logger = logging.getLogger(__name__)
 
 
-def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, dict]:
+    """Run ``fns`` in turn, ``repeats`` rounds after ``warmup`` rounds. Returns per name the list of
+    wall seconds (``times``) and the process CPU seconds (``cpu``) of each round."""
     for _ in range(warmup):
-        fn()
-    best = math.inf
+        for fn in fns.values():
+            fn()
+    out = {name: {"times": [], "cpu": []} for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for name, fn in fns.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            t1, c1 = time.perf_counter(), time.process_time()
+            out[name]["times"].append(t1 - t0)
+            out[name]["cpu"].append(c1 - c0)
+    return out
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a[r] / b[r]``."""
+    return med([x / y for x, y in zip(a, b, strict=True)])
+
+
+def load_share(rec: dict, threads: int) -> float:
+    """CPU seconds the process got per wall second and thread (1.0: the threads ran undisturbed)."""
+    return round(sum(rec["cpu"]) / sum(rec["times"]) / threads, 3)
 
 
 @numba.njit(parallel=True, fastmath=True)
@@ -51,20 +80,22 @@ def _scale_inplace(a, f):  # pragma: no cover - compiled
             a[i] *= f
 
 
-def bandwidth_floor(megabytes: int, repeats: int) -> dict:
-    """Read+write bandwidth of an in-place multiply over ``megabytes`` of float32."""
-    a = np.ones(megabytes * (1 << 20) // 4, dtype=np.float32)
-    nbytes = 2 * a.nbytes  # read + write
-    t_np = best_time(lambda: np.multiply(a, np.float32(0.99), out=a), repeats)
-    t_nb = best_time(lambda: _scale_inplace(a, np.float32(0.99)), repeats)
-    return {"array_mb": megabytes, "numpy_single_thread_gbps": round(nbytes / t_np / 1e9, 2),
-            "numba_threads_gbps": round(nbytes / t_nb / 1e9, 2), "threads": numba.get_num_threads()}
+def bandwidth_fns(nbytes: int) -> tuple[dict[str, Callable[[], object]], int]:
+    """In-place read-modify-write floors over ``nbytes`` of float32; returns (callables, bytes moved)."""
+    a = np.ones(max(nbytes // 4, 1024), dtype=np.float32)
+    f = np.float32(0.99)
+    return ({"bw_numpy_1thread": lambda: np.multiply(a, f, out=a),
+             "bw_numba_threads": lambda: _scale_inplace(a, f)}, 2 * a.nbytes)
 
 
-def matmul_floor(repeats: int, n: int = 2048) -> dict:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = best_time(lambda: a @ b, repeats)
-    return {"size": n, "gflops": round(2 * n**3 / t / 1e9, 1)}
+def bw_floor_times(res: dict) -> list[float]:
+    """Per round, the faster of the two bandwidth floors (the stricter floor)."""
+    return [min(x, y) for x, y in zip(res["bw_numpy_1thread"]["times"], res["bw_numba_threads"]["times"], strict=True)]
+
+
+def matmul_fn(n: int = 2048) -> tuple[Callable[[], object], int]:
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    return (lambda: torch.mm(a, b, out=c)), 2 * n**3
 
 
 def layer_flops(d: int, ffn_mult: int) -> int:
@@ -72,96 +103,156 @@ def layer_flops(d: int, ffn_mult: int) -> int:
     return 2 * (3 * d * d + d * d + 2 * ffn_mult * d * d)
 
 
-def state_step(d: int, heads: int, pixels: int, repeats: int, bw_gbps: float) -> dict:
-    """The fused retention state step in place for ``pixels`` rows (one token each)."""
+def floors(bandwidth_mb: int, repeats: int, threads: int) -> dict:
+    """The machine's floors on a large array (reported for reference; the ratios use the floors measured
+    interleaved with each kernel)."""
+    fns, moved = bandwidth_fns(bandwidth_mb << 20)
+    mm, flops = matmul_fn()
+    res = interleaved({**fns, "matmul": mm}, repeats)
+    return {"bandwidth_floor": {
+                "array_mb": bandwidth_mb, "threads": threads,
+                "numpy_single_thread_gbps": round(moved / med(res["bw_numpy_1thread"]["times"]) / 1e9, 2),
+                "numba_threads_gbps": round(moved / med(res["bw_numba_threads"]["times"]) / 1e9, 2),
+                "numba_threads_gbps_best": round(moved / min(res["bw_numba_threads"]["times"]) / 1e9, 2)},
+            "matmul_floor": {"size": 2048, "gflops": round(flops / med(res["matmul"]["times"]) / 1e9, 1),
+                             "gflops_best": round(flops / min(res["matmul"]["times"]) / 1e9, 1)},
+            "load_share": load_share(res["matmul"], threads)}
+
+
+def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, layers: int, ffn_mult: int = 2,
+                row_chunk: int = RECURRENT_ROW_CHUNK) -> dict:
+    """(a) for one size: the fused state step (in place), one block's streaming step (on blocks of
+    ``row_chunk`` rows, as the model runs it), the whole model's ``step`` (functional and in place),
+    interleaved with the bandwidth floor (an array as large as the state) and the matmul floor."""
     K = d // heads
     rng = np.random.default_rng(0)
+    # state step alone (numba, in place)
     S = np.zeros((pixels, heads, K, K), np.float32)
     q, k, v = (rng.standard_normal((pixels, 1, heads, K), dtype=np.float32) for _ in range(3))
     dt = np.full((pixels, 1), 5.0, np.float32)
     lam = np.log(np.full(heads, 0.99, np.float32))
-    t = best_time(lambda: fused_step_numpy(q, k, v, dt, lam, S, S), repeats)
-    state_bytes = S.nbytes
-    floor_t = 2 * state_bytes / (bw_gbps * 1e9)
-    return {"us_per_pixel": round(t / pixels * 1e6, 4), "state_bytes_per_pixel": state_bytes // pixels,
-            "floor_us_per_pixel": round(floor_t / pixels * 1e6, 4), "ratio_to_floor": round(t / floor_t, 3)}
-
-
-def layer_step(d: int, heads: int, pixels: int, repeats: int, mechanism: str = "retention", ffn_mult: int = 2,
-               row_chunk: int = RECURRENT_ROW_CHUNK) -> dict:
-    """One pre-norm block (projections, fused state step, FFN) in recurrent mode, state in place, on
-    blocks of ``row_chunk`` rows as the model's recurrent path runs it (also reported: one block of all rows)."""
+    o = np.empty_like(v)
+    # one block (retention), state in place
     torch.manual_seed(0)
-    block = Block(make_mixer(mechanism, d, heads), d, ffn_mult).eval()
-    S = torch.zeros((pixels, *block.mixer.state_shape()))
+    block = Block(make_mixer("retention", d, heads), d, ffn_mult).eval()
+    St = torch.zeros((pixels, *block.mixer.state_shape()))
     x = torch.randn(pixels, 1, d)
-    dt = torch.full((pixels, 1), 5.0)
-    t = torch.full((pixels, 1), 3000.0, dtype=torch.float64)
+    dtt = torch.full((pixels, 1), 5.0)
+    tt = torch.full((pixels, 1), 3000.0, dtype=torch.float64)
     valid = torch.ones(pixels, 1, dtype=torch.bool)
 
-    def run(chunk):
+    def layer():
         with torch.no_grad():
-            for a in range(0, pixels, chunk):
-                r = slice(a, a + chunk)
-                block(x[r], dt[r], t[r], valid[r], S[r], True, "recurrent", True)
+            for a in range(0, pixels, row_chunk):
+                r = slice(a, a + row_chunk)
+                block(x[r], dtt[r], tt[r], valid[r], St[r], True, "recurrent", True)
 
-    sec = best_time(lambda: run(row_chunk), repeats)
-    whole = best_time(lambda: run(pixels), repeats)
-    return {"us_per_pixel": round(sec / pixels * 1e6, 4), "row_chunk": row_chunk,
-            "us_per_pixel_unchunked": round(whole / pixels * 1e6, 4)}
-
-
-def model_step(config: EncoderConfig, pixels: int, repeats: int) -> dict:
-    """The whole model's ``step`` (tokenising an S2 observation, every layer, state bookkeeping)."""
-    torch.manual_seed(0)
-    model = SitsEncoder(config).eval()
-    state = model.init_state(pixels)
-    rng = np.random.default_rng(0)
-    t0 = np.datetime64("2024-05-01T10:00:00", "s").astype(np.int64)
+    # whole model
+    cfg = EncoderConfig(BandSet().s2, BandSet().s1, d_model=d, n_heads=heads, n_layers=layers)
+    model = SitsEncoder(cfg).eval()
+    t0 = int(np.datetime64("2024-05-01T10:00:00", "s").astype(np.int64))
+    values = rng.random((pixels, model.bands.n_s2), dtype=np.float32)
     counter = [0]
 
     def obs():
         counter[0] += 1
-        return Observation(int(t0 + counter[0] * 86400), "S2",
-                           rng.random((pixels, model.bands.n_s2), dtype=np.float32), clear=1.0)
+        return Observation(t0 + counter[0] * 86400, "S2", values, clear=1.0)
 
-    holder = [state]
+    holder = [model.init_state(pixels), model.init_state(pixels)]
 
     def functional():
         holder[0], _ = model.step(holder[0], obs())
 
     def inplace():
-        holder[0], _ = model.step(holder[0], obs(), inplace=True)
+        holder[1], _ = model.step(holder[1], obs(), inplace=True)
 
-    return {"us_per_pixel": round(best_time(functional, repeats) / pixels * 1e6, 4),
-            "us_per_pixel_inplace": round(best_time(inplace, repeats) / pixels * 1e6, 4),
-            "layers": config.n_layers, "state_bytes_per_pixel": state.nbytes_per_item}
+    bw, moved = bandwidth_fns(S.nbytes)
+    mm, mm_flops = matmul_fn()
+    res = interleaved({**bw, "state_step": lambda: fused_step_numpy(q, k, v, dt, lam, S, S, out=o), "matmul": mm,
+                       "layer": layer, "model": functional, "model_inplace": inplace}, repeats)
+    floor_t = bw_floor_times(res)
+    us = {n: med(r["times"]) / pixels * 1e6 for n, r in res.items()}
+
+    def cpu_us(name: str) -> float:
+        """Median process CPU time per pixel divided by the threads: what the wall time would be with the
+        threads running undisturbed (an estimate, reported beside the wall time, never instead of it)."""
+        return round(med(res[name]["cpu"]) / pixels * 1e6 / threads, 4)
+    mm_us_per_pixel = [t / mm_flops * layer_flops(d, ffn_mult) * 1e6 for t in res["matmul"]["times"]]
+    layer_floor_us = [m + f / pixels * 1e6 for m, f in zip(mm_us_per_pixel, floor_t, strict=True)]
+    return {
+        "d_model": d, "heads": heads, "pixels": pixels,
+        "bandwidth_floor_same_run": {"array_mb": round(S.nbytes / 2**20, 1),
+                                     "gbps": round(moved / med(floor_t) / 1e9, 2),
+                                     "us_per_pixel": round(med(floor_t) / pixels * 1e6, 4)},
+        "matmul_floor_same_run_gflops": round(mm_flops / med(res["matmul"]["times"]) / 1e9, 1),
+        "state_step": {"us_per_pixel": round(us["state_step"], 4),
+                       "us_per_pixel_min": round(min(res["state_step"]["times"]) / pixels * 1e6, 4),
+                       "cpu_us_per_pixel_per_thread": cpu_us("state_step"),
+                       "state_bytes_per_pixel": S.nbytes // pixels,
+                       "floor_us_per_pixel": round(med(floor_t) / pixels * 1e6, 4),
+                       "ratio_to_floor": round(paired_ratio(res["state_step"]["times"], floor_t), 3)},
+        "layer": {"us_per_pixel": round(us["layer"], 4),
+                  "us_per_pixel_min": round(min(res["layer"]["times"]) / pixels * 1e6, 4),
+                  "cpu_us_per_pixel_per_thread": cpu_us("layer"),
+                  "row_chunk": row_chunk,
+                  "matmul_floor_us_per_pixel": round(med(mm_us_per_pixel), 4),
+                  "floor_us_per_pixel": round(med(layer_floor_us), 4),
+                  "ratio_to_floor": round(paired_ratio([t / pixels * 1e6 for t in res["layer"]["times"]],
+                                                       layer_floor_us), 3),
+                  "note": "floor = projection GEMM flops at the measured 2048² matmul rate + one "
+                          "read-modify-write of the state at the measured bandwidth, per round"},
+        "model": {"us_per_pixel": round(us["model"], 4), "us_per_pixel_inplace": round(us["model_inplace"], 4),
+                  "us_per_pixel_inplace_min": round(min(res["model_inplace"]["times"]) / pixels * 1e6, 4),
+                  "layers": layers, "state_bytes_per_pixel": holder[0].nbytes_per_item},
+        "load_share": load_share(res["layer"], threads),
+    }
 
 
 def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parcels: int, repeats: int,
-                       update_rows: int = 8192) -> dict:
-    """Per parcel: one recurrent update (``step`` on warm states, ``update_rows`` parcels per call so that
-    the per-call overhead is amortised as in the monitor; functional, and in place as in a hot loop) vs re-encoding the whole series of length T
-    with a causal softmax Transformer of the same width and depth (``parcels`` series per call); plus
-    the largest difference between the parallel and recurrent outputs of the recurrent model."""
+                       update_rows: int = 16384) -> dict:
+    """(b) Per parcel: one recurrent update (``step`` on warm states, ``update_rows`` parcels per call so
+    that the per-call overhead is amortised as in the monitor) vs re-encoding the whole series of length T
+    with a causal softmax Transformer of the same width and depth (``parcels`` series per call, batched,
+    SDPA, no autograd). "core": both sides pre-tokenised (the budget); "end_to_end": from
+    ``Observation`` / ``Series`` (tokenising included on both sides). Interleaved rounds, medians, the
+    speed-up is the median of the per-round ratios. Also the largest difference between the parallel
+    and recurrent outputs of the recurrent model."""
     torch.manual_seed(0)
     common = dict(d_model=d, n_heads=heads, n_layers=layers)
     rec = SitsEncoder(EncoderConfig(mechanism="retention", **common)).eval()
     soft = SitsEncoder(EncoderConfig(mechanism="softmax", **common)).eval()
     rng = np.random.default_rng(0)
     out = {"d_model": d, "heads": heads, "layers": layers, "transformer_parcels_per_call": parcels,
+           "transformer_attention": "torch.nn.functional.scaled_dot_product_attention (causal, batched)",
            "update_rows_per_call": update_rows, "by_length": []}
     for T in lengths:
         series = [synthetic_series(rng, T, pid=str(i)) for i in range(parcels)]
         enc = rec.encode(series, mode="parallel")
         rows = max(update_rows, parcels)
         state = enc.state.select(torch.arange(rows) % parcels)
+        hot = state.select(torch.arange(rows))  # a private copy, updated in place as the monitor's hot loop does
         last = max(int(s.times[-1]) for s in series) + 3 * 86400
         obs = Observation(last, "S2", np.full((rows, rec.bands.n_s2), 0.2, np.float32), clear=1.0)
-        t_step = best_time(lambda: rec.step(state, obs), repeats) / rows  # noqa: B023
-        hot = state.select(torch.arange(rows))  # a private copy, updated in place as the monitor's hot loop does
-        t_hot = best_time(lambda: rec.step(hot, obs, inplace=True), repeats) / rows  # noqa: B023
-        t_soft = best_time(lambda: soft.encode(series, mode="parallel"), repeats) / parcels  # noqa: B023
+        tb_obs = batch_observation(obs, rec.normalization, rec.device)
+        tb_series = batch_series(series, soft.normalization, soft.device)
+
+        def soft_core(tb=tb_series):
+            with torch.no_grad():
+                soft.run(tb, None, mode="parallel", output_final_state=False)
+
+        def rec_core(st=state, tb=tb_obs):
+            rec.step(st, tb)
+
+        def rec_core_inplace(st=hot, tb=tb_obs):
+            rec.step(st, tb, inplace=True)
+
+        res = interleaved({
+            "soft_core": soft_core, "rec_core": rec_core, "rec_core_inplace": rec_core_inplace,
+            "soft_e2e": lambda s=series: soft.encode(s, mode="parallel"),
+            "rec_e2e": lambda st=state, o=obs: rec.step(st, o),
+        }, repeats)
+        per = {"soft_core": parcels, "soft_e2e": parcels, "rec_core": rows, "rec_core_inplace": rows, "rec_e2e": rows}
+        pp = {n: [t / per[n] for t in r["times"]] for n, r in res.items()}
         # parallel vs recurrent equality on the first parcel
         s0 = series[0]
         st, steps = rec.init_state(1), []
@@ -172,11 +263,17 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
             st, so = rec.step(st, o)
             steps.append(so.embedding)
         diff = float((torch.cat(steps) - enc.embeddings[0]).abs().max())
-        out["by_length"].append({"T": T, "recurrent_update_us_per_parcel": round(t_step * 1e6, 3),
-                                 "recurrent_update_inplace_us_per_parcel": round(t_hot * 1e6, 3),
-                                 "transformer_reencode_us_per_parcel": round(t_soft * 1e6, 3),
-                                 "speedup": round(t_soft / t_step, 1), "speedup_inplace": round(t_soft / t_hot, 1),
-                                 "parallel_vs_recurrent_max_abs_diff": diff})
+        out["by_length"].append({
+            "T": T,
+            "recurrent_update_us_per_parcel": round(med(pp["rec_core"]) * 1e6, 3),
+            "recurrent_update_inplace_us_per_parcel": round(med(pp["rec_core_inplace"]) * 1e6, 3),
+            "transformer_reencode_us_per_parcel": round(med(pp["soft_core"]) * 1e6, 3),
+            "speedup": round(paired_ratio(pp["soft_core"], pp["rec_core"]), 1),
+            "speedup_inplace": round(paired_ratio(pp["soft_core"], pp["rec_core_inplace"]), 1),
+            "end_to_end": {"recurrent_update_us_per_parcel": round(med(pp["rec_e2e"]) * 1e6, 3),
+                           "transformer_reencode_us_per_parcel": round(med(pp["soft_e2e"]) * 1e6, 3),
+                           "speedup": round(paired_ratio(pp["soft_e2e"], pp["rec_e2e"]), 1)},
+            "parallel_vs_recurrent_max_abs_diff": diff})
     return out
 
 
@@ -196,34 +293,31 @@ def gpu_updates(d: int, heads: int, pixels: int, repeats: int, state_dtype: torc
             fused_recurrent_retention(q, k, v, dt, lam, S, True, inplace=True, state_dtype=state_dtype)
         torch.cuda.synchronize()
 
-    sec = best_time(run, repeats)
+    sec = med(interleaved({"gpu": run}, repeats)["gpu"]["times"])
     return {"pixels": pixels, "state_dtype": str(state_dtype).replace("torch.", ""),
             "updates_per_s": round(pixels / sec, 1), "state_gb": round(S.numel() * S.element_size() / 1e9, 3)}
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - platform without getloadavg
+        return None
+
+
 def run_benchmark(*, sizes: list[tuple[int, int]], pixels: int, layers: int, lengths: list[int], parcels: int,
-                  bandwidth_mb: int, repeats: int, threads: int, gpu_pixels: int) -> dict:
+                  bandwidth_mb: int, repeats: int, threads: int, gpu_pixels: int, update_rows: int = 16384) -> dict:
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    result: dict = {"threads": threads, "pixels": pixels, "repeats": repeats,
-                    "torch": torch.__version__, "numba": numba.__version__}
-    bw = bandwidth_floor(bandwidth_mb, repeats)
-    result["bandwidth_floor"] = bw
-    result["matmul_floor"] = matmul_floor(repeats)
-    floor_bw = max(bw["numpy_single_thread_gbps"], bw["numba_threads_gbps"])  # the stricter floor
-    per_size = []
-    for d, h in sizes:
-        cfg = EncoderConfig(BandSet().s2, BandSet().s1, d_model=d, n_heads=h, n_layers=layers)
-        entry = {"d_model": d, "heads": h,
-                 "state_step": state_step(d, h, pixels, repeats, floor_bw),
-                 "layer": layer_step(d, h, pixels, repeats),
-                 "model": model_step(cfg, pixels, repeats)}
-        entry["layer"]["matmul_floor_us_per_pixel"] = round(
-            layer_flops(d, 2) / (result["matmul_floor"]["gflops"] * 1e9) * 1e6, 4)
-        per_size.append(entry)
+    result: dict = {"threads": threads, "pixels": pixels, "repeats": repeats, "statistic": "median of interleaved rounds",
+                    "torch": torch.__version__, "numba": numba.__version__,
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                    "loadavg_start": _loadavg()}
+    result.update(floors(bandwidth_mb, repeats, threads))
+    per_size = [update_cost(d, h, pixels, repeats, threads, layers) for d, h in sizes]
     result["update_cost"] = per_size
     result["versus_transformer"] = versus_transformer(64, 4, layers, lengths, parcels, repeats,
-                                                      update_rows=min(pixels, 8192))
+                                                      update_rows=min(pixels, update_rows))
     result["state_bytes_per_pixel"] = {f"{e['d_model']}x{e['heads']}": {
         "per_layer": e["state_step"]["state_bytes_per_pixel"], "model": e["model"]["state_bytes_per_pixel"]}
         for e in per_size}
@@ -245,4 +339,5 @@ def run_benchmark(*, sizes: list[tuple[int, int]], pixels: int, layers: int, len
         budgets["speedup_inplace_at_T200_ge_200"] = {"value": at200[0]["speedup_inplace"],
                                                      "pass": at200[0]["speedup_inplace"] >= 200}
     result["budgets"] = budgets
+    result["loadavg_end"] = _loadavg()
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,9 +49,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, default=2, help="layers of the whole model (default 2)")
     parser.add_argument("--lengths", type=_ints, default=None, help="series lengths for the Transformer comparison "
                         "(default 50,100,200,400)")
-    parser.add_argument("--parcels", type=int, default=None, help="parcels in the Transformer comparison (default 64)")
+    parser.add_argument("--parcels", type=int, default=None, help="parcels per call in the Transformer comparison (default 256)")
     parser.add_argument("--bandwidth-mb", type=int, default=None, help="array size of the bandwidth floor (default 1024)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats, best kept (default 5; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved timed rounds, median reported (default 9; quick 3)")
+    parser.add_argument("--update-rows", type=int, default=16384,
+                        help="parcels per recurrent update call in the Transformer comparison (default 16384)")
+    parser.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
+                        help="OMP_WAIT_POLICY for torch's and numba's OpenMP pools, set before torch loads "
+                             "(default passive: idle threads sleep instead of spinning, which on a shared, "
+                             "loaded machine keeps the two pools from stealing each other's cores; inherit: "
+                             "leave the environment alone)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch and numba (default 2)")
     parser.add_argument("--gpu-pixels", type=int, default=1024 * 1024,
                         help="pixel states resident on the GPU (default 1024x1024, one synthetic tile)")
@@ -60,10 +69,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    policy = getattr(args, "omp_wait_policy", "passive")
+    if policy != "inherit":
+        if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").lower() != policy:
+            logger.warning("torch is already loaded: OMP_WAIT_POLICY=%s cannot take effect in this process", policy)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = policy.upper()
     from sits.bench import run_benchmark
 
     quick = args.quick
-    for name in ("pixels", "parcels", "repeats", "threads", "layers", "gpu_pixels", "bandwidth_mb"):
+    for name in ("pixels", "parcels", "repeats", "threads", "layers", "gpu_pixels", "bandwidth_mb", "update_rows"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
@@ -72,11 +87,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         pixels=args.pixels or (8192 if quick else 65536),
         layers=args.layers,
         lengths=args.lengths or ([50, 200] if quick else [50, 100, 200, 400]),
-        parcels=args.parcels or (16 if quick else 64),
+        parcels=args.parcels or (16 if quick else 256),
         bandwidth_mb=args.bandwidth_mb or (256 if quick else 1024),
-        repeats=args.repeats or (2 if quick else 5),
+        repeats=args.repeats or (3 if quick else 9),
         threads=args.threads,
         gpu_pixels=args.gpu_pixels if not quick else min(args.gpu_pixels, 65536),
+        update_rows=args.update_rows,
     )
     result["quick"] = quick
     text = json.dumps(result, indent=2)
