@@ -22,19 +22,16 @@ def small_dir(tmp_path_factory, real_small):
     return d
 
 
+def _detect(observations, parcels, out, *extra: str) -> int:
+    """``sitsmon detect`` on the given files, with extra options."""
+    return main(
+        ["detect", "--observations", str(observations), "--parcels", str(parcels), "--out", str(out), *extra]
+    )
+
+
 def test_detect_writes_alert_rows(small_dir, tmp_path, capsys):
     out = tmp_path / "alerts.csv"
-    rc = main(
-        [
-            "detect",
-            "--observations",
-            str(small_dir / "observations.csv"),
-            "--parcels",
-            str(small_dir / "parcels.csv"),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _detect(small_dir / "observations.csv", small_dir / "parcels.csv", out)
     assert rc == 0
     df = pd.read_csv(out)
     assert {"parcel_id", "event", "date", "confidence", "alert_id", "evidence"} <= set(df.columns)
@@ -42,23 +39,8 @@ def test_detect_writes_alert_rows(small_dir, tmp_path, capsys):
     assert df.alert_id.is_unique
     lights = tmp_path / "lights.csv"
     assert (
-        main(
-            [
-                "detect",
-                "--observations",
-                str(small_dir / "observations.csv"),
-                "--parcels",
-                str(small_dir / "parcels.csv"),
-                "--out",
-                str(out),
-                "--lights",
-                str(lights),
-                "--campaign",
-                "2022",
-                "--as-of",
-                "2022-09-30",
-            ]
-        )
+        _detect(small_dir / "observations.csv", small_dir / "parcels.csv", out,
+                "--lights", str(lights), "--campaign", "2022", "--as-of", "2022-09-30")
         == 0
     )
     tl = pd.read_csv(lights)
@@ -67,22 +49,7 @@ def test_detect_writes_alert_rows(small_dir, tmp_path, capsys):
     mown_2022 = set(df[df.date.str.startswith("2022")].parcel_id)
     assert set(tl[tl.light == "green"].parcel_id) == mown_2022
     gj = tmp_path / "alerts.geojson"
-    assert (
-        main(
-            [
-                "detect",
-                "--observations",
-                str(small_dir / "observations.csv"),
-                "--parcels",
-                str(small_dir / "parcels.csv"),
-                "--out",
-                str(gj),
-                "--detectors",
-                "mowing",
-            ]
-        )
-        == 0
-    )
+    assert _detect(small_dir / "observations.csv", small_dir / "parcels.csv", gj, "--detectors", "mowing") == 0
     fc = json.loads(gj.read_text())
     assert len(fc["features"]) == len(df) and fc["features"][0]["geometry"]["type"] == "Point"
 
@@ -115,44 +82,12 @@ def test_detect_into_store_replay_makes_no_duplicate(small_dir, tmp_path, capsys
 def test_detect_bad_input_is_one_line_error(small_dir, tmp_path, capsys):
     parcels = pd.read_csv(small_dir / "parcels.csv").iloc[1:]
     parcels.to_csv(tmp_path / "p.csv", index=False)
-    rc = main(
-        [
-            "detect",
-            "--observations",
-            str(small_dir / "observations.csv"),
-            "--parcels",
-            str(tmp_path / "p.csv"),
-            "--out",
-            str(tmp_path / "a.csv"),
-        ]
-    )
+    rc = _detect(small_dir / "observations.csv", tmp_path / "p.csv", tmp_path / "a.csv")
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("sitsmon detect: error: observations name unknown parcel id")
-    rc = main(
-        [
-            "detect",
-            "--observations",
-            str(tmp_path / "nope.csv"),
-            "--parcels",
-            str(tmp_path / "p.csv"),
-            "--out",
-            str(tmp_path / "a.csv"),
-        ]
-    )
+    rc = _detect(tmp_path / "nope.csv", tmp_path / "p.csv", tmp_path / "a.csv")
     assert rc == 1 and "file not found" in capsys.readouterr().err
-    rc = main(
-        [
-            "detect",
-            "--observations",
-            str(small_dir / "observations.csv"),
-            "--parcels",
-            str(small_dir / "parcels.csv"),
-            "--out",
-            str(tmp_path / "a.csv"),
-            "--detectors",
-            "flood",
-        ]
-    )
+    rc = _detect(small_dir / "observations.csv", small_dir / "parcels.csv", tmp_path / "a.csv", "--detectors", "flood")
     assert rc == 1 and "unknown detector 'flood'" in capsys.readouterr().err
 
 
