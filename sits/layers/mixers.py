@@ -64,7 +64,9 @@ def _mask_invalid(k: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> tup
     return k * valid[:, :, None, None].to(k.dtype), dt * valid.to(dt.dtype)
 
 
-class _LinearMixerBase(nn.Module):
+class _MixerBase(nn.Module):
+    """The projections every mixer shares: fused q/k/v in, one out, ``n_heads`` heads."""
+
     def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -79,7 +81,7 @@ class _LinearMixerBase(nn.Module):
         return q, k, v
 
 
-class RetentionMixer(_LinearMixerBase):
+class RetentionMixer(_MixerBase):
     """Multi-scale time-aware retention: a fixed per-day decay per head (half-lives from
     ``halflife_min`` to ``halflife_max`` days), optional rotation by day, per-head normalisation.
     State per item: ``[H, Dh, Dh]``."""
@@ -119,7 +121,7 @@ class RetentionMixer(_LinearMixerBase):
         return self.out(o.reshape(B, T, self.d_model)), S
 
 
-class LinearAttentionMixer(_LinearMixerBase):
+class LinearAttentionMixer(_MixerBase):
     """Linear attention with elu+1 features and a normaliser, optionally with the multi-scale time decay.
     State per item: ``[H, Dh, Dh + 1]`` (numerator and normaliser)."""
 
@@ -155,19 +157,11 @@ class LinearAttentionMixer(_LinearMixerBase):
         return self.out(o.reshape(B, T, self.d_model)), S
 
 
-class SoftmaxAttentionMixer(nn.Module):
+class SoftmaxAttentionMixer(_MixerBase):
     """Standard causal softmax multi-head attention (the comparison baseline). It has no recurrent
     state: a new acquisition means re-encoding the whole series."""
 
     kind = "softmax"
-
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        if d_model % n_heads:
-            raise ConfigError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
 
     def state_shape(self):
         return None
