@@ -32,7 +32,7 @@ import torch
 from sits.layers import Block, make_mixer
 from sits.models import EncoderConfig, SitsEncoder
 from sits.models.encoder import RECURRENT_ROW_CHUNK
-from sits.ops.retention.kernels import fused_step_numpy
+from sits.ops.retention.kernels import stream_retention_step
 from sits.testing import synthetic_series
 from sits.tokens import S2, BandSet, Observation, batch_observation, batch_series
 
@@ -126,12 +126,13 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
     interleaved with the bandwidth floor (an array as large as the state) and the matmul floor."""
     K = d // heads
     rng = np.random.default_rng(0)
-    # state step alone (numba, in place)
+    # the state step alone, as the streaming layer runs it (numba, in place): decay, rank-one update,
+    # read-out and per-head norm, reading q, k, v from one fused projection
     S = np.zeros((pixels, heads, K, K), np.float32)
-    q, k, v = (rng.standard_normal((pixels, 1, heads, K), dtype=np.float32) for _ in range(3))
-    dt = np.full((pixels, 1), 5.0, np.float32)
+    qkv = rng.standard_normal((pixels, 3 * d), dtype=np.float32)
+    dt = np.full(pixels, 5.0, np.float32)
     lam = np.log(np.full(heads, 0.99, np.float32))
-    o = np.empty_like(v)
+    o = np.empty((pixels, d), np.float32)
     # one block (retention), state in place
     torch.manual_seed(0)
     block = Block(make_mixer("retention", d, heads), d, ffn_mult).eval()
@@ -159,6 +160,7 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
         return Observation(t0 + counter[0] * 86400, "S2", values, clear=1.0)
 
     holder = [model.init_state(pixels), model.init_state(pixels)]
+    buffers = [model.init_state(pixels), model.init_state(pixels)]
 
     def functional():
         holder[0], _ = model.step(holder[0], obs())
@@ -166,10 +168,15 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
     def inplace():
         holder[1], _ = model.step(holder[1], obs(), inplace=True)
 
+    def double_buffered():  # the new state into the spare, then swap (the previous one stays intact)
+        new, _ = model.step(buffers[0], obs(), out=buffers[1])
+        buffers[0], buffers[1] = new, buffers[0]
+
     bw, moved = bandwidth_fns(S.nbytes)
     mm, mm_flops = matmul_fn()
-    res = interleaved({**bw, "state_step": lambda: fused_step_numpy(q, k, v, dt, lam, S, S, out=o), "matmul": mm,
-                       "layer": layer, "model": functional, "model_inplace": inplace}, repeats)
+    res = interleaved({**bw, "state_step": lambda: stream_retention_step(qkv, dt, lam, S, S, o, q_scale=K**-0.5), "matmul": mm,
+                       "layer": layer, "model": functional, "model_inplace": inplace,
+                       "model_double_buffered": double_buffered}, repeats)
     floor_t = bw_floor_times(res)
     us = {n: med(r["times"]) / pixels * 1e6 for n, r in res.items()}
 
@@ -203,6 +210,9 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
                           "read-modify-write of the state at the measured bandwidth, per round"},
         "model": {"us_per_pixel": round(us["model"], 4), "us_per_pixel_inplace": round(us["model_inplace"], 4),
                   "us_per_pixel_inplace_min": round(min(res["model_inplace"]["times"]) / pixels * 1e6, 4),
+                  "us_per_pixel_double_buffered": round(us["model_double_buffered"], 4),
+                  "note": "us_per_pixel: step() allocating a new state (its first-touch page faults included); "
+                          "inplace: step(inplace=True); double_buffered: step(out=spare), input state kept",
                   "layers": layers, "state_bytes_per_pixel": holder[0].nbytes_per_item},
         "load_share": load_share(res["layer"], threads),
     }
@@ -230,7 +240,8 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
         enc = rec.encode(series, mode="parallel")
         rows = max(update_rows, parcels)
         state = enc.state.select(torch.arange(rows) % parcels)
-        hot = state.select(torch.arange(rows))  # a private copy, updated in place as the monitor's hot loop does
+        hot = state.clone()  # a private copy, updated in place as the monitor's hot loop does
+        spare = state.clone()  # the double buffer: the new state goes there, the input state stays intact
         last = max(int(s.times[-1]) for s in series) + 3 * 86400
         obs = Observation(last, "S2", np.full((rows, rec.bands.n_s2), 0.2, np.float32), clear=1.0)
         tb_obs = batch_observation(obs, rec.normalization, rec.device)
@@ -246,12 +257,17 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
         def rec_core_inplace(st=hot, tb=tb_obs):
             rec.step(st, tb, inplace=True)
 
+        def rec_core_double_buffered(st=state, sp=spare, tb=tb_obs):
+            rec.step(st, tb, out=sp)
+
         res = interleaved({
             "soft_core": soft_core, "rec_core": rec_core, "rec_core_inplace": rec_core_inplace,
+            "rec_core_double_buffered": rec_core_double_buffered,
             "soft_e2e": lambda s=series: soft.encode(s, mode="parallel"),
             "rec_e2e": lambda st=state, o=obs: rec.step(st, o),
         }, repeats)
-        per = {"soft_core": parcels, "soft_e2e": parcels, "rec_core": rows, "rec_core_inplace": rows, "rec_e2e": rows}
+        per = {"soft_core": parcels, "soft_e2e": parcels, "rec_core": rows, "rec_core_inplace": rows,
+               "rec_core_double_buffered": rows, "rec_e2e": rows}
         pp = {n: [t / per[n] for t in r["times"]] for n, r in res.items()}
         # parallel vs recurrent equality on the first parcel
         s0 = series[0]
@@ -269,7 +285,9 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
             "recurrent_update_inplace_us_per_parcel": round(med(pp["rec_core_inplace"]) * 1e6, 3),
             "transformer_reencode_us_per_parcel": round(med(pp["soft_core"]) * 1e6, 3),
             "speedup": round(paired_ratio(pp["soft_core"], pp["rec_core"]), 1),
+            "recurrent_update_double_buffered_us_per_parcel": round(med(pp["rec_core_double_buffered"]) * 1e6, 3),
             "speedup_inplace": round(paired_ratio(pp["soft_core"], pp["rec_core_inplace"]), 1),
+            "speedup_double_buffered": round(paired_ratio(pp["soft_core"], pp["rec_core_double_buffered"]), 1),
             "end_to_end": {"recurrent_update_us_per_parcel": round(med(pp["rec_e2e"]) * 1e6, 3),
                            "transformer_reencode_us_per_parcel": round(med(pp["soft_e2e"]) * 1e6, 3),
                            "speedup": round(paired_ratio(pp["soft_e2e"], pp["rec_e2e"]), 1)},
@@ -335,9 +353,11 @@ def run_benchmark(*, sizes: list[tuple[int, int]], pixels: int, layers: int, len
                                                                   "pass": first["state_step"]["ratio_to_floor"] <= 1.5}
     at200 = [r for r in result["versus_transformer"]["by_length"] if r["T"] == 200]
     if at200:
-        budgets["speedup_at_T200_ge_200"] = {"value": at200[0]["speedup"], "pass": at200[0]["speedup"] >= 200}
-        budgets["speedup_inplace_at_T200_ge_200"] = {"value": at200[0]["speedup_inplace"],
-                                                     "pass": at200[0]["speedup_inplace"] >= 200}
+        # the streaming forms (what the monitor's loop runs): in place, and double-buffered (the input
+        # state kept as a rewind point); the allocating step() is reported beside them in by_length
+        for form in ("inplace", "double_buffered"):
+            value = at200[0][f"speedup_{form}"]
+            budgets[f"speedup_{form}_at_T200_ge_200"] = {"value": value, "pass": value >= 200}
     result["budgets"] = budgets
     result["loadavg_end"] = _loadavg()
     return result

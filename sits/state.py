@@ -85,6 +85,12 @@ class EncoderState:
                             self.count.to(device), self.model_id, STATE_SCHEMA, self.last_clear.to(device),
                             self.t_last_clear.to(device))
 
+    def clone(self) -> EncoderState:
+        """A copy with its own tensors (a rewind point, or the spare of a double-buffered ``step``)."""
+        return EncoderState(tuple(S.clone() for S in self.layers), self.h_last.clone(), self.t_last.clone(),
+                            self.count.clone(), self.model_id, self.schema, self.last_clear.clone(),
+                            self.t_last_clear.clone())
+
     def select(self, index) -> EncoderState:
         """Rows ``index`` (slice, int array or bool mask) as a new state."""
         if isinstance(index, np.ndarray):

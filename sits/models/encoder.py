@@ -47,7 +47,7 @@ N_TIME_FEATURES = 6
 N_PRIOR_FEATURES = 5  # has-before, has-after, log-gap before, log-gap after, log span between them
 N_SEASONAL_HARMONICS = 3  # day-of-year harmonics of the per-channel climatology (seasonal prior)
 N_PERSIST_FEATURES = 2
-RECURRENT_ROW_CHUNK = 4096  # rows per block in the CPU recurrent path (intermediates stay in cache)
+RECURRENT_ROW_CHUNK = 8192  # rows per block in the CPU recurrent path (intermediates stay in cache)
 PARALLEL_MAX_T = 256  # encode(mode="auto"): parallel up to this length, chunkwise beyond
 MAX_GAP_FEATURE_DAYS = 3650.0
 
@@ -242,13 +242,18 @@ class SitsEncoder(nn.Module):
 
         No validation here beyond shapes (see ``encode``/``step``); differentiable in parallel/chunk modes.
         The recurrent mode on CPU runs the whole model on blocks of :data:`RECURRENT_ROW_CHUNK` rows, so
-        that every intermediate stays in cache (the states are updated in place on a copy, or on
-        ``state`` itself with ``inplace=True``)."""
-        B = tb.shape[0]
-        if (mode != "recurrent" or B <= RECURRENT_ROW_CHUNK or state is None or not output_final_state
-                or self.device.type != "cpu" or torch.is_grad_enabled()):
+        that every intermediate stays in cache (one token per row through retention blocks:
+        :meth:`_stream`; otherwise the states are updated in place on a copy, or on ``state`` itself with
+        ``inplace=True``)."""
+        B, T = tb.shape
+        if (mode != "recurrent" or state is None or not output_final_state or self.device.type != "cpu"
+                or torch.is_grad_enabled()):
             return self._run(tb, state, mode, output_final_state, inplace)
         self.check_state(state, B)
+        if self._streams(tb, state):
+            return self._stream(tb, state, state if inplace else None)
+        if B <= RECURRENT_ROW_CHUNK:
+            return self._run(tb, state, mode, output_final_state, inplace)
         layers = state.layers if inplace else tuple(S.clone() for S in state.layers)
         work = EncoderState(layers, state.h_last, state.t_last, state.count, state.model_id, STATE_SCHEMA,
                             state.last_clear, state.t_last_clear)
@@ -262,6 +267,43 @@ class SitsEncoder(nn.Module):
                            torch.cat([p.count for p in parts]), self.model_id, STATE_SCHEMA,
                            torch.cat([p.last_clear for p in parts]), torch.cat([p.t_last_clear for p in parts]))
         return torch.cat(hs), new
+
+    def _streams(self, tb: TokenBatch, state: EncoderState) -> bool:
+        """Whether :meth:`_stream` serves this step (CPU inference, one token per row, every block a
+        retention block that can stream)."""
+        return (tb.shape[1] == 1 and self.device.type == "cpu" and not torch.is_grad_enabled()
+                and all(b.can_stream(S) for b, S in zip(self.blocks, state.layers, strict=True)))
+
+    def _stream(self, tb: TokenBatch, state: EncoderState, out: EncoderState | None) -> tuple[torch.Tensor, EncoderState]:
+        """The CPU streaming step: the rows go through the whole model in blocks of
+        :data:`RECURRENT_ROW_CHUNK`, so the activations stay in cache, and every block's fused step writes
+        its new state straight into the output state while reading the old one. ``out``: the state to
+        write into (``state`` itself: in place; another state: double buffering); None: new tensors.
+        Same results as ``_run(..., mode="recurrent")`` (tested)."""
+        B = tb.shape[0]
+        dt = self._dt(tb, state)
+        layers = out.layers if out is not None else tuple(torch.empty_like(S) for S in state.layers)
+        h = torch.empty(B, 1, self.config.d_model)
+        for a in range(0, B, RECURRENT_ROW_CHUNK):
+            rows = slice(a, min(B, a + RECURRENT_ROW_CHUNK))
+            x = self.embed(tb.rows(rows), dt[rows])
+            for block, S_in, S_out in zip(self.blocks, state.layers, layers, strict=True):
+                x, _ = block.stream_step(x, dt[rows], tb.valid[rows], S_in[rows], S_out=S_out[rows])
+            h[rows] = self.final_norm(x)
+        valid = tb.valid[:, 0]
+        anchor = self._clear_anchor(tb)[:, 0]
+        c2 = self.bands.n_s2c
+
+        def keep(cond, new, name):  # the new value where cond, else the old one (into out's tensor if any)
+            cond = cond if new.dim() == 1 else cond[:, None]
+            old = getattr(state, name)
+            return torch.where(cond, new, old) if out is None else torch.where(cond, new, old, out=getattr(out, name))
+
+        count = state.count + valid if out is None else torch.add(state.count, valid, out=out.count)
+        new = EncoderState(layers, keep(valid, h[:, 0], "h_last"), keep(valid, tb.t[:, 0], "t_last"), count,
+                           self.model_id, STATE_SCHEMA, keep(anchor, tb.values[:, 0, :c2], "last_clear"),
+                           keep(anchor, tb.t[:, 0], "t_last_clear"))
+        return h, new
 
     def _run(self, tb: TokenBatch, state: EncoderState | None, mode: str, output_final_state: bool,
              inplace: bool) -> tuple[torch.Tensor, EncoderState | None]:
@@ -438,19 +480,40 @@ class SitsEncoder(nn.Module):
             )
 
     @torch.no_grad()
-    def step(self, state: EncoderState, obs: Observation | TokenBatch,
-             inplace: bool = False) -> tuple[EncoderState, StepOutput]:
+    def step(self, state: EncoderState, obs: Observation | TokenBatch, inplace: bool = False,
+             out: EncoderState | None = None) -> tuple[EncoderState, StepOutput]:
         """Fold one acquisition into ``state`` (recurrent form, fused kernel). Returns a NEW state.
 
         ``obs``: an :class:`Observation` for ``state.n`` rows (rows whose values are all NaN leave their
-        state unchanged), or a ``[N, 1]`` :class:`TokenBatch`. ``inplace=True`` (hot streaming loops)
-        writes the new per-layer states into ``state``'s own tensors, so the old state object must not be
-        used afterwards (copy it first if it is a rewind checkpoint)."""
+        state unchanged), or a ``[N, 1]`` :class:`TokenBatch`. Where the new state goes:
+        ``inplace=True`` (hot streaming loops) writes it into ``state``'s own tensors, so the old state
+        object must not be used afterwards (copy it first if it is a rewind checkpoint); ``out`` (another
+        state of this model and size, e.g. ``state.clone()`` made once) writes it there and leaves
+        ``state`` intact: double buffering, a rewind point kept without allocating a state per step.
+        Otherwise new tensors are allocated."""
         tb = batch_observation(obs, self.normalization, self.device) if isinstance(obs, Observation) else obs
         if tb.shape[1] != 1:
             raise ShapeError(f"step takes one token per row ([N, 1]); got {tb.shape}")
         self._validate_step(state, tb)
-        h, new = self.run(tb, state, mode="recurrent", inplace=inplace)
+        if out is None or out is state:
+            h, new = self.run(tb, state, mode="recurrent", inplace=inplace or out is state)
+            return new, StepOutput(h[:, 0], tb.valid[:, 0])
+        if inplace:
+            raise ConfigError("step: give inplace=True or out=, not both")
+        self.check_state(out, state.n)
+        parts = lambda st: (*st.layers, st.h_last, st.t_last, st.count, st.last_clear, st.t_last_clear)  # noqa: E731
+        for a, b in zip(parts(out), parts(state), strict=True):
+            if a.dtype != b.dtype or a.device != b.device or not a.is_contiguous():
+                raise StateShapeError("out must hold contiguous tensors of the state's dtypes and device")
+            if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr():
+                raise StateShapeError("out shares memory with state: pass inplace=True instead")
+        if self._streams(tb, state):
+            h, new = self._stream(tb, state, out)
+        else:
+            h, new = self.run(tb, state, mode="recurrent")
+            for a, b in zip(parts(out), parts(new), strict=True):
+                a.copy_(b)
+            new = out
         return new, StepOutput(h[:, 0], tb.valid[:, 0])
 
     def _query(self, state: EncoderState, time, sensor: str, orbit) -> tuple[torch.Tensor, torch.Tensor]:

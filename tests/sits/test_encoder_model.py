@@ -208,6 +208,72 @@ def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
     assert inplace.equals(whole, atol=1e-6) and state.layers[0].data_ptr() == inplace.layers[0].data_ptr()
 
 
+@pytest.mark.parametrize("into", ["new", "inplace", "spare"])
+def test_streaming_step_equals_generic_recurrent_path(rng, monkeypatch, into):
+    """The CPU streaming step (fused block steps writing straight into the output state, in row blocks)
+    against the generic recurrent path (reference ops), over S2 and S1 acquisitions with rows that have
+    no observation (state unchanged), cloudy rows (no new clear anchor) and clear ones."""
+    from sits.models import encoder as encoder_module
+    from sits.ops.dispatch import force_reference
+
+    model = make_model()
+    n = 9
+    series = [synthetic_series(np.random.default_rng(i), 12, pid=str(i)) for i in range(n)]
+    start = model.encode(series).state
+    day = max(int(s.times[-1]) for s in series) + 86400
+    s2 = rng.random((n, 10), dtype=np.float32)
+    s2[[1, 4]] = np.nan  # no observation on these rows
+    clear = np.where(np.arange(n) % 3 == 0, 0.0, 1.0).astype(np.float32)  # every third row cloudy
+    s1 = np.full((n, 2), 0.05, np.float32)
+    s1[7] = np.nan
+    steps = [Observation(day, "S2", s2, clear=clear), Observation(day, "S1", s1, orbit=29),
+             Observation(day + 5 * 86400, "S2", s2[::-1].copy(), clear=clear)]
+    with force_reference():
+        expected, outs = start, []
+        for obs in steps:
+            expected, out = model.step(expected, obs)
+            outs.append(out.embedding)
+    monkeypatch.setattr(encoder_module, "RECURRENT_ROW_CHUNK", 4)  # several row blocks, a ragged last one
+    got, spare = start.clone(), start.clone()
+    for obs, ref in zip(steps, outs, strict=True):
+        before, kept = got.layers[0].data_ptr(), got.clone()
+        if into == "spare":  # double buffering: write into the spare, keep the input state intact
+            new, out = model.step(got, obs, out=spare)
+            assert new.layers[0].data_ptr() == spare.layers[0].data_ptr() and new.h_last.data_ptr() == spare.h_last.data_ptr()
+            assert got.equals(kept)
+            got, spare = new, got
+        else:
+            got, out = model.step(got, obs, inplace=into == "inplace")
+            assert (got.layers[0].data_ptr() == before) == (into == "inplace")
+        torch.testing.assert_close(out.embedding, ref, atol=2e-5, rtol=1e-4)
+    assert got.equals(expected, atol=2e-5)
+    assert torch.equal(got.count, expected.count) and torch.equal(got.t_last_clear, expected.t_last_clear)
+    assert int(expected.count.sum() - start.count.sum()) == 3 * n - 5  # rows 1, 4 | 7 | 7, 4 had nothing
+
+
+@pytest.mark.parametrize("mechanism", ["retention", "linear"])
+def test_step_into_spare_state(mechanism, rng):
+    """``step(..., out=spare)`` equals the functional step, leaves the input state intact (also on the
+    generic path of linear attention), and refuses ``inplace`` with ``out`` or an ``out`` that shares
+    the input's memory."""
+    model = make_model(mechanism)
+    s = synthetic_series(rng, 20)
+    state = model.encode([s, s]).state
+    obs = Observation(int(s.times[-1]) + 86400, "S2", np.full((2, 10), 0.2, np.float32), clear=1.0)
+    expected, _ = model.step(state, obs)
+    spare, kept = model.init_state(2), state.clone()
+    got, _ = model.step(state, obs, out=spare)
+    assert got.equals(expected, atol=1e-6) and state.equals(kept)
+    assert got.layers[-1].data_ptr() == spare.layers[-1].data_ptr()
+    with pytest.raises(ConfigError, match="not both"):
+        model.step(state, obs, inplace=True, out=spare)
+    with pytest.raises(StateShapeError, match="shares memory"):
+        model.step(state, obs, out=state.select(slice(None)))
+    with pytest.raises(StateShapeError):
+        model.step(state, obs, out=model.init_state(3))
+    assert state.equals(kept)
+
+
 def _anomaly_interpolation(model: SitsEncoder, s: Series, hide: np.ndarray) -> np.ndarray:
     """Naive reference of the seasonal-anomaly interpolation prior (physical units) at every S2 token."""
     from sits.models.encoder import seasonal_features

@@ -88,17 +88,17 @@ def fused_recurrent_retention(
             out, S = batched_state_loop(q, k, v, dt, lam, S0, state_dtype or S0.dtype, inplace)
             return out.to(dtype), (S if output_final_state else None)
         if initial_state is None:
-            S_out = torch.zeros(B, H, K, V, dtype=torch.float32)
+            S_in = S_out = torch.zeros(B, H, K, V, dtype=torch.float32)
         elif inplace:
             if initial_state.dtype != torch.float32 or not initial_state.is_contiguous():
                 raise ValueError("inplace=True needs a contiguous float32 state")
-            S_out = initial_state.detach()
-        else:
-            S_out = initial_state.detach().to(torch.float32, copy=True).contiguous()
-        S_np = S_out.numpy()
+            S_in = S_out = initial_state.detach()
+        else:  # the kernel reads the old state and writes the new one: no separate copy pass
+            S_in = initial_state.detach().to(torch.float32).contiguous()
+            S_out = torch.empty(B, H, K, V, dtype=torch.float32)
         out_np, _ = fused_step_numpy(
             q.detach().float().numpy(), k.detach().float().numpy(), v.detach().float().numpy(),
-            dt.detach().float().numpy(), lam.detach().numpy(), S_np, S_np,
+            dt.detach().float().numpy(), lam.detach().numpy(), S_in.numpy(), S_out.numpy(),
         )
         out = torch.from_numpy(out_np)
         return out.to(dtype), (S_out if output_final_state else None)

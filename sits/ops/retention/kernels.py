@@ -1,14 +1,17 @@
 """Numba CPU kernels for the recurrent retention step (checked against ``naive.py`` in the tests).
 
-The fused step updates the state IN PLACE and reads each state element once and writes it once: decay,
-rank-one update and read-out happen in the same pass, so the step is bound by memory bandwidth (the
-``bench encoder`` floor). Arrays: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, dt ``[B, T]``, lam ``[H]``,
-S ``[B, H, K, V]`` (C-contiguous), out ``[B, T, H, V]``; all float32. q, k, v may be strided views
-(slices of one fused qkv projection). The decay ``exp(lam_h · dt)`` is computed once per token and head;
-the read-out accumulates in a scratch vector allocated once per chunk of rows (not per row).
+The fused step reads each state element once and writes it once: decay, rank-one update and read-out
+happen in the same pass, so the step is bound by memory bandwidth (the ``bench encoder`` floor). The new
+state goes to ``S_out``, which may be ``S_in`` itself (in place) or a fresh array (functional: no separate
+copy pass). Arrays: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, dt ``[B, T]``, lam ``[H]``, ``S_in``,
+``S_out`` ``[B, H·K·V]`` (C-contiguous, flattened per row), out ``[B, T, H, V]``; all float32. q, k, v may
+be strided views (slices of one fused qkv projection): each is read once per token, and the head's ``v``
+is copied into a contiguous scratch vector first, so the inner loop over the state row runs on contiguous
+memory only and vectorises (AVX2/AVX-512). The decay ``exp(lam_h · dt)`` is computed once per token and
+head; the scratch vectors are allocated once per chunk of rows (not per row).
 
-:func:`fused_retention_ln_kernel` is the layer's streaming variant: it also scales ``q`` and applies the
-per-head layer norm (no affine) to the read-out, so the retention mixer's whole middle part is one pass.
+``ln=True`` is the layer's streaming variant: it also scales ``q`` and applies the per-head layer norm
+(no affine) to the read-out, so the retention mixer's whole middle part is one pass.
 """
 
 from __future__ import annotations
@@ -20,108 +23,202 @@ import numpy as np
 from numba import prange
 
 PARALLEL_MIN_ROWS = 256  # below this many rows the serial kernel avoids thread start-up costs
+MIN_ROWS_PER_CHUNK = 128  # a chunk of rows is the unit of work of one thread
+CHUNKS_PER_THREAD = 8  # row chunks per thread (load balance on a shared machine)
 
 
 @numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _rows(b0, b1, q, k, v, dt, lam, S, out, acc, q_scale, ln, eps):  # pragma: no cover - compiled
-    """Rows ``b0:b1``: per token and head, decay ``exp(lam_h·dt)`` once, then one pass over the head's
-    ``[K, V]`` state doing decay, rank-one update and read-out (into the scratch ``acc [V]``, allocated
-    once per chunk by the caller); ``ln``: per-head layer norm of the read-out."""
+def _head_norm(acc, o, inv_v, eps):  # pragma: no cover - compiled
+    """``o[:] = layer_norm(acc)`` (no affine) over one head's ``V`` read-out values."""
+    V = acc.shape[0]
+    m = np.float32(0.0)
+    for j in range(V):
+        m += acc[j]
+    m *= inv_v
+    var = np.float32(0.0)
+    for j in range(V):
+        c = acc[j] - m
+        var += c * c
+    r = np.float32(1.0) / np.float32(math.sqrt(var * inv_v + eps))
+    for j in range(V):
+        o[j] = (acc[j] - m) * r
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _rows(b0, b1, q, k, v, dt, lam, S_in, S_out, inplace, out, vv, acc, q_scale, ln, eps):  # pragma: no cover - compiled
+    """Rows ``b0:b1``, token after token: per head, the decay once, then one pass over the head's ``K``
+    state rows of ``V`` values (decay, rank-one update, read-out into ``acc``); the first token reads
+    ``S_in``, later ones the state they left in ``S_out``."""
     T, H, K = q.shape[1], q.shape[2], q.shape[3]
     V = v.shape[3]
+    inv_v = np.float32(1.0 / V)
     for b in range(b0, b1):
         for t in range(T):
+            copy = t == 0 and not inplace  # read S_in, write S_out; else update S_out in place
             d = dt[b, t]
             for h in range(H):
                 g = np.float32(math.exp(lam[h] * d))
-                vv = v[b, t, h]
                 for j in range(V):
+                    vv[j] = v[b, t, h, j]
                     acc[j] = np.float32(0.0)
                 for i in range(K):
                     qi = q[b, t, h, i] * q_scale
                     ki = k[b, t, h, i]
-                    Si = S[b, h, i]
-                    for j in range(V):
-                        s = Si[j] * g + ki * vv[j]
-                        Si[j] = s
-                        acc[j] += qi * s
-                o = out[b, t, h]
+                    off = (h * K + i) * V
+                    # index the flat rows directly (a slice per row costs a reference count); two
+                    # loops, not one with a select: a loop that may read and write the same row
+                    # fails the vectoriser's overlap check and would run scalar
+                    if copy:
+                        for j in range(V):
+                            s = S_in[b, off + j] * g + ki * vv[j]
+                            S_out[b, off + j] = s
+                            acc[j] += qi * s
+                    else:
+                        for j in range(V):
+                            s = S_out[b, off + j] * g + ki * vv[j]
+                            S_out[b, off + j] = s
+                            acc[j] += qi * s
                 if ln:
-                    m = np.float32(0.0)
-                    for j in range(V):
-                        m += acc[j]
-                    m /= V
-                    var = np.float32(0.0)
-                    for j in range(V):
-                        c = acc[j] - m
-                        var += c * c
-                    r = np.float32(1.0) / np.float32(math.sqrt(var / V + eps))
-                    for j in range(V):
-                        o[j] = (acc[j] - m) * r
+                    _head_norm(acc, out[b, t, h], inv_v, eps)
                 else:
                     for j in range(V):
-                        o[j] = acc[j]
-
-
-CHUNKS_PER_THREAD = 16  # row chunks per thread in the threaded kernels (load balance on a shared machine)
+                        out[b, t, h, j] = acc[j]
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _threaded(q, k, v, dt, lam, S, out, q_scale, ln, eps, nc):  # pragma: no cover - compiled
+def _threaded(q, k, v, dt, lam, S_in, S_out, inplace, out, q_scale, ln, eps, nc):  # pragma: no cover - compiled
     n = q.shape[0]
     step = (n + nc - 1) // nc
     for c in prange(nc):
+        vv = np.empty(v.shape[3], np.float32)
         acc = np.empty(v.shape[3], np.float32)
-        _rows(c * step, min(n, (c + 1) * step), q, k, v, dt, lam, S, out, acc, q_scale, ln, eps)
+        _rows(c * step, min(n, (c + 1) * step), q, k, v, dt, lam, S_in, S_out, inplace, out, vv, acc, q_scale, ln, eps)
 
 
 @numba.njit(fastmath=True, cache=True, nogil=True)
-def _serial(q, k, v, dt, lam, S, out, q_scale, ln, eps):  # pragma: no cover - compiled
+def _serial(q, k, v, dt, lam, S_in, S_out, inplace, out, q_scale, ln, eps):  # pragma: no cover - compiled
+    vv = np.empty(v.shape[3], np.float32)
     acc = np.empty(v.shape[3], np.float32)
-    _rows(0, q.shape[0], q, k, v, dt, lam, S, out, acc, q_scale, ln, eps)
+    _rows(0, q.shape[0], q, k, v, dt, lam, S_in, S_out, inplace, out, vv, acc, q_scale, ln, eps)
 
 
-def _n_chunks() -> int:
-    return CHUNKS_PER_THREAD * numba.get_num_threads()
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _stream_rows(b0, b1, qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps):  # pragma: no cover - compiled
+    """The layer's streaming step (one token per row, ``K == V``) on rows ``b0:b1``, reading ``q, k, v``
+    straight from the fused projection ``qkv [B, 3·H·K]`` (C-contiguous: the inner loop reads ``v``
+    contiguously), with the ``q`` scaling and the per-head layer norm into ``out [B, H·K]``."""
+    H = lam.shape[0]
+    K = acc.shape[0]
+    d = H * K
+    inv_k = np.float32(1.0 / K)
+    for b in range(b0, b1):
+        x = dt[b]
+        for h in range(H):
+            g = np.float32(math.exp(lam[h] * x))
+            hk = h * K
+            for j in range(K):
+                acc[j] = np.float32(0.0)
+            for i in range(K):
+                qi = qkv[b, hk + i] * q_scale
+                ki = qkv[b, d + hk + i]
+                off = (hk + i) * K
+                if inplace:  # two loops, not a select: see _rows
+                    for j in range(K):
+                        s = S_out[b, off + j] * g + ki * qkv[b, 2 * d + hk + j]
+                        S_out[b, off + j] = s
+                        acc[j] += qi * s
+                else:
+                    for j in range(K):
+                        s = S_in[b, off + j] * g + ki * qkv[b, 2 * d + hk + j]
+                        S_out[b, off + j] = s
+                        acc[j] += qi * s
+            _head_norm(acc, out[b, hk : hk + K], inv_k, eps)
 
 
-def fused_retention_kernel(q, k, v, dt, lam, S, out):
-    """Threaded fused step (state in place, read-out into ``out``)."""
-    _threaded(q, k, v, dt, lam, S, out, np.float32(1.0), False, np.float32(0.0), _n_chunks())
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _stream_threaded(qkv, dt, lam, S_in, S_out, inplace, out, q_scale, eps, nc):  # pragma: no cover - compiled
+    n = qkv.shape[0]
+    step = (n + nc - 1) // nc
+    for c in prange(nc):
+        acc = np.empty(qkv.shape[1] // (3 * lam.shape[0]), np.float32)
+        _stream_rows(c * step, min(n, (c + 1) * step), qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps)
 
 
-def fused_retention_kernel_serial(q, k, v, dt, lam, S, out):
-    """Serial fused step (few rows: no thread start-up)."""
-    _serial(q, k, v, dt, lam, S, out, np.float32(1.0), False, np.float32(0.0))
+@numba.njit(fastmath=True, cache=True, nogil=True)
+def _stream_serial(qkv, dt, lam, S_in, S_out, inplace, out, q_scale, eps):  # pragma: no cover - compiled
+    acc = np.empty(qkv.shape[1] // (3 * lam.shape[0]), np.float32)
+    _stream_rows(0, qkv.shape[0], qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps)
 
 
-def fused_retention_ln_kernel(q, k, v, dt, lam, S, out, q_scale, eps):
-    """As :func:`fused_retention_kernel` with ``q · q_scale`` and a per-head layer norm of the read-out."""
-    _threaded(q, k, v, dt, lam, S, out, np.float32(q_scale), True, np.float32(eps), _n_chunks())
+def _n_chunks(rows: int) -> int:
+    return max(1, min(CHUNKS_PER_THREAD * numba.get_num_threads(), rows // MIN_ROWS_PER_CHUNK))
 
 
-def fused_retention_ln_kernel_serial(q, k, v, dt, lam, S, out, q_scale, eps):
-    _serial(q, k, v, dt, lam, S, out, np.float32(q_scale), True, np.float32(eps))
+def _flat(S: np.ndarray) -> np.ndarray:
+    """``[B, H, K, V]`` C-contiguous → the ``[B, H·K·V]`` view the kernels index."""
+    if not S.flags.c_contiguous or S.dtype != np.float32:
+        raise ValueError("the kernels need C-contiguous float32 states")
+    return S.reshape(S.shape[0], -1)
+
+
+def _is_inplace(S_in: np.ndarray, S_out: np.ndarray) -> bool:
+    if S_in.ctypes.data == S_out.ctypes.data and S_in.shape == S_out.shape:
+        return True
+    if np.may_share_memory(S_in, S_out):
+        raise ValueError("S_out must be S_in itself (in place) or a separate array")
+    return False
+
+
+def fused_retention_step(q, k, v, dt, lam, S_in, S_out, out, *, q_scale=1.0, layer_norm=False, eps=1e-5,
+                         parallel: bool | None = None) -> None:
+    """One fused pass over the rows (numpy float32 arrays, shapes in the module docstring; ``S_in``,
+    ``S_out`` ``[B, H, K, V]``, possibly the same array). ``q_scale``: factor on ``q``; ``layer_norm``:
+    per-head layer norm (no affine, ``eps``) of the read-out. ``parallel``: None picks the threaded
+    kernel from :data:`PARALLEL_MIN_ROWS` rows on."""
+    if parallel is None:
+        parallel = q.shape[0] >= PARALLEL_MIN_ROWS
+    inplace = _is_inplace(S_in, S_out)
+    args = (q, k, v, dt, lam, _flat(S_in), _flat(S_out), inplace, out, np.float32(q_scale), bool(layer_norm),
+            np.float32(eps))
+    if parallel:
+        _threaded(*args, _n_chunks(q.shape[0]))
+    else:
+        _serial(*args)
+
+
+def stream_retention_step(qkv, dt, lam, S_in, S_out, out, *, q_scale, eps=1e-5, parallel: bool | None = None) -> None:
+    """The streaming layer step: ``qkv [B, 3·H·K]`` (C-contiguous fused projection, heads of size
+    ``K``), ``dt [B]``, ``lam [H]``, ``S_in``/``S_out`` ``[B, H, K, K]`` (possibly the same array),
+    ``out [B, H·K]``: the per-head layer-normed read-out of ``q · q_scale``."""
+    if not qkv.flags.c_contiguous or qkv.dtype != np.float32:
+        raise ValueError("qkv must be a C-contiguous float32 [B, 3·H·K] array")
+    if parallel is None:
+        parallel = qkv.shape[0] >= PARALLEL_MIN_ROWS
+    args = (qkv, dt, lam, _flat(S_in), _flat(S_out), _is_inplace(S_in, S_out), out, np.float32(q_scale), np.float32(eps))
+    if parallel:
+        _stream_threaded(*args, _n_chunks(qkv.shape[0]))
+    else:
+        _stream_serial(*args)
 
 
 def fused_step_numpy(q, k, v, dt, lam, S_in, S_out=None, parallel: bool | None = None, out=None):
     """Run the kernel on numpy float32 arrays; returns ``(out, S_out)``.
 
-    ``S_out=S_in`` updates in place (one read and one write of the state); otherwise ``S_in`` is copied
-    into ``S_out`` (a new array when None) first. ``out``: a preallocated ``[B, T, H, V]`` float32 array
-    (hot loops), else a new one. ``parallel``: None picks the threaded kernel from
-    :data:`PARALLEL_MIN_ROWS` rows on."""
-    # q, k, v may be strided views (e.g. slices of a fused qkv projection): the kernel reads them in place
+    ``S_out=S_in`` updates in place (one read and one write of the state); otherwise the new state is
+    written into ``S_out`` (a new array when None) while ``S_in`` is only read. ``out``: a preallocated
+    ``[B, T, H, V]`` float32 array (hot loops), else a new one. ``parallel``: None picks the threaded
+    kernel from :data:`PARALLEL_MIN_ROWS` rows on."""
     q, k, v = (np.asarray(a, dtype=np.float32) for a in (q, k, v))
     dt = np.ascontiguousarray(dt, dtype=np.float32)
     lam = np.ascontiguousarray(lam, dtype=np.float32)
+    S_in = np.ascontiguousarray(S_in, dtype=np.float32)
     if S_out is None:
-        S_out = S_in.copy()
-    elif S_out is not S_in:
-        np.copyto(S_out, S_in)
+        S_out = np.empty_like(S_in)
     if out is None:
         out = np.empty(v.shape, dtype=np.float32)
-    if parallel is None:
-        parallel = q.shape[0] >= PARALLEL_MIN_ROWS
-    (fused_retention_kernel if parallel else fused_retention_kernel_serial)(q, k, v, dt, lam, S_out, out)
+    if q.shape[1] == 0:  # no token: the state passes through
+        if S_out is not S_in:
+            np.copyto(S_out, S_in)
+        return out, S_out
+    fused_retention_step(q, k, v, dt, lam, S_in, S_out, out, parallel=parallel)
     return out, S_out

@@ -158,18 +158,50 @@ def test_bad_input(form):
     assert issubclass(StateShapeError, SitsError) and issubclass(SitsError, ValueError)
 
 
+@pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("parallel", [False, True])
-def test_numba_kernels_match_reference(parallel):
-    """Serial and threaded numba kernels (the CPU hot path) against the reference, in place."""
+def test_numba_kernels_match_reference(parallel, inplace):
+    """Serial and threaded numba kernels (the CPU hot path) against the reference, over several tokens,
+    in place or into a separate state (then the input state is only read)."""
     from sits.ops.retention.kernels import fused_step_numpy
 
     q, k, v, dt, lam, S0 = inputs(3, B=7)
     ref_o, ref_S = naive_retention(q, k, v, dt, lam, S0, True)
     S = S0.numpy().copy()
-    out, S_out = fused_step_numpy(q.numpy(), k.numpy(), v.numpy(), dt.numpy(), lam.numpy(), S, S, parallel=parallel)
-    assert S_out is S
+    out, S_out = fused_step_numpy(q.numpy(), k.numpy(), v.numpy(), dt.numpy(), lam.numpy(), S,
+                                  S if inplace else None, parallel=parallel)
+    assert (S_out is S) == inplace
+    assert inplace or np.array_equal(S, S0.numpy())
     close(torch.from_numpy(out), ref_o)
-    close(torch.from_numpy(S), ref_S)
+    close(torch.from_numpy(S_out), ref_S)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("B", [5, 700])  # serial and threaded
+def test_stream_kernel_matches_reference(B, inplace):
+    """The streaming layer kernel (q, k, v read from one fused projection, ``q`` scaled, per-head layer
+    norm of the read-out) against the reference step followed by the norm."""
+    from sits.ops.retention.kernels import stream_retention_step
+
+    H, K = 4, 8
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(B, 3 * H * K, generator=g)
+    dt = torch.rand(B, generator=g) * 120  # gaps up to four months
+    lam = multiscale_log_decay(H, 4.0, 365.0)
+    S0 = torch.randn(B, H, K, K, generator=g)
+    q, k, v = qkv.view(B, 1, 3, H, K).unbind(2)
+    ref_o, ref_S = naive_retention(q * K**-0.5, k, v, dt[:, None], lam, S0, True)
+    ref_o = torch.nn.functional.layer_norm(ref_o, (K,)).reshape(B, H * K)
+    S = S0.numpy().copy()
+    S_out = S if inplace else np.full_like(S, np.nan)
+    out = np.empty((B, H * K), np.float32)
+    stream_retention_step(qkv.numpy(), dt.numpy(), lam.numpy(), S, S_out, out, q_scale=K**-0.5)
+    assert inplace or np.array_equal(S, S0.numpy())
+    close(torch.from_numpy(out), ref_o)
+    close(torch.from_numpy(S_out), ref_S)
+    buf = np.zeros((B + 1, H, K, K), np.float32)  # overlapping, not the same: refused
+    with pytest.raises(ValueError, match="separate array"):
+        stream_retention_step(qkv.numpy(), dt.numpy(), lam.numpy(), buf[:-1], buf[1:], out, q_scale=1.0)
 
 
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
