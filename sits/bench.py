@@ -32,7 +32,7 @@ import torch
 from sits.layers import Block, make_mixer
 from sits.models import EncoderConfig, SitsEncoder
 from sits.models.encoder import RECURRENT_ROW_CHUNK
-from sits.ops.retention.kernels import stream_retention_step
+from sits.ops.retention.kernels import fused_retention_step
 from sits.testing import synthetic_series
 from sits.tokens import S2, BandSet, Observation, batch_observation, batch_series
 
@@ -126,13 +126,12 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
     interleaved with the bandwidth floor (an array as large as the state) and the matmul floor."""
     K = d // heads
     rng = np.random.default_rng(0)
-    # the state step alone, as the streaming layer runs it (numba, in place): decay, rank-one update,
-    # read-out and per-head norm, reading q, k, v from one fused projection
+    # the retention state step alone (numba, in place): decay, rank-one update and read-out
     S = np.zeros((pixels, heads, K, K), np.float32)
-    qkv = rng.standard_normal((pixels, 3 * d), dtype=np.float32)
-    dt = np.full(pixels, 5.0, np.float32)
+    q, k, v = (rng.standard_normal((pixels, 1, heads, K), dtype=np.float32) for _ in range(3))
+    dt = np.full((pixels, 1), 5.0, np.float32)
     lam = np.log(np.full(heads, 0.99, np.float32))
-    o = np.empty((pixels, d), np.float32)
+    o = np.empty_like(v)
     # one block (retention), state in place
     torch.manual_seed(0)
     block = Block(make_mixer("retention", d, heads), d, ffn_mult).eval()
@@ -174,7 +173,7 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
 
     bw, moved = bandwidth_fns(S.nbytes)
     mm, mm_flops = matmul_fn()
-    res = interleaved({**bw, "state_step": lambda: stream_retention_step(qkv, dt, lam, S, S, o, q_scale=K**-0.5), "matmul": mm,
+    res = interleaved({**bw, "state_step": lambda: fused_retention_step(q, k, v, dt, lam, S, S, o), "matmul": mm,
                        "layer": layer, "model": functional, "model_inplace": inplace,
                        "model_double_buffered": double_buffered}, repeats)
     floor_t = bw_floor_times(res)

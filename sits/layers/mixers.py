@@ -26,7 +26,7 @@ from sits.ops.linear_attention import (
     parallel_linear_attention,
 )
 from sits.ops.retention import chunk_retention, fused_recurrent_retention, parallel_retention
-from sits.ops.retention.kernels import stream_retention_step
+from sits.ops.retention.kernels import fused_retention_step
 
 MODES = ("parallel", "chunk", "recurrent")
 
@@ -202,7 +202,7 @@ class Block(nn.Module):
         """The streaming (one token per row) inference step of a retention block on CPU, with the
         results of ``forward(..., mode="recurrent")``: three GEMMs (``addmm`` into the residual where it
         can) and one fused numba pass for decay, rank-one update, read-out, ``q`` scaling and the per-head
-        layer norm (:func:`sits.ops.retention.kernels.stream_retention_step`). ``x [B, 1, d]``,
+        layer norm (:func:`sits.ops.retention.kernels.fused_retention_step`). ``x [B, 1, d]``,
         ``dt [B, 1]``, ``valid [B, 1]``, ``S [B, H, K, K]`` float32, only read unless ``S_out`` is ``S``
         itself (in place). ``S_out``: where the new state goes (contiguous float32 ``[B, H, K, K]``; a
         view of a larger state is fine); None: a new tensor. Returns ``(x_out [B, 1, d], S_out)``."""
@@ -225,9 +225,10 @@ class Block(nn.Module):
             dt = dt * valid.to(torch.float32)
         if bool((dt < 0).any()):
             raise UnsortedTimesError("dt holds negative day differences: token times must be non-decreasing")
+        q5 = qkv.view(B, 1, 3, H, K).numpy()  # q, k, v: strided views of the one projection
         o = torch.empty(B, d)
-        stream_retention_step(qkv.numpy(), dt.reshape(B).numpy(), m.log_decay.numpy(), S_in.numpy(), S_out.numpy(),
-                              o.numpy(), q_scale=K**-0.5, eps=1e-5)
+        fused_retention_step(q5[:, :, 0], q5[:, :, 1], q5[:, :, 2], dt.numpy(), m.log_decay.numpy(), S_in.numpy(),
+                             S_out.numpy(), o.view(B, 1, H, K).numpy(), q_scale=K**-0.5, layer_norm=True, eps=1e-5)
         y = torch.addmm(x2, o, m.out.weight.t())  # x + out(LN_head(retention))
         lin1, lin2 = self.ffn[0], self.ffn[2]
         h1 = torch.addmm(lin1.bias, F.layer_norm(y, (d,), self.norm2.weight, self.norm2.bias, self.norm2.eps),

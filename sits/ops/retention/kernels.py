@@ -2,16 +2,19 @@
 
 The fused step reads each state element once and writes it once: decay, rank-one update and read-out
 happen in the same pass, so the step is bound by memory bandwidth (the ``bench encoder`` floor). The new
-state goes to ``S_out``, which may be ``S_in`` itself (in place) or a fresh array (functional: no separate
-copy pass). Arrays: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, dt ``[B, T]``, lam ``[H]``, ``S_in``,
-``S_out`` ``[B, H·K·V]`` (C-contiguous, flattened per row), out ``[B, T, H, V]``; all float32. q, k, v may
-be strided views (slices of one fused qkv projection): each is read once per token, and the head's ``v``
-is copied into a contiguous scratch vector first, so the inner loop over the state row runs on contiguous
-memory only and vectorises (AVX2/AVX-512). The decay ``exp(lam_h · dt)`` is computed once per token and
-head; the scratch vectors are allocated once per chunk of rows (not per row).
+state goes to ``S_out``, which is either ``S_in`` itself (in place) or a separate array (the old state is
+only read: no separate copy pass). Arrays: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, dt ``[B, T]``,
+lam ``[H]``, ``S_in``, ``S_out`` ``[B, H, K, V]`` (C-contiguous), out ``[B, T, H, V]``; all float32.
 
-``ln=True`` is the layer's streaming variant: it also scales ``q`` and applies the per-head layer norm
-(no affine) to the read-out, so the retention mixer's whole middle part is one pass.
+What makes it fast (each measured with ``sitsmon bench encoder`` and the scratch timings in the commit
+history): the innermost loop runs over one state row ``[V]`` with every operand a contiguous 1-D array
+indexed by the loop variable only, so LLVM vectorises it — q, k, v may be strided views (slices of one
+fused qkv projection: the streaming layer passes those), which is why the head's ``v`` is first copied
+into a contiguous scratch vector; the decay ``exp(lam_h · dt)`` is computed once per token and head; the
+scratch vectors are allocated once per chunk of rows, not per row.
+
+``layer_norm=True`` is the layer's streaming variant: it also scales ``q`` and applies the per-head layer
+norm (no affine) to the read-out, so the retention mixer's whole middle part is one pass.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ CHUNKS_PER_THREAD = 8  # row chunks per thread (load balance on a shared machine
 
 
 @numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _head_norm(acc, o, inv_v, eps):  # pragma: no cover - compiled
-    """``o[:] = layer_norm(acc)`` (no affine) over one head's ``V`` read-out values."""
+def _head_norm(acc, out, b, t, h, inv_v, eps):  # pragma: no cover - compiled
+    """``out[b, t, h] = layer_norm(acc)`` (no affine) over one head's ``V`` read-out values."""
     V = acc.shape[0]
     m = np.float32(0.0)
     for j in range(V):
@@ -41,7 +44,23 @@ def _head_norm(acc, o, inv_v, eps):  # pragma: no cover - compiled
         var += c * c
     r = np.float32(1.0) / np.float32(math.sqrt(var * inv_v + eps))
     for j in range(V):
-        o[j] = (acc[j] - m) * r
+        out[b, t, h, j] = (acc[j] - m) * r
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _row(s_in, s_out, copy, g, ki, qi, vv, acc):  # pragma: no cover - compiled
+    """One state row ``[V]``: decay, rank-one update ``ki · vv``, read-out ``acc += qi · row``, in place
+    in ``s_out`` (after copying ``s_in`` there when ``copy``: the row is then in L1, so memory still
+    sees one read and one write). Every operand is a contiguous 1-D array indexed by the loop variable
+    only, so the loop vectorises; a single update loop, because a second variant reading ``s_in``
+    beside it made the compiled kernel twice as slow (measured)."""
+    if copy:
+        for j in range(vv.shape[0]):
+            s_out[j] = s_in[j]
+    for j in range(vv.shape[0]):
+        s = s_out[j] * g + ki * vv[j]
+        s_out[j] = s
+        acc[j] += qi * s
 
 
 @numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
@@ -64,22 +83,9 @@ def _rows(b0, b1, q, k, v, dt, lam, S_in, S_out, inplace, out, vv, acc, q_scale,
                 for i in range(K):
                     qi = q[b, t, h, i] * q_scale
                     ki = k[b, t, h, i]
-                    off = (h * K + i) * V
-                    # index the flat rows directly (a slice per row costs a reference count); two
-                    # loops, not one with a select: a loop that may read and write the same row
-                    # fails the vectoriser's overlap check and would run scalar
-                    if copy:
-                        for j in range(V):
-                            s = S_in[b, off + j] * g + ki * vv[j]
-                            S_out[b, off + j] = s
-                            acc[j] += qi * s
-                    else:
-                        for j in range(V):
-                            s = S_out[b, off + j] * g + ki * vv[j]
-                            S_out[b, off + j] = s
-                            acc[j] += qi * s
+                    _row(S_in[b, h, i], S_out[b, h, i], copy, g, ki, qi, vv, acc)
                 if ln:
-                    _head_norm(acc, out[b, t, h], inv_v, eps)
+                    _head_norm(acc, out, b, t, h, inv_v, eps)
                 else:
                     for j in range(V):
                         out[b, t, h, j] = acc[j]
@@ -102,63 +108,15 @@ def _serial(q, k, v, dt, lam, S_in, S_out, inplace, out, q_scale, ln, eps):  # p
     _rows(0, q.shape[0], q, k, v, dt, lam, S_in, S_out, inplace, out, vv, acc, q_scale, ln, eps)
 
 
-@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _stream_rows(b0, b1, qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps):  # pragma: no cover - compiled
-    """The layer's streaming step (one token per row, ``K == V``) on rows ``b0:b1``, reading ``q, k, v``
-    straight from the fused projection ``qkv [B, 3·H·K]`` (C-contiguous: the inner loop reads ``v``
-    contiguously), with the ``q`` scaling and the per-head layer norm into ``out [B, H·K]``."""
-    H = lam.shape[0]
-    K = acc.shape[0]
-    d = H * K
-    inv_k = np.float32(1.0 / K)
-    for b in range(b0, b1):
-        x = dt[b]
-        for h in range(H):
-            g = np.float32(math.exp(lam[h] * x))
-            hk = h * K
-            for j in range(K):
-                acc[j] = np.float32(0.0)
-            for i in range(K):
-                qi = qkv[b, hk + i] * q_scale
-                ki = qkv[b, d + hk + i]
-                off = (hk + i) * K
-                if inplace:  # two loops, not a select: see _rows
-                    for j in range(K):
-                        s = S_out[b, off + j] * g + ki * qkv[b, 2 * d + hk + j]
-                        S_out[b, off + j] = s
-                        acc[j] += qi * s
-                else:
-                    for j in range(K):
-                        s = S_in[b, off + j] * g + ki * qkv[b, 2 * d + hk + j]
-                        S_out[b, off + j] = s
-                        acc[j] += qi * s
-            _head_norm(acc, out[b, hk : hk + K], inv_k, eps)
-
-
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _stream_threaded(qkv, dt, lam, S_in, S_out, inplace, out, q_scale, eps, nc):  # pragma: no cover - compiled
-    n = qkv.shape[0]
-    step = (n + nc - 1) // nc
-    for c in prange(nc):
-        acc = np.empty(qkv.shape[1] // (3 * lam.shape[0]), np.float32)
-        _stream_rows(c * step, min(n, (c + 1) * step), qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps)
-
-
-@numba.njit(fastmath=True, cache=True, nogil=True)
-def _stream_serial(qkv, dt, lam, S_in, S_out, inplace, out, q_scale, eps):  # pragma: no cover - compiled
-    acc = np.empty(qkv.shape[1] // (3 * lam.shape[0]), np.float32)
-    _stream_rows(0, qkv.shape[0], qkv, dt, lam, S_in, S_out, inplace, out, acc, q_scale, eps)
-
-
 def _n_chunks(rows: int) -> int:
     return max(1, min(CHUNKS_PER_THREAD * numba.get_num_threads(), rows // MIN_ROWS_PER_CHUNK))
 
 
-def _flat(S: np.ndarray) -> np.ndarray:
-    """``[B, H, K, V]`` C-contiguous → the ``[B, H·K·V]`` view the kernels index."""
-    if not S.flags.c_contiguous or S.dtype != np.float32:
-        raise ValueError("the kernels need C-contiguous float32 states")
-    return S.reshape(S.shape[0], -1)
+def _checked(S: np.ndarray) -> np.ndarray:
+    """A state ``[B, H, K, V]`` as the kernels need it: C-contiguous float32 (each row a 1-D C array)."""
+    if S.ndim != 4 or not S.flags.c_contiguous or S.dtype != np.float32:
+        raise ValueError("the kernels need C-contiguous float32 [B, H, K, V] states")
+    return S
 
 
 def _is_inplace(S_in: np.ndarray, S_out: np.ndarray) -> bool:
@@ -178,27 +136,12 @@ def fused_retention_step(q, k, v, dt, lam, S_in, S_out, out, *, q_scale=1.0, lay
     if parallel is None:
         parallel = q.shape[0] >= PARALLEL_MIN_ROWS
     inplace = _is_inplace(S_in, S_out)
-    args = (q, k, v, dt, lam, _flat(S_in), _flat(S_out), inplace, out, np.float32(q_scale), bool(layer_norm),
+    args = (q, k, v, dt, lam, _checked(S_in), _checked(S_out), inplace, out, np.float32(q_scale), bool(layer_norm),
             np.float32(eps))
     if parallel:
         _threaded(*args, _n_chunks(q.shape[0]))
     else:
         _serial(*args)
-
-
-def stream_retention_step(qkv, dt, lam, S_in, S_out, out, *, q_scale, eps=1e-5, parallel: bool | None = None) -> None:
-    """The streaming layer step: ``qkv [B, 3·H·K]`` (C-contiguous fused projection, heads of size
-    ``K``), ``dt [B]``, ``lam [H]``, ``S_in``/``S_out`` ``[B, H, K, K]`` (possibly the same array),
-    ``out [B, H·K]``: the per-head layer-normed read-out of ``q · q_scale``."""
-    if not qkv.flags.c_contiguous or qkv.dtype != np.float32:
-        raise ValueError("qkv must be a C-contiguous float32 [B, 3·H·K] array")
-    if parallel is None:
-        parallel = qkv.shape[0] >= PARALLEL_MIN_ROWS
-    args = (qkv, dt, lam, _flat(S_in), _flat(S_out), _is_inplace(S_in, S_out), out, np.float32(q_scale), np.float32(eps))
-    if parallel:
-        _stream_threaded(*args, _n_chunks(qkv.shape[0]))
-    else:
-        _stream_serial(*args)
 
 
 def fused_step_numpy(q, k, v, dt, lam, S_in, S_out=None, parallel: bool | None = None, out=None):

@@ -178,10 +178,10 @@ def test_numba_kernels_match_reference(parallel, inplace):
 
 @pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("B", [5, 700])  # serial and threaded
-def test_stream_kernel_matches_reference(B, inplace):
-    """The streaming layer kernel (q, k, v read from one fused projection, ``q`` scaled, per-head layer
-    norm of the read-out) against the reference step followed by the norm."""
-    from sits.ops.retention.kernels import stream_retention_step
+def test_layer_kernel_matches_reference(B, inplace):
+    """The kernel as the streaming layer runs it (q, k, v strided views of one fused projection, ``q``
+    scaled, per-head layer norm of the read-out) against the reference step followed by the norm."""
+    from sits.ops.retention.kernels import fused_retention_step
 
     H, K = 4, 8
     g = torch.Generator().manual_seed(3)
@@ -194,14 +194,16 @@ def test_stream_kernel_matches_reference(B, inplace):
     ref_o = torch.nn.functional.layer_norm(ref_o, (K,)).reshape(B, H * K)
     S = S0.numpy().copy()
     S_out = S if inplace else np.full_like(S, np.nan)
-    out = np.empty((B, H * K), np.float32)
-    stream_retention_step(qkv.numpy(), dt.numpy(), lam.numpy(), S, S_out, out, q_scale=K**-0.5)
+    out = np.empty((B, 1, H, K), np.float32)
+    q5 = qkv.view(B, 1, 3, H, K).numpy()
+    views = (q5[:, :, 0], q5[:, :, 1], q5[:, :, 2], dt[:, None].numpy(), lam.numpy())
+    fused_retention_step(*views, S, S_out, out, q_scale=K**-0.5, layer_norm=True)
     assert inplace or np.array_equal(S, S0.numpy())
-    close(torch.from_numpy(out), ref_o)
+    close(torch.from_numpy(out).reshape(B, H * K), ref_o)
     close(torch.from_numpy(S_out), ref_S)
     buf = np.zeros((B + 1, H, K, K), np.float32)  # overlapping, not the same: refused
     with pytest.raises(ValueError, match="separate array"):
-        stream_retention_step(qkv.numpy(), dt.numpy(), lam.numpy(), buf[:-1], buf[1:], out, q_scale=1.0)
+        fused_retention_step(*views, buf[:-1], buf[1:], out)
 
 
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
