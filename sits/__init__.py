@@ -15,6 +15,9 @@ Streaming API (monitor: per-acquisition update; alerts: gap filling and detector
     state, out = model.step(state, obs)          # NEW state (old one stays valid: a rewind checkpoint);
                                                  # all-NaN rows are left unchanged (out.updated[n] False);
                                                  # a time before t_last -> UnsortedTimesError
+    state, out = model.step(state, obs, inplace=True)   # hot loop: the new state in state's own tensors
+    new, out = model.step(state, obs, out=spare)  # double buffering: into spare (state.clone() made
+                                                 # once), state kept intact; then swap the two
     pred = model.forecast(state, time, "S2")     # what the model expects: pred.mean / pred.std [n, C],
                                                  # pred.bands (S2 bands + "NDVI"), pred.ndvi() -> (mean, std)
     pred = model.reconstruct(state, time)        # cloud-gap fill at `time` (causal), state not changed
@@ -25,7 +28,7 @@ Batch API (backfill, dashboards, training)::
     enc = model.encode([s, ...], state=None)     # enc.embeddings [T_i, d], enc.state (one row per series)
     gap = model.gapfill(s)                       # every S2 token; cloudy ones withheld and reconstructed
                                                  # (bidirectional smoothing head when the model has one)
-    sits.EncoderState.to_zarr / from_zarr / save / load / equals / select / concat
+    sits.EncoderState.to_zarr / from_zarr / save / load / equals / clone / select / concat
 
 Layout (as flash-linear-attention): ``ops/<op>/{naive,parallel,chunk,fused_recurrent}.py`` — the naive
 float32 loop is the specification; ``layers/`` (mixers, pre-norm block); ``models/`` (config, encoder);

@@ -1,8 +1,9 @@
-"""`sitsmon train`: self-supervised training of the dual-form encoder on parcel series.
+"""`sitsmon train`: self-supervised training of the dual-form encoder on parcel or pixel series.
 
-Reads interchange files (CSV or Parquet, DESIGN.md "Interchange format"), trains the forecast and
-gap-filling heads, writes a checkpoint (config, band set, normalisation statistics, weights, version),
-and with ``--evaluate`` reports gap-filling / forecast quality on held-out parcels against persistence
+Reads interchange files (CSV or Parquet, DESIGN.md "Interchange format"), the parcel-series store or
+pixel samples of the tile cubes that `sitsmon ingest` writes (``sitsmon.training_data``), trains the
+forecast and gap-filling heads, writes a checkpoint (config, band set, normalisation statistics,
+weights, version), and with ``--evaluate`` reports gap-filling / forecast quality on held-out parcels against persistence
 and linear interpolation (``sits.evaluate``). Prints a JSON summary on stdout, progress on stderr.
 """
 
@@ -26,8 +27,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Train the time-aware dual-form encoder (forecast + cloud-gap reconstruction, Gaussian NLL) "
                     "on interchange parcel series, write a checkpoint, optionally evaluate it on held-out parcels.",
     )
-    parser.add_argument("--data", type=Path, required=True,
-                        help="observations file (.csv/.parquet) or a folder holding observations.csv|parquet")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path,
+                        help="interchange observations file (.csv/.parquet) or a folder holding observations.csv|parquet")
+    source.add_argument("--series", type=Path,
+                        help="a parcel-series store written by `sitsmon ingest` (every tile in it)")
+    source.add_argument("--cubes", type=Path,
+                        help="a folder of <tile>.zarr cubes written by `sitsmon ingest`: train on pixel samples")
+    parser.add_argument("--pixels", type=int, default=2000,
+                        help="with --cubes: pixels drawn at random (--seed) per tile (default 2000)")
     parser.add_argument("--out", type=Path, default=None,
                         help="checkpoint to write (default: <paths.data_dir>/models/encoder.pt)")
     parser.add_argument("--epochs", type=int, default=30, help="passes over the series (default 30)")
@@ -84,13 +92,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device or settings.encoder.device
-    df = read_interchange(args.data)
+    df, source = _training_frame(args, read_interchange)
     present = bands_present(df)
     if args.bands:
         s2 = tuple(b.strip() for b in args.bands.split(",") if b.strip())
         missing = [b for b in s2 if b not in present.s2]
         if missing:
-            raise ConfigError(f"bands {missing} have no values in {args.data}")
+            raise ConfigError(f"bands {missing} have no values in {source}")
         bands = BandSet(s2, present.s1)
     else:
         bands = present
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         train_ids, val_ids = split_ids(sorted(train_ids), args.val_frac, args.seed + 1)
     val_series = [s for s in series if s.id in val_ids]
     train_series = [s for s in series if s.id in train_ids]
-    summary: dict = {"data": str(args.data), "bands": list(bands.all), "parcels": len(series),
+    summary: dict = {"data": source, "bands": list(bands.all), "parcels": len(series),
                      "split": "tuning (validation carved from the training parcels)" if args.tune_split else "held-out",
                      "train_parcels": len(train_series), "val_parcels": len(val_series)}
 
@@ -126,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         model, history = fit(train_series, config, train, progress=progress)
         out = args.out or settings.paths.under("models") / "encoder.pt"
         meta = train_metadata(train, len(train_series), history)
-        meta.update(data=str(args.data), val_parcels=sorted(val_ids), device=str(device))
+        meta.update(data=source, val_parcels=sorted(val_ids), device=str(device))
         save_checkpoint(model, out, meta)
         summary.update(checkpoint=str(out), model_version=model.version, epochs=train.epochs,
                        train_seconds=round(time.perf_counter() - t0, 1), final=history[-1],
@@ -139,3 +147,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             summary["evaluation_causal"] = evaluate(model, val_series, seed=args.seed, causal=True)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _training_frame(args: argparse.Namespace, read_interchange):
+    """The observation table to train on and a description of where it came from."""
+    from sitsmon.training_data import frame_from_cubes, frame_from_series_store
+
+    if args.series is not None:
+        return frame_from_series_store(args.series), f"series store {args.series}"
+    if args.cubes is not None:
+        return (frame_from_cubes(args.cubes, args.pixels, args.seed),
+                f"{args.pixels} pixels per tile of the cubes in {args.cubes} (seed {args.seed})")
+    return read_interchange(args.data), str(args.data)

@@ -6,8 +6,8 @@ state goes to ``S_out``, which is either ``S_in`` itself (in place) or a separat
 only read: no separate copy pass). Arrays: q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, dt ``[B, T]``,
 lam ``[H]``, ``S_in``, ``S_out`` ``[B, H, K, V]`` (C-contiguous), out ``[B, T, H, V]``; all float32.
 
-What makes it fast (each measured with ``sitsmon bench encoder`` and the scratch timings in the commit
-history): the innermost loop runs over one state row ``[V]`` with every operand a contiguous 1-D array
+What makes it fast (each choice was timed against its alternative beside the bandwidth floor): the
+innermost loop runs over one state row ``[V]`` with every operand a contiguous 1-D array
 indexed by the loop variable only, so LLVM vectorises it — q, k, v may be strided views (slices of one
 fused qkv projection: the streaming layer passes those), which is why the head's ``v`` is first copied
 into a contiguous scratch vector; the decay ``exp(lam_h · dt)`` is computed once per token and head; the
