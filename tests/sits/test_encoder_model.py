@@ -251,6 +251,26 @@ def test_streaming_step_equals_generic_recurrent_path(rng, monkeypatch, into):
     assert int(expected.count.sum() - start.count.sum()) == 3 * n - 5  # rows 1, 4 | 7 | 7, 4 had nothing
 
 
+def test_cpu_step_takes_the_streaming_path(rng, monkeypatch):
+    """A retention model's CPU step goes through the fused block step (the benchmarked path), not the
+    generic recurrent forms; with the reference forced, it does not."""
+    from sits.layers import Block
+    from sits.ops.dispatch import force_reference
+
+    calls = []
+    original = Block.stream_step
+    monkeypatch.setattr(Block, "stream_step", lambda self, *a, **kw: calls.append(1) or original(self, *a, **kw))
+    model = make_model()
+    s = synthetic_series(rng, 10)
+    state = model.encode([s]).state
+    obs = Observation(int(s.times[-1]) + 86400, "S2", np.full((1, 10), 0.2, np.float32), clear=1.0)
+    model.step(state, obs)
+    assert len(calls) == len(model.blocks)
+    with force_reference():
+        model.step(state, obs)
+    assert len(calls) == len(model.blocks)
+
+
 @pytest.mark.parametrize("mechanism", ["retention", "linear"])
 def test_step_into_spare_state(mechanism, rng):
     """``step(..., out=spare)`` equals the functional step, leaves the input state intact (also on the
