@@ -85,6 +85,10 @@ class EncoderState:
                             self.count.to(device), self.model_id, STATE_SCHEMA, self.last_clear.to(device),
                             self.t_last_clear.to(device))
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every tensor of the state: the per-layer states, then h_last, t_last, count, last_clear, t_last_clear."""
+        return (*self.layers, self.h_last, self.t_last, self.count, self.last_clear, self.t_last_clear)
+
     def clone(self) -> EncoderState:
         """A copy with its own tensors (a rewind point, or the spare of a double-buffered ``step``)."""
         return EncoderState(tuple(S.clone() for S in self.layers), self.h_last.clone(), self.t_last.clone(),

@@ -501,8 +501,7 @@ class SitsEncoder(nn.Module):
         if inplace:
             raise ConfigError("step: give inplace=True or out=, not both")
         self.check_state(out, state.n)
-        parts = lambda st: (*st.layers, st.h_last, st.t_last, st.count, st.last_clear, st.t_last_clear)  # noqa: E731
-        for a, b in zip(parts(out), parts(state), strict=True):
+        for a, b in zip(out.tensors(), state.tensors(), strict=True):
             if a.dtype != b.dtype or a.device != b.device or not a.is_contiguous():
                 raise StateShapeError("out must hold contiguous tensors of the state's dtypes and device")
             if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr():
@@ -511,7 +510,7 @@ class SitsEncoder(nn.Module):
             h, new = self._stream(tb, state, out)
         else:
             h, new = self.run(tb, state, mode="recurrent")
-            for a, b in zip(parts(out), parts(new), strict=True):
+            for a, b in zip(out.tensors(), new.tensors(), strict=True):
                 a.copy_(b)
             new = out
         return new, StepOutput(h[:, 0], tb.valid[:, 0])

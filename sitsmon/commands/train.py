@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
     from sits.checkpoint import load_model, save_checkpoint
-    from sits.data import bands_present, read_interchange, series_from_frame, split_ids
+    from sits.data import bands_present, series_from_frame, split_ids
     from sits.errors import ConfigError
     from sits.evaluate import evaluate
     from sits.models import EncoderConfig
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device or settings.encoder.device
-    df, source = _training_frame(args, read_interchange)
+    df, source = _training_frame(args)
     present = bands_present(df)
     if args.bands:
         s2 = tuple(b.strip() for b in args.bands.split(",") if b.strip())
@@ -149,8 +149,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _training_frame(args: argparse.Namespace, read_interchange):
+def _training_frame(args: argparse.Namespace):
     """The observation table to train on and a description of where it came from."""
+    from sits.data import read_interchange
     from sitsmon.training_data import frame_from_cubes, frame_from_series_store
 
     if args.series is not None:
