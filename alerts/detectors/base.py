@@ -56,6 +56,11 @@ class BaseDetector(ABC, Generic[S]):
 
     event_type: ClassVar[str]
     land_uses: ClassVar[frozenset[str] | None] = None  # None: any land use
+    params_type: ClassVar[type]  # the detector's parameters (a dataclass with defaults)
+    state_type: ClassVar[type]  # its per-parcel state (built from parcel_id and land_use)
+
+    def __init__(self, params=None) -> None:
+        self.params = params if params is not None else self.params_type()
 
     def handles(self, land_use: str) -> bool:
         return self.land_uses is None or str(land_use).lower() in self.land_uses
@@ -66,10 +71,7 @@ class BaseDetector(ABC, Generic[S]):
                 f"{type(self).__name__} does not handle land use {land_use!r} (parcel {parcel_id}); "
                 f"it handles {sorted(self.land_uses or [])}"
             )
-        return self._init_state(str(parcel_id), str(land_use).lower())
-
-    @abstractmethod
-    def _init_state(self, parcel_id: str, land_use: str) -> S: ...
+        return self.state_type(parcel_id=str(parcel_id), land_use=str(land_use).lower())
 
     @abstractmethod
     def _step(self, state: S, obs: Observation) -> tuple[S, list[Event]]: ...

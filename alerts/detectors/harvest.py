@@ -105,16 +105,14 @@ class HarvestDetector(BaseDetector[HarvestState]):
     event_type = "harvest"
     land_uses = frozenset({"cereal", "maize", "rapeseed", "arable", "wheat", "barley", "sunflower", "other"})
 
-    def __init__(self, params: HarvestParams | None = None) -> None:
-        self.params = params or HarvestParams()
+    params_type = HarvestParams
+    state_type = HarvestState
+    params: HarvestParams
 
     def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
         if self.params.use_regional_reference and "VH_ref" not in obs.columns:
             return add_regional_reference(obs)
         return obs
-
-    def _init_state(self, parcel_id: str, land_use: str) -> HarvestState:
-        return HarvestState(parcel_id=parcel_id, land_use=land_use)
 
     def _step(self, state: HarvestState, obs: Observation) -> tuple[HarvestState, list[Event]]:
         p = self.params

@@ -264,16 +264,14 @@ class MowingDetector(BaseDetector[MowingState]):
     event_type = "mowing"
     land_uses = frozenset({"grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland"})
 
-    def __init__(self, params: MowingParams | None = None) -> None:
-        self.params = params or MowingParams()
+    params_type = MowingParams
+    state_type = MowingState
+    params: MowingParams
 
     def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
         if self.params.s1_spells and "VH_ref" not in obs.columns:
             return add_regional_reference(obs)
         return obs
-
-    def _init_state(self, parcel_id: str, land_use: str) -> MowingState:
-        return MowingState(parcel_id=parcel_id, land_use=land_use)
 
     def _s1_spell(self, state: MowingState) -> tuple[MowingState, list[Event]]:
         """Cloudy spells: a VH step down (regional reference removed) while S2 saw nothing clear."""

@@ -97,16 +97,14 @@ class SolarDetector(BaseDetector[SolarState]):
     event_type = "solar_construction"
     land_uses = None
 
-    def __init__(self, params: SolarParams | None = None) -> None:
-        self.params = params or SolarParams()
+    params_type = SolarParams
+    state_type = SolarState
+    params: SolarParams
 
     def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
         if self.params.works_phase and "VV_ref" not in obs.columns:
             return add_regional_reference(obs)
         return obs
-
-    def _init_state(self, parcel_id: str, land_use: str) -> SolarState:
-        return SolarState(parcel_id=parcel_id, land_use=land_use)
 
     def _step(self, state: SolarState, obs: Observation) -> tuple[SolarState, list[Event]]:
         p = self.params
