@@ -208,6 +208,13 @@ class ObsBlock:
                 f"observation block shapes disagree: {self.s2_bands.shape}, {self.vv.shape}, {n} parcels"
             )
 
+    @classmethod
+    def on_world(cls, world: TileWorld, ids, s2_bands, s2_clear, vv, vh) -> ObsBlock:
+        """A block of ``world``'s acquisitions (their times and relative orbits) holding these values."""
+        return cls(ids=ids, s2_times=_times(world.s2), s2_bands=s2_bands, s2_clear=s2_clear,
+                   s2_orbit=np.array([a.relative_orbit for a in world.s2], np.int16), s1_times=_times(world.s1),
+                   vv=vv, vh=vh, s1_orbit=np.array([a.relative_orbit for a in world.s1], np.int16))
+
 
 def _times(acqs: list[Acquisition]) -> np.ndarray:
     return np.array([a.datetime.replace(tzinfo=None) for a in acqs], "datetime64[s]")
@@ -353,17 +360,7 @@ def _parcel_observations(config: SynthConfig, world: TileWorld, chunk: int = 20_
         tex = rng.normal(0.0, 0.25, vv.shape).astype(np.float32)
         vv_out[sel] = 10 ** ((vv + tex) / 10) * rng.standard_gamma(looks) / looks
         vh_out[sel] = 10 ** ((vh + tex) / 10) * rng.standard_gamma(looks) / looks
-    return ObsBlock(
-        ids=ids,
-        s2_times=_times(world.s2),
-        s2_bands=bands,
-        s2_clear=clear,
-        s2_orbit=np.array([a.relative_orbit for a in world.s2], np.int16),
-        s1_times=_times(world.s1),
-        vv=vv_out,
-        vh=vh_out,
-        s1_orbit=np.array([a.relative_orbit for a in world.s1], np.int16),
-    )
+    return ObsBlock.on_world(world, ids, bands, clear, vv_out, vh_out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -622,17 +619,7 @@ def _render_tile(root: Path, config: SynthConfig, world: TileWorld, fp: dict, bb
             submit(vv_png, vv, ql / f"{acq.datetime:%Y-%m-%d}_vv.png")
         s1_items.append(item)
         bar.update(1)
-    block = ObsBlock(
-        ids=ids,
-        s2_times=_times(world.s2),
-        s2_bands=np.round(obs_bands, 4),
-        s2_clear=obs_clear,
-        s2_orbit=np.array([a.relative_orbit for a in world.s2], np.int16),
-        s1_times=_times(world.s1),
-        vv=obs_vv,
-        vh=obs_vh,
-        s1_orbit=np.array([a.relative_orbit for a in world.s1], np.int16),
-    )
+    block = ObsBlock.on_world(world, ids, np.round(obs_bands, 4), obs_clear, obs_vv, obs_vh)
 
     site_features = []
     for s in mg.solar_sites.itertuples():

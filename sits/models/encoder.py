@@ -70,6 +70,17 @@ def seasonal_features(t: torch.Tensor, n_harmonics: int = N_SEASONAL_HARMONICS) 
     return torch.stack(feats, dim=-1).float()
 
 
+def _block_stack(config: EncoderConfig) -> nn.ModuleList:
+    """``config.n_layers`` pre-norm blocks of the configured mechanism."""
+    d = config.d_model
+    return nn.ModuleList(
+        Block(make_mixer(config.mechanism, d, config.n_heads, halflife_min=config.halflife_min,
+                         halflife_max=config.halflife_max, rotation=config.rotation,
+                         linear_decay=config.linear_decay, chunk_size=config.chunk_size), d, config.ffn_mult)
+        for _ in range(config.n_layers)
+    )
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class StepOutput:
     """``embedding [N, d_model]`` (the representation after the token), ``updated [N]`` bool."""
@@ -127,20 +138,10 @@ class SitsEncoder(nn.Module):
         self.time_proj = nn.Linear(N_TIME_FEATURES, d)
         self.sensor_emb = nn.Embedding(2, d)
         self.orbit_emb = nn.Embedding(config.n_orbits, d)
-        self.blocks = nn.ModuleList(
-            Block(make_mixer(config.mechanism, d, config.n_heads, halflife_min=config.halflife_min,
-                             halflife_max=config.halflife_max, rotation=config.rotation,
-                             linear_decay=config.linear_decay, chunk_size=config.chunk_size), d, config.ffn_mult)
-            for _ in range(config.n_layers)
-        )
+        self.blocks = _block_stack(config)
         self.final_norm = nn.LayerNorm(d)
         if config.bidirectional:
-            self.backward_blocks = nn.ModuleList(
-                Block(make_mixer(config.mechanism, d, config.n_heads, halflife_min=config.halflife_min,
-                                 halflife_max=config.halflife_max, rotation=config.rotation,
-                                 linear_decay=config.linear_decay, chunk_size=config.chunk_size), d, config.ffn_mult)
-                for _ in range(config.n_layers)
-            )
+            self.backward_blocks = _block_stack(config)
             self.backward_norm = nn.LayerNorm(d)
             self.backward_dir = nn.Parameter(torch.zeros(d))
             self.smooth_head = GaussianHead(2 * d + 3 * bands.n_s2c + N_PRIOR_FEATURES, config.head_hidden, bands.n_s2c)
