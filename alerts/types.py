@@ -87,9 +87,14 @@ def check_transition(current: Status, new: Status) -> None:
         raise TransitionError(f"cannot go from {current.value} to {new.value} (allowed: {names})")
 
 
-def make_alert_id(parcel_id: str, event_type: str, window_start: date, window_end: date) -> str:
-    """Deterministic id: uuid5 of parcel, type and event window (days)."""
+def make_alert_id(parcel_id: str, event_type: str, window_start: date, window_end: date, scope: str = "") -> str:
+    """Deterministic id: uuid5 of parcel, type and event window (days).
+
+    ``scope`` (empty by default) separates the alerts of a reprocessing with another model
+    (``monitor replay --checkpoint``) from the current ones, so both stay readable."""
     name = f"{parcel_id}|{event_type}|{window_start.isoformat()}|{window_end.isoformat()}"
+    if scope:
+        name = f"{scope}|{name}"
     return str(uuid.uuid5(ALERT_NAMESPACE, name))
 
 
@@ -147,13 +152,14 @@ class Alert(BaseModel):
         region: str = "",
         detected_at: datetime | None = None,
         model_version: str = MODEL_VERSION,
+        scope: str = "",
     ) -> Alert:
         ws = from_days(event.window[0]).date()
         we = from_days(event.window[1]).date()
         evidence = dict(event.evidence)
         evidence.setdefault("sensor", event.sensor)
         return cls(
-            alert_id=make_alert_id(event.parcel_id, event.event, ws, we),
+            alert_id=make_alert_id(event.parcel_id, event.event, ws, we, scope),
             parcel_id=event.parcel_id,
             tile_id=tile_id,
             region=region,

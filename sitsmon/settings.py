@@ -86,6 +86,16 @@ class EncoderSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class MonitorSettings(BaseModel):
+    detectors: list[str] = Field(default_factory=lambda: ["mowing", "harvest", "solar"])
+    parcels: str = Field("", description="parcel layer of the watched tiles; empty: [ingest] parcels")
+    checkpoint_days: float = Field(10.0, gt=0, description="a rewind point every N days of acquisition time")
+    retention_days: float = Field(120.0, gt=0, description="how far back a late acquisition can be folded in")
+    save_every: int = Field(1, gt=0, description="write the whole state every N acquisitions")
+    max_records: int = Field(50, gt=0, description="acquisition events per poll")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (0: any free)")
+
+
 class AlertsSettings(BaseModel):
     store_url: str = Field("", description="sqlite path or postgresql:// URL; empty: under data_dir")
     webhook_url: str = ""
@@ -108,6 +118,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     bus: BusSettings = BusSettings()
     encoder: EncoderSettings = EncoderSettings()
+    monitor: MonitorSettings = MonitorSettings()
     alerts: AlertsSettings = AlertsSettings()
     dashboard: DashboardSettings = DashboardSettings()
 

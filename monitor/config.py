@@ -1,0 +1,47 @@
+"""``MonitorConfig``: the plain values the monitor runs with (the command line builds it from settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.events import ACQUISITIONS_TOPIC
+
+ALERTS_TOPIC = "sits.alerts"
+DEAD_LETTER_TOPIC = f"{ACQUISITIONS_TOPIC}.dlq"
+DETECTORS = ("mowing", "harvest", "solar")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    data_dir: Path
+    series_dir: Path
+    parcels: Path | None = None  # parcel layer (parcel_id, land_use[, tile_id]); None: every parcel is "unknown" use
+    store_url: str = ""  # alert store; empty: <data_dir>/alerts.sqlite
+    group_id: str = "sitsmon-monitor"
+    topic: str = ACQUISITIONS_TOPIC
+    alerts_topic: str = ALERTS_TOPIC
+    dead_letter_topic: str = DEAD_LETTER_TOPIC
+    detectors: tuple[str, ...] = DETECTORS
+    checkpoint: Path | None = None  # encoder checkpoint; None: the packaged default
+    device: str = "cpu"
+    checkpoint_days: float = 10.0  # a rewind point every this many days of acquisition time
+    retention_days: float = 120.0  # rewind points kept this far behind the newest acquisition
+    save_every: int = 1  # write the full state every N acquisitions (the applied log is written every one)
+    max_records: int = 50  # events per poll
+    lights_every: int = 0  # traffic lights every N acquisitions (0: at the end of each drained batch)
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    metrics_port: int | None = None  # Prometheus text on this port (None: off)
+
+    @property
+    def state_root(self) -> Path:
+        return self.data_dir / "monitor"
+
+    @property
+    def alert_store_url(self) -> str:
+        return self.store_url or str(self.data_dir / "alerts.sqlite")
+
+    @property
+    def lights_path(self) -> Path:
+        return self.data_dir / "traffic-lights.csv"

@@ -1,0 +1,102 @@
+"""Health of the running monitor: Prometheus metrics (prometheus-client) and ``health.json`` for operators.
+
+``health.json`` (under ``<data_dir>/monitor/``) is what ``sitsmon monitor status`` and the dashboard
+read: the pid, when it was last written, per tile the last acquisition folded in, the lag per
+partition, the count processed and the last error. A reader treats a dead pid as "monitor not running".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+HEALTH_SCHEMA = "sitsmon-monitor-health/1"
+STAGES = ("read", "encoder", "detectors", "store", "sinks", "state", "commit")
+
+
+class Health:
+    """Counters and latencies of one monitor process, exported as Prometheus text and ``health.json``."""
+
+    def __init__(self, path: Path, metrics_port: int | None = None) -> None:
+        self.path = Path(path)
+        self.registry = CollectorRegistry()
+        self.acquisitions = Counter("sitsmon_monitor_acquisitions", "acquisitions folded in", ["sensor"],
+                                    registry=self.registry)
+        self.parcels = Counter("sitsmon_monitor_parcels_updated", "parcel rows folded in", registry=self.registry)
+        self.alerts = Counter("sitsmon_monitor_alerts", "alerts raised (new or re-raised)", ["type"],
+                              registry=self.registry)
+        self.errors = Counter("sitsmon_monitor_errors", "events refused or failed", ["kind"], registry=self.registry)
+        self.latency = Histogram("sitsmon_monitor_stage_seconds", "seconds per acquisition and stage", ["stage"],
+                                 registry=self.registry, buckets=(.001, .005, .02, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.lag = Gauge("sitsmon_monitor_lag", "messages not yet committed", ["partition"], registry=self.registry)
+        self.t_last = Gauge("sitsmon_monitor_tile_last_acquisition_seconds", "newest acquisition folded in",
+                            ["tile"], registry=self.registry)
+        self.tiles: dict[str, dict[str, Any]] = {}
+        self.processed = 0
+        self.last_error: str | None = None
+        self.lag_by_partition: dict[str, int] = {}
+        self.stage_totals = dict.fromkeys(STAGES, 0.0)
+        self.metrics_url = None
+        if metrics_port is not None:
+            server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=self.registry)
+            self.metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
+
+    def folded(self, tile_id: str, sensor: str, time_s: int, parcels: int, n_parcels: int,
+               seconds: dict[str, float]) -> None:
+        self.processed += 1
+        self.acquisitions.labels(sensor).inc()
+        self.parcels.inc(parcels)
+        for stage, s in seconds.items():
+            self.latency.labels(stage).observe(s)
+            self.stage_totals[stage] = self.stage_totals.get(stage, 0.0) + s
+        tile = self.tiles.setdefault(tile_id, {"acquisitions": 0})
+        tile["acquisitions"] += 1
+        tile["parcels"] = n_parcels
+        if time_s >= tile.get("t_last_s", -1):
+            tile["t_last_s"] = time_s
+            tile["t_last"] = datetime.fromtimestamp(time_s, UTC).isoformat().replace("+00:00", "Z")
+            self.t_last.labels(tile_id).set(time_s)
+
+    def error(self, kind: str, message: str) -> None:
+        self.errors.labels(kind).inc()
+        self.last_error = f"{datetime.now(UTC).isoformat(timespec='seconds')} {kind}: {message}"
+
+    def set_lag(self, lag: dict[str, int]) -> None:
+        self.lag_by_partition = dict(lag)
+        for partition, n in lag.items():
+            self.lag.labels(partition).set(n)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"schema": HEALTH_SCHEMA, "pid": os.getpid(),
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "tiles": {t: {k: v for k, v in d.items() if k != "t_last_s"} for t, d in self.tiles.items()},
+                "lag": self.lag_by_partition, "processed": self.processed, "last_error": self.last_error,
+                "stage_seconds": {k: round(v, 4) for k, v in self.stage_totals.items()},
+                "metrics_url": self.metrics_url}
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        tmp.write_text(json.dumps(self.snapshot(), indent=1), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def read_health(path: Path) -> dict[str, Any] | None:
+    """The last ``health.json`` with ``running`` set from its pid (None when there is none)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = int(data.get("pid", 0) or 0)
+    try:
+        os.kill(pid, 0)
+        data["running"] = pid > 0
+    except OSError:
+        data["running"] = False
+    return data

@@ -1,0 +1,526 @@
+"""The streaming monitor: consume acquisition events, fold each into its tile's state, raise alerts live.
+
+Per acquisition event, in this order, so that a kill at any point is harmless (docs/streaming.md):
+
+1. parse and check the message (a bad one goes to the dead-letter topic with the reason);
+2. bring the tile's state to "everything folded so far plus this acquisition" (``Monitor.converge``):
+   a duplicate (same slot, same items) changes nothing; a new acquisition after the tile's last one is
+   one ``step_tile``; an older one (a late arrival) or a re-processed slot rewinds to the newest
+   checkpoint before it and folds the acquisitions since in time order; one older than every retained
+   checkpoint is refused and recorded for ``monitor replay``;
+3. upsert the alerts (deterministic ids: a re-run re-creates the same ids, never a duplicate);
+4. send them to the sinks (``sits.alerts`` topic, the signed webhook): a sink may see a redelivery,
+   always with the same alert id;
+5. append the acquisition to the tile's applied log (fsync), and every ``save_every`` acquisitions
+   write the whole state; a state is derived data: after a crash it is rebuilt from the last written
+   state plus the applied log's acquisitions, re-read from the series store;
+6. commit the bus offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alerts.series import to_days
+from alerts.types import Alert, Event
+from monitor.config import MonitorConfig
+from monitor.crash import kill_point
+from monitor.errors import BadEventError, LateArrivalError, MonitorError, StateStoreError, StateVersionError
+from monitor.health import Health
+from monitor.inputs import SlotKey, prepare_rows, read_slot_rows
+from monitor.state_store import TileStore, namespace_for, versions_of
+from monitor.step import StepResult, TileState, new_tile_state, step_tile
+
+logger = logging.getLogger(__name__)
+
+EVENT_SCHEMA = "sitsmon.acquisition/1"
+DAY_S = 86400
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """A checked acquisition event."""
+
+    tile_id: str
+    sensor: str
+    time_s: int
+    slot: str
+    item_ids: str
+    series: Path
+
+    @property
+    def key(self) -> SlotKey:
+        return SlotKey.of(self.time_s, self.sensor, self.slot)
+
+
+def parse_event(value: dict[str, Any], series_dir: Path) -> Acquisition:
+    """An acquisition from a ``sits.acquisitions`` message value; BadEventError says what is wrong."""
+    if not isinstance(value, dict) or not value:
+        raise BadEventError("message is not a JSON object")
+    if value.get("schema") != EVENT_SCHEMA:
+        raise BadEventError(f"schema {value.get('schema')!r} is not {EVENT_SCHEMA!r}")
+    missing = [k for k in ("tile_id", "sensor", "time", "item_ids", "slot") if k not in value]
+    if missing:
+        raise BadEventError(f"acquisition event without {', '.join(missing)}")
+    sensor = value["sensor"]
+    if sensor not in ("S1", "S2"):
+        raise BadEventError(f"sensor must be S1 or S2, got {sensor!r}")
+    try:
+        time_s = int(pd.Timestamp(value["time"]).timestamp())
+    except (ValueError, TypeError) as e:
+        raise BadEventError(f"unparseable time {value['time']!r}") from e
+    tile_id, slot = str(value["tile_id"]), str(value["slot"])
+    if not tile_id or "/" in tile_id or not slot or "/" in slot:
+        raise BadEventError(f"bad tile id {tile_id!r} or slot {slot!r}")
+    ids = value["item_ids"]
+    item_ids = ",".join(ids) if isinstance(ids, list) else str(ids)
+    return Acquisition(tile_id, sensor, time_s, slot, item_ids, series_dir)
+
+
+def event_from_alert(alert: Alert) -> Event:
+    """The detector event behind a stored alert (what the traffic light reads)."""
+    def days(d) -> float:
+        return to_days(pd.Timestamp(d))
+
+    lo, hi, date = days(alert.window_start), days(alert.window_end), days(alert.event_date)
+    return Event(alert.parcel_id, alert.type, min(max(date, lo), hi), (lo, hi), float(alert.confidence),
+                 dict(alert.evidence), str(alert.evidence.get("sensor", "S2")))
+
+
+@dataclass
+class _Tile:
+    state: TileState
+    store: TileStore
+    unsaved: int = 0
+    last_checkpoint_s: int | None = None
+
+
+@dataclass
+class FoldReport:
+    """What one acquisition event did."""
+
+    acquisition: Acquisition
+    status: str  # folded | duplicate | rewound | refused
+    results: list[StepResult] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    new_alerts: int = 0
+    reason: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def parcels_updated(self) -> int:
+        return sum(r.parcels_updated for r in self.results)
+
+
+class Monitor:
+    """Holds the model, the detectors, the stores and the tiles' states of one monitor process."""
+
+    def __init__(self, config: MonitorConfig, *, model=None, detectors=None, store=None, sinks=(),
+                 health: Health | None = None, scope: str | None = None) -> None:
+        import sits
+        from alerts.detectors.batch import make_batch_detectors
+        from alerts.store import open_store
+
+        self.config = config
+        self.model = model if model is not None else sits.load_model(config.checkpoint, device=config.device)
+        self.detectors = detectors if detectors is not None else make_batch_detectors(config.detectors)
+        self.versions = versions_of(self.model, self.detectors)
+        self.namespace = namespace_for(self.model, self.detectors)
+        self.store = store if store is not None else open_store(config.alert_store_url)
+        self.sinks = list(sinks)
+        self.health = health or Health(config.state_root / "health.json", config.metrics_port)
+        # Alerts of the packaged default model keep the plain deterministic ids (equal to `sitsmon detect`);
+        # a reprocessing with another checkpoint gets ids of its own, so the old alerts stay readable.
+        self.scope = scope if scope is not None else ("" if config.checkpoint is None else self.namespace)
+        self.alert_model_version = f"{Alert.model_fields['model_version'].default}+{self.model.version}"
+        self.tiles: dict[str, _Tile] = {}
+        self._parcels: pd.DataFrame | None = None
+
+    # ---- tiles ------------------------------------------------------------------------------------
+    def parcels_of(self, tile_id: str) -> pd.DataFrame:
+        from alerts.series import read_parcels
+
+        if self._parcels is None:
+            if self.config.parcels is None:
+                raise MonitorError("no parcel layer configured ([ingest] parcels or --parcels)")
+            self._parcels = read_parcels(self.config.parcels)
+        parcels = self._parcels
+        if "tile_id" in parcels.columns and tile_id in set(parcels["tile_id"].astype(str)):
+            parcels = parcels[parcels["tile_id"].astype(str) == tile_id]
+        elif "tile_id" in parcels.columns and parcels["tile_id"].notna().any():
+            raise BadEventError(f"unknown tile {tile_id!r}: no parcel of the parcel layer lies on it")
+        return parcels.sort_values("parcel_id", kind="stable")
+
+    def tile(self, tile_id: str) -> _Tile:
+        """The tile's state, loaded (and brought up to its applied log) on first use."""
+        if tile_id in self.tiles:
+            return self.tiles[tile_id]
+        store = TileStore(self.config.state_root, self.namespace, tile_id)
+        try:
+            state = store.load(self.versions, self.detectors)
+        except StateVersionError:
+            raise
+        except StateStoreError as e:  # corrupt: the last good checkpoint, then the series store
+            logger.error("%s; rebuilding tile %s from its last good checkpoint and the series store", e, tile_id)
+            self.health.error("corrupt_state", str(e))
+            state = self._base_for(store, store.applied(), allow_empty=True, tile_id=tile_id)
+        if state is None:
+            state = new_tile_state(tile_id, self.parcels_of(tile_id), self.model, self.detectors)
+        if state.folded:
+            state.recent = store.read_expectations(
+                [k for k in state.folded if k.sensor == "S2" and k.time_s >= max(state.folded).time_s - 120 * DAY_S])
+        tile = _Tile(state, store)
+        points = store.checkpoints()
+        tile.last_checkpoint_s = points[-1].key.time_s if points else None
+        self.tiles[tile_id] = tile
+        applied = store.applied()
+        if applied != state.folded:  # a crash after the applied log, before the state write: catch up
+            logger.info("tile %s: %d acquisition(s) in the applied log are not in the saved state; refolding",
+                        tile_id, len(set(applied) - set(state.folded)))
+            self.converge(tile, applied, allow_empty=True)
+            self._save(tile, force=True)
+        return tile
+
+    def _base_for(self, store: TileStore, desired: dict[SlotKey, str], allow_empty: bool,
+                  tile_id: str) -> TileState | None:
+        """The newest valid rewind point for ``desired`` (None: start from an empty state)."""
+        newest = max(desired).time_s if desired else 0
+        for point in reversed(store.checkpoints()):
+            wanted = {k: v for k, v in desired.items() if k <= point.key}
+            try:
+                state = store.load_checkpoint(point, self.versions, self.detectors)
+            except StateStoreError as e:
+                logger.warning("tile %s: checkpoint %s unusable: %s", tile_id, point.path.name, e)
+                continue
+            if state.folded == wanted:
+                return state
+        oldest = min(desired).time_s if desired else 0
+        if allow_empty or newest - oldest <= self.config.retention_days * DAY_S:
+            return None
+        raise LateArrivalError(
+            f"tile {tile_id}: no retained checkpoint lies before this acquisition (rewind points are kept for "
+            f"{self.config.retention_days:g} days); run `sitsmon monitor replay` for this period")
+
+    def converge(self, tile: _Tile, desired: dict[SlotKey, str], allow_empty: bool = False) -> list[StepResult]:
+        """Bring ``tile.state`` to the fold of ``desired`` (key → item ids), with the alert effects of each fold."""
+        state = tile.state
+        last = state.last_key
+        extends = all(desired.get(k) == v for k, v in state.folded.items()) and all(
+            last is None or k > last for k in desired.keys() - state.folded.keys())
+        if not extends:  # a late arrival, a re-processed slot, or a crash: rewind
+            base = self._base_for(tile.store, desired, allow_empty, state.tile_id)
+            if base is None:
+                base = new_tile_state(state.tile_id, self.parcels_of(state.tile_id), self.model, self.detectors)
+            else:
+                base.recent = tile.store.read_expectations(
+                    [k for k in base.folded if k.sensor == "S2" and k.time_s >= max(base.folded).time_s - 120 * DAY_S])
+            for point in tile.store.checkpoints():  # rewind points after the base no longer match the history
+                if base.last_key is None or point.key > base.last_key:
+                    import shutil
+
+                    shutil.rmtree(point.path, ignore_errors=True)
+            tile.state, state = base, base
+            tile.last_checkpoint_s = base.last_key.time_s if base.last_key else None
+            tile.unsaved += 1
+        results = []
+        last = state.last_key
+        for key in sorted(k for k in desired if last is None or k > last):
+            results.append(self._fold(tile, key, desired[key]))
+        return results
+
+    def _fold(self, tile: _Tile, key: SlotKey, item_ids: str) -> StepResult:
+        t0 = time.perf_counter()
+        raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot)
+        rows = prepare_rows(raw, source=f"series {tile.state.tile_id}/{key.sensor}/{key.slot}")
+        read_s = time.perf_counter() - t0
+        result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
+        result.seconds["read"] = read_s
+        if result.expectations is not None:
+            tile.store.write_expectations(key, result.expectations)
+        kill_point("after_step")
+        t0 = time.perf_counter()
+        alerts = [Alert.from_event(e, tile_id=tile.state.tile_id, model_version=self.alert_model_version,
+                                   scope=self.scope) for e in result.events]
+        if alerts:
+            result.new_alerts = self.store.upsert_many(alerts)
+        result.seconds["store"] = time.perf_counter() - t0
+        result.alerts = alerts
+        kill_point("after_alerts")
+        t0 = time.perf_counter()
+        self._send(alerts)
+        result.seconds["sinks"] = time.perf_counter() - t0
+        kill_point("after_sinks")
+        self._maybe_checkpoint(tile, key)
+        return result
+
+    def _send(self, alerts: Iterable[Alert]) -> None:
+        from alerts.sinks import dispatch
+
+        for alert in alerts:
+            outcome = dispatch(alert, self.sinks)
+            for sink, status in outcome.items():
+                if status != "ok":
+                    self.health.error("sink", f"{sink}: alert {alert.alert_id}: {status}")
+        for sink in self.sinks:
+            flush = getattr(getattr(sink, "publisher", None), "flush", None)
+            if callable(flush):
+                flush()
+
+    def _maybe_checkpoint(self, tile: _Tile, key: SlotKey) -> None:
+        every = int(self.config.checkpoint_days * DAY_S)
+        if tile.last_checkpoint_s is not None and key.time_s // every <= tile.last_checkpoint_s // every:
+            return
+        tile.store.write_checkpoint(tile.state, self.versions, self.detectors)
+        tile.last_checkpoint_s = key.time_s
+        tile.store.prune_checkpoints(key.time_s - int(self.config.retention_days * DAY_S))
+
+    def _save(self, tile: _Tile, force: bool = False) -> None:
+        if tile.unsaved and (force or tile.unsaved >= self.config.save_every):
+            tile.store.save(tile.state, self.versions, self.detectors)
+            tile.unsaved = 0
+
+    def save_all(self, tiles: Iterable[str] | None = None) -> None:
+        for tile_id in list(tiles if tiles is not None else self.tiles):
+            if tile_id in self.tiles:
+                self._save(self.tiles[tile_id], force=True)
+
+    # ---- one event ------------------------------------------------------------------------------------
+    def fold(self, acq: Acquisition) -> FoldReport:
+        """Fold one acquisition event into its tile (steps 2-5 of the module docstring)."""
+        started = time.perf_counter()
+        tile = self.tile(acq.tile_id)
+        folded = tile.state.folded
+        key = acq.key
+        if folded.get(key) == acq.item_ids:
+            return FoldReport(acq, "duplicate")
+        desired = {k: v for k, v in folded.items() if (k.sensor, k.slot) != (key.sensor, key.slot)}
+        desired[key] = acq.item_ids
+        late = tile.state.last_key is not None and key < tile.state.last_key or len(desired) <= len(folded)
+        try:
+            results = self.converge(tile, desired)
+        except LateArrivalError as e:
+            tile.store.record_refused(key, acq.item_ids, str(e))
+            self.health.error("late_refused", str(e))
+            return FoldReport(acq, "refused", reason=str(e))
+        tile.store.append_applied(key, acq.item_ids)
+        tile.unsaved += 1
+        t0 = time.perf_counter()
+        self._save(tile, force=late)
+        state_s = time.perf_counter() - t0
+        kill_point("after_state")
+        alerts = [a for r in results for a in r.alerts]
+        seconds = {"state": state_s}
+        for r in results:
+            for stage, s in r.seconds.items():
+                seconds[stage] = seconds.get(stage, 0.0) + s
+        seconds["total"] = time.perf_counter() - started
+        report = FoldReport(acq, "rewound" if late else "folded", results, alerts,
+                            new_alerts=sum(r.new_alerts for r in results), seconds=seconds)
+        for r in results:
+            self.health.folded(acq.tile_id, r.key.sensor, r.key.time_s, r.parcels_updated, tile.state.n,
+                               {k: v for k, v in r.seconds.items()})
+        for a in alerts:
+            self.health.alerts.labels(a.type).inc()
+        return report
+
+    # ---- traffic lights -------------------------------------------------------------------------------
+    def update_lights(self, tiles: Iterable[str]) -> pd.DataFrame | None:
+        """Recompute the traffic lights of ``tiles`` from the series store and the stored alerts."""
+        from alerts.series import normalise_observations
+        from alerts.store import AlertQuery
+        from alerts.traffic_light import assess_frame
+        from ingest.series import read_series
+
+        frames = []
+        for tile_id in sorted(set(tiles)):
+            table = read_series(self.config.series_dir, tile_id)
+            if table.num_rows == 0:
+                continue
+            obs = normalise_observations(table.to_pandas(), source=f"series {tile_id}")
+            alerts = self.store.query(AlertQuery(tile_id=tile_id, limit=100_000))
+            events = [event_from_alert(a) for a in alerts if a.model_version == self.alert_model_version]
+            last = obs["time"].max()
+            lights = assess_frame(obs, self.parcels_of(tile_id), events, campaign=last.year, as_of=last.date())
+            lights.insert(1, "tile_id", tile_id)
+            frames.append(lights)
+        if not frames:
+            return None
+        fresh = pd.concat(frames, ignore_index=True)
+        path = self.config.lights_path
+        if path.exists():
+            old = pd.read_csv(path, dtype={"parcel_id": str})
+            if "tile_id" in old.columns:
+                old = old[~old["tile_id"].astype(str).isin(set(fresh["tile_id"]))]
+                fresh = pd.concat([old, fresh], ignore_index=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fresh.to_csv(tmp, index=False)
+        tmp.replace(path)
+        return fresh
+
+    def close(self) -> None:
+        self.save_all()
+        self.store.close()
+        self.health.write()
+
+
+# ---- the consumer loop ------------------------------------------------------------------------------
+@dataclass
+class RunReport:
+    acquisitions: int = 0
+    parcels_updated: int = 0
+    alerts: int = 0
+    new_alerts: int = 0
+    duplicates: int = 0
+    rewound: int = 0
+    refused: int = 0
+    dead_lettered: int = 0
+    tiles: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"acquisitions": self.acquisitions, "parcels_updated": self.parcels_updated, "alerts": self.alerts,
+                "new_alerts": self.new_alerts,
+                "duplicates": self.duplicates, "rewound": self.rewound, "refused": self.refused,
+                "dead_lettered": self.dead_lettered}
+
+
+def _dead_letter(bus, topic: str, message, reason: str) -> None:
+    value = message.value if isinstance(message.value, dict) else {}
+    bus.publish(topic, str(message.key or "unknown"), {
+        "reason": reason, "topic": message.topic, "partition": message.partition, "offset": message.offset,
+        "value": value, "raw": getattr(message, "raw", None) if not value else None,
+        "when": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+class Service:
+    """The consumer loop around a :class:`Monitor`: poll, fold, commit, report."""
+
+    def __init__(self, monitor: Monitor, bus, *, on_fold: Callable[[FoldReport], None] | None = None) -> None:
+        self.monitor = monitor
+        self.bus = bus
+        self.on_fold = on_fold
+        self.consumer = None
+        self.report = RunReport()
+
+    def _consumer(self):
+        if self.consumer is None:
+            cfg = self.monitor.config
+            kwargs: dict[str, Any] = {}
+            try:
+                self.consumer = self.bus.consumer([cfg.topic], group_id=cfg.group_id,
+                                                  on_revoke=self._on_revoke, **kwargs)
+            except TypeError:  # a bus without rebalance hooks
+                self.consumer = self.bus.consumer([cfg.topic], group_id=cfg.group_id)
+        return self.consumer
+
+    def _on_revoke(self, partitions) -> None:
+        """Partitions taken away: write their tiles' states and forget them (another worker continues)."""
+        self.monitor.save_all()
+        self.monitor.tiles.clear()
+
+    def process(self, messages) -> int:
+        """Fold a batch of messages; returns how many acquisitions were folded."""
+        cfg = self.monitor.config
+        folded = 0
+        for message in messages:
+            error = getattr(message, "error", None)
+            try:
+                if error:
+                    raise BadEventError(error)
+                acq = parse_event(message.value, cfg.series_dir)
+                report = self.monitor.fold(acq)
+            except (BadEventError, MonitorError, OSError, ValueError, KeyError) as e:
+                reason = f"{type(e).__name__}: {e}" if not isinstance(e, MonitorError) else str(e)
+                logger.error("acquisition event %s/%s@%s dead-lettered: %s", message.topic, message.partition,
+                             message.offset, reason)
+                self.monitor.health.error("bad_event", reason)
+                _dead_letter(self.bus, cfg.dead_letter_topic, message, reason)
+                self.report.dead_lettered += 1
+                continue
+            self.report.tiles.add(acq.tile_id)
+            if report.status == "duplicate":
+                self.report.duplicates += 1
+            elif report.status == "refused":
+                self.report.refused += 1
+            else:
+                folded += 1
+                self.report.acquisitions += 1
+                self.report.rewound += report.status == "rewound"
+                self.report.parcels_updated += report.parcels_updated
+                self.report.alerts += len(report.alerts)
+                self.report.new_alerts += report.new_alerts
+            if self.on_fold is not None:
+                self.on_fold(report)
+        return folded
+
+    def commit(self) -> None:
+        t0 = time.perf_counter()
+        self.bus.flush()
+        self._consumer().commit()
+        self.monitor.health.latency.labels("commit").observe(time.perf_counter() - t0)
+        lag = getattr(self._consumer(), "lag", None)
+        if callable(lag):
+            self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in lag().items()})
+        self.monitor.health.write()
+
+    def run_once(self, timeout_s: float = 0.5) -> RunReport:
+        """Drain what is on the bus now, then return (``monitor run --once``)."""
+        consumer = self._consumer()
+        while batch := consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records):
+            self.process(batch)
+            self.commit()
+        self.monitor.save_all()
+        return self.report
+
+    def run_forever(self, stop: Callable[[], bool] = lambda: False, timeout_s: float = 1.0,
+                    on_idle: Callable[[RunReport], None] | None = None) -> RunReport:
+        consumer = self._consumer()
+        pending_lights: set[str] = set()
+        while not stop():
+            batch = consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records)
+            if batch:
+                before = set(self.report.tiles)
+                self.process(batch)
+                self.commit()
+                pending_lights |= self.report.tiles | before
+                continue
+            if pending_lights:  # caught up: the lights of the tiles that changed
+                self.monitor.save_all()
+                self.monitor.update_lights(pending_lights)
+                pending_lights.clear()
+                if on_idle is not None:
+                    on_idle(self.report)
+        self.monitor.save_all()
+        return self.report
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        self.monitor.close()
+
+
+def format_fold(report: FoldReport, started: float | None = None) -> str:
+    """One live line per acquisition: date, sensor, parcels updated, new alerts, latency."""
+    acq = report.acquisition
+    day = datetime.fromtimestamp(acq.time_s, UTC).date().isoformat()
+    by_type: dict[str, int] = {}
+    for a in report.alerts:
+        by_type[a.type] = by_type.get(a.type, 0) + 1
+    alerts = ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) or "no alert"
+    latency = f"{report.seconds.get('total', 0.0) * 1000:.0f} ms"
+    note = {"rewound": " (late: rewound and refolded)", "refused": f" (refused: {report.reason})",
+            "duplicate": " (duplicate: skipped)"}.get(report.status, "")
+    return (f"      {day} {acq.sensor} {acq.tile_id}: {report.parcels_updated} parcels updated, {alerts}, "
+            f"{latency}{note}")
+
+
+def json_line(report: RunReport) -> str:
+    return json.dumps(report.to_dict())

@@ -1,0 +1,297 @@
+"""Per-tile state store (Zarr): the current state, rewind points, the applied log, the model's expectations.
+
+    <root>/<namespace>/<tile_id>/
+        CURRENT                   {"state": "state-000012.zarr", "checksum": ...}: replaced atomically
+        state-000012.zarr/        parcel ids and land uses, encoder/ (sits.EncoderState), detectors/<type>/<field>
+        applied.jsonl             one line per acquisition folded in (fsync'ed before the bus offset is committed)
+        checkpoints/<key>.zarr/   rewind points, one per ``checkpoint_days`` of acquisition time
+        expected/<S2>-<slot>.parquet   the encoder's expectation per parcel for each S2 view (dashboards read it)
+        refused.jsonl             acquisitions too old for every retained rewind point, for ``monitor replay``
+
+A state is written under a fresh name and only then named in ``CURRENT`` (write, then rename), so a
+kill at any moment leaves the previous state readable. Every state carries a checksum of its arrays
+and the versions of the model and the detectors that wrote it: a corrupt state is detected on load,
+and a state of another version is refused, never mixed with the current one. The namespace is derived
+from those versions, so a model upgrade (``monitor replay --checkpoint NEW``) writes beside the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitor.errors import StateStoreError, StateVersionError
+from monitor.inputs import SlotKey
+from monitor.step import TileState
+
+logger = logging.getLogger(__name__)
+
+STATE_SCHEMA = "sitsmon-monitor-state/1"
+CURRENT = "CURRENT"
+APPLIED = "applied.jsonl"
+REFUSED = "refused.jsonl"
+
+
+def namespace_for(model, detectors) -> str:
+    """A folder name for the model and detector versions (a new model or rule set: a new namespace)."""
+    versions = "|".join(sorted(f"{d.event_type}={d.state_version}" for d in detectors))
+    digest = hashlib.sha256(f"{model.model_id}|{versions}".encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', str(model.version))[:60]}-{digest}"
+
+
+def versions_of(model, detectors) -> dict[str, Any]:
+    return {"model_id": model.model_id, "model_version": model.version,
+            "detectors": {d.event_type: d.state_version for d in detectors}}
+
+
+def key_name(key: SlotKey) -> str:
+    return f"{key.time_s:012d}-{key.sensor}-{key.slot}"
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(name.encode())
+        if a.dtype == object or a.dtype.kind in "US":
+            h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    key: SlotKey  # the last acquisition folded into it
+    path: Path
+
+
+class TileStore:
+    """The state folder of one tile in one namespace."""
+
+    def __init__(self, root: Path, namespace: str, tile_id: str) -> None:
+        self.dir = Path(root) / namespace / tile_id
+        self.tile_id = tile_id
+
+    # ---- the applied log ------------------------------------------------------------------------
+    def applied(self) -> dict[SlotKey, str]:
+        """Acquisitions recorded as folded in (the last line of a slot wins: a re-processed slot)."""
+        path = self.dir / APPLIED
+        out: dict[tuple[str, str], tuple[SlotKey, str]] = {}
+        if not path.exists():
+            return {}
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                key = SlotKey.of(d["time_s"], d["sensor"], d["slot"])
+            except (ValueError, KeyError) as e:
+                if n == len(path.read_text(encoding="utf-8").splitlines()):
+                    logger.warning("%s: torn last line ignored (%s)", path, e)  # a kill mid-append
+                    continue
+                raise StateStoreError(f"{path}: line {n} is not an applied record ({e})") from e
+            out[(key.sensor, key.slot)] = (key, d["item_ids"])
+        return dict(out.values())
+
+    def append_applied(self, key: SlotKey, item_ids: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids})
+        with open(self.dir / APPLIED, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def record_refused(self, key: SlotKey, item_ids: str, reason: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids,
+                           "reason": reason})
+        with open(self.dir / REFUSED, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def refused(self) -> list[dict[str, Any]]:
+        path = self.dir / REFUSED
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    # ---- states ---------------------------------------------------------------------------------
+    def _write(self, state: TileState, target: Path, versions: dict[str, Any], detectors) -> str:
+        import zarr
+
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        group = zarr.open_group(str(tmp), mode="w")
+        arrays: dict[str, np.ndarray] = {
+            "parcel_ids": np.asarray(state.parcel_ids.astype(str), dtype=object),
+            "land_uses": np.asarray(state.land_uses.astype(str), dtype=object),
+        }
+        enc = state.encoder
+        enc_arrays = dict(zip(_ENCODER_PARTS(len(enc.layers)), (t.detach().cpu().numpy() for t in enc.tensors()),
+                              strict=True))
+        arrays.update({f"encoder/{k}": v for k, v in enc_arrays.items()})
+        for det in detectors:
+            for name, arr in det.dump(state.detectors[det.event_type]).items():
+                arrays[f"detectors/{det.event_type}/{name}"] = np.asarray(arr)
+        for name, arr in arrays.items():
+            if arr.dtype == object or arr.dtype.kind in "US":
+                a = group.create_array(name, shape=arr.shape, dtype=str)
+            else:
+                chunks = (max(1, min(arr.shape[0], 65536)),) + tuple(max(1, c) for c in arr.shape[1:]) if arr.ndim else ()
+                a = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks or None)
+            if arr.size:
+                a[...] = arr
+        checksum = _checksum(arrays)
+        group.attrs.update({
+            "schema": STATE_SCHEMA, "tile_id": state.tile_id, "versions": versions, "checksum": checksum,
+            "n_layers": len(enc.layers), "encoder_model_id": enc.model_id,
+            "folded": [[k.time_s, k.sensor, k.slot, ids] for k, ids in sorted(state.folded.items())],
+        })
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return checksum
+
+    def _read(self, path: Path, versions: dict[str, Any], detectors) -> TileState:
+        import torch
+        import zarr
+
+        import sits
+
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            attrs = dict(group.attrs)
+        except Exception as e:  # noqa: BLE001 - any store error is a corrupt state here
+            raise StateStoreError(f"tile {self.tile_id}: cannot open state {path}: {e}") from e
+        if attrs.get("schema") != STATE_SCHEMA:
+            raise StateStoreError(f"tile {self.tile_id}: {path} has schema {attrs.get('schema')!r}, not {STATE_SCHEMA!r}")
+        if attrs.get("versions") != versions:
+            raise StateVersionError(
+                f"tile {self.tile_id}: state {path} was written by {attrs.get('versions')}, the monitor runs "
+                f"{versions}; use `sitsmon monitor replay` to rebuild it for this model")
+        try:
+            arrays: dict[str, np.ndarray] = {}
+            for name in _walk(group):
+                a = group[name]
+                value = np.asarray(a[...])
+                arrays[name] = value.astype(object) if value.dtype.kind in "OUT" else value
+        except Exception as e:  # noqa: BLE001 - a missing or unreadable chunk
+            raise StateStoreError(f"tile {self.tile_id}: state {path} is unreadable: {e}") from e
+        if _checksum(arrays) != attrs.get("checksum"):
+            raise StateStoreError(f"tile {self.tile_id}: state {path} fails its checksum (corrupt chunk)")
+        n_layers = int(attrs["n_layers"])
+        parts = [torch.from_numpy(np.array(arrays[f"encoder/{k}"])) for k in _ENCODER_PARTS(n_layers)]
+        encoder = sits.EncoderState(layers=tuple(parts[:n_layers]), h_last=parts[n_layers], t_last=parts[n_layers + 1],
+                                    count=parts[n_layers + 2], model_id=str(attrs["encoder_model_id"]),
+                                    last_clear=parts[n_layers + 3], t_last_clear=parts[n_layers + 4])
+        dets = {}
+        for det in detectors:
+            prefix = f"detectors/{det.event_type}/"
+            dets[det.event_type] = det.load({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        folded = {SlotKey.of(t, s, slot): ids for t, s, slot, ids in attrs["folded"]}
+        return TileState(self.tile_id, pd.Index(arrays["parcel_ids"].astype(str), name="parcel_id"),
+                         arrays["land_uses"].astype(str), encoder, dets, folded)
+
+    def save(self, state: TileState, versions: dict[str, Any], detectors) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        current = self._current()
+        seq = int(current["seq"]) + 1 if current else 1
+        name = f"state-{seq:06d}.zarr"
+        checksum = self._write(state, self.dir / name, versions, detectors)
+        _fsync_write(self.dir / CURRENT, json.dumps({"seq": seq, "state": name, "checksum": checksum}))
+        for old in self.dir.glob("state-*.zarr"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _current(self) -> dict[str, Any] | None:
+        path = self.dir / CURRENT
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise StateStoreError(f"tile {self.tile_id}: {path} is corrupt: {e}") from e
+
+    def load(self, versions: dict[str, Any], detectors) -> TileState | None:
+        """The current state (None: no state written yet). Raises StateStoreError when it is corrupt."""
+        current = self._current()
+        if current is None:
+            return None
+        return self._read(self.dir / current["state"], versions, detectors)
+
+    # ---- rewind points --------------------------------------------------------------------------
+    def checkpoints(self) -> list[Checkpoint]:
+        out = []
+        for p in sorted((self.dir / "checkpoints").glob("*.zarr")):
+            t, sensor, slot = p.stem.split("-", 2)
+            out.append(Checkpoint(SlotKey.of(int(t), sensor, slot), p))
+        return sorted(out, key=lambda c: c.key)
+
+    def write_checkpoint(self, state: TileState, versions: dict[str, Any], detectors) -> Checkpoint:
+        key = state.last_key
+        path = self.dir / "checkpoints" / f"{key_name(key)}.zarr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(state, path, versions, detectors)
+        return Checkpoint(key, path)
+
+    def load_checkpoint(self, checkpoint: Checkpoint, versions: dict[str, Any], detectors) -> TileState:
+        return self._read(checkpoint.path, versions, detectors)
+
+    def prune_checkpoints(self, keep_after_s: int) -> None:
+        """Drop rewind points older than ``keep_after_s``, always keeping the newest one before it."""
+        points = self.checkpoints()
+        old = [c for c in points if c.key.time_s < keep_after_s]
+        for c in old[:-1]:
+            shutil.rmtree(c.path, ignore_errors=True)
+
+    # ---- expectations ---------------------------------------------------------------------------
+    def write_expectations(self, key: SlotKey, frame: pd.DataFrame) -> None:
+        path = self.dir / "expected" / f"{key.sensor}-{key.slot}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+
+    def read_expectations(self, keys: list[SlotKey]) -> list[pd.DataFrame]:
+        out = []
+        for key in keys:
+            path = self.dir / "expected" / f"{key.sensor}-{key.slot}.parquet"
+            if path.exists():
+                out.append(pd.read_parquet(path))
+        return out
+
+    def state_bytes(self) -> int:
+        current = self._current()
+        if current is None:
+            return 0
+        return sum(f.stat().st_size for f in (self.dir / current["state"]).rglob("*") if f.is_file())
+
+
+def _ENCODER_PARTS(n_layers: int) -> list[str]:  # noqa: N802 - the order of EncoderState.tensors()
+    return [*(f"layer_{i}" for i in range(n_layers)), "h_last", "t_last", "count", "last_clear", "t_last_clear"]
+
+
+def _walk(group, prefix: str = "") -> list[str]:
+    names = [f"{prefix}{n}" for n in group.array_keys()]
+    for sub in group.group_keys():
+        names.extend(_walk(group[sub], f"{prefix}{sub}/"))
+    return names

@@ -1,0 +1,173 @@
+"""The one update rule: fold one acquisition into a tile's state (encoder, detectors) → events.
+
+``step_tile`` is pure apart from mutating the ``TileState`` it is given: it reads nothing and writes
+nothing, so the service, the late-arrival rewind and ``monitor replay`` all fold acquisitions with
+the same code. Per acquisition, in this order:
+
+1. for S2, the encoder's forecast for every parcel with a row: what the parcel should look like given
+   its history (its own past, the season and the S1 views since) — the expectation and its std;
+2. the encoder's recurrent step for all parcels of the tile at once (rows without an observation
+   leave their state unchanged), in place: the state store owns the buffers and the rewind points;
+3. every detector's batch step on the same rows, with the expectation as evidence;
+4. each event gets the model's expectation at the first clear S2 view on or after its date that
+   the stream has seen (``alerts.expectation`` does the same offline, looking up to 30 days ahead).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alerts.expectation import EXPECTED, EXPECTED_STD
+from alerts.series import from_days
+from alerts.types import Event
+from monitor.inputs import SlotKey, detector_inputs, encoder_observation
+
+logger = logging.getLogger(__name__)
+
+EVIDENCE_HORIZON_DAYS = 30.0  # how far after an event a view may be to carry the model's expectation
+INT64_MIN = np.iinfo(np.int64).min
+
+
+@dataclass
+class TileState:
+    """Everything the monitor knows about one tile: parcels, encoder and detector states, what is folded in.
+
+    ``folded`` maps each folded acquisition (its canonical ``SlotKey``) to the item ids it was made of;
+    the state is by definition the fold of those acquisitions in key order.
+    """
+
+    tile_id: str
+    parcel_ids: pd.Index
+    land_uses: np.ndarray
+    encoder: Any  # sits.EncoderState
+    detectors: dict[str, Any]
+    folded: dict[SlotKey, str] = field(default_factory=dict)
+    recent: list[pd.DataFrame] = field(default_factory=list)  # expectation rows of recent S2 views
+
+    @property
+    def n(self) -> int:
+        return len(self.parcel_ids)
+
+    @property
+    def last_key(self) -> SlotKey | None:
+        return max(self.folded) if self.folded else None
+
+
+@dataclass
+class StepResult:
+    key: SlotKey
+    events: list[Event]
+    parcels_updated: int
+    unknown_parcels: int
+    expectations: pd.DataFrame | None  # S2: parcel_id, days, observed/expected NDVI and std
+    seconds: dict[str, float]
+    alerts: list = field(default_factory=list)  # the alerts made of ``events`` (filled by the service)
+    new_alerts: int = 0
+
+
+def new_tile_state(tile_id: str, parcels: pd.DataFrame, model, detectors) -> TileState:
+    index = pd.Index(parcels["parcel_id"].astype(str).to_numpy(), name="parcel_id")
+    land_uses = parcels["land_use"].astype(str).str.lower().to_numpy()
+    return TileState(tile_id=tile_id, parcel_ids=index, land_uses=land_uses, encoder=model.init_state(len(index)),
+                     detectors={d.event_type: d.init_states(list(index), list(land_uses)) for d in detectors})
+
+
+def _t_last_seconds(encoder) -> np.ndarray:
+    t = encoder.t_last_datetime()
+    out = t.astype("datetime64[s]").astype(np.int64)
+    out[np.isnat(t)] = INT64_MIN
+    return out
+
+
+def _observed_ndvi(rows: pd.DataFrame) -> np.ndarray:
+    red, nir = rows["B04"].to_numpy(np.float64), rows["B08"].to_numpy(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = (nir - red) / (nir + red)
+    return np.where(np.isfinite(v) & (nir + red > 0), v, np.nan)
+
+
+def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame, model, detectors,
+              clock=None) -> StepResult:
+    """Fold one acquisition (``rows``: prepared rows of one slot, see ``monitor.inputs.prepare_rows``)."""
+    import time
+
+    clock = clock or time.perf_counter
+    seconds: dict[str, float] = {}
+    known = state.parcel_ids.get_indexer(rows["parcel_id"]) >= 0
+    unknown = int((~known).sum())
+    if unknown:
+        logger.warning("tile %s slot %s: %d row(s) of parcels outside the tile's parcel layer skipped",
+                       state.tile_id, key.slot, unknown)
+        rows = rows[known]
+    if rows.empty:
+        state.folded[key] = item_ids
+        return StepResult(key, [], 0, unknown, None, seconds)
+
+    t0 = clock()
+    obs, _ = encoder_observation(rows, state.parcel_ids, model, _t_last_seconds(state.encoder))
+    expected = expected_std = None
+    expectations = None
+    if key.sensor == "S2":
+        prediction = model.forecast(state.encoder, obs.time, "S2")
+        expected, expected_std = prediction.ndvi()
+        at = state.parcel_ids.get_indexer(rows["parcel_id"])
+        expectations = pd.DataFrame({
+            "parcel_id": rows["parcel_id"].to_numpy(), "days": rows["days"].to_numpy(np.float64),
+            "clear": rows["clear"].to_numpy(np.float64), "observed_ndvi": _observed_ndvi(rows),
+            EXPECTED: expected[at].astype(np.float32), EXPECTED_STD: expected_std[at].astype(np.float32)})
+    state.encoder, _ = model.step(state.encoder, obs, inplace=True)
+    seconds["encoder"] = clock() - t0
+
+    t0 = clock()
+    inputs = detector_inputs(rows, state.parcel_ids, expected, expected_std)
+    events: list[Event] = []
+    for det in detectors:
+        events.extend(det.step(state.detectors[det.event_type], inputs))
+    seconds["detectors"] = clock() - t0
+
+    state.folded[key] = item_ids
+    if expectations is not None:
+        _remember(state, expectations)
+    events = [_with_model_evidence(e, state.recent, model.version) for e in events]
+    events.sort(key=lambda e: (e.parcel_id, e.date, e.event))
+    return StepResult(key, events, len(rows), unknown, expectations, seconds)
+
+
+def _remember(state: TileState, expectations: pd.DataFrame) -> None:
+    """Keep the clear views of the last ``EVIDENCE_HORIZON_DAYS`` + a margin (events look back that far)."""
+    clear = expectations[(expectations["clear"] >= 0.5) & expectations[EXPECTED].notna()]
+    if not clear.empty:
+        state.recent.append(clear)
+    newest = float(expectations["days"].max())
+    state.recent = [f for f in state.recent if float(f["days"].max()) >= newest - 4 * EVIDENCE_HORIZON_DAYS]
+
+
+def _with_model_evidence(event: Event, recent: list[pd.DataFrame], model_version: str) -> Event:
+    from dataclasses import replace
+
+    best = None
+    for frame in recent:
+        rows = frame[(frame["parcel_id"] == event.parcel_id) & (frame["days"] >= event.date)
+                     & (frame["days"] <= event.date + EVIDENCE_HORIZON_DAYS)]
+        if not rows.empty:
+            first = rows.iloc[int(np.argmin(rows["days"].to_numpy()))]
+            if best is None or first["days"] < best["days"]:
+                best = first
+    if best is None:
+        return event
+    observed, mean, std = float(best["observed_ndvi"]), float(best[EXPECTED]), float(best[EXPECTED_STD])
+    model = {
+        "version": model_version,
+        "date": from_days(float(best["days"])).date().isoformat(),
+        "observed_ndvi": round(observed, 4) if math.isfinite(observed) else None,
+        "expected_ndvi": round(mean, 4),
+        "expected_ndvi_std": round(std, 4),
+        "residual_z": round((observed - mean) / max(std, 1e-3), 2) if math.isfinite(observed) else None,
+    }
+    return replace(event, evidence={**event.evidence, "model": model})
