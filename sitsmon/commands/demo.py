@@ -2,14 +2,16 @@
 
 1. a synthetic Sentinel-1/2 archive (generated once under ``<data_dir>/archive``);
 2. a real STAC API over it (rustac) with the COGs served over HTTP with Range requests;
-3. a first search that lists the acquisitions the catalogue holds;
-4. ingest: the poller loads every new acquisition onto the tile grid, writes the Zarr cubes and the
-   parcel series, and announces each acquisition on the in-process bus;
-5. the acquisition events are read back from the bus (what the monitor consumes);
-6. the detectors run on the parcel series, the encoder's expectation at each event is added to
-   its evidence, alerts go to the SQLite store, and each parcel gets its CAP traffic light.
+3. a first search that lists the acquisitions the catalogue holds and when each was published;
+4. the stream: a simulated clock releases the acquisitions in publication order, as a live catalogue
+   would (``--speed`` simulated days per second; default: as fast as it goes). At each release the
+   poller ingests what appeared (tile cube, parcel series) and announces it on the in-process bus
+   (``sits.acquisitions``); the streaming monitor folds each acquisition into every parcel's encoder
+   and detector states, and prints a line per acquisition (date, sensor, parcels updated, new
+   alerts, latency): alerts go to the SQLite store and the ``sits.alerts`` topic as they are raised;
+5. the alert store's contents;
+6. each parcel's CAP traffic light (``traffic-lights.csv``).
 
-The streaming monitor (encoder state per acquisition) and the dashboard come with later issues.
 A second run reuses the archive and ingests nothing new: every step is idempotent.
 """
 
@@ -25,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from sitsmon.settings import Settings
-
-ACQUISITIONS_TOPIC = "sits.acquisitions"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--end", default=None, help="last acquisition date (default: [synth] end)")
     parser.add_argument("--port", type=int, default=None, help="STAC API port (default: [stac] port; 0: any free)")
     parser.add_argument("--serve", action="store_true", help="keep the STAC API running at the end until Ctrl-C")
+    parser.add_argument("--speed", type=float, default=0.0,
+                        help="simulated days per second of the live replay (default 0: as fast as it goes)")
     parser.set_defaults(handler=run)
 
 
@@ -74,8 +76,11 @@ def _archive(root: Path, args: argparse.Namespace, settings: Settings) -> Path:
     return archive
 
 
-def _search(url: str) -> dict[str, int]:
+def _search(url: str) -> tuple[dict[str, int], list[int]]:
+    """Every acquisition the catalogue holds, and the times at which they were published."""
     from pystac_client import Client
+
+    from ingest.sources.simulated import published_s
 
     items = list(Client.open(url).search(collections=["sentinel-2-l2a", "sentinel-1-grd"], limit=200)
                  .items_as_dicts())
@@ -83,81 +88,94 @@ def _search(url: str) -> dict[str, int]:
     times = sorted(item["properties"]["datetime"] for item in items)
     span = f" from {times[0][:10]} to {times[-1][:10]}" if times else ""
     _say(f"[3/6] search: {len(items)} acquisitions{span}: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
-    return dict(counts)
+    return dict(counts), sorted({published_s(item) for item in items})
 
 
-def _ingest(url: str, archive: Path, root: Path, bus: Any, start: str) -> dict[str, Any]:
+def _stream(url: str, archive: Path, root: Path, bus: Any, start: str, releases: list[int],
+            speed: float) -> dict[str, Any]:
+    """Release the archive in publication order on a simulated clock: poll, ingest, fold, alert — live."""
+    import time
+
     import ingest
+    from alerts.sinks.kafka import KafkaAlertSink
+    from ingest.sources.simulated import PublishedBy, SimulatedClock
+    from monitor.config import MonitorConfig
+    from monitor.service import Monitor, Service, format_fold
 
-    _say("[4/6] ingest: loading new acquisitions into tile cubes and parcel series")
+    _say("[4/6] stream: the catalogue's acquisitions are released in publication order (simulated clock); "
+         "each is ingested into the tile cube and parcel series, announced on sits.acquisitions, and "
+         "folded into the encoder and detector states by the monitor")
+    parcels = archive / "parcels" / "parcels.parquet"
     poller = ingest.build_poller(
         [url], root / "cubes", root / "series", str(root / "ingest-ledger.sqlite"),
-        start=start, parcels_path=archive / "parcels" / "parcels.parquet", grids_from=archive,
-        publisher=bus, workers=1,
+        start=start, parcels_path=parcels, grids_from=archive, publisher=bus, workers=1, lookback_days=45,
     )
+    # A rerun continues the simulated clock where the last run stopped (one poll at the end if nothing is new).
+    clock_file = root / "demo-clock.json"
+    done = json.loads(clock_file.read_text())["now_s"] if clock_file.exists() else None
+    if done is not None:
+        releases = [r for r in releases if r > done] or releases[-1:]
+    clock = SimulatedClock(max(done or 0, releases[0] - 1) if releases else 0)
+    poller.clock = clock
+    poller.sources = [PublishedBy(source, clock) for source in poller.sources]
+    config = MonitorConfig(data_dir=root, series_dir=root / "series", parcels=parcels, save_every=5)
+    monitor = Monitor(config, sinks=[KafkaAlertSink(bus, config.alerts_topic)])
+    seen: Counter = Counter()
+
+    def on_fold(report) -> None:
+        seen[report.acquisition.sensor] += 1
+        if report.status != "duplicate":
+            _say(format_fold(report))
+
+    service = Service(monitor, bus, on_fold=on_fold)
+    totals = Counter()
+    quarantined: list[tuple[str, str]] = []
     try:
-        report = poller.poll_once()
+        for release in releases:
+            tick = time.monotonic()
+            clock.advance_to(max(release, clock.now_s))
+            report = poller.poll_once()
+            bus.flush()
+            for key in ("ingested_items", "ingested_slots", "duplicates"):
+                totals[key] += report.to_dict()[key]
+            quarantined.extend(report.quarantined)
+            for item_id, why in report.quarantined:
+                _say(f"      quarantined {item_id}: {why}")
+            if report.errors:
+                raise RuntimeError(f"ingest failed: {report.errors[0]}")
+            service.run_once(timeout_s=0.05)
+            clock_file.write_text(json.dumps({"now_s": clock.now_s}))
+            if speed > 0 and releases[-1] != release:  # speed: simulated days per second
+                nxt = releases[releases.index(release) + 1]
+                time.sleep(max(0.0, (nxt - release) / 86400.0 / speed - (time.monotonic() - tick)))
+        lights = monitor.update_lights(service.report.tiles) if service.report.tiles else None
     finally:
         poller.ledger.close()
-    bus.flush()
-    summary = report.to_dict()
-    _say(f"      {summary['ingested_items']} items in {summary['ingested_slots']} acquisitions ingested, "
-         f"{summary['duplicates']} already there, {len(summary['quarantined'])} quarantined")
-    for item_id, why in report.quarantined:
-        _say(f"      quarantined {item_id}: {why}")
-    if report.errors:
-        raise RuntimeError(f"ingest failed: {report.errors[0]}")
-    return summary
+        service.close()
+    run = service.report
+    _say(f"      {totals['ingested_items']} items in {totals['ingested_slots']} acquisitions ingested, "
+         f"{totals['duplicates']} already there, {len(quarantined)} quarantined; the monitor folded "
+         f"{run.acquisitions} acquisitions ({run.parcels_updated} parcel updates) and raised {run.alerts} alerts")
+    return {"ingest": dict(totals), "quarantined": len(quarantined), "events": dict(seen),
+            "monitor": {"acquisitions": run.acquisitions, "parcels_updated": run.parcels_updated,
+                        "alerts": run.alerts}, "new_alerts": run.new_alerts, "lights_frame": lights}
 
 
-def _consume(bus: Any) -> Counter:
-    consumer = bus.consumer([ACQUISITIONS_TOPIC], group_id="sitsmon-demo")
-    seen: Counter = Counter()
-    try:
-        while batch := consumer.poll(timeout_s=0.5, max_records=500):
-            for message in batch:
-                seen[message.value["sensor"]] += 1
-            consumer.commit()
-    finally:
-        consumer.close()
-    _say(f"[5/6] bus: {sum(seen.values())} new acquisition events on {ACQUISITIONS_TOPIC} "
-         + (", ".join(f"{n} {s}" for s, n in sorted(seen.items())) or "(nothing new)"))
-    return seen
-
-
-def _detect(archive: Path, root: Path) -> dict[str, Any]:
+def _summary(root: Path, new_alerts: int) -> dict[str, Any]:
+    """What the alert store and the traffic-light file hold now."""
     import pandas as pd
 
-    import sits
-    from alerts.detectors import make_detectors, run_detectors
-    from alerts.expectation import add_model_expectations, annotate_events
-    from alerts.series import normalise_observations, read_parcels
-    from alerts.store import open_store
-    from alerts.traffic_light import assess_frame
-    from alerts.types import Alert
-    from ingest.series import read_series
+    from alerts.store import AlertQuery, open_store
 
-    table = read_series(root / "series")
-    if table.num_rows == 0:
-        raise RuntimeError("no parcel series were written; nothing to detect")
-    obs = normalise_observations(table.to_pandas(), source="parcel series")
-    parcels = read_parcels(archive / "parcels" / "parcels.parquet")
-    events, _ = run_detectors(obs, parcels, make_detectors(["mowing", "harvest", "solar"]))
-    # The encoder's expectation at each event goes into the evidence ("what the model expected").
-    model = sits.load_model()
-    events = annotate_events(events, add_model_expectations(obs, model), model.version)
-    tiles = dict(zip(parcels["parcel_id"], parcels.get("tile_id", pd.Series([""] * len(parcels))), strict=False))
-    alerts = [Alert.from_event(e, tile_id=tiles.get(e.parcel_id, "")) for e in events]
     with open_store(str(root / "alerts.sqlite")) as store:
-        new = store.upsert_many(alerts)
-    last = obs["time"].max()
-    lights = assess_frame(obs, parcels, events, campaign=last.year, as_of=last.date())
-    lights.to_csv(root / "traffic-lights.csv", index=False)
+        alerts = store.query(AlertQuery(limit=100_000))
     by_type = Counter(a.type for a in alerts)
-    light_counts = lights["light"].value_counts().to_dict()
-    _say(f"[6/6] alerts: {len(alerts)} events ({', '.join(f'{n} {t}' for t, n in sorted(by_type.items()))}), "
-         f"{new} new in {root / 'alerts.sqlite'}; traffic lights {light_counts}")
-    return {"alerts": len(alerts), "new_alerts": new, "by_type": dict(by_type), "lights": light_counts}
+    lights_path = root / "traffic-lights.csv"
+    lights = pd.read_csv(lights_path)["light"].value_counts().to_dict() if lights_path.exists() else {}
+    _say(f"[5/6] alerts: {len(alerts)} in {root / 'alerts.sqlite'} "
+         f"({', '.join(f'{n} {t}' for t, n in sorted(by_type.items())) or 'none'}), {new_alerts} new in this run")
+    _say(f"[6/6] traffic lights ({lights_path}): {lights}")
+    return {"alerts": len(alerts), "new_alerts": new_alerts, "by_type": dict(by_type), "lights": lights}
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -174,17 +192,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.stac.port if args.port is None else args.port
     with running_stac_api(archive, settings.stac.host, port, port + 1 if port else 0) as endpoint:
         _say(f"[2/6] STAC API on {endpoint.url} (COGs on {endpoint.assets_url})")
-        found = _search(endpoint.url)
+        found, releases = _search(endpoint.url)
         bus = make_bus("memory", path=root / "bus.sqlite")
         try:
-            ingested = _ingest(endpoint.url, archive, root, bus, start)
-            events = _consume(bus)
+            streamed = _stream(endpoint.url, archive, root, bus, start, releases, args.speed)
         finally:
             bus.close()
-        detected = _detect(archive, root)
-        print(json.dumps({"data_dir": str(root), "stac_api": endpoint.url, "found": found,
-                          "ingest": {k: ingested[k] for k in ("ingested_items", "ingested_slots", "duplicates")},
-                          "quarantined": len(ingested["quarantined"]), "events": dict(events), **detected}))
+        streamed.pop("lights_frame")
+        summary = _summary(root, new_alerts=streamed.pop("new_alerts"))
+        print(json.dumps({"data_dir": str(root), "stac_api": endpoint.url, "found": found, **streamed, **summary}))
         if args.serve:
             import threading
 
