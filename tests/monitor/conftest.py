@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from tests.alerts.conftest import harvest_series, mowing_series, real_small, solar_series  # noqa: F401
-
 from tests.monitor.helpers import TILE
 
 

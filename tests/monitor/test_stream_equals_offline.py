@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from alerts.types import Alert
-
 from alerts.detectors import make_detectors, run_detectors
 from alerts.series import add_regional_reference
+from alerts.types import Alert
 from monitor.bus import make_bus
 from monitor.config import MonitorConfig
 from monitor.service import Monitor, Service
