@@ -26,8 +26,7 @@ def series_slots(series_dir: Path, tile_id: str) -> dict[SlotKey, str]:
     if table.num_rows == 0:
         return {}
     frame = table.to_pandas().drop_duplicates(["sensor", "slot"])
-    times = frame["time"].astype("int64") // 10**9 if frame["time"].dtype.kind == "M" else frame["time"].map(
-        lambda t: int(pd.Timestamp(t).timestamp()))
+    times = (pd.to_datetime(frame["time"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     out: dict[SlotKey, str] = {}
     for t, sensor, slot, ids in zip(times, frame["sensor"], frame["slot"], frame["item_ids"], strict=True):
         out[SlotKey.of(int(t), sensor, slot)] = str(ids)
