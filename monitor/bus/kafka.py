@@ -267,7 +267,7 @@ class KafkaBus(Bus):
             )
         except KafkaError as e:
             raise self.unavailable(f"cannot join group {group_id}", e) from e
-        member = _KafkaConsumer(self, raw, tuple(checked), group_id, *hooks)
+        member = _KafkaConsumer(self, raw, tuple(checked), group_id, reset, *hooks)
         with self._lock:
             self._consumers.append(member)
         return member
@@ -375,11 +375,13 @@ class _KafkaConsumer(Consumer):
         raw: Any,
         topics: tuple[str, ...],
         group_id: str,
+        reset: OffsetReset,
         on_assign: PartitionsHook | None,
         on_revoke: PartitionsHook | None,
     ) -> None:
         self._bus = bus
         self._raw = raw
+        self._reset = reset
         self.topics = topics
         self.group_id = group_id
         self._on_assign = on_assign
@@ -474,9 +476,13 @@ class _KafkaConsumer(Consumer):
         try:
             batches = self._raw.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as e:
+            if self._hook_error is not None:
+                self._rewind()
             self._raise_hook_error(e)
             raise self._failure("poll", e) from e
-        self._raise_hook_error()
+        if self._hook_error is not None:
+            self._rewind()
+            self._raise_hook_error()
         out = []
         for tp in sorted(batches, key=_tp):
             for record in batches[tp]:
@@ -489,6 +495,20 @@ class _KafkaConsumer(Consumer):
             if m.error is not None:
                 logger.warning("undecodable record %s: %s", m.where, m.error, extra={"record": m.where})
         return out
+
+    def _rewind(self) -> None:
+        """After a hook failed, kafka-python may have fetched (and dropped) records of the poll
+        that raised: put every held partition back where the caller is (never skip)."""
+        self._refresh_committed()
+        for tp in sorted(self._held):
+            start = self._positions.get(tp, self._committed.get(tp))
+            ktp = KafkaTopicPartition(*tp)
+            if start is not None:
+                self._raw.seek(ktp, start)
+            elif self._reset == "earliest":
+                self._raw.seek_to_beginning(ktp)
+            else:
+                self._raw.seek_to_end(ktp)
 
     def _position(self, tp: TopicPartition) -> int | None:
         if tp not in self._positions and not self._inside_hook():

@@ -328,6 +328,12 @@ class SqliteLog:
         if dead:
             self._bump(db, group_id)
 
+    def expire(self, group_ids: Iterable[str]) -> None:
+        """Drop the dead members of these groups (their partitions become free to claim)."""
+        with self._write("cannot expire group members") as db:
+            for group_id in group_ids:
+                self._expire(db, group_id)
+
     def plan(self, group_id: str, member_id: str) -> set[TopicPartition] | None:
         """The partitions ``member_id`` should hold now (``None``: it is no longer a member)."""
         with self._write(f"cannot plan group {group_id}") as db:
@@ -461,7 +467,8 @@ class InMemoryBus(Bus):
         return member
 
     def _beat(self) -> None:
-        """Keep this object's live consumers in their groups (a dead process stops beating)."""
+        """Keep this object's live consumers in their groups (a dead process stops beating), and
+        expire the dead members of their groups."""
         interval = min(1.0, self.session_timeout_s / 4)
         while not self._stop.wait(interval):
             now = time.monotonic()
@@ -469,8 +476,10 @@ class InMemoryBus(Bus):
                 alive = [
                     c.member_id for c in self._consumers if now - c.last_poll_s < self.max_poll_interval_s
                 ]
+                groups = {c.group_id for c in self._consumers}
             try:
                 self.log.heartbeat(alive)
+                self.log.expire(groups)  # a dead member's partitions move without waiting for a change
             except BusError as e:  # a locked or closing file: the next beat retries
                 logger.warning("bus heartbeat failed: %s", e)
 
