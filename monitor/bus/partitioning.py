@@ -24,7 +24,7 @@ def partition_for(key: str, partitions: int) -> int:
 
 def partition_for_bytes(key: bytes, partitions: int) -> int:
     """:func:`partition_for` of a key already serialised (what the producer hashes)."""
-    if not isinstance(partitions, int) or partitions < 1:
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
         raise BusError(f"partitions must be an int >= 1, got {partitions!r}")
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
