@@ -3,6 +3,7 @@ group membership across processes (heartbeats, expiry), and its incremental reba
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.bus import BusError, CommitError, InMemoryBus, partition_for
+from monitor.bus import BusError, CommitError, InMemoryBus, dead_letter, partition_for
 from tests.monitor.test_bus import (
     KEYS,
     PARTITIONS,
@@ -247,3 +248,60 @@ def test_foreign_or_broken_files_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(BusError, match=r"junk\.sqlite"):
         InMemoryBus(junk)
     assert junk.read_bytes() == b"this is not a database" * 100  # left as it was
+
+
+_KILLS_ITSELF = textwrap.dedent(
+    """
+    import os, signal, sys
+    from monitor.bus import InMemoryBus
+    bus = InMemoryBus(sys.argv[1], session_timeout_s=60.0)
+    consumer = bus.consumer(sys.argv[2], sys.argv[3])
+    got = []
+    while len(got) < int(sys.argv[4]):
+        got += consumer.poll(timeout_s=0.5)
+    consumer.commit({m.tp: m.offset + 1 for m in got if m.offset == 0})  # only the first of each
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 before closing anything
+    """
+)
+
+
+def test_a_restart_after_kill_9_resumes_at_once_from_the_last_commit(
+    tmp_path: Path, topic: str, group: str
+) -> None:
+    """The killed member's process is gone: the next member takes its partitions at its first poll
+    (no session timeout to wait out, unlike Kafka), from the last committed offsets."""
+    path = tmp_path / "bus.sqlite"
+    bus = InMemoryBus(path, session_timeout_s=60.0)
+    values = publish_batch(bus, topic, "k", [f"tile-{i:02d}" for i in range(12)])
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLS_ITSELF, str(path), topic, group, str(len(values))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -9, child.stderr
+    committed = bus.committed(group, topic)
+    assert committed == {p: 1 for p, n in bus.end_offsets(topic).items() if n}
+    with bus.consumer(topic, group) as restarted:
+        assert restarted.poll(timeout_s=0, max_records=1) and len(restarted.assignment()) == PARTITIONS
+        restarted.seek(topic, 0, committed.get(0, 0))  # undo the record the first poll returned
+        restarted.seek(topic, 1, committed.get(1, 0))
+        restarted.seek(topic, 2, committed.get(2, 0))
+        again = poll_until(restarted, len(values) - len(committed))
+    assert all(m.offset >= 1 for m in again)
+    bus.close()
+
+
+def test_dead_letter_of_a_decoded_message_keeps_its_json(topic: str) -> None:
+    """A record that decodes but is wrong (an unknown schema version) is dead-lettered as its JSON text."""
+    bus = InMemoryBus()
+    bus.publish(topic, "33UXP", {"schema": "sits.acquisition/99", "tile_id": "33UXP"})
+    with bus.consumer(topic, "monitor") as consumer:
+        [message] = poll_until(consumer, 1)
+    sent = dead_letter(bus, message, "unknown schema sits.acquisition/99", topic=topic + ".dlq")
+    with bus.consumer(topic + ".dlq", "reader") as reader:
+        [letter] = poll_until(reader, 1)
+    assert letter.value == sent and letter.key == "33UXP"
+    assert json.loads(letter.value["value"]) == message.value and letter.value["error"] is None
+    bus.close()
