@@ -434,6 +434,26 @@ def test_group_of_two_hooks_handover_and_nothing_lost(bus: Bus, topic: str, grou
     assert [e for e in events if e[0] == "a"][-1][1] == "assign" and held_b <= last_of_a
 
 
+def test_on_assign_may_seek_and_commit(bus: Bus, topic: str, group: str) -> None:
+    """The caller loads its state in on_assign and resumes from the offsets kept with it."""
+    values = publish_batch(bus, topic, "z", [f"tile-{i:02d}" for i in range(18)])
+    counts = per_partition(values)
+    state_offsets = {(topic, p): min(2, counts[p]) for p in range(PARTITIONS)}  # "saved with the state"
+    consumer_box: list[Consumer] = []
+
+    def on_assign(tps: set[tuple[str, int]]) -> None:
+        for t, p in sorted(tps):
+            consumer_box[0].seek(t, p, state_offsets[(t, p)])
+        consumer_box[0].commit({tp: state_offsets[tp] for tp in tps})
+
+    consumer = bus.consumer([topic], group, on_assign=on_assign)
+    consumer_box.append(consumer)
+    got = poll_until(consumer, len(values) - sum(state_offsets.values()))
+    assert all(m.offset >= state_offsets[m.tp] for m in got)
+    assert bus.committed(group, topic) == {p: o for (_, p), o in state_offsets.items()}
+    consumer.close()
+
+
 def test_hook_errors_come_out_of_poll(bus: Bus, topic: str, group: str) -> None:
     def on_assign(tps: set[tuple[str, int]]) -> None:
         raise RuntimeError(f"cannot load the state of {sorted(tps)}")
