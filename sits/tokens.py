@@ -11,7 +11,7 @@ token batches ``[B, T, C]``; times ``[B, T]`` float64 days since :data:`EPOCH`.
 
 Units of time: inputs (:class:`Series` ``times``, :class:`AcquisitionBatch` ``time_s``, query times) are
 int64 seconds since 1970 UTC; token batches and encoder states hold float64 days since :data:`EPOCH`
-(``TokenBatch.t``, ``EncoderState.t_last``); gaps ``dt`` are days.
+(``TokenBatch.t_days``, ``EncoderState.t_last``); gaps ``dt`` are days.
 """
 
 from __future__ import annotations
@@ -351,8 +351,8 @@ class TokenBatch:
     """Tensors of a batch of token sequences (right-padded).
 
     values ``[B, T, C]`` (``C = len(bands.channels)``) float32 normalised (0 where missing or hidden); mask ``[B, T, C]`` bool (band
-    present); clear ``[B, T]`` float32; sensor ``[B, T]`` long; orbit ``[B, T]`` long; t ``[B, T]`` float64
-    days since :data:`EPOCH`; valid ``[B, T]`` bool (False = padding or "no observation"); hidden
+    present); clear ``[B, T]`` float32; sensor ``[B, T]`` long; orbit ``[B, T]`` long; t_days ``[B, T]``
+    float64 days since :data:`EPOCH` (also readable as ``t``, its former name); valid ``[B, T]`` bool (False = padding or "no observation"); hidden
     ``[B, T]`` bool (values withheld: a reconstruction query).
     """
 
@@ -361,13 +361,13 @@ class TokenBatch:
     clear: torch.Tensor
     sensor: torch.Tensor
     orbit: torch.Tensor
-    t: torch.Tensor
+    t_days: torch.Tensor
     valid: torch.Tensor
     hidden: torch.Tensor
 
     def __post_init__(self) -> None:
         B, T, C = self.values.shape
-        for name in ("clear", "sensor", "orbit", "t", "valid", "hidden"):
+        for name in ("clear", "sensor", "orbit", "t_days", "valid", "hidden"):
             if tuple(getattr(self, name).shape) != (B, T):
                 raise ShapeError(f"TokenBatch.{name} must be [B, T] = {(B, T)}; got {tuple(getattr(self, name).shape)}")
         if tuple(self.mask.shape) != (B, T, C):
@@ -376,6 +376,11 @@ class TokenBatch:
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.values.shape[0]), int(self.values.shape[1])
+
+    @property
+    def t(self) -> torch.Tensor:
+        """Former name of :attr:`t_days`."""
+        return self.t_days
 
     def to(self, device) -> TokenBatch:
         return TokenBatch(*(getattr(self, n).to(device) for n in TokenBatch.__slots__))
@@ -388,7 +393,7 @@ class TokenBatch:
         hidden = hidden & self.valid
         keep = ~hidden
         return TokenBatch(self.values * keep[..., None], self.mask & keep[..., None], self.clear, self.sensor,
-                          self.orbit, self.t, self.valid, hidden)
+                          self.orbit, self.t_days, self.valid, hidden)
 
 
 def batch_series(series: list[Series], norm: Normalization, device=None) -> TokenBatch:

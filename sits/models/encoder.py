@@ -207,7 +207,7 @@ class SitsEncoder(nn.Module):
     def _dt(self, tb: TokenBatch, state: EncoderState | None) -> torch.Tensor:
         """``[B, T]`` float32 days since the previous VALID token (first: since ``t_last``; 0 if none)."""
         B, T = tb.shape
-        t = tb.t
+        t = tb.t_days
         if state is not None:
             has = state.count > 0
             t0 = torch.where(has, state.t_last, t[:, 0] if T else state.t_last)
@@ -223,12 +223,12 @@ class SitsEncoder(nn.Module):
         return torch.where(tb.valid, dt, torch.zeros_like(dt)).float()
 
     def embed(self, tb: TokenBatch, dt: torch.Tensor, t_features: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, T, d_model]`` token embeddings (date features from ``t_features``, default ``tb.t``)."""
+        """``[B, T, d_model]`` token embeddings (date features from ``t_features``, default ``tb.t_days``)."""
         is_s2 = (tb.sensor == S2).float()
         clear = tb.clear * is_s2 * (~tb.hidden).float()
         feats = torch.cat([tb.values, tb.mask.float(), clear[..., None], tb.hidden.float()[..., None]], dim=-1)
         orbit = torch.remainder(tb.orbit, self.config.n_orbits)
-        return (self.value_proj(feats) + self.time_proj(time_features(tb.t if t_features is None else t_features, dt)) + self.sensor_emb(tb.sensor)
+        return (self.value_proj(feats) + self.time_proj(time_features(tb.t_days if t_features is None else t_features, dt)) + self.sensor_emb(tb.sensor)
                 + self.orbit_emb(orbit))
 
     def run(self, tb: TokenBatch, state: EncoderState | None = None, mode: str = "parallel",
@@ -246,7 +246,7 @@ class SitsEncoder(nn.Module):
         new_layers = []
         for i, block in enumerate(self.blocks):
             S0 = state.layers[i] if state is not None else None
-            x, S = block(x, dt, tb.t, tb.valid, S0, keep_state, mode)
+            x, S = block(x, dt, tb.t_days, tb.valid, S0, keep_state, mode)
             new_layers.append(S)
         h = self.final_norm(x)
         if not keep_state:
@@ -259,13 +259,13 @@ class SitsEncoder(nn.Module):
         last = torch.where(tb.valid, idx, torch.full_like(idx, -1)).max(dim=1).values.clamp_min(0)
         rows = torch.arange(B, device=h.device)
         h_last_new = h[rows, last] if T else state.h_last
-        t_last_new = tb.t[rows, last] if T else state.t_last
+        t_last_new = tb.t_days[rows, last] if T else state.t_last
         anchor = priors.clear_anchor(tb, self.bands.n_s2c)
         last_a = torch.where(anchor, idx, torch.full_like(idx, -1)).max(dim=1).values if T else torch.full((B,), -1, device=h.device)
         has_a = last_a >= 0
         ia = last_a.clamp_min(0)
         lc_new = tb.values[rows, ia, : self.bands.n_s2c] if T else state.last_clear
-        tlc_new = tb.t[rows, ia] if T else state.t_last_clear
+        tlc_new = tb.t_days[rows, ia] if T else state.t_last_clear
         return h, EncoderState(
             layers=tuple(new_layers),
             h_last=torch.where(any_valid[:, None], h_last_new, state.h_last),
@@ -284,20 +284,20 @@ class SitsEncoder(nn.Module):
             raise ConfigError("this model has no backward stack (config.bidirectional is False)")
         B, T = tb.shape
         lengths = tb.valid.sum(dim=1)
-        ar = torch.arange(T, device=tb.t.device).expand(B, T)
+        ar = torch.arange(T, device=tb.t_days.device).expand(B, T)
         rev = torch.where(ar < lengths[:, None], lengths[:, None] - 1 - ar, ar)
         g2 = rev[..., None]
 
         def flip(x):
             return torch.gather(x, 1, rev) if x.dim() == 2 else torch.gather(x, 1, g2.expand_as(x))
 
-        t_orig = flip(tb.t)
+        t_orig = flip(tb.t_days)
         rb = TokenBatch(flip(tb.values), flip(tb.mask), flip(tb.clear), flip(tb.sensor), flip(tb.orbit),
                         -t_orig, flip(tb.valid), flip(tb.hidden))
         dt = self._dt(rb, None)
         x = self.embed(rb, dt, t_features=t_orig) + self.backward_dir
         for block in self.backward_blocks:
-            x, _ = block(x, dt, rb.t, rb.valid, None, False, mode)
+            x, _ = block(x, dt, rb.t_days, rb.valid, None, False, mode)
         return flip(self.backward_norm(x))
 
     def persistence_prior(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,7 +336,7 @@ class SitsEncoder(nn.Module):
     # ---- streaming ---------------------------------------------------------------------------
     def _validate_step(self, state: EncoderState, tb: TokenBatch) -> None:
         self.check_state(state, tb.shape[0])
-        t = tb.t[:, 0]
+        t = tb.t_days[:, 0]
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteInputError("observation times hold NaN")
         late = tb.valid[:, 0] & (state.count > 0) & (t < state.t_last)
@@ -480,7 +480,7 @@ class SitsEncoder(nn.Module):
         tb = batch_series(series, self.normalization, self.device)
         if state is not None:
             self.check_state(state, len(series))
-            first = tb.t[:, 0]
+            first = tb.t_days[:, 0]
             if bool(((state.count > 0) & (first < state.t_last)).any()):
                 raise UnsortedTimesError("a series starts before its state's t_last")
         if mode == "auto":
@@ -516,7 +516,7 @@ class SitsEncoder(nn.Module):
             causal = not self.config.bidirectional
         if causal:
             pv, pt = self.persistence_prior(tb)
-            mean, logvar = self.recon(h[0, sel], tb.t[0, sel], pv[0, sel], pt[0, sel])
+            mean, logvar = self.recon(h[0, sel], tb.t_days[0, sel], pv[0, sel], pt[0, sel])
         else:
             hb = self.run_backward(tb, mode=mode)
             prior, pf = self.interpolation_prior(tb)

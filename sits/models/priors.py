@@ -37,12 +37,12 @@ def persistence_prior(tb: TokenBatch, n_s2c: int) -> tuple[torch.Tensor, torch.T
     channels ``[B, T, n_s2c]`` (0 where none) and its time ``[B, T]`` float64 (−inf where none)."""
     B, T = tb.shape
     c2 = n_s2c
-    idx = torch.arange(T, device=tb.t.device).expand(B, T)
+    idx = torch.arange(T, device=tb.t_days.device).expand(B, T)
     prev = torch.cummax(torch.where(clear_anchor(tb, c2), idx, torch.full_like(idx, -1)), dim=1).values
     has = prev >= 0
     pi = prev.clamp_min(0)
     vals = torch.gather(tb.values[..., :c2], 1, pi[..., None].expand(B, T, c2)) * has.float()[..., None]
-    t_prev = torch.where(has, torch.gather(tb.t, 1, pi), torch.full_like(tb.t, -math.inf))
+    t_prev = torch.where(has, torch.gather(tb.t_days, 1, pi), torch.full_like(tb.t_days, -math.inf))
     return vals, t_prev
 
 
@@ -69,7 +69,7 @@ def interpolation_prior(tb: TokenBatch, n_s2c: int, climatology: Climatology) ->
     B, T = tb.shape
     c2 = n_s2c
     anchor = clear_anchor(tb, c2)
-    idx = torch.arange(T, device=tb.t.device).expand(B, T)
+    idx = torch.arange(T, device=tb.t_days.device).expand(B, T)
     prev = torch.cummax(torch.where(anchor, idx, torch.full_like(idx, -1)), dim=1).values
     nxt = torch.flip(torch.cummin(torch.flip(torch.where(anchor, idx, torch.full_like(idx, T)), [1]), dim=1).values, [1])
     has_p, has_n = prev >= 0, nxt < T
@@ -77,15 +77,15 @@ def interpolation_prior(tb: TokenBatch, n_s2c: int, climatology: Climatology) ->
     vals = tb.values[..., :c2]
     vp = torch.gather(vals, 1, pi[..., None].expand(B, T, c2))
     vn = torch.gather(vals, 1, ni[..., None].expand(B, T, c2))
-    tp, tn = torch.gather(tb.t, 1, pi), torch.gather(tb.t, 1, ni)
+    tp, tn = torch.gather(tb.t_days, 1, pi), torch.gather(tb.t_days, 1, ni)
     span = (tn - tp).clamp_min(1e-6)
-    w = torch.where(has_p & has_n, ((tb.t - tp) / span).clamp(0, 1), torch.where(has_p, 0.0, 1.0).double()).float()
+    w = torch.where(has_p & has_n, ((tb.t_days - tp) / span).clamp(0, 1), torch.where(has_p, 0.0, 1.0).double()).float()
     any_a = (has_p | has_n).float()[..., None]
     linear = ((1 - w)[..., None] * vp + w[..., None] * vn) * any_a
-    clim = climatology(tb.t)
+    clim = climatology(tb.t_days)
     anomaly = (1 - w)[..., None] * (vp - climatology(tp)) + w[..., None] * (vn - climatology(tn))
     prior = clim + anomaly * any_a
-    gp, gn, gs = log_gap(tp, tb.t, has_p), log_gap(tb.t, tn, has_n), log_gap(tp, tn, has_p & has_n)
+    gp, gn, gs = log_gap(tp, tb.t_days, has_p), log_gap(tb.t_days, tn, has_n), log_gap(tp, tn, has_p & has_n)
     feats = torch.stack([has_p.double(), has_n.double(), gp, gn, gs], dim=-1).float()
     return prior, torch.cat([feats, linear - prior, clim - prior], dim=-1)
 

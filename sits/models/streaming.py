@@ -73,12 +73,12 @@ def recurrent_step(model: SitsEncoder, tb: TokenBatch, state: EncoderState,
         x = model.embed(tb.rows(rows), dt[rows])
         for block, S_in, S_out in zip(model.blocks, state.layers, target.layers, strict=True):
             dst = S_out[rows]
-            x, _ = block.step(x, dt[rows], tb.t[rows], tb.valid[rows], dst if in_place else S_in[rows], S_out=dst)
+            x, _ = block.step(x, dt[rows], tb.t_days[rows], tb.valid[rows], dst if in_place else S_in[rows], S_out=dst)
         h[rows] = model.final_norm(x)
     valid = tb.valid[:, 0]
     anchor = clear_anchor(tb, model.bands.n_s2c)[:, 0]
-    new = {"h_last": (valid, h[:, 0]), "t_last": (valid, tb.t[:, 0]),
-           "last_clear": (anchor, tb.values[:, 0, : model.bands.n_s2c]), "t_last_clear": (anchor, tb.t[:, 0])}
+    new = {"h_last": (valid, h[:, 0]), "t_last": (valid, tb.t_days[:, 0]),
+           "last_clear": (anchor, tb.values[:, 0, : model.bands.n_s2c]), "t_last_clear": (anchor, tb.t_days[:, 0])}
     for name in ROW_FIELDS:
         if name == "count":
             torch.add(state.count, valid, out=target.count)
