@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from sits.models.features import (  # noqa: F401 - re-exported: the module's pub
     seasonal_features,
     time_features,
 )
+from sits.models.outputs import Encoded, GapFill, StepOutput
 from sits.models.priors import N_PERSIST_FEATURES, N_PRIOR_FEATURES
 from sits.models.streaming import RECURRENT_ROW_CHUNK, recurrent_step, resolve_target  # noqa: F401
 from sits.state import EncoderState
@@ -71,34 +71,6 @@ def _block_stack(config: EncoderConfig) -> nn.ModuleList:
                          linear_decay=config.linear_decay, chunk_size=config.chunk_size), d, config.ffn_mult)
         for _ in range(config.n_layers)
     )
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class StepOutput:
-    """``embedding [N, d_model]`` (the representation after the token), ``updated [N]`` bool."""
-
-    embedding: torch.Tensor
-    updated: torch.Tensor
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Encoded:
-    """``embeddings``: one ``[T_i, d_model]`` tensor per series; ``state``: the state after each series."""
-
-    embeddings: list[torch.Tensor]
-    state: EncoderState | None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class GapFill:
-    """Reconstruction of the S2 tokens of one series: ``times [M]`` int64 seconds, ``index [M]`` positions
-    in the series, ``hidden [M]`` whether the token was withheld, ``prediction`` ``[M, n_s2c]`` (S2 bands
-    and NDVI)."""
-
-    times: np.ndarray
-    index: np.ndarray
-    hidden: np.ndarray
-    prediction: Prediction
 
 
 class SitsEncoder(nn.Module):
