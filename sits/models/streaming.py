@@ -39,7 +39,7 @@ def resolve_target(model: SitsEncoder, state: EncoderState, out: EncoderState | 
                    inplace: bool = False) -> EncoderState:
     """The state :func:`recurrent_step` writes into: a new one (``out=None``), ``state`` itself
     (``out=state`` or ``inplace=True``) or ``out`` (checked: this model, ``state.n`` rows, contiguous
-    tensors of the state's dtypes and device, no memory shared with ``state``)."""
+    tensors of the state's dtypes and device, no memory overlapping ``state``'s)."""
     if inplace:
         if out is not None and out is not state:
             raise ConfigError("step: give inplace=True or out=, not both (inplace=True is out=state)")
@@ -52,9 +52,19 @@ def resolve_target(model: SitsEncoder, state: EncoderState, out: EncoderState | 
         if a.dtype != b.dtype or a.device != b.device or not a.is_contiguous():
             raise StateShapeError("out must hold contiguous tensors of the state's dtypes and device "
                                   "(clone() a state to get one)")
-        if out is not state and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr():
+        if out is not state and _overlap(a, b):
             raise StateShapeError("out shares memory with state: pass out=state (in place) instead")
     return out
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of two tensors intersect (``a`` contiguous; two row ranges of one
+    buffer, as a state store may hand out, do not)."""
+    if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+        return False
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    b_span = (1 + sum((n - 1) * abs(st) for n, st in zip(b.shape, b.stride(), strict=True))) * b.element_size()
+    return a0 < b0 + b_span and b0 < a0 + a.numel() * a.element_size()
 
 
 @torch.no_grad()
