@@ -6,7 +6,7 @@
     threads, the faster kept) and matmul throughput (2048² GEMM);
 (b) one recurrent update vs re-encoding the whole series with a softmax Transformer of the same width and
     depth (batched, ``scaled_dot_product_attention``, no autograd) — both pre-tokenised ("core", the
-    budget) and end to end from ``Observation``/``Series`` (tokenising included on both sides);
+    budget) and end to end from ``AcquisitionBatch``/``Series`` (tokenising included on both sides);
 (c) state bytes per parcel/pixel;
 (d) on CUDA: updates per second for a tile of pixel states resident on the device.
 
@@ -31,10 +31,10 @@ import torch
 
 from sits.layers import Block, make_mixer
 from sits.models import EncoderConfig, SitsEncoder
-from sits.models.encoder import RECURRENT_ROW_CHUNK
+from sits.models.streaming import RECURRENT_ROW_CHUNK
 from sits.ops.retention.kernels import fused_retention_step
 from sits.testing import synthetic_series
-from sits.tokens import S2, BandSet, Observation, batch_observation, batch_series
+from sits.tokens import S2, AcquisitionBatch, BandSet, batch_observation, batch_series
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +141,11 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
     tt = torch.full((pixels, 1), 3000.0, dtype=torch.float64)
     valid = torch.ones(pixels, 1, dtype=torch.bool)
 
-    def layer():
-        with torch.no_grad():
-            for a in range(0, pixels, row_chunk):
-                r = slice(a, a + row_chunk)
-                block(x[r], dtt[r], tt[r], valid[r], St[r], True, "recurrent", True)
+    def layer():  # the block's streaming step (the fused op), in place, on row blocks as the model runs it
+        for a in range(0, pixels, row_chunk):
+            r = slice(a, a + row_chunk)
+            S_r = St[r]
+            block.step(x[r], dtt[r], tt[r], valid[r], S_r, S_out=S_r)
 
     # whole model
     cfg = EncoderConfig(BandSet().s2, BandSet().s1, d_model=d, n_heads=heads, n_layers=layers)
@@ -156,7 +156,7 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
 
     def obs():
         counter[0] += 1
-        return Observation(t0 + counter[0] * 86400, "S2", values, clear=1.0)
+        return AcquisitionBatch(time_s=t0 + counter[0] * 86400, sensor="S2", values=values, clear=1.0)
 
     holder = [model.init_state(pixels), model.init_state(pixels)]
     buffers = [model.init_state(pixels), model.init_state(pixels)]
@@ -165,7 +165,7 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
         holder[0], _ = model.step(holder[0], obs())
 
     def inplace():
-        holder[1], _ = model.step(holder[1], obs(), inplace=True)
+        holder[1], _ = model.step(holder[1], obs(), out=holder[1])
 
     def double_buffered():  # the new state into the spare, then swap (the previous one stays intact)
         new, _ = model.step(buffers[0], obs(), out=buffers[1])
@@ -211,7 +211,7 @@ def update_cost(d: int, heads: int, pixels: int, repeats: int, threads: int, lay
                   "us_per_pixel_inplace_min": round(min(res["model_inplace"]["times"]) / pixels * 1e6, 4),
                   "us_per_pixel_double_buffered": round(us["model_double_buffered"], 4),
                   "note": "us_per_pixel: step() allocating a new state (its first-touch page faults included); "
-                          "inplace: step(inplace=True); double_buffered: step(out=spare), input state kept",
+                          "inplace: step(out=state); double_buffered: step(out=spare), input state kept",
                   "layers": layers, "state_bytes_per_pixel": holder[0].nbytes_per_item},
         "load_share": load_share(res["layer"], threads),
     }
@@ -223,7 +223,7 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
     that the per-call overhead is amortised as in the monitor) vs re-encoding the whole series of length T
     with a causal softmax Transformer of the same width and depth (``parcels`` series per call, batched,
     SDPA, no autograd). "core": both sides pre-tokenised (the budget); "end_to_end": from
-    ``Observation`` / ``Series`` (tokenising included on both sides). Interleaved rounds, medians, the
+    ``AcquisitionBatch`` / ``Series`` (tokenising included on both sides). Interleaved rounds, medians, the
     speed-up is the median of the per-round ratios. Also the largest difference between the parallel
     and recurrent outputs of the recurrent model."""
     torch.manual_seed(0)
@@ -242,7 +242,8 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
         hot = state.clone()  # a private copy, updated in place as the monitor's hot loop does
         spare = state.clone()  # the double buffer: the new state goes there, the input state stays intact
         last = max(int(s.times[-1]) for s in series) + 3 * 86400
-        obs = Observation(last, "S2", np.full((rows, rec.bands.n_s2), 0.2, np.float32), clear=1.0)
+        obs = AcquisitionBatch(time_s=last, sensor="S2", values=np.full((rows, rec.bands.n_s2), 0.2, np.float32),
+                               clear=1.0)
         tb_obs = batch_observation(obs, rec.normalization, rec.device)
         tb_series = batch_series(series, soft.normalization, soft.device)
 
@@ -254,7 +255,7 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
             rec.step(st, tb)
 
         def rec_core_inplace(st=hot, tb=tb_obs):
-            rec.step(st, tb, inplace=True)
+            rec.step(st, tb, out=st)
 
         def rec_core_double_buffered(st=state, sp=spare, tb=tb_obs):
             rec.step(st, tb, out=sp)
@@ -273,8 +274,8 @@ def versus_transformer(d: int, heads: int, layers: int, lengths: list[int], parc
         st, steps = rec.init_state(1), []
         for i in range(T):
             cols = s0.bands.sensor_columns(s0.sensor[i])
-            o = Observation(s0.times[i], "S2" if s0.sensor[i] == S2 else "S1", s0.values[i : i + 1, cols],
-                            clear=s0.clear[i : i + 1], orbit=int(s0.orbit[i]))
+            o = AcquisitionBatch(time_s=s0.times[i], sensor="S2" if s0.sensor[i] == S2 else "S1",
+                                 values=s0.values[i : i + 1, cols], clear=s0.clear[i : i + 1], orbit=int(s0.orbit[i]))
             st, so = rec.step(st, o)
             steps.append(so.embedding)
         diff = float((torch.cat(steps) - enc.embeddings[0]).abs().max())

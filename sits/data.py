@@ -1,4 +1,4 @@
-"""Reading parcel series from interchange files (CSV or Parquet; see DESIGN.md "Interchange format").
+"""Reading parcel series from interchange files (CSV or Parquet; the format: docs/encoder.md "Input").
 
 One row per parcel and acquisition: ``parcel_id, time, sensor (S2|S1), B02…B12, clear, VV, VH, orbit``;
 an empty cell means missing. Rows whose own bands are all missing are dropped (counted in the log).

@@ -83,7 +83,7 @@ def evaluate(model: SitsEncoder, series: list[Series], holdout_frac: float = 0.2
             tb = batch_series([s], model.normalization, model.device)
             h, _ = model.run(tb, None, mode="parallel" if len(s) <= 256 else "chunk", output_final_state=False)
             pv, pt = model.persistence_prior(tb)
-            fm, fl = model._forecast_raw(h[:, :-1], tb.t[:, :-1], tb.t[:, 1:], tb.sensor[:, 1:], tb.orbit[:, 1:],
+            fm, fl = model._forecast_raw(h[:, :-1], tb.t_days[:, :-1], tb.t_days[:, 1:], tb.sensor[:, 1:], tb.orbit[:, 1:],
                                          pv[:, :-1], pt[:, :-1])
             cols = bands.channel_columns(S2)
             pred = model.to_physical(fm[0, :, cols], fl[0, :, cols], cols)

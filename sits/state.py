@@ -1,20 +1,28 @@
 """Encoder state: per layer the retention / linear-attention state, the last output, ``t_last``.
 
 An :class:`EncoderState` is immutable: ``model.step`` returns a new one, so keeping an old one is a
-checkpoint for rewinding on a late arrival. Round trips: Zarr (:meth:`to_zarr`/:meth:`from_zarr`) and
-torch (:meth:`save`/:meth:`load`), both carrying :data:`STATE_SCHEMA`.
+checkpoint for rewinding on a late arrival (``step(state, obs, out=spare)`` writes the new state into a
+spare the caller owns instead: double buffering). Round trips: Zarr (:meth:`to_zarr`/:meth:`from_zarr`)
+and torch (:meth:`save`/:meth:`load`), both carrying :data:`STATE_SCHEMA`.
 
-Layout per item ``n``: ``layers[l][n]`` ``[H, K, V]`` (retention: ``V = K``; linear attention ``V = K + 1``,
-the last column the normaliser), ``h_last[n]`` ``[d_model]``, ``t_last[n]`` float64 days since
-:data:`sits.tokens.EPOCH` (meaningful where ``count[n] > 0``), ``count[n]`` tokens folded in,
-``last_clear[n]`` ``[n_s2c]`` the last clear S2 token's normalised channels (the forecast's persistence
-prior) and ``t_last_clear[n]`` its time (−inf when none).
+Layout per item ``n`` (every field is required and keyword-only; :meth:`SitsEncoder.init_state` builds
+an empty one): ``layers[l][n]`` ``[H, K, V]`` float32 (retention: ``V = K``; linear attention
+``V = K + 1``, the last column the normaliser), ``h_last[n]`` ``[d_model]`` float32, ``t_last[n]``
+float64 days since :data:`sits.tokens.EPOCH` (meaningful where ``count[n] > 0``; :meth:`t_last_s` gives
+int64 seconds since 1970), ``count[n]`` int64 tokens folded in, ``last_clear[n]`` ``[n_s2c]`` float32
+the last clear S2 token's normalised channels (the forecast's persistence prior) and
+``t_last_clear[n]`` float64 its time in days since the epoch (−inf when none).
+
+Every row-wise operation (:meth:`to`, :meth:`clone`, :meth:`select`, :meth:`concat`) is one call of
+:meth:`map_tensors`, which applies a function to the matching tensors of one or more states, field by
+field: a new field is added in :data:`ROW_FIELDS` once and every operation carries it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,37 +33,40 @@ from sits.errors import CheckpointVersionError, SitsError, StateShapeError
 from sits.tokens import EPOCH, SECONDS_PER_DAY
 
 STATE_SCHEMA = "sits-state/1"
+ROW_FIELDS = ("h_last", "t_last", "count", "last_clear", "t_last_clear")
+"""The per-row tensor fields besides ``layers`` (in :meth:`EncoderState.tensors` order)."""
+_DIMS = {"h_last": 2, "t_last": 1, "count": 1, "last_clear": 2, "t_last_clear": 1}
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class EncoderState:
+    """The streaming state of ``n`` parcels/pixels (layout in the module docstring)."""
+
     layers: tuple[torch.Tensor, ...]
     h_last: torch.Tensor
     t_last: torch.Tensor
     count: torch.Tensor
+    last_clear: torch.Tensor
+    t_last_clear: torch.Tensor
     model_id: str = ""
     schema: str = STATE_SCHEMA
-    last_clear: torch.Tensor | None = None
-    t_last_clear: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.schema != STATE_SCHEMA:
             raise CheckpointVersionError(f"state schema {self.schema!r} is not {STATE_SCHEMA!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
+        for name in ("layers", *ROW_FIELDS):
+            if getattr(self, name) is None:
+                raise StateShapeError(f"state field {name!r} is None; every field is required "
+                                      f"(model.init_state(n) builds an empty state)")
         n = int(self.t_last.shape[0]) if self.t_last.dim() == 1 else -1
-        if self.last_clear is None:
-            object.__setattr__(self, "last_clear", self.h_last.new_zeros(max(n, 0), 0))
-        if self.t_last_clear is None:
-            object.__setattr__(self, "t_last_clear", torch.full((max(n, 0),), -math.inf, dtype=torch.float64,
-                                                                device=self.t_last.device))
-        if self.last_clear.dim() != 2 or self.last_clear.shape[0] != n or tuple(self.t_last_clear.shape) != (n,):
-            raise StateShapeError(f"state last_clear {tuple(self.last_clear.shape)} / t_last_clear "
-                                  f"{tuple(self.t_last_clear.shape)} do not match {n} items")
-        if n < 0 or tuple(self.count.shape) != (n,) or self.h_last.dim() != 2 or self.h_last.shape[0] != n:
-            raise StateShapeError(
-                f"state parts disagree: t_last {tuple(self.t_last.shape)}, count {tuple(self.count.shape)}, "
-                f"h_last {tuple(self.h_last.shape)}"
-            )
+        for name in ROW_FIELDS:
+            t = getattr(self, name)
+            if t.dim() != _DIMS[name] or t.shape[0] != n:
+                raise StateShapeError(
+                    f"state parts disagree: {name} {tuple(t.shape)} for t_last {tuple(self.t_last.shape)} "
+                    f"(every part needs one row per item)"
+                )
         for i, S in enumerate(self.layers):
             if S.dim() != 4 or S.shape[0] != n:
                 raise StateShapeError(f"state layer {i} must be [N, H, K, V] with N = {n}; got {tuple(S.shape)}")
@@ -69,55 +80,58 @@ class EncoderState:
 
     @property
     def nbytes_per_item(self) -> int:
-        """Bytes per parcel/pixel (all layers, h_last, t_last, count)."""
-        total = sum(S.element_size() * S[0].numel() for S in self.layers) if self.n else 0
-        return total + self.h_last.element_size() * self.h_last.shape[1] + 8 + 8 + 4 * self.last_clear.shape[1] + 8
+        """Bytes per parcel/pixel (all layers and every per-row field)."""
+        return sum(t.element_size() * math.prod(t.shape[1:]) for t in self.tensors())
+
+    def t_last_s(self) -> np.ndarray:
+        """``[N]`` int64 seconds since 1970 UTC of ``t_last`` (the unit of ingest's ``time_s``),
+        rounded to the second; meaningful where ``count > 0``."""
+        return np.round(self.t_last.cpu().numpy() * SECONDS_PER_DAY).astype(np.int64) + EPOCH.astype(np.int64)
 
     def t_last_datetime(self) -> np.ndarray:
         """``[N]`` datetime64[s] of ``t_last`` (NaT where nothing was folded in)."""
-        secs = np.round(self.t_last.cpu().numpy() * SECONDS_PER_DAY).astype(np.int64) + EPOCH.astype(np.int64)
-        out = secs.astype("datetime64[s]")
+        out = self.t_last_s().astype("datetime64[s]")
         out[self.count.cpu().numpy() == 0] = np.datetime64("NaT")
         return out
 
-    def to(self, device) -> EncoderState:
-        return EncoderState(tuple(S.to(device) for S in self.layers), self.h_last.to(device), self.t_last.to(device),
-                            self.count.to(device), self.model_id, STATE_SCHEMA, self.last_clear.to(device),
-                            self.t_last_clear.to(device))
-
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """Every tensor of the state: the per-layer states, then h_last, t_last, count, last_clear, t_last_clear."""
-        return (*self.layers, self.h_last, self.t_last, self.count, self.last_clear, self.t_last_clear)
+        """Every tensor of the state: the per-layer states, then the :data:`ROW_FIELDS`."""
+        return (*self.layers, *(getattr(self, name) for name in ROW_FIELDS))
+
+    @staticmethod
+    def map_tensors(fn: Callable[..., torch.Tensor], *states: EncoderState) -> EncoderState:
+        """A new state whose every tensor is ``fn`` of the matching tensors of ``states`` (one state:
+        ``fn(t)``; several: ``fn(t_1, t_2, …)``). The model id is the first state's."""
+        if not states:
+            raise SitsError("map_tensors needs at least one state")
+        layers = tuple(fn(*parts) for parts in zip(*(s.layers for s in states), strict=True))
+        rows = {name: fn(*(getattr(s, name) for s in states)) for name in ROW_FIELDS}
+        return EncoderState(layers=layers, **rows, model_id=states[0].model_id)
+
+    def to(self, device) -> EncoderState:
+        return EncoderState.map_tensors(lambda t: t.to(device), self)
 
     def clone(self) -> EncoderState:
         """A copy with its own tensors (a rewind point, or the spare of a double-buffered ``step``)."""
-        return EncoderState(tuple(S.clone() for S in self.layers), self.h_last.clone(), self.t_last.clone(),
-                            self.count.clone(), self.model_id, self.schema, self.last_clear.clone(),
-                            self.t_last_clear.clone())
+        return EncoderState.map_tensors(torch.clone, self)
 
     def select(self, index) -> EncoderState:
-        """Rows ``index`` (slice, int array or bool mask) as a new state."""
+        """Rows ``index`` (slice, int array or bool mask) as a new state (a slice gives views)."""
         if isinstance(index, np.ndarray):
             index = torch.from_numpy(index)
         if isinstance(index, torch.Tensor):
             index = index.to(self.t_last.device)
-        return EncoderState(tuple(S[index] for S in self.layers), self.h_last[index], self.t_last[index],
-                            self.count[index], self.model_id, STATE_SCHEMA, self.last_clear[index],
-                            self.t_last_clear[index])
+        return EncoderState.map_tensors(lambda t: t[index], self)
 
     @staticmethod
     def concat(states: list[EncoderState]) -> EncoderState:
+        """The rows of ``states`` one after the other (all from one model)."""
         if not states:
             raise SitsError("nothing to concatenate")
         ids = {s.model_id for s in states}
         if len(ids) != 1:
             raise StateShapeError(f"states from different models: {sorted(ids)}")
-        return EncoderState(
-            tuple(torch.cat(parts) for parts in zip(*(s.layers for s in states), strict=True)),
-            torch.cat([s.h_last for s in states]), torch.cat([s.t_last for s in states]),
-            torch.cat([s.count for s in states]), states[0].model_id, STATE_SCHEMA,
-            torch.cat([s.last_clear for s in states]), torch.cat([s.t_last_clear for s in states]),
-        )
+        return EncoderState.map_tensors(lambda *parts: torch.cat(parts), *states)
 
     def equals(self, other: object, atol: float = 0.0) -> bool:
         """Same model, shapes, counts and times, and values within ``atol`` (0: bit-identical)."""
@@ -139,9 +153,7 @@ class EncoderState:
     # ---- round trips -------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"layer_{i}": S.detach().cpu().numpy() for i, S in enumerate(self.layers)}
-        arrays.update(h_last=self.h_last.detach().cpu().numpy(), t_last=self.t_last.detach().cpu().numpy(),
-                      count=self.count.detach().cpu().numpy(), last_clear=self.last_clear.detach().cpu().numpy(),
-                      t_last_clear=self.t_last_clear.detach().cpu().numpy())
+        arrays.update({name: getattr(self, name).detach().cpu().numpy() for name in ROW_FIELDS})
         return arrays
 
     @classmethod
@@ -149,11 +161,13 @@ class EncoderState:
         schema = attrs.get("schema")
         if schema != STATE_SCHEMA:
             raise CheckpointVersionError(f"saved state schema {schema!r} is not {STATE_SCHEMA!r}")
+        missing = [name for name in ROW_FIELDS if name not in arrays]
+        if missing:
+            raise SitsError(f"saved state lacks {missing}")
         n_layers = int(attrs["n_layers"])
         layers = tuple(torch.from_numpy(np.array(arrays[f"layer_{i}"])) for i in range(n_layers))
-        return cls(layers, torch.from_numpy(np.array(arrays["h_last"])), torch.from_numpy(np.array(arrays["t_last"])),
-                   torch.from_numpy(np.array(arrays["count"])), str(attrs.get("model_id", "")), STATE_SCHEMA,
-                   torch.from_numpy(np.array(arrays["last_clear"])), torch.from_numpy(np.array(arrays["t_last_clear"])))
+        return cls(layers=layers, **{name: torch.from_numpy(np.array(arrays[name])) for name in ROW_FIELDS},
+                   model_id=str(attrs.get("model_id", "")))
 
     def _attrs(self) -> dict:
         return {"schema": self.schema, "model_id": self.model_id, "n_layers": len(self.layers), "n": self.n}

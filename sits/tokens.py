@@ -8,6 +8,10 @@ that a masked S2 token sees its concurrent S1).
 
 Layouts (declared once): series arrays ``[T, C]`` with ``C = len(bands.all)`` (S2 bands then S1 bands);
 token batches ``[B, T, C]``; times ``[B, T]`` float64 days since :data:`EPOCH`.
+
+Units of time: inputs (:class:`Series` ``times``, :class:`AcquisitionBatch` ``time_s``, query times) are
+int64 seconds since 1970 UTC; token batches and encoder states hold float64 days since :data:`EPOCH`
+(``TokenBatch.t_days``, ``EncoderState.t_last``); gaps ``dt`` are days.
 """
 
 from __future__ import annotations
@@ -27,8 +31,13 @@ from sits.errors import (
 )
 
 EPOCH = np.datetime64("2015-01-01T00:00:00", "s")
-"""Reference date of the days-since-epoch feature (the Sentinel era). Only differences of days reach
-an exponential, so the choice never affects overflow."""
+"""The origin of sits's internal time axis, ``t_days``: float64 days since 2015-01-01 UTC (the Sentinel
+era). The public API speaks int64 seconds since 1970 UTC (``time_s``, the unit of ingest and of the
+cubes); :func:`seconds_to_days` converts at the boundary. Why sits keeps its own axis: the encoder's
+"decades since the epoch" date feature (:func:`sits.models.features.time_features`) is an input of the
+trained weights, so the origin is part of the checkpoint and moving it would change every output;
+and day gaps, the only thing that reaches an exponential, are taken as float64 differences before any
+float32 cast, so the choice never affects overflow or precision."""
 SECONDS_PER_DAY = 86400.0
 S2, S1 = 0, 1
 SENSORS = ("S2", "S1")
@@ -211,16 +220,25 @@ class Series:
         return seconds_to_days(self.times)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Observation:
-    """One acquisition of one sensor for ``N`` parcels/pixels (the streaming input).
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class AcquisitionBatch:
+    """One acquisition of one sensor for ``N`` parcels/pixels: the streaming input of ``model.step``.
 
-    ``values``: ``[N, len(bands.of(sensor))]`` physical units, NaN = missing band; a row with all NaN means
-    "no observation" (the state of that row is left unchanged). ``clear``: ``[N]`` or scalar (S2).
-    ``orbit``: ``[N]`` or scalar relative orbit. ``time``: one time for all rows (scalar) or ``[N]``.
+    Attributes (after validation):
+        time_s: ``[N]`` int64 seconds since 1970 UTC (given as a scalar for all rows or ``[N]``; int
+            seconds, datetime64 or ISO strings accepted).
+        sensor: "S2" or "S1".
+        values: ``[N, len(bands.of(sensor))]`` float32 physical units (S2 reflectance 0–1, S1 linear
+            power), NaN = missing band; a row with all NaN means "no observation" (its state is left
+            unchanged).
+        clear: ``[N]`` float32, 1 clear / 0 cloudy (S2; scalar or ``[N]``; default 1).
+        orbit: ``[N]`` int64 relative orbit (scalar or ``[N]``; default 0 = unknown).
+
+    Not to be confused with ``alerts.series.Observation`` (one parcel's acquisition as the detectors
+    read it); :class:`Observation` is this class under its former name.
     """
 
-    time: object
+    time_s: object
     sensor: str
     values: np.ndarray
     clear: object = None
@@ -236,7 +254,7 @@ class Observation:
         if np.isinf(values).any():
             raise NonFiniteInputError("observation values hold infinity")
         N = values.shape[0]
-        t = to_seconds(self.time)
+        t = to_seconds(self.time_s)
         t = np.full(N, int(t)) if t.ndim == 0 else t.ravel()
         if t.shape != (N,):
             raise ShapeError(f"observation time must be a scalar or [N] = ({N},); got {t.shape}")
@@ -248,12 +266,28 @@ class Observation:
             raise ShapeError(f"observation orbit must be a scalar or [N] = ({N},); got {orbit.shape}")
         object.__setattr__(self, "sensor", sensor)
         object.__setattr__(self, "values", values)
-        object.__setattr__(self, "time", t)
+        object.__setattr__(self, "time_s", t)
         object.__setattr__(self, "clear", np.where(np.isfinite(clear), clear, 0).astype(np.float32))
         object.__setattr__(self, "orbit", orbit)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
+
+    @property
+    def time(self) -> np.ndarray:
+        """Deprecated name of :attr:`time_s`."""
+        return self.time_s
+
+
+class Observation(AcquisitionBatch):
+    """Deprecated name of :class:`AcquisitionBatch`, kept until the other stages are rewired:
+    ``Observation(time, sensor, values, clear=None, orbit=None)``, ``time`` being ``time_s``."""
+
+    __slots__ = ()
+
+    def __init__(self, time: object, sensor: str, values: np.ndarray, clear: object = None,
+                 orbit: object = None) -> None:
+        AcquisitionBatch.__init__(self, time_s=time, sensor=sensor, values=values, clear=clear, orbit=orbit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +351,8 @@ class TokenBatch:
     """Tensors of a batch of token sequences (right-padded).
 
     values ``[B, T, C]`` (``C = len(bands.channels)``) float32 normalised (0 where missing or hidden); mask ``[B, T, C]`` bool (band
-    present); clear ``[B, T]`` float32; sensor ``[B, T]`` long; orbit ``[B, T]`` long; t ``[B, T]`` float64
-    days since :data:`EPOCH`; valid ``[B, T]`` bool (False = padding or "no observation"); hidden
+    present); clear ``[B, T]`` float32; sensor ``[B, T]`` long; orbit ``[B, T]`` long; t_days ``[B, T]``
+    float64 days since :data:`EPOCH` (also readable as ``t``, its former name); valid ``[B, T]`` bool (False = padding or "no observation"); hidden
     ``[B, T]`` bool (values withheld: a reconstruction query).
     """
 
@@ -327,13 +361,13 @@ class TokenBatch:
     clear: torch.Tensor
     sensor: torch.Tensor
     orbit: torch.Tensor
-    t: torch.Tensor
+    t_days: torch.Tensor
     valid: torch.Tensor
     hidden: torch.Tensor
 
     def __post_init__(self) -> None:
         B, T, C = self.values.shape
-        for name in ("clear", "sensor", "orbit", "t", "valid", "hidden"):
+        for name in ("clear", "sensor", "orbit", "t_days", "valid", "hidden"):
             if tuple(getattr(self, name).shape) != (B, T):
                 raise ShapeError(f"TokenBatch.{name} must be [B, T] = {(B, T)}; got {tuple(getattr(self, name).shape)}")
         if tuple(self.mask.shape) != (B, T, C):
@@ -342,6 +376,11 @@ class TokenBatch:
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.values.shape[0]), int(self.values.shape[1])
+
+    @property
+    def t(self) -> torch.Tensor:
+        """Former name of :attr:`t_days`."""
+        return self.t_days
 
     def to(self, device) -> TokenBatch:
         return TokenBatch(*(getattr(self, n).to(device) for n in TokenBatch.__slots__))
@@ -354,7 +393,7 @@ class TokenBatch:
         hidden = hidden & self.valid
         keep = ~hidden
         return TokenBatch(self.values * keep[..., None], self.mask & keep[..., None], self.clear, self.sensor,
-                          self.orbit, self.t, self.valid, hidden)
+                          self.orbit, self.t_days, self.valid, hidden)
 
 
 def batch_series(series: list[Series], norm: Normalization, device=None) -> TokenBatch:
@@ -390,7 +429,7 @@ def batch_series(series: list[Series], norm: Normalization, device=None) -> Toke
     return tb.to(device) if device is not None else tb
 
 
-def batch_observation(obs: Observation, norm: Normalization, device=None) -> TokenBatch:
+def batch_observation(obs: AcquisitionBatch, norm: Normalization, device=None) -> TokenBatch:
     """``[N, 1]`` :class:`TokenBatch` of one acquisition; rows with all values NaN are not valid."""
     bands = norm.bands
     cols = bands.of(obs.sensor)
@@ -406,6 +445,6 @@ def batch_observation(obs: Observation, norm: Normalization, device=None) -> Tok
     code = S2 if obs.sensor == "S2" else S1
     clear = obs.clear if code == S2 else np.ones(N, np.float32)
     arrays = (np.where(m, x, 0.0)[:, None].astype(np.float32), m[:, None], clear[:, None].astype(np.float32),
-              np.full((N, 1), code, np.int64), obs.orbit[:, None], seconds_to_days(obs.time)[:, None], valid[:, None])
+              np.full((N, 1), code, np.int64), obs.orbit[:, None], seconds_to_days(obs.time_s)[:, None], valid[:, None])
     tb = TokenBatch(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays), hidden=torch.zeros(N, 1, dtype=torch.bool))
     return tb.to(device) if device is not None else tb

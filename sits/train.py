@@ -63,7 +63,7 @@ def hide_mask(tb: TokenBatch, rng: np.random.Generator, hide_prob: float, span_p
     B, T = tb.shape
     s2 = (tb.sensor == S2) & tb.valid
     hide = torch.from_numpy(rng.random((B, T)) < hide_prob).to(tb.valid.device)
-    t = tb.t
+    t = tb.t_days
     for b in range(B):
         if rng.random() < span_prob:
             nv = int(tb.valid[b].sum())
@@ -84,12 +84,12 @@ def losses(model: SitsEncoder, tb: TokenBatch, hidden: torch.Tensor, mode: str =
     rw = (hidden & clear_s2)[..., None] & tb.mask[..., :n_s2]
     th = tb.with_hidden(hidden)
     pv, pt = model.persistence_prior(th)
-    mean, logvar = model.recon(h, tb.t, pv, pt)
+    mean, logvar = model.recon(h, tb.t_days, pv, pt)
     recon = gaussian_nll(mean, logvar, tb.values[..., :n_s2], rw)
     # forecast of every next token (S1 or clear S2)
     nxt = tb.valid[:, 1:] & ((tb.sensor[:, 1:] == S1) | clear_s2[:, 1:])
     fw = nxt[..., None] & tb.mask[:, 1:]
-    fm, fl = model._forecast_raw(h[:, :-1], tb.t[:, :-1], tb.t[:, 1:], tb.sensor[:, 1:], tb.orbit[:, 1:],
+    fm, fl = model._forecast_raw(h[:, :-1], tb.t_days[:, :-1], tb.t_days[:, 1:], tb.sensor[:, 1:], tb.orbit[:, 1:],
                                  pv[:, :-1], pt[:, :-1])
     forecast = gaussian_nll(fm, fl, tb.values[:, 1:], fw)
     out = {"recon": recon, "forecast": forecast, "n_recon": rw.sum(), "n_forecast": fw.sum()}

@@ -1,5 +1,5 @@
 """Training data for `sitsmon train` from what ingest writes: the parcel-series store, or pixel samples
-from the tile cubes. Both come out as an interchange-format table (DESIGN.md "Interchange format"), the
+from the tile cubes. Both come out as an interchange-format table (docs/encoder.md "Input"), the
 form `sits.data` reads, so the encoder never imports the ingest stage (the wiring lives here).
 """
 

@@ -1,7 +1,7 @@
 """Layers: sequence mixers (retention, linear attention, softmax attention) and the pre-norm block."""
 
+from sits.layers.block import Block
 from sits.layers.mixers import (
-    Block,
     LinearAttentionMixer,
     RetentionMixer,
     SoftmaxAttentionMixer,

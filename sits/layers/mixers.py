@@ -6,7 +6,8 @@ Every mixer maps ``x [B, T, d_model]`` to ``[B, T, d_model]`` with the layer sig
 ``dt [B, T]`` float32 days since the previous token (``dt[:, 0]``: since the state's time), ``t [B, T]``
 float64 days since the epoch (for the optional rotation), ``valid [B, T]`` bool. Invalid tokens
 (padding, "no observation") write nothing into the state: their key is zeroed and their ``dt`` is 0.
-``mode``: "parallel" (training), "chunk" (long series), "recurrent" (streaming, fused kernel).
+``mode``: "parallel" (training), "chunk" (long series), "recurrent" (streaming, fused kernel). The
+pre-norm block around a mixer, and its fused streaming step, are in :mod:`sits.layers.block`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sits.errors import ConfigError, StateShapeError, UnsortedTimesError
-from sits.ops.dispatch import use_reference
+from sits.errors import ConfigError
 from sits.ops.linear_attention import (
     chunk_linear_attention,
     feature_map,
@@ -26,7 +26,6 @@ from sits.ops.linear_attention import (
     parallel_linear_attention,
 )
 from sits.ops.retention import chunk_retention, fused_recurrent_retention, parallel_retention
-from sits.ops.retention.kernels import fused_retention_step
 
 MODES = ("parallel", "chunk", "recurrent")
 
@@ -168,74 +167,6 @@ class SoftmaxAttentionMixer(_MixerBase):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(o.transpose(1, 2).reshape(B, T, self.d_model)), None
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: ``x + mixer(LN(x))`` then ``x + FFN(LN(x))`` (GELU, ``ffn_mult·d``)."""
-
-    def __init__(self, mixer: nn.Module, d_model: int, ffn_mult: int = 2) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d_model)
-        self.mixer = mixer
-        self.norm2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_mult * d_model), nn.GELU(), nn.Linear(ffn_mult * d_model, d_model))
-
-    def forward(self, x, dt, t, valid, initial_state=None, output_final_state=False, mode="parallel", inplace=False):
-        if mode == "recurrent" and x.dim() == 3 and x.shape[1] == 1 and x.dtype == torch.float32 and self.can_stream(initial_state):
-            y, S = self.stream_step(x, dt, valid, initial_state, S_out=initial_state if inplace else None)
-            return y, (S if output_final_state else None)
-        h, S = self.mixer(self.norm1(x), dt, t, valid, initial_state, output_final_state, mode, inplace)
-        x = x + h
-        return x + self.ffn(self.norm2(x)), S
-
-    def can_stream(self, S) -> bool:
-        """Whether :meth:`stream_step` serves this block for state ``S`` (CPU float32 inference of a
-        retention block without rotation and with the exact GELU)."""
-        m = self.mixer
-        return (S is not None and S.dtype == torch.float32 and S.device.type == "cpu"
-                and getattr(m, "kind", None) == "retention" and not m.rotation and not use_reference()
-                and isinstance(self.ffn[1], nn.GELU) and self.ffn[1].approximate == "none"
-                and not torch.is_grad_enabled())
-
-    @torch.no_grad()
-    def stream_step(self, x, dt, valid, S, *, S_out=None):
-        """The streaming (one token per row) inference step of a retention block on CPU, with the
-        results of ``forward(..., mode="recurrent")``: three GEMMs (``addmm`` into the residual where it
-        can) and one fused numba pass for decay, rank-one update, read-out, ``q`` scaling and the per-head
-        layer norm (:func:`sits.ops.retention.kernels.fused_retention_step`). ``x [B, 1, d]``,
-        ``dt [B, 1]``, ``valid [B, 1]``, ``S [B, H, K, K]`` float32, only read unless ``S_out`` is ``S``
-        itself (in place). ``S_out``: where the new state goes (contiguous float32 ``[B, H, K, K]``; a
-        view of a larger state is fine); None: a new tensor. Returns ``(x_out [B, 1, d], S_out)``."""
-        m = self.mixer
-        B, _, d = x.shape
-        H, K = m.n_heads, m.head_dim
-        if S.shape != (B, H, K, K):
-            raise StateShapeError(f"state must be [B, H, K, K] = {(B, H, K, K)}; got {tuple(S.shape)}")
-        if S_out is None:  # the kernel reads the old state and writes the new one: no separate copy pass
-            S_out = torch.empty(S.shape, dtype=torch.float32)
-        elif S_out.shape != S.shape or S_out.dtype != torch.float32 or not S_out.is_contiguous():
-            raise StateShapeError(f"S_out must be a contiguous float32 {tuple(S.shape)} tensor")
-        S_in = S_out if S_out is S else S.contiguous()
-        x2 = x.reshape(B, d)
-        qkv = torch.mm(F.layer_norm(x2, (d,), self.norm1.weight, self.norm1.bias, self.norm1.eps), m.qkv.weight.t())
-        dt = dt.to(torch.float32)
-        if not bool(valid.all()):  # invalid rows write nothing: zero key and day gap (as _mask_invalid)
-            inv = ~valid[:, 0]
-            qkv[inv, d : 2 * d] = 0.0
-            dt = dt * valid.to(torch.float32)
-        if bool((dt < 0).any()):
-            raise UnsortedTimesError("dt holds negative day differences: token times must be non-decreasing")
-        q5 = qkv.view(B, 1, 3, H, K).numpy()  # q, k, v: strided views of the one projection
-        o = torch.empty(B, d)
-        fused_retention_step(q5[:, :, 0], q5[:, :, 1], q5[:, :, 2], dt.numpy(), m.log_decay.numpy(), S_in.numpy(),
-                             S_out.numpy(), o.view(B, 1, H, K).numpy(), q_scale=K**-0.5, layer_norm=True, eps=1e-5)
-        y = torch.addmm(x2, o, m.out.weight.t())  # x + out(LN_head(retention))
-        lin1, lin2 = self.ffn[0], self.ffn[2]
-        h1 = torch.addmm(lin1.bias, F.layer_norm(y, (d,), self.norm2.weight, self.norm2.bias, self.norm2.eps),
-                         lin1.weight.t())
-        torch._C._nn.gelu(h1, out=h1)
-        y.addmm_(h1, lin2.weight.t()).add_(lin2.bias)
-        return y.view(B, 1, d), S_out
 
 
 def make_mixer(mechanism: str, d_model: int, n_heads: int, *, halflife_min=4.0, halflife_max=365.0,

@@ -1,8 +1,14 @@
 """The dual-form encoder: tokens → pre-norm blocks (retention | linear attention | softmax) → heads.
 
-Forms: ``encode``/``run(mode="parallel"|"chunk")`` for training and backfill, ``step`` (recurrent, fused
-kernel) for streaming; the three give the same outputs and states (tested). Public entry points
-validate their input and raise :class:`sits.SitsError` subclasses.
+Forms, one result (tested): :meth:`SitsEncoder.run` (``mode="parallel" | "chunk" | "recurrent"``, the
+plain blocks; training, :meth:`~SitsEncoder.encode` and backfill) and :meth:`SitsEncoder.step`, one
+token per row for streaming, whose one route (target state, row blocks, fused or plain block steps)
+is described in :mod:`sits.models.streaming`. Date features are in :mod:`sits.models.features`, the
+heads' priors and the climatology in :mod:`sits.models.priors`. Public entry points validate their
+input and raise :class:`sits.SitsError` subclasses.
+
+Times: the public API takes int64 seconds since 1970 UTC (``time_s``; also datetime64 or ISO strings);
+inside, token times are float64 days since :data:`sits.tokens.EPOCH` (``t_days``; see there why).
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,14 +31,25 @@ from sits.errors import (
 )
 from sits.heads import GaussianHead, Prediction
 from sits.layers import Block, make_mixer
+from sits.models import priors
 from sits.models.config import EncoderConfig
-from sits.state import STATE_SCHEMA, EncoderState
+from sits.models.features import (  # noqa: F401 - re-exported: the module's public names before the split
+    MAX_GAP_FEATURE_DAYS,
+    N_SEASONAL_HARMONICS,
+    N_TIME_FEATURES,
+    seasonal_features,
+    time_features,
+)
+from sits.models.outputs import Encoded, GapFill, StepOutput
+from sits.models.priors import N_PERSIST_FEATURES, N_PRIOR_FEATURES
+from sits.models.streaming import RECURRENT_ROW_CHUNK, recurrent_step, resolve_target  # noqa: F401
+from sits.state import EncoderState
 from sits.tokens import (
     DB_FLOOR,
     S1,
     S2,
+    AcquisitionBatch,
     Normalization,
-    Observation,
     Series,
     TokenBatch,
     batch_observation,
@@ -43,31 +59,7 @@ from sits.tokens import (
 )
 
 logger = logging.getLogger(__name__)
-N_TIME_FEATURES = 6
-N_PRIOR_FEATURES = 5  # has-before, has-after, log-gap before, log-gap after, log span between them
-N_SEASONAL_HARMONICS = 3  # day-of-year harmonics of the per-channel climatology (seasonal prior)
-N_PERSIST_FEATURES = 2
-RECURRENT_ROW_CHUNK = 8192  # rows per block in the CPU recurrent path (intermediates stay in cache)
 PARALLEL_MAX_T = 256  # encode(mode="auto"): parallel up to this length, chunkwise beyond
-MAX_GAP_FEATURE_DAYS = 3650.0
-
-
-def time_features(t: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """``[B, T, 6]`` float32: day-of-year harmonics (2), decades since the epoch, log-gap since the
-    previous token. ``t`` float64 days since the epoch, ``dt`` days (≥ 0)."""
-    phase = torch.remainder(t.double(), 365.25) * (2 * math.pi / 365.25)
-    feats = [torch.sin(phase), torch.cos(phase), torch.sin(2 * phase), torch.cos(2 * phase),
-             t.double() / 3652.5 - 0.5, torch.log1p(dt.double().clamp(0, MAX_GAP_FEATURE_DAYS)) / 5.0]
-    return torch.stack(feats, dim=-1).float()
-
-
-def seasonal_features(t: torch.Tensor, n_harmonics: int = N_SEASONAL_HARMONICS) -> torch.Tensor:
-    """``[..., 2·n_harmonics + 1]`` float32: 1, then sin/cos of k·(day-of-year phase), k = 1..n_harmonics."""
-    phase = torch.remainder(t.double(), 365.25) * (2 * math.pi / 365.25)
-    feats = [torch.ones_like(phase)]
-    for k in range(1, n_harmonics + 1):
-        feats += [torch.sin(k * phase), torch.cos(k * phase)]
-    return torch.stack(feats, dim=-1).float()
 
 
 def _block_stack(config: EncoderConfig) -> nn.ModuleList:
@@ -79,34 +71,6 @@ def _block_stack(config: EncoderConfig) -> nn.ModuleList:
                          linear_decay=config.linear_decay, chunk_size=config.chunk_size), d, config.ffn_mult)
         for _ in range(config.n_layers)
     )
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class StepOutput:
-    """``embedding [N, d_model]`` (the representation after the token), ``updated [N]`` bool."""
-
-    embedding: torch.Tensor
-    updated: torch.Tensor
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Encoded:
-    """``embeddings``: one ``[T_i, d_model]`` tensor per series; ``state``: the state after each series."""
-
-    embeddings: list[torch.Tensor]
-    state: EncoderState | None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class GapFill:
-    """Reconstruction of the S2 tokens of one series: ``times [M]`` int64 seconds, ``index [M]`` positions
-    in the series, ``hidden [M]`` whether the token was withheld, ``prediction`` ``[M, n_s2c]`` (S2 bands
-    and NDVI)."""
-
-    times: np.ndarray
-    index: np.ndarray
-    hidden: np.ndarray
-    prediction: Prediction
 
 
 class SitsEncoder(nn.Module):
@@ -188,10 +152,12 @@ class SitsEncoder(nn.Module):
             raise ShapeError(f"n must be >= 0; got {n}")
         dev = self.device
         layers = tuple(torch.zeros((n, *b.mixer.state_shape()), dtype=torch.float32, device=dev) for b in self.blocks)
-        return EncoderState(layers, torch.zeros(n, self.config.d_model, device=dev),
-                            torch.zeros(n, dtype=torch.float64, device=dev), torch.zeros(n, dtype=torch.int64, device=dev),
-                            self.model_id, STATE_SCHEMA, torch.zeros(n, self.bands.n_s2c, device=dev),
-                            torch.full((n,), -math.inf, dtype=torch.float64, device=dev))
+        return EncoderState(layers=layers, h_last=torch.zeros(n, self.config.d_model, device=dev),
+                            t_last=torch.zeros(n, dtype=torch.float64, device=dev),
+                            count=torch.zeros(n, dtype=torch.int64, device=dev),
+                            last_clear=torch.zeros(n, self.bands.n_s2c, device=dev),
+                            t_last_clear=torch.full((n,), -math.inf, dtype=torch.float64, device=dev),
+                            model_id=self.model_id)
 
     def check_state(self, state: EncoderState, n: int | None = None) -> None:
         if not isinstance(state, EncoderState):
@@ -213,7 +179,7 @@ class SitsEncoder(nn.Module):
     def _dt(self, tb: TokenBatch, state: EncoderState | None) -> torch.Tensor:
         """``[B, T]`` float32 days since the previous VALID token (first: since ``t_last``; 0 if none)."""
         B, T = tb.shape
-        t = tb.t
+        t = tb.t_days
         if state is not None:
             has = state.count > 0
             t0 = torch.where(has, state.t_last, t[:, 0] if T else state.t_last)
@@ -229,85 +195,20 @@ class SitsEncoder(nn.Module):
         return torch.where(tb.valid, dt, torch.zeros_like(dt)).float()
 
     def embed(self, tb: TokenBatch, dt: torch.Tensor, t_features: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, T, d_model]`` token embeddings (date features from ``t_features``, default ``tb.t``)."""
+        """``[B, T, d_model]`` token embeddings (date features from ``t_features``, default ``tb.t_days``)."""
         is_s2 = (tb.sensor == S2).float()
         clear = tb.clear * is_s2 * (~tb.hidden).float()
         feats = torch.cat([tb.values, tb.mask.float(), clear[..., None], tb.hidden.float()[..., None]], dim=-1)
         orbit = torch.remainder(tb.orbit, self.config.n_orbits)
-        return (self.value_proj(feats) + self.time_proj(time_features(tb.t if t_features is None else t_features, dt)) + self.sensor_emb(tb.sensor)
+        return (self.value_proj(feats) + self.time_proj(time_features(tb.t_days if t_features is None else t_features, dt)) + self.sensor_emb(tb.sensor)
                 + self.orbit_emb(orbit))
 
     def run(self, tb: TokenBatch, state: EncoderState | None = None, mode: str = "parallel",
-            output_final_state: bool = True, inplace: bool = False) -> tuple[torch.Tensor, EncoderState | None]:
-        """Encode a token batch from ``state`` (None: from scratch). Returns ``(h [B, T, d], state)``.
-
-        No validation here beyond shapes (see ``encode``/``step``); differentiable in parallel/chunk modes.
-        The recurrent mode on CPU runs the whole model on blocks of :data:`RECURRENT_ROW_CHUNK` rows, so
-        that every intermediate stays in cache (one token per row through retention blocks:
-        :meth:`_stream`; otherwise the states are updated in place on a copy, or on ``state`` itself with
-        ``inplace=True``)."""
-        B, T = tb.shape
-        if (mode != "recurrent" or state is None or not output_final_state or self.device.type != "cpu"
-                or torch.is_grad_enabled()):
-            return self._run(tb, state, mode, output_final_state, inplace)
-        self.check_state(state, B)
-        if self._streams(tb, state):
-            return self._stream(tb, state, state if inplace else None)
-        if B <= RECURRENT_ROW_CHUNK:
-            return self._run(tb, state, mode, output_final_state, inplace)
-        layers = state.layers if inplace else tuple(S.clone() for S in state.layers)
-        work = EncoderState(layers, state.h_last, state.t_last, state.count, state.model_id, STATE_SCHEMA,
-                            state.last_clear, state.t_last_clear)
-        hs, parts = [], []
-        for a in range(0, B, RECURRENT_ROW_CHUNK):
-            rows = slice(a, min(B, a + RECURRENT_ROW_CHUNK))
-            h, part = self._run(tb.rows(rows), work.select(rows), mode, True, True)
-            hs.append(h)
-            parts.append(part)
-        new = EncoderState(layers, torch.cat([p.h_last for p in parts]), torch.cat([p.t_last for p in parts]),
-                           torch.cat([p.count for p in parts]), self.model_id, STATE_SCHEMA,
-                           torch.cat([p.last_clear for p in parts]), torch.cat([p.t_last_clear for p in parts]))
-        return torch.cat(hs), new
-
-    def _streams(self, tb: TokenBatch, state: EncoderState) -> bool:
-        """Whether :meth:`_stream` serves this step (CPU inference, one token per row, every block a
-        retention block that can stream)."""
-        return (tb.shape[1] == 1 and self.device.type == "cpu" and not torch.is_grad_enabled()
-                and all(b.can_stream(S) for b, S in zip(self.blocks, state.layers, strict=True)))
-
-    def _stream(self, tb: TokenBatch, state: EncoderState, out: EncoderState | None) -> tuple[torch.Tensor, EncoderState]:
-        """The CPU streaming step: the rows go through the whole model in blocks of
-        :data:`RECURRENT_ROW_CHUNK`, so the activations stay in cache, and every block's fused step writes
-        its new state straight into the output state while reading the old one. ``out``: the state to
-        write into (``state`` itself: in place; another state: double buffering); None: new tensors.
-        Same results as ``_run(..., mode="recurrent")`` (tested)."""
-        B = tb.shape[0]
-        dt = self._dt(tb, state)
-        layers = out.layers if out is not None else tuple(torch.empty_like(S) for S in state.layers)
-        h = torch.empty(B, 1, self.config.d_model)
-        for a in range(0, B, RECURRENT_ROW_CHUNK):
-            rows = slice(a, min(B, a + RECURRENT_ROW_CHUNK))
-            x = self.embed(tb.rows(rows), dt[rows])
-            for block, S_in, S_out in zip(self.blocks, state.layers, layers, strict=True):
-                x, _ = block.stream_step(x, dt[rows], tb.valid[rows], S_in[rows], S_out=S_out[rows])
-            h[rows] = self.final_norm(x)
-        valid = tb.valid[:, 0]
-        anchor = self._clear_anchor(tb)[:, 0]
-        c2 = self.bands.n_s2c
-
-        def keep(cond, new, name):  # the new value where cond, else the old one (into out's tensor if any)
-            cond = cond if new.dim() == 1 else cond[:, None]
-            old = getattr(state, name)
-            return torch.where(cond, new, old) if out is None else torch.where(cond, new, old, out=getattr(out, name))
-
-        count = state.count + valid if out is None else torch.add(state.count, valid, out=out.count)
-        new = EncoderState(layers, keep(valid, h[:, 0], "h_last"), keep(valid, tb.t[:, 0], "t_last"), count,
-                           self.model_id, STATE_SCHEMA, keep(anchor, tb.values[:, 0, :c2], "last_clear"),
-                           keep(anchor, tb.t[:, 0], "t_last_clear"))
-        return h, new
-
-    def _run(self, tb: TokenBatch, state: EncoderState | None, mode: str, output_final_state: bool,
-             inplace: bool) -> tuple[torch.Tensor, EncoderState | None]:
+            output_final_state: bool = True) -> tuple[torch.Tensor, EncoderState | None]:
+        """Encode a token batch from ``state`` (None: from scratch) in one of the plain forms
+        (``mode``: "parallel", "chunk" or "recurrent", through :meth:`sits.layers.Block.forward`).
+        Returns ``(h [B, T, d], state or None)``. No validation here beyond shapes (see
+        ``encode``/``step``); differentiable in every mode. Streaming uses :meth:`step` instead."""
         B, T = tb.shape
         if state is not None:
             self.check_state(state, B)
@@ -317,44 +218,35 @@ class SitsEncoder(nn.Module):
         new_layers = []
         for i, block in enumerate(self.blocks):
             S0 = state.layers[i] if state is not None else None
-            x, S = block(x, dt, tb.t, tb.valid, S0, keep_state, mode, inplace and mode == "recurrent")
+            x, S = block(x, dt, tb.t_days, tb.valid, S0, keep_state, mode)
             new_layers.append(S)
         h = self.final_norm(x)
         if not keep_state:
             return h, None
+        if state is None:
+            state = self.init_state(B)
         n_valid = tb.valid.sum(dim=1)
         any_valid = n_valid > 0
         idx = torch.arange(T, device=h.device).expand(B, T)
         last = torch.where(tb.valid, idx, torch.full_like(idx, -1)).max(dim=1).values.clamp_min(0)
         rows = torch.arange(B, device=h.device)
-        h_last_new = h[rows, last] if T else torch.zeros(B, self.config.d_model, device=h.device)
-        t_last_new = tb.t[rows, last] if T else torch.zeros(B, dtype=torch.float64, device=h.device)
-        if state is None:
-            h_last0 = torch.zeros(B, self.config.d_model, device=h.device)
-            t_last0 = torch.zeros(B, dtype=torch.float64, device=h.device)
-            count0 = torch.zeros(B, dtype=torch.int64, device=h.device)
-            lc0 = torch.zeros(B, self.bands.n_s2c, device=h.device)
-            tlc0 = torch.full((B,), -math.inf, dtype=torch.float64, device=h.device)
-        else:
-            h_last0, t_last0, count0 = state.h_last, state.t_last, state.count
-            lc0, tlc0 = state.last_clear, state.t_last_clear
-        anchor = self._clear_anchor(tb)
+        h_last_new = h[rows, last] if T else state.h_last
+        t_last_new = tb.t_days[rows, last] if T else state.t_last
+        anchor = priors.clear_anchor(tb, self.bands.n_s2c)
         last_a = torch.where(anchor, idx, torch.full_like(idx, -1)).max(dim=1).values if T else torch.full((B,), -1, device=h.device)
         has_a = last_a >= 0
         ia = last_a.clamp_min(0)
-        lc_new = tb.values[rows, ia, : self.bands.n_s2c] if T else lc0
-        tlc_new = tb.t[rows, ia] if T else tlc0
-        new_state = EncoderState(
-            tuple(new_layers),
-            torch.where(any_valid[:, None], h_last_new, h_last0),
-            torch.where(any_valid, t_last_new, t_last0),
-            count0 + n_valid.to(torch.int64),
-            self.model_id,
-            STATE_SCHEMA,
-            torch.where(has_a[:, None], lc_new, lc0),
-            torch.where(has_a, tlc_new, tlc0),
+        lc_new = tb.values[rows, ia, : self.bands.n_s2c] if T else state.last_clear
+        tlc_new = tb.t_days[rows, ia] if T else state.t_last_clear
+        return h, EncoderState(
+            layers=tuple(new_layers),
+            h_last=torch.where(any_valid[:, None], h_last_new, state.h_last),
+            t_last=torch.where(any_valid, t_last_new, state.t_last),
+            count=state.count + n_valid.to(torch.int64),
+            last_clear=torch.where(has_a[:, None], lc_new, state.last_clear),
+            t_last_clear=torch.where(has_a, tlc_new, state.t_last_clear),
+            model_id=self.model_id,
         )
-        return h, new_state
 
     def run_backward(self, tb: TokenBatch, mode: str = "parallel") -> torch.Tensor:
         """Backward stack over the time-reversed series (bidirectional models). Returns ``[B, T, d]``
@@ -364,39 +256,25 @@ class SitsEncoder(nn.Module):
             raise ConfigError("this model has no backward stack (config.bidirectional is False)")
         B, T = tb.shape
         lengths = tb.valid.sum(dim=1)
-        ar = torch.arange(T, device=tb.t.device).expand(B, T)
+        ar = torch.arange(T, device=tb.t_days.device).expand(B, T)
         rev = torch.where(ar < lengths[:, None], lengths[:, None] - 1 - ar, ar)
         g2 = rev[..., None]
 
         def flip(x):
             return torch.gather(x, 1, rev) if x.dim() == 2 else torch.gather(x, 1, g2.expand_as(x))
 
-        t_orig = flip(tb.t)
+        t_orig = flip(tb.t_days)
         rb = TokenBatch(flip(tb.values), flip(tb.mask), flip(tb.clear), flip(tb.sensor), flip(tb.orbit),
                         -t_orig, flip(tb.valid), flip(tb.hidden))
         dt = self._dt(rb, None)
         x = self.embed(rb, dt, t_features=t_orig) + self.backward_dir
         for block in self.backward_blocks:
-            x, _ = block(x, dt, rb.t, rb.valid, None, False, mode)
+            x, _ = block(x, dt, rb.t_days, rb.valid, None, False, mode)
         return flip(self.backward_norm(x))
 
-    def _clear_anchor(self, tb: TokenBatch) -> torch.Tensor:
-        """``[B, T]`` bool: visible clear S2 tokens with every S2 channel present (prior anchors)."""
-        c2 = self.bands.n_s2c
-        return tb.valid & ~tb.hidden & (tb.sensor == S2) & (tb.clear >= 0.5) & tb.mask[..., :c2].all(dim=-1)
-
     def persistence_prior(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each position, the last visible clear S2 token at or before it (causal): normalised S2
-        channels ``[B, T, n_s2c]`` (0 where none) and its time ``[B, T]`` float64 (−inf where none)."""
-        B, T = tb.shape
-        c2 = self.bands.n_s2c
-        idx = torch.arange(T, device=tb.t.device).expand(B, T)
-        prev = torch.cummax(torch.where(self._clear_anchor(tb), idx, torch.full_like(idx, -1)), dim=1).values
-        has = prev >= 0
-        pi = prev.clamp_min(0)
-        vals = torch.gather(tb.values[..., :c2], 1, pi[..., None].expand(B, T, c2)) * has.float()[..., None]
-        t_prev = torch.where(has, torch.gather(tb.t, 1, pi), torch.full_like(tb.t, -math.inf))
-        return vals, t_prev
+        """:func:`sits.models.priors.persistence_prior` for this model's S2 channels."""
+        return priors.persistence_prior(tb, self.bands.n_s2c)
 
     def climatology(self, t: torch.Tensor) -> torch.Tensor:
         """Seasonal prior: the per-channel day-of-year climatology (normalised S2 channels) at days ``t``
@@ -405,58 +283,19 @@ class SitsEncoder(nn.Module):
 
     @torch.no_grad()
     def fit_climatology(self, series: list[Series], ridge: float = 1e-3) -> torch.Tensor:
-        """Fit the seasonal prior on ``series`` (training data only): least squares of the normalised S2
-        channels of the clear S2 observations with every S2 channel present on the day-of-year
-        harmonics. Stored in the ``clim_coef`` buffer (so in checkpoints); returns it."""
-        rows, ts = [], []
-        c2 = self.bands.n_s2c
-        for s in series:
-            x = self.normalization.normalize(s.values)[:, :c2]
-            ok = (s.sensor == S2) & (s.clear >= 0.5) & np.isfinite(x).all(axis=1)
-            rows.append(x[ok])
-            ts.append(s.days[ok])
-        y = torch.from_numpy(np.concatenate(rows)).double() if rows else torch.zeros(0, c2, dtype=torch.float64)
-        if len(y) < 4 * N_SEASONAL_HARMONICS + 2:
+        """Fit the seasonal prior on ``series`` (training data only;
+        :func:`sits.models.priors.fit_climatology`) into the ``clim_coef`` buffer (so into checkpoints;
+        zeros when there are too few clear observations); returns it."""
+        coef = priors.fit_climatology(series, self.normalization, self.bands.n_s2c, ridge)
+        if coef is None:
             self.clim_coef.zero_()
-            return self.clim_coef
-        X = seasonal_features(torch.from_numpy(np.concatenate(ts))).double()
-        A = X.T @ X + ridge * len(X) * torch.eye(X.shape[1], dtype=torch.float64)
-        coef = torch.linalg.solve(A, X.T @ y)  # [F, c2]
-        self.clim_coef.copy_(coef.T.float().to(self.clim_coef.device))
+        else:
+            self.clim_coef.copy_(coef.float().to(self.clim_coef.device))
         return self.clim_coef
 
     def interpolation_prior(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seasonal-anomaly interpolation prior (model space) of the S2 channels: the climatology at each
-        position plus the linear interpolation in time of the anomalies (value − climatology) of the
-        nearest visible clear S2 tokens with every S2 channel present, before and at/after it (one side
-        only: that side's anomaly; none: the climatology). Without a climatology it is plain linear
-        interpolation. Returns ``(prior [B, T, n_s2c], features [B, T, N_PRIOR_FEATURES + 2·n_s2c])``:
-        has-before, has-after, log-gaps in days to each and between them (0 where absent), then the
-        plain linear interpolation and the climatology, both minus the prior."""
-        B, T = tb.shape
-        c2 = self.bands.n_s2c
-        anchor = self._clear_anchor(tb)
-        idx = torch.arange(T, device=tb.t.device).expand(B, T)
-        prev = torch.cummax(torch.where(anchor, idx, torch.full_like(idx, -1)), dim=1).values
-        nxt = torch.flip(torch.cummin(torch.flip(torch.where(anchor, idx, torch.full_like(idx, T)), [1]), dim=1).values, [1])
-        has_p, has_n = prev >= 0, nxt < T
-        pi, ni = prev.clamp(0, max(T - 1, 0)), nxt.clamp(0, max(T - 1, 0))
-        vals = tb.values[..., :c2]
-        vp = torch.gather(vals, 1, pi[..., None].expand(B, T, c2))
-        vn = torch.gather(vals, 1, ni[..., None].expand(B, T, c2))
-        tp, tn = torch.gather(tb.t, 1, pi), torch.gather(tb.t, 1, ni)
-        span = (tn - tp).clamp_min(1e-6)
-        w = torch.where(has_p & has_n, ((tb.t - tp) / span).clamp(0, 1), torch.where(has_p, 0.0, 1.0).double()).float()
-        any_a = (has_p | has_n).float()[..., None]
-        linear = ((1 - w)[..., None] * vp + w[..., None] * vn) * any_a
-        clim = self.climatology(tb.t)
-        anomaly = (1 - w)[..., None] * (vp - self.climatology(tp)) + w[..., None] * (vn - self.climatology(tn))
-        prior = clim + anomaly * any_a
-        gp = torch.where(has_p, torch.log1p((tb.t - tp).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
-        gn = torch.where(has_n, torch.log1p((tn - tb.t).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
-        gs = torch.where(has_p & has_n, torch.log1p((tn - tp).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(tb.t))
-        feats = torch.stack([has_p.double(), has_n.double(), gp, gn, gs], dim=-1).float()
-        return prior, torch.cat([feats, linear - prior, clim - prior], dim=-1)
+        """:func:`sits.models.priors.interpolation_prior` with this model's climatology."""
+        return priors.interpolation_prior(tb, self.bands.n_s2c, self.climatology)
 
     def smooth(self, h_fwd: torch.Tensor, h_bwd: torch.Tensor, prior: torch.Tensor,
                prior_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,7 +308,7 @@ class SitsEncoder(nn.Module):
     # ---- streaming ---------------------------------------------------------------------------
     def _validate_step(self, state: EncoderState, tb: TokenBatch) -> None:
         self.check_state(state, tb.shape[0])
-        t = tb.t[:, 0]
+        t = tb.t_days[:, 0]
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteInputError("observation times hold NaN")
         late = tb.valid[:, 0] & (state.count > 0) & (t < state.t_last)
@@ -481,39 +320,28 @@ class SitsEncoder(nn.Module):
             )
 
     @torch.no_grad()
-    def step(self, state: EncoderState, obs: Observation | TokenBatch, inplace: bool = False,
+    def step(self, state: EncoderState, obs: AcquisitionBatch | TokenBatch, inplace: bool = False,
              out: EncoderState | None = None) -> tuple[EncoderState, StepOutput]:
-        """Fold one acquisition into ``state`` (recurrent form, fused kernel). Returns a NEW state.
+        """Fold one acquisition into ``state`` (the streaming form). Returns ``(new state, StepOutput)``.
 
-        ``obs``: an :class:`Observation` for ``state.n`` rows (rows whose values are all NaN leave their
-        state unchanged), or a ``[N, 1]`` :class:`TokenBatch`. Where the new state goes:
-        ``inplace=True`` (hot streaming loops) writes it into ``state``'s own tensors, so the old state
-        object must not be used afterwards (copy it first if it is a rewind checkpoint); ``out`` (another
-        state of this model and size, e.g. ``state.clone()`` made once) writes it there and leaves
-        ``state`` intact: double buffering, a rewind point kept without allocating a state per step.
-        Otherwise new tensors are allocated."""
-        tb = batch_observation(obs, self.normalization, self.device) if isinstance(obs, Observation) else obs
+        ``obs``: an :class:`~sits.tokens.AcquisitionBatch` (``sits.Observation``) for ``state.n`` rows
+        (rows whose values are all NaN leave their state unchanged), or a ``[N, 1]``
+        :class:`TokenBatch`. A time before a row's ``t_last`` raises :class:`UnsortedTimesError`.
+
+        Where the new state goes is the caller's choice (the owner of the buffers, e.g. the monitor's
+        state store), one route for all three (:mod:`sits.models.streaming`):
+
+        - ``out=None``: new tensors; ``state`` stays valid (a rewind point);
+        - ``out=state`` (or ``inplace=True``, the same): ``state``'s own tensors, returned as the new
+          state; the old values are gone (clone first to keep a rewind point);
+        - ``out=spare``: another state of this model and size (``state.clone()``, made once): written
+          there, ``state`` only read; swap the two for the next step (double buffering)."""
+        tb = batch_observation(obs, self.normalization, self.device) if isinstance(obs, AcquisitionBatch) else obs
         if tb.shape[1] != 1:
             raise ShapeError(f"step takes one token per row ([N, 1]); got {tb.shape}")
         self._validate_step(state, tb)
-        if out is None or out is state:
-            h, new = self.run(tb, state, mode="recurrent", inplace=inplace or out is state)
-            return new, StepOutput(h[:, 0], tb.valid[:, 0])
-        if inplace:
-            raise ConfigError("step: give inplace=True or out=, not both")
-        self.check_state(out, state.n)
-        for a, b in zip(out.tensors(), state.tensors(), strict=True):
-            if a.dtype != b.dtype or a.device != b.device or not a.is_contiguous():
-                raise StateShapeError("out must hold contiguous tensors of the state's dtypes and device")
-            if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr():
-                raise StateShapeError("out shares memory with state: pass inplace=True instead")
-        if self._streams(tb, state):
-            h, new = self._stream(tb, state, out)
-        else:
-            h, new = self.run(tb, state, mode="recurrent")
-            for a, b in zip(out.tensors(), new.tensors(), strict=True):
-                a.copy_(b)
-            new = out
+        target = resolve_target(self, state, out, inplace)
+        h, new = recurrent_step(self, tb, state, target)
         return new, StepOutput(h[:, 0], tb.valid[:, 0])
 
     def _query(self, state: EncoderState, time, sensor: str, orbit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -542,13 +370,8 @@ class SitsEncoder(nn.Module):
         return delta + torch.cat([prior, prior.new_zeros(*prior.shape[:-1], n_s1)], dim=-1), logvar
 
     def _persist_features(self, t: torch.Tensor, last_clear: torch.Tensor, t_last_clear: torch.Tensor):
-        """Seasonal-anomaly persistence prior for the causal reconstruction: the climatology at ``t`` plus
-        the anomaly of the last clear S2 values (none: the climatology), and its features (has, log-gap)."""
-        has = torch.isfinite(t_last_clear)
-        gap = torch.where(has, torch.log1p((t - t_last_clear).clamp(0, MAX_GAP_FEATURE_DAYS)) / 5, torch.zeros_like(t))
-        t_lc = torch.where(has, t_last_clear, t)
-        anomaly = (last_clear - self.climatology(t_lc)) * has.float()[..., None]
-        return self.climatology(t) + anomaly, torch.stack([has.double(), gap], dim=-1).float()
+        """:func:`sits.models.priors.persistence_features` with this model's climatology."""
+        return priors.persistence_features(t, last_clear, t_last_clear, self.climatology)
 
     def recon(self, h: torch.Tensor, t: torch.Tensor, last_clear: torch.Tensor,
               t_last_clear: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -607,7 +430,7 @@ class SitsEncoder(nn.Module):
                         orbit_t[:, None], t[:, None], torch.ones(n, 1, dtype=torch.bool, device=dev),
                         torch.ones(n, 1, dtype=torch.bool, device=dev))
         self._validate_step(state, tb)
-        h, _ = self.run(tb, state, mode="recurrent")
+        h, _ = recurrent_step(self, tb, state, resolve_target(self, state, None))
         mean, logvar = self.recon(h[:, 0], t, state.last_clear, state.t_last_clear)
         return self.to_physical(mean, logvar, self.bands.channel_columns(S2))
 
@@ -621,14 +444,15 @@ class SitsEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, series: list[Series], state: EncoderState | None = None, mode: str = "auto") -> Encoded:
-        """Encode whole series (parallel or chunkwise form; ``mode="recurrent"`` loops the step).
+        """Encode whole series: ``mode`` "parallel", "chunk", "recurrent" (the plain recurrent form over
+        every token) or "auto" (parallel up to :data:`PARALLEL_MAX_T` tokens, chunkwise beyond).
 
         ``state``: optional start state with one row per series (times must follow its ``t_last``)."""
         self._check_series(series)
         tb = batch_series(series, self.normalization, self.device)
         if state is not None:
             self.check_state(state, len(series))
-            first = tb.t[:, 0]
+            first = tb.t_days[:, 0]
             if bool(((state.count > 0) & (first < state.t_last)).any()):
                 raise UnsortedTimesError("a series starts before its state's t_last")
         if mode == "auto":
@@ -664,7 +488,7 @@ class SitsEncoder(nn.Module):
             causal = not self.config.bidirectional
         if causal:
             pv, pt = self.persistence_prior(tb)
-            mean, logvar = self.recon(h[0, sel], tb.t[0, sel], pv[0, sel], pt[0, sel])
+            mean, logvar = self.recon(h[0, sel], tb.t_days[0, sel], pv[0, sel], pt[0, sel])
         else:
             hb = self.run_backward(tb, mode=mode)
             prior, pf = self.interpolation_prior(tb)

@@ -11,6 +11,7 @@ from sits import (
     BandSetError,
     EmptySeriesError,
     EncoderConfig,
+    EncoderState,
     NonFiniteInputError,
     Observation,
     Series,
@@ -176,22 +177,26 @@ def test_step_on_cuda_matches_cpu(rng):
     assert state.to("cpu").equals(cpu, atol=1e-3)
 
 
+@pytest.mark.parametrize("spelling", ["out=state", "inplace=True"])
 @pytest.mark.parametrize("mechanism", ["retention", "linear"])
-def test_step_inplace_equals_functional(mechanism, rng):
+def test_step_inplace_equals_functional(mechanism, spelling, rng):
+    """In place (``out=state``, or the older ``inplace=True``) equals the allocating step, and every
+    tensor of the state, not only the layers, is updated where it lies."""
     model = make_model(mechanism)
     s = synthetic_series(rng, 20)
     state = model.encode([s, s, s]).state
     obs = Observation(int(s.times[-1]) + 86400, "S1", np.full((3, 2), 0.05, np.float32), orbit=29)
     expected, _ = model.step(state, obs)
     assert not expected.equals(state, atol=1e-7)
-    got, _ = model.step(state, obs, inplace=True)
+    ptrs = [t.data_ptr() for t in state.tensors()]
+    got, _ = model.step(state, obs, **({"out": state} if spelling == "out=state" else {"inplace": True}))
     assert got.equals(expected)
-    assert got.layers[0].data_ptr() == state.layers[0].data_ptr()
+    assert got is state and [t.data_ptr() for t in got.tensors()] == ptrs
 
 
 def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
     """The CPU recurrent path runs blocks of rows; results equal one block of all rows."""
-    from sits.models import encoder as encoder_module
+    from sits.models import streaming
 
     model = make_model()
     series = [synthetic_series(np.random.default_rng(i), 15, pid=str(i)) for i in range(7)]
@@ -199,7 +204,7 @@ def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
     last = max(int(s.times[-1]) for s in series) + 86400
     obs = Observation(last, "S2", np.random.default_rng(0).random((7, 10), dtype=np.float32))
     whole, out_whole = model.step(state, obs)
-    monkeypatch.setattr(encoder_module, "RECURRENT_ROW_CHUNK", 3)
+    monkeypatch.setattr(streaming, "RECURRENT_ROW_CHUNK", 3)
     blocks, out_blocks = model.step(state, obs)
     assert blocks.equals(whole, atol=1e-6)
     torch.testing.assert_close(out_blocks.embedding, out_whole.embedding)
@@ -209,12 +214,15 @@ def test_recurrent_row_blocks_equal_one_block(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("into", ["new", "inplace", "spare"])
-def test_streaming_step_equals_generic_recurrent_path(rng, monkeypatch, into):
-    """The CPU streaming step (fused block steps writing straight into the output state, in row blocks)
-    against the generic recurrent path (reference ops), over S2 and S1 acquisitions with rows that have
-    no observation (state unchanged), cloudy rows (no new clear anchor) and clear ones."""
-    from sits.models import encoder as encoder_module
+def test_streaming_step_equals_plain_recurrent_form(rng, monkeypatch, into):
+    """The streaming step (fused block ops writing straight into the target state, in ragged row
+    blocks) against the whole model's plain recurrent form, ``run(mode="recurrent")`` with the reference
+    ops (its own bookkeeping of h_last, t_last, count and the clear anchor), over S2 and S1
+    acquisitions with rows that have no observation (state unchanged), cloudy rows (no new clear
+    anchor) and clear ones."""
+    from sits.models import streaming
     from sits.ops.dispatch import force_reference
+    from sits.tokens import batch_observation
 
     model = make_model()
     n = 9
@@ -228,22 +236,22 @@ def test_streaming_step_equals_generic_recurrent_path(rng, monkeypatch, into):
     s1[7] = np.nan
     steps = [Observation(day, "S2", s2, clear=clear), Observation(day, "S1", s1, orbit=29),
              Observation(day + 5 * 86400, "S2", s2[::-1].copy(), clear=clear)]
-    with force_reference():
+    with torch.no_grad(), force_reference():
         expected, outs = start, []
         for obs in steps:
-            expected, out = model.step(expected, obs)
-            outs.append(out.embedding)
-    monkeypatch.setattr(encoder_module, "RECURRENT_ROW_CHUNK", 4)  # several row blocks, a ragged last one
+            h, expected = model.run(batch_observation(obs, model.normalization), expected, mode="recurrent")
+            outs.append(h[:, 0])
+    monkeypatch.setattr(streaming, "RECURRENT_ROW_CHUNK", 4)  # several row blocks, a ragged last one
     got, spare = start.clone(), start.clone()
     for obs, ref in zip(steps, outs, strict=True):
         before, kept = got.layers[0].data_ptr(), got.clone()
         if into == "spare":  # double buffering: write into the spare, keep the input state intact
             new, out = model.step(got, obs, out=spare)
-            assert new.layers[0].data_ptr() == spare.layers[0].data_ptr() and new.h_last.data_ptr() == spare.h_last.data_ptr()
+            assert new is spare
             assert got.equals(kept)
             got, spare = new, got
         else:
-            got, out = model.step(got, obs, inplace=into == "inplace")
+            got, out = model.step(got, obs, out=got if into == "inplace" else None)
             assert (got.layers[0].data_ptr() == before) == (into == "inplace")
         torch.testing.assert_close(out.embedding, ref, atol=2e-5, rtol=1e-4)
     assert got.equals(expected, atol=2e-5)
@@ -251,15 +259,15 @@ def test_streaming_step_equals_generic_recurrent_path(rng, monkeypatch, into):
     assert int(expected.count.sum() - start.count.sum()) == 3 * n - 5  # rows 1, 4 | 7 | 7, 4 had nothing
 
 
-def test_cpu_step_takes_the_streaming_path(rng, monkeypatch):
-    """A retention model's CPU step goes through the fused block step (the benchmarked path), not the
-    generic recurrent forms; with the reference forced, it does not."""
-    from sits.layers import Block
+def test_cpu_step_takes_the_fused_block_op(rng, monkeypatch):
+    """A retention model's CPU step runs the fused block op (the benchmarked path) once per block; with
+    the reference forced, and for linear attention, it does not."""
     from sits.ops.dispatch import force_reference
+    from sits.ops.retention_block import fused_retention_block_step
 
     calls = []
-    original = Block.stream_step
-    monkeypatch.setattr(Block, "stream_step", lambda self, *a, **kw: calls.append(1) or original(self, *a, **kw))
+    monkeypatch.setattr("sits.layers.block.fused_retention_block_step",
+                        lambda *a, **kw: calls.append(1) or fused_retention_block_step(*a, **kw))
     model = make_model()
     s = synthetic_series(rng, 10)
     state = model.encode([s]).state
@@ -268,6 +276,8 @@ def test_cpu_step_takes_the_streaming_path(rng, monkeypatch):
     assert len(calls) == len(model.blocks)
     with force_reference():
         model.step(state, obs)
+    linear = make_model("linear")
+    linear.step(linear.encode([s]).state, obs)
     assert len(calls) == len(model.blocks)
 
 
@@ -289,6 +299,13 @@ def test_step_into_spare_state(mechanism, rng):
         model.step(state, obs, inplace=True, out=spare)
     with pytest.raises(StateShapeError, match="shares memory"):
         model.step(state, obs, out=state.select(slice(None)))
+    # two row ranges of one buffer (as a state store may hold them) do not overlap: accepted
+    store = EncoderState.concat([state, model.init_state(2)])
+    low, high = store.select(slice(0, 2)), store.select(slice(2, 4))
+    got, _ = model.step(low, obs, out=high)
+    assert got.equals(expected, atol=1e-6) and low.equals(kept)
+    with pytest.raises(StateShapeError, match="shares memory"):  # overlapping row ranges: refused
+        model.step(store.select(slice(0, 2)), obs, out=store.select(slice(1, 3)))
     with pytest.raises(StateShapeError):
         model.step(state, obs, out=model.init_state(3))
     assert state.equals(kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,9 +34,7 @@ def test_torch_round_trip(state, tmp_path):
 def test_equality_and_select(state):
     assert state.equals(state.select(slice(0, 3)))
     assert not state.equals(state.select(slice(0, 2)))
-    changed = EncoderState(tuple(S.clone() for S in state.layers), state.h_last.clone(), state.t_last.clone(),
-                           state.count.clone(), state.model_id, state.schema, state.last_clear.clone(),
-                           state.t_last_clear.clone())
+    changed = state.clone()
     changed.layers[0][1, 0, 0, 0] += 1e-3
     assert not state.equals(changed) and state.equals(changed, atol=1e-2)
     both = EncoderState.concat([state.select(slice(0, 1)), state.select(slice(1, 3))])
@@ -50,5 +49,37 @@ def test_schema_and_shapes_checked(state, tmp_path):
     zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs["schema"] = "sits-state/0"
     with pytest.raises(CheckpointVersionError):
         EncoderState.from_zarr(tmp_path / "s.zarr")
-    with pytest.raises(StateShapeError):
-        EncoderState(state.layers, state.h_last[:2], state.t_last, state.count, state.model_id)
+    parts = dict(layers=state.layers, h_last=state.h_last, t_last=state.t_last, count=state.count,
+                 last_clear=state.last_clear, t_last_clear=state.t_last_clear, model_id=state.model_id)
+    assert EncoderState(**parts).equals(state)
+    with pytest.raises(StateShapeError, match="h_last"):
+        EncoderState(**{**parts, "h_last": state.h_last[:2]})
+    with pytest.raises(StateShapeError, match="last_clear"):  # None is refused, no longer a zero-width tensor
+        EncoderState(**{**parts, "last_clear": None})
+    with pytest.raises(TypeError):  # fields are keyword-only
+        EncoderState(state.layers, state.h_last, state.t_last, state.count, state.last_clear, state.t_last_clear)
+    with pytest.raises(TypeError):  # and required
+        EncoderState(layers=state.layers, h_last=state.h_last, t_last=state.t_last, count=state.count)
+
+
+def test_row_operations_carry_every_field(state):
+    """to / clone / select / concat (one tensor-mapping helper) against plain indexing of each field."""
+    from sits.state import ROW_FIELDS
+
+    idx = torch.tensor([2, 0])
+    picked = state.select(idx)
+    for name in ROW_FIELDS:
+        assert torch.equal(getattr(picked, name), getattr(state, name)[idx]), name
+    assert all(torch.equal(a, b[idx]) for a, b in zip(picked.layers, state.layers, strict=True))
+    mask = state.select(np.array([True, False, True]))
+    assert mask.equals(EncoderState.concat([state.select(slice(0, 1)), state.select(slice(2, 3))]))
+    copy = state.clone()
+    assert copy.equals(state) and all(a.data_ptr() != b.data_ptr() for a, b in zip(copy.tensors(), state.tensors(), strict=True))
+    moved = state.to("cpu")
+    assert moved.equals(state) and moved.model_id == state.model_id
+    assert len(state.tensors()) == len(state.layers) + len(ROW_FIELDS)
+    assert state.t_last_s().dtype == np.int64
+    other = EncoderState.map_tensors(torch.clone, state)
+    object.__setattr__(other, "model_id", "another")
+    with pytest.raises(StateShapeError, match="different models"):
+        EncoderState.concat([state, other])

@@ -233,31 +233,3 @@ def test_fused_recurrent_cuda(state_dtype):
     with force_reference():
         o_ref, _ = fused_recurrent_retention(*(x.to(dev) for x in (q, k, v, dt, lam, S0)))
     torch.testing.assert_close(o_ref.cpu(), ref_o, atol=ATOL, rtol=RTOL)
-
-
-@pytest.mark.parametrize("inplace", [False, True])
-@pytest.mark.parametrize("B", [5, 300])  # serial and threaded numba kernels
-def test_block_stream_step_equals_parallel_block(inplace, B):
-    """The streaming block step (GEMMs + fused state/read-out/head-norm kernel) against the block's
-    parallel form from the same state, with invalid rows (state unchanged) and irregular gaps."""
-    from sits.layers import Block, make_mixer
-
-    torch.manual_seed(1)
-    block = Block(make_mixer("retention", 32, 4), 32).eval()
-    x = torch.randn(B, 1, 32)
-    dt = torch.rand(B, 1) * 40
-    t = torch.zeros(B, 1, dtype=torch.float64)
-    valid = torch.rand(B, 1) > 0.3
-    S0 = torch.randn(B, 4, 8, 8)
-    with torch.no_grad():
-        h, ref_S = block.mixer(block.norm1(x), dt, t, valid, S0.clone(), True, "parallel")
-        x1 = x + h
-        ref_y = x1 + block.ffn(block.norm2(x1))
-        S = S0.clone()
-        y, S_out = block(x, dt, t, valid, S, True, "recurrent", inplace)
-    assert (S_out is S) == inplace and (inplace or torch.equal(S, S0))
-    close(y, ref_y)
-    close(S_out, ref_S)
-    assert torch.equal(S_out[~valid[:, 0]], S0[~valid[:, 0]])
-    with torch.no_grad(), pytest.raises(UnsortedTimesError):
-        block(x, -dt, t, torch.ones_like(valid), S0.clone(), True, "recurrent", True)
