@@ -27,7 +27,7 @@ class MonitorConfig:
     device: str = "cpu"
     checkpoint_days: float = 10.0  # a rewind point every this many days of acquisition time
     retention_days: float = 120.0  # rewind points kept this far behind the newest acquisition
-    save_every: int = 1  # write the full state every N acquisitions (the applied log is written every one)
+    save_every: int = 10  # write the full state every N acquisitions (the applied log is written every one)
     max_records: int = 50  # events per poll
     lights_every: int = 0  # traffic lights every N acquisitions (0: at the end of each drained batch)
     webhook_url: str = ""

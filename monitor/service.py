@@ -32,6 +32,7 @@ import pandas as pd
 
 from alerts.series import to_days
 from alerts.types import Alert, Event
+from monitor.bus import dead_letter
 from monitor.config import MonitorConfig
 from monitor.crash import kill_point
 from monitor.errors import BadEventError, LateArrivalError, MonitorError, StateStoreError, StateVersionError
@@ -392,14 +393,6 @@ class RunReport:
                 "dead_lettered": self.dead_lettered}
 
 
-def _dead_letter(bus, topic: str, message, reason: str) -> None:
-    value = message.value if isinstance(message.value, dict) else {}
-    bus.publish(topic, str(message.key or "unknown"), {
-        "reason": reason, "topic": message.topic, "partition": message.partition, "offset": message.offset,
-        "value": value, "raw": getattr(message, "raw", None) if not value else None,
-        "when": datetime.now(UTC).isoformat(timespec="seconds")})
-
-
 class Service:
     """The consumer loop around a :class:`Monitor`: poll, fold, commit, report."""
 
@@ -413,12 +406,7 @@ class Service:
     def _consumer(self):
         if self.consumer is None:
             cfg = self.monitor.config
-            kwargs: dict[str, Any] = {}
-            try:
-                self.consumer = self.bus.consumer([cfg.topic], group_id=cfg.group_id,
-                                                  on_revoke=self._on_revoke, **kwargs)
-            except TypeError:  # a bus without rebalance hooks
-                self.consumer = self.bus.consumer([cfg.topic], group_id=cfg.group_id)
+            self.consumer = self.bus.consumer([cfg.topic], group_id=cfg.group_id, on_revoke=self._on_revoke)
         return self.consumer
 
     def _on_revoke(self, partitions) -> None:
@@ -442,7 +430,7 @@ class Service:
                 logger.error("acquisition event %s/%s@%s dead-lettered: %s", message.topic, message.partition,
                              message.offset, reason)
                 self.monitor.health.error("bad_event", reason)
-                _dead_letter(self.bus, cfg.dead_letter_topic, message, reason)
+                dead_letter(self.bus, message, reason, topic=cfg.dead_letter_topic)
                 self.report.dead_lettered += 1
                 continue
             self.report.tiles.add(acq.tile_id)
@@ -466,9 +454,7 @@ class Service:
         self.bus.flush()
         self._consumer().commit()
         self.monitor.health.latency.labels("commit").observe(time.perf_counter() - t0)
-        lag = getattr(self._consumer(), "lag", None)
-        if callable(lag):
-            self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in lag().items()})
+        self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in self._consumer().lag().items()})
         self.monitor.health.write()
 
     def run_once(self, timeout_s: float = 0.5) -> RunReport:

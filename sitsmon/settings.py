@@ -91,7 +91,7 @@ class MonitorSettings(BaseModel):
     parcels: str = Field("", description="parcel layer of the watched tiles; empty: [ingest] parcels")
     checkpoint_days: float = Field(10.0, gt=0, description="a rewind point every N days of acquisition time")
     retention_days: float = Field(120.0, gt=0, description="how far back a late acquisition can be folded in")
-    save_every: int = Field(1, gt=0, description="write the whole state every N acquisitions")
+    save_every: int = Field(10, gt=0, description="write the whole state every N acquisitions (the applied log: every one)")
     max_records: int = Field(50, gt=0, description="acquisition events per poll")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (0: any free)")
 
