@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -362,7 +363,7 @@ class Monitor:
             if "tile_id" in old.columns:
                 old = old[~old["tile_id"].astype(str).isin(set(fresh["tile_id"]))]
                 fresh = pd.concat([old, fresh], ignore_index=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers of one group share the file
         fresh.to_csv(tmp, index=False)
         tmp.replace(path)
         return fresh

@@ -87,6 +87,7 @@ class EncoderSettings(BaseModel):
 
 
 class MonitorSettings(BaseModel):
+    topic: str = Field("sits.acquisitions", description="the acquisition events' topic")
     detectors: list[str] = Field(default_factory=lambda: ["mowing", "harvest", "solar"])
     parcels: str = Field("", description="parcel layer of the watched tiles; empty: [ingest] parcels")
     checkpoint_days: float = Field(10.0, gt=0, description="a rewind point every N days of acquisition time")

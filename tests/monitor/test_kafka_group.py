@@ -1,0 +1,122 @@
+"""Scale on the real broker: two ``monitor run`` processes in one consumer group share the partitions of the
+acquisitions topic; one is killed (SIGKILL) mid-season, the other takes its partitions over and continues
+from the states on disk. Nothing is lost or duplicated in the (PostgreSQL) store: the alerts equal the
+offline detectors on the same series."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alerts.detectors import make_detectors, run_detectors
+from alerts.series import add_regional_reference
+from alerts.types import Alert
+from monitor.bus import make_bus, partition_for
+from monitor.state_store import TileStore
+from tests.monitor.helpers import comparable, write_slots
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 3
+
+
+def _tiles() -> list[str]:
+    """Three tile ids that the partitioner puts on three different partitions."""
+    seen: dict[int, str] = {}
+    for i in range(200):
+        tile = f"3{i:01d}TG{i:02d}"[:6]
+        seen.setdefault(partition_for(tile, PARTITIONS), tile)
+        if len(seen) == PARTITIONS:
+            return sorted(seen.values())
+    raise AssertionError("no three tiles on three partitions")
+
+
+def _applied(root: Path, tile: str) -> int:
+    ns = [p for p in (root / "monitor").iterdir() if p.is_dir()] if (root / "monitor").is_dir() else []
+    return sum(len(TileStore(root / "monitor", n.name, tile).applied()) for n in ns)
+
+
+def _wait(condition, timeout_s: float, what: str, procs=()) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        for p in procs:
+            if p.poll() is not None and p.returncode not in (0, -9):
+                raise AssertionError(f"a worker died: {p.returncode}\n{p.stderr.read()[-3000:]}")
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
+        tmp_path: Path, kafka_bootstrap: str, make_database, synthetic_obs) -> None:
+    obs, parcels = synthetic_obs
+    keep = parcels[parcels.parcel_id.isin(["G2", "C1"])]
+    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 70)
+              & (obs.days <= obs.days.min() + 170)]
+    tiles = _tiles()
+    frames, layers, events, expected = [], [], [], []
+    for tile in tiles:
+        o = obs.assign(parcel_id=tile + "-" + obs["parcel_id"])
+        p = keep.assign(parcel_id=tile + "-" + keep["parcel_id"], tile_id=tile)
+        events.extend(write_slots(tmp_path / "series", o, tile))
+        frames.append(o)
+        layers.append(p)
+        offline, _ = run_detectors(add_regional_reference(o), p, make_detectors(["mowing", "harvest", "solar"]))
+        expected.extend(Alert.from_event(e, tile_id=tile) for e in offline)
+    assert expected
+    pd.concat(layers).to_csv(tmp_path / "parcels.csv", index=False)
+    events.sort(key=lambda e: (e["time"], e["sensor"] == "S2", e["tile_id"]))
+    per_tile = {t: sum(e["tile_id"] == t for e in events) for t in tiles}
+
+    dsn = make_database("monitor_group")
+    topic = f"test.acq.{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__BACKEND": "kafka",
+           "SITSMON_BUS__BOOTSTRAP_SERVERS": kafka_bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
+           "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
+           "SITSMON_ALERTS__STORE_URL": dsn, "SITSMON_MONITOR__SAVE_EVERY": "2", "SITSMON_MONITOR__MAX_RECORDS": "5"}
+    bus = make_bus("kafka", kafka_bootstrap, "0.9")
+    half = len(events) // 2
+    for value in events[:half]:
+        bus.publish(topic, value["tile_id"], value)
+    bus.flush()
+    cmd = [sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir", str(tmp_path),
+           "--parcels", str(tmp_path / "parcels.csv")]
+    workers = [subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        # the group has started on every tile (its partitions are shared between the two processes)
+        _wait(lambda: all(_applied(tmp_path, t) > 0 for t in tiles), 300, "every tile to start", workers)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=30)
+        for value in events[half:]:
+            bus.publish(topic, value["tile_id"], value)
+        bus.flush()
+        _wait(lambda: all(_applied(tmp_path, t) == per_tile[t] for t in tiles), 400,
+              "the survivor to fold every acquisition", workers[1:])
+        time.sleep(2.0)  # the survivor commits and writes its last state
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGINT)
+        for w in workers:
+            try:
+                w.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        bus.close()
+    from alerts.store import AlertQuery, open_store
+
+    with open_store(dsn) as store:
+        stored = store.query(AlertQuery(limit=100_000))
+    assert len({a.alert_id for a in stored}) == len(stored)
+    assert comparable(stored) == comparable(expected)
