@@ -46,7 +46,8 @@ REFUSED = "refused.jsonl"
 def namespace_for(model, detectors) -> str:
     """A folder name for the model and detector versions (a new model or rule set: a new namespace)."""
     versions = "|".join(sorted(f"{d.event_type}={d.state_version}" for d in detectors))
-    digest = hashlib.sha256(f"{model.model_id}|{versions}".encode()).hexdigest()[:10]
+    weights = model.weights_digest() if hasattr(model, "weights_digest") else ""
+    digest = hashlib.sha256(f"{model.model_id}|{weights}|{versions}".encode()).hexdigest()[:10]
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', str(model.version))[:60]}-{digest}"
 
 
