@@ -1,0 +1,224 @@
+"""One writer per data dir: the lock itself (file and PostgreSQL advisory), and two `ingest poll` processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.cube import open_cube
+from ingest.errors import DataDirInUseError, IngestError
+from ingest.ledger import open_ledger
+from ingest.locks import PgAdvisoryLock, WriterLock, advisory_key
+from ingest.stac_server import running_stac_api
+from ingest.types import ItemStatus
+from tests.ingest.helpers import basic_archive, parcels_gdf
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_USE = re.compile(r"data dir (?P<dir>\S+) is in use by PID (?P<pid>\d+) \((?P<cmd>[^)]*?) since \d\d:\d\d UTC")
+HOLD = """
+import sys, time
+from ingest.locks import {cls}
+lock = {cls}(*sys.argv[1:], command="sitsmon ingest poll").acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def tree_digest(root: Path) -> str:
+    """Checksum of every file under ``root`` but the lock files (their content changes with the holder)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.name.endswith(".lock"):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def holder_process(cls: str, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(cls=cls), *args], cwd=ROOT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# ---------------------------------------------------------------- the lock
+def test_second_writer_is_refused_with_holder_named(tmp_path):
+    with WriterLock(tmp_path, "ingest", command="sitsmon ingest poll"):
+        with pytest.raises(DataDirInUseError) as e:
+            WriterLock(tmp_path, "ingest").acquire()
+        m = IN_USE.search(str(e.value))
+        assert m and m["dir"] == str(tmp_path) and int(m["pid"]) == os.getpid() and m["cmd"] == "sitsmon ingest poll"
+        assert e.value.holder_pid == os.getpid() and "\n" not in str(e.value)
+        with WriterLock(tmp_path, "monitor"):  # another role runs side by side on the same data dir
+            assert (tmp_path / ".sitsmon-monitor.lock").exists() and (tmp_path / ".sitsmon-ingest.lock").exists()
+    with WriterLock(tmp_path, "ingest"):  # released on exit
+        pass
+
+
+def test_bounded_wait_gives_up_and_unbounded_wait_gets_it(tmp_path):
+    first = WriterLock(tmp_path, "ingest", command="sitsmon ingest backfill").acquire()
+    with pytest.raises(DataDirInUseError, match="sitsmon ingest backfill since"):
+        WriterLock(tmp_path, "ingest", wait=0.3).acquire()
+    got = threading.Event()
+
+    def waiter() -> None:
+        with WriterLock(tmp_path, "ingest", wait=True):
+            got.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)
+    assert not got.is_set()  # still waiting while the first holds it
+    first.release()
+    t.join(10)
+    assert got.is_set()
+
+
+def test_killed_holder_does_not_block_the_next_writer(tmp_path):
+    proc = holder_process("WriterLock", str(tmp_path), "ingest")
+    with pytest.raises(DataDirInUseError) as e:
+        WriterLock(tmp_path, "ingest").acquire()
+    assert e.value.holder_pid == proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with WriterLock(tmp_path, "ingest", wait=5):  # the kernel dropped the flock with the process
+        pass
+
+
+def test_bad_role_and_unwritable_dir(tmp_path):
+    with pytest.raises(ValueError, match="role"):
+        WriterLock(tmp_path, "../x")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(IngestError, match=f"cannot create lock file {blocker}"):
+        WriterLock(blocker, "ingest").acquire()
+
+
+def test_postgres_advisory_lock(postgres_dsn, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert advisory_key("ingest", a) != advisory_key("ingest", b) != advisory_key("monitor", b)
+    with PgAdvisoryLock(postgres_dsn, a, "ingest", command="sitsmon ingest poll"):
+        with pytest.raises(DataDirInUseError) as e:
+            PgAdvisoryLock(postgres_dsn, a, "ingest", wait=0.3).acquire()
+        m = IN_USE.search(str(e.value))
+        assert m and int(m["pid"]) == os.getpid() and m["cmd"] == "sitsmon ingest poll", str(e.value)
+        with PgAdvisoryLock(postgres_dsn, b, "ingest"), PgAdvisoryLock(postgres_dsn, a, "monitor"):
+            pass  # another data dir, another role: free
+    proc = holder_process("PgAdvisoryLock", postgres_dsn, str(a), "ingest")
+    with pytest.raises(DataDirInUseError) as e:
+        PgAdvisoryLock(postgres_dsn, a, "ingest").acquire()
+    assert e.value.holder_pid == proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with PgAdvisoryLock(postgres_dsn, a, "ingest", wait=10):  # the server ends the dead client's session
+        pass
+
+
+# ---------------------------------------------------------------- two `ingest poll` processes
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("lockpoll")
+    archive = basic_archive(base / "archive")
+    parcels = base / "parcels.gpkg"
+    parcels_gdf(archive.grid).to_file(parcels, driver="GPKG")
+    with running_stac_api(archive.root) as endpoint:
+        yield archive, endpoint, parcels
+
+
+def start_poll(served, work: Path, *extra: str) -> subprocess.Popen:
+    archive, endpoint, parcels = served
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SITSMON_PATHS__DATA_DIR": str(work)}
+    argv = [sys.executable, "-m", "sitsmon.cli", "ingest", "poll", "--once", "--stac-url", endpoint.url, "--tiles", "33UXP",
+            "--since", "2024-04-01", "--grids", str(archive.root), "--parcels", str(parcels), "--bus", "memory",
+            "--chunk", "32", *extra]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def events(work: Path) -> list[tuple]:
+    from monitor.bus import InMemoryBus
+
+    bus = InMemoryBus(work / "bus.sqlite")
+    try:
+        with bus.consumer("sits.acquisitions", "test-lock") as c:
+            got = []
+            while batch := c.poll(0.2):
+                got += batch
+    finally:
+        bus.close()
+    return [(m.value["sensor"], m.value["slot"], tuple(m.value["item_ids"])) for m in got]
+
+
+def assert_whole(work: Path) -> None:
+    """5 slots once each in the cube, 5 events once each on the bus, every item ingested."""
+    for sensor, n in (("S2", 3), ("S1", 2)):
+        slots = list(open_cube(work / "cubes" / "33UXP.zarr", sensor).slot.values)
+        assert len(slots) == n == len(set(slots)), (sensor, slots)
+    got = events(work)
+    assert len(got) == 5 == len(set(got)), got
+    ledger = open_ledger(work / "ingest-ledger.sqlite")
+    assert ledger.counts() == {ItemStatus.INGESTED.value: 6}
+    ledger.close()
+
+
+@pytest.mark.integration
+def test_second_poll_exits_with_the_holder_and_leaves_data_intact(served, tmp_path):
+    rc, _, err = finish(start_poll(served, tmp_path))
+    assert rc == 0, err
+    before = tree_digest(tmp_path)
+    with WriterLock(tmp_path, "ingest", command="sitsmon ingest poll"):
+        rc, out, err = finish(start_poll(served, tmp_path))
+    assert rc == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    m = IN_USE.search(lines[0])
+    assert m and m["dir"] == str(tmp_path) and int(m["pid"]) == os.getpid(), lines[0]
+    assert tree_digest(tmp_path) == before  # nothing read, nothing written
+    assert_whole(tmp_path)
+
+
+@pytest.mark.integration
+def test_two_polls_started_together(served, tmp_path):
+    refused, waited = tmp_path / "refused", tmp_path / "waited"
+    # without --wait: one runs, the other exits 1 naming it; with --wait: the second runs after the first
+    procs = [start_poll(served, refused), start_poll(served, refused),
+             start_poll(served, waited, "--wait"), start_poll(served, waited, "--wait", "100")]
+    results = [finish(p) for p in procs]
+    codes = sorted(r[0] for r in results[:2])
+    assert codes == [0, 1], results[:2]
+    loser = next(r for r in results[:2] if r[0] == 1)
+    m = IN_USE.search(loser[2])
+    assert m and int(m["pid"]) in {p.pid for p in procs[:2]} and m["cmd"] == "sitsmon ingest poll", loser[2]
+    assert [r[0] for r in results[2:]] == [0, 0], results[2:]
+    reports = sorted((json.loads(r[1].splitlines()[-1]) for r in results[2:]), key=lambda r: r["ingested_slots"])
+    assert [r["ingested_slots"] for r in reports] == [0, 5]  # the second, after the first, ingests nothing again
+    assert_whole(refused)
+    assert_whole(waited)
+
+
+@pytest.mark.integration
+def test_poll_with_postgres_ledger_takes_the_advisory_lock(served, tmp_path, postgres_dsn):
+    with PgAdvisoryLock(postgres_dsn, tmp_path, "ingest", command="sitsmon ingest backfill"):
+        rc, out, err = finish(start_poll(served, tmp_path, "--ledger", postgres_dsn))
+    assert rc == 1, err
+    m = IN_USE.search(err)
+    assert m and int(m["pid"]) == os.getpid() and m["cmd"] == "sitsmon ingest backfill", err
+    assert not (tmp_path / "cubes").exists() and not (tmp_path / "series").exists()
+    rc, _, err = finish(start_poll(served, tmp_path, "--ledger", postgres_dsn))  # free again
+    assert rc == 0, err
+    assert np.unique(open_cube(tmp_path / "cubes" / "33UXP.zarr", "S2").slot.values).size == 3
