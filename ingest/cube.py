@@ -80,10 +80,11 @@ class CubeWriter:
         if self.path.exists():
             problem = check_cube(self.path)
             if problem is not None:
-                if _committed_steps(self.path) > 0:
+                if committed_steps(self.path) > 0:
                     raise CubeError(f"cube {self.path} is damaged ({problem}) but holds committed data: "
                                     "move it away to rebuild it")
-                logger.warning("cube %s: rebuilding an empty cube left incomplete (%s)", self.path, problem)
+                logger.warning("cube %s: rebuilding an empty cube left incomplete by an interrupted creation (%s)",
+                               self.path, problem)
                 shutil.rmtree(self.path)
         if self.path.exists():
             try:
@@ -288,24 +289,24 @@ def check_cube(path: str | Path) -> str | None:
     """What is wrong with the cube at ``path`` (one short phrase), or None when its layout is whole."""
     p = Path(path)
     if not (p / "zarr.json").exists():
-        return "no zarr.json (not a cube, or its creation was interrupted)"
+        return "no zarr.json"
     try:
         root = zarr.open_group(str(p), mode="r")
         attrs = dict(root.attrs)
     except Exception as e:  # noqa: BLE001 - zarr raises many kinds
         return f"unreadable root ({' '.join(str(e).split())[:120]})"
     if attrs.get("schema") != SCHEMA or "grid" not in attrs:
-        return "no sitsmon schema/grid attributes (creation was interrupted)"
+        return "no sitsmon schema/grid attributes"
     for sensor in Sensor:
         name = sensor.value.lower()
         try:
             g = root[name]
             members = set(g.array_keys())
         except Exception:  # noqa: BLE001
-            return f"no {name} group (creation was interrupted)"
+            return f"no {name} group"
         missing = [a for a in _expected_arrays(sensor) if a not in members]
         if missing:
-            return f"no array {name}/{missing[0]} (creation was interrupted)"
+            return f"no array {name}/{missing[0]}"
         n = g["time"].shape[0]
         stepped = ["reflectance", "clear"] if sensor is Sensor.S2 else ["backscatter"]
         for a in (*stepped, *_PER_TIME[sensor]):
@@ -314,12 +315,12 @@ def check_cube(path: str | Path) -> str | None:
     return None
 
 
-def _committed_steps(path: Path) -> int:
+def committed_steps(path: str | Path) -> int:
     """Committed time steps of a cube that may be incomplete (0 where a time index cannot be read)."""
     total = 0
     for sensor in Sensor:
         try:
-            total += zarr.open_array(str(path / sensor.value.lower() / "time"), mode="r").shape[0]
+            total += zarr.open_array(str(Path(path) / sensor.value.lower() / "time"), mode="r").shape[0]
         except Exception:  # noqa: BLE001 - a missing or unreadable index holds nothing
             continue
     return total

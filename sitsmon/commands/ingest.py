@@ -50,8 +50,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     _wait_option(p)
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--wait needs seconds >= 0, got {text}")
+    return value
+
+
 def _wait_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=None, metavar="SECONDS",
+    p.add_argument("--wait", nargs="?", type=_seconds, const=True, default=False, metavar="SECONDS",
                    help="when another ingest writer holds the data dir, wait for it (at most SECONDS if given) "
                         "instead of exiting with 'data dir is in use'")
 
@@ -197,7 +204,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cube_health(cubes: Path) -> list[dict[str, Any]]:
     """Per cube: committed steps per sensor, or what is wrong with it (read only, no lock taken)."""
-    from ingest.cube import check_cube, open_cube
+    from ingest.cube import check_cube, committed_steps, open_cube
 
     out = []
     for path in sorted(cubes.glob("*.zarr")) if cubes.is_dir() else []:
@@ -206,6 +213,10 @@ def _cube_health(cubes: Path) -> list[dict[str, Any]]:
         if problem is None:
             for sensor in ("S2", "S1"):
                 steps[sensor] = int(open_cube(path, sensor, sort=False).sizes["time"])
+        elif committed_steps(path) == 0:
+            problem += " (no committed step: the next poll rebuilds it)"
+        else:
+            problem += " (it holds committed steps: move it away to rebuild it)"
         out.append({"tile_id": path.stem, "path": str(path), "steps": steps, "problem": problem or ""})
     return out
 
@@ -226,10 +237,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _status(args, settings)
     from ingest.locks import writer_locks
 
-    wait = getattr(args, "wait", None)
     ledger = getattr(args, "ledger", None) or settings.ingest.ledger_url or None
-    with writer_locks(_lock_dirs(args, settings), "ingest", wait=True if wait is not None and wait < 0 else
-                      (wait if wait is not None else False), command=f"sitsmon ingest {args.ingest_action}",
+    with writer_locks(_lock_dirs(args, settings), "ingest", wait=args.wait, command=f"sitsmon ingest {args.ingest_action}",
                       ledger_url=ledger if args.ingest_action != "import" else None):
         return _run_writer(args, settings)
 

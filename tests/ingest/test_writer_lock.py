@@ -192,23 +192,59 @@ def test_second_poll_exits_with_the_holder_and_leaves_data_intact(served, tmp_pa
     assert_whole(tmp_path)
 
 
+def wait_for_holder(work: Path, pid: int) -> None:
+    lock = WriterLock(work, "ingest")
+    deadline = time.monotonic() + 90
+    while (lock.holder() or {}).get("pid") != pid:
+        assert time.monotonic() < deadline, "the first poll never took the lock"
+        time.sleep(0.05)
+
+
 @pytest.mark.integration
-def test_two_polls_started_together(served, tmp_path):
-    refused, waited = tmp_path / "refused", tmp_path / "waited"
-    # without --wait: one runs, the other exits 1 naming it; with --wait: the second runs after the first
-    procs = [start_poll(served, refused), start_poll(served, refused),
-             start_poll(served, waited, "--wait"), start_poll(served, waited, "--wait", "100")]
+def test_second_poll_while_the_first_runs_is_refused(served, tmp_path):
+    first = start_poll(served, tmp_path)
+    try:
+        wait_for_holder(tmp_path, first.pid)
+        first.send_signal(signal.SIGSTOP)  # hold the first mid-run, lock taken: the overlap is certain
+        rc, out, err = finish(start_poll(served, tmp_path))
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert rc == 1 and out == "", err
+    m = IN_USE.search(err)
+    assert m and int(m["pid"]) == first.pid and m["cmd"] == "sitsmon ingest poll" and m["dir"] == str(tmp_path), err
+    assert finish(first)[0] == 0
+    assert_whole(tmp_path)
+
+
+@pytest.mark.integration
+def test_two_polls_with_wait_started_together(served, tmp_path):
+    procs = [start_poll(served, tmp_path, "--wait"), start_poll(served, tmp_path, "--wait", "100")]
     results = [finish(p) for p in procs]
-    codes = sorted(r[0] for r in results[:2])
-    assert codes == [0, 1], results[:2]
-    loser = next(r for r in results[:2] if r[0] == 1)
-    m = IN_USE.search(loser[2])
-    assert m and int(m["pid"]) in {p.pid for p in procs[:2]} and m["cmd"] == "sitsmon ingest poll", loser[2]
-    assert [r[0] for r in results[2:]] == [0, 0], results[2:]
-    reports = sorted((json.loads(r[1].splitlines()[-1]) for r in results[2:]), key=lambda r: r["ingested_slots"])
+    assert [r[0] for r in results] == [0, 0], results
+    reports = sorted((json.loads(r[1].splitlines()[-1]) for r in results), key=lambda r: r["ingested_slots"])
     assert [r["ingested_slots"] for r in reports] == [0, 5]  # the second, after the first, ingests nothing again
-    assert_whole(refused)
-    assert_whole(waited)
+    assert_whole(tmp_path)
+
+
+@pytest.mark.integration
+def test_backfill_and_import_take_the_lock_too(served, tmp_path, capsys):
+    from sitsmon.cli import main
+
+    archive, endpoint, _ = served
+    rows = tmp_path / "rows.csv"
+    rows.write_text("parcel_id,time,sensor,B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12,clear,VV,VH,orbit\n"
+                    "P1,2024-05-03T10:00:00Z,S2,0.1,0.1,0.1,0.1,0.2,0.2,0.3,0.3,0.2,0.1,1,,,\n")
+    backfill = ["ingest", "backfill", "--start", "2024-05-01", "--end", "2024-05-08", "--stac-url", endpoint.url,
+                "--tiles", "33UXP", "--cubes", str(tmp_path / "cubes"), "--series", str(tmp_path / "series"),
+                "--ledger", str(tmp_path / "l.sqlite"), "--bus", "none"]
+    imp = ["ingest", "import", str(rows), "--series", str(tmp_path / "series")]
+    with WriterLock(tmp_path, "ingest", command="sitsmon ingest poll"):
+        for argv in (backfill, imp):
+            assert main(argv) == 1
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and IN_USE.search(err[0]) and f"PID {os.getpid()} " in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sitsmon-ingest.lock", "rows.csv"]  # nothing written
+    assert main(imp) == 0  # free again
 
 
 @pytest.mark.integration
