@@ -8,7 +8,9 @@ commit after the provenance and before the time index, ``publish:N`` at the N-th
 cube's layout (cube creation), ``compact-write:N`` in the N-th compaction with its temporary
 written but not renamed, ``compact-unlink:N`` in the N-th compaction after the compacted file is in
 place and before the folded slot files are removed, ``time:S`` S seconds after the poll starts
-(whatever it is doing then). Without a kill point the poll completes.
+(whatever it is doing then), ``step:N`` just before the N-th write of any kind (see
+:func:`count_steps`). Without a kill point the poll completes and prints its report with ``poll_s``,
+the seconds the poll took (from the same start as ``time:S``), and ``steps``, the writes it made.
 
 Every bus message is appended to ``WORK/events.jsonl`` as it is published (so the messages of a
 killed run and of its restart can be compared with an uninterrupted run's). Parcel series are
@@ -22,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import zarr
@@ -30,7 +33,7 @@ from ingest import cube as cube_mod
 from ingest import poller as poller_mod
 from ingest import series as series_mod
 from ingest.events import RecordingPublisher
-from ingest.ledger import open_ledger
+from ingest.ledger import SqliteLedger, open_ledger
 from ingest.poller import Poller, WatchConfig
 from ingest.types import TileGrid
 from tests.ingest.helpers import ListSource, parcels_gdf
@@ -39,8 +42,41 @@ from tests.ingest.helpers import ListSource, parcels_gdf
 def main(argv: list[str]) -> int:
     work, archive = Path(argv[0]), Path(argv[1])
     kill = argv[2] if len(argv) > 2 else ""
-    print(json.dumps(poll(work, archive, kill).to_dict()))
+    steps = {"n": 0}
+    if kill == "" or kill.startswith("step:"):
+        count_steps(steps, int(kill.partition(":")[2] or 0))
+        kill = ""
+    t0 = time.perf_counter()
+    report = poll(work, archive, kill).to_dict()
+    print(json.dumps({**report, "poll_s": time.perf_counter() - t0, "steps": steps["n"]}))
     return 0
+
+
+def count_steps(steps: dict[str, int], kill_at: int) -> None:
+    """Count every write the poll makes (cube layout arrays, block writes, commits, series files,
+    compactions, ledger records, bus messages); SIGKILL just before write number ``kill_at`` (0: never)."""
+    def step() -> None:
+        steps["n"] += 1
+        if steps["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def counted(owner: object, name: str, when=lambda *a, **k: True) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            if when(*a, **k):
+                step()
+            return original(*a, **k)
+
+        setattr(owner, name, wrapper)
+
+    counted(zarr.Group, "create_array", lambda self, *a, **k: ".creating-" in str(self.store_path))
+    for name in ("begin_slot", "write_block", "commit_slot"):
+        counted(cube_mod.CubeWriter, name)
+    counted(series_mod, "_atomic_write")  # slot files and compacted files
+    counted(poller_mod, "compact_series")
+    counted(SqliteLedger, "_upsert")  # every item status change
+    counted(RecordingPublisher, "publish")
 
 
 def poll(work: Path, archive: Path, kill: str = ""):

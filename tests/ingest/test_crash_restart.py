@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -35,12 +34,14 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("crash")
     archive = basic_archive(base / "archive")
     work = base / "reference"
-    t0 = time.perf_counter()
-    assert poll(work, archive.root).ingested_slots == 5  # uninterrupted, in this process
-    reference_s = time.perf_counter() - t0
+    done = run(work, archive.root)  # uninterrupted, in a process like the killed ones (for the timed kills)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["ingested_slots"] == 5
+    assert report["steps"] > 50
     assert (work / "series" / "33UXP" / "compact.parquet").exists()  # the runner compacts (after S2, after S1)
     assert not list((work / "series" / "33UXP").glob("S[12]/*.parquet"))
-    return archive, work, reference_s
+    return archive, work, report
 
 
 def snapshot(work: Path) -> dict:
@@ -140,8 +141,7 @@ def assert_restart_equals_reference(work: Path, archive, ref_work: Path) -> None
     assert not list((work / "series").rglob(".*.tmp"))
 
 
-@pytest.mark.parametrize("kill", ["create:1", "create:20", "compact-write:1", "compact-unlink:1",
-                                  "compact-write:2"])
+@pytest.mark.parametrize("kill", ["create:20", "compact-write:1", "compact-unlink:1"])  # (create:1 is step:1)
 def test_kill_in_cube_creation_or_compaction(reference, tmp_path, kill):
     archive, ref_work, _ = reference
     killed = run(tmp_path, archive.root, kill)
@@ -154,14 +154,20 @@ def test_kill_in_cube_creation_or_compaction(reference, tmp_path, kill):
     assert_restart_equals_reference(tmp_path, archive, ref_work)
 
 
-def test_kill_time_sweep_over_a_whole_poll(reference, tmp_path):
-    """SIGKILL at times spread over the run (early ones included), restart, compare with the uninterrupted run."""
-    archive, ref_work, reference_s = reference
-    killed = 0
-    for share in (0.02, 0.25, 0.5, 0.8):
-        work = tmp_path / f"at-{share}"
-        proc = run(work, archive.root, f"time:{share * reference_s:.3f}")
-        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
-        killed += proc.returncode == -signal.SIGKILL
-        assert_restart_equals_reference(work, archive, ref_work)
-    assert killed >= 3  # the sweep did interrupt the runs (the last one may finish first)
+def test_kill_sweep_over_a_whole_poll(reference, tmp_path):
+    """SIGKILL just before writes spread evenly over the whole run (the very first one included) and at
+    one time late in it; restart each, compare with the uninterrupted run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    archive, ref_work, report = reference
+    total = report["steps"]
+    points = [f"step:{k}" for k in np.linspace(1, total, 5).round().astype(int)]
+    points.append(f"time:{0.85 * report['poll_s']:.3f}")
+    with ThreadPoolExecutor(2) as pool:  # the killed runs are independent: two at a time
+        procs = list(pool.map(lambda kill: run(tmp_path / kill.replace(":", "-"), archive.root, kill), points))
+    for kill, proc in zip(points, procs, strict=True):
+        if kill.startswith("step:"):
+            assert proc.returncode == -signal.SIGKILL, (kill, proc.stderr[-2000:])
+        else:  # a timed kill on a loaded machine may come after the end
+            assert proc.returncode in (0, -signal.SIGKILL), (kill, proc.stderr[-2000:])
+        assert_restart_equals_reference(tmp_path / kill.replace(":", "-"), archive, ref_work)

@@ -136,13 +136,33 @@ def served(tmp_path_factory):
         yield archive, endpoint, parcels
 
 
-def start_poll(served, work: Path, *extra: str) -> subprocess.Popen:
+def poll_argv(served, *extra: str) -> list[str]:
     archive, endpoint, parcels = served
+    return ["ingest", "poll", "--once", "--stac-url", endpoint.url, "--tiles", "33UXP", "--since", "2024-04-01",
+            "--grids", str(archive.root), "--parcels", str(parcels), "--bus", "memory", "--chunk", "32", *extra]
+
+
+def start_poll(served, work: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SITSMON_PATHS__DATA_DIR": str(work)}
-    argv = [sys.executable, "-m", "sitsmon.cli", "ingest", "poll", "--once", "--stac-url", endpoint.url, "--tiles", "33UXP",
-            "--since", "2024-04-01", "--grids", str(archive.root), "--parcels", str(parcels), "--bus", "memory",
-            "--chunk", "32", *extra]
-    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "sitsmon.cli", *poll_argv(served, *extra)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def poll_here(served, work: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str, str]:
+    """The same poll through ``main`` in this process (cheaper; this process's own locks still refuse it:
+    a flock belongs to one open file, not to the process)."""
+    from sitsmon.cli import main
+    from sitsmon.settings import get_settings
+
+    monkeypatch.setenv("SITSMON_PATHS__DATA_DIR", str(work))
+    get_settings.cache_clear()  # settings are read once per process: read them with this data dir
+    capsys.readouterr()
+    try:
+        rc = main(poll_argv(served, *extra))
+    finally:
+        get_settings.cache_clear()  # and not kept for later tests
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -177,12 +197,12 @@ def assert_whole(work: Path) -> None:
 
 
 @pytest.mark.integration
-def test_second_poll_exits_with_the_holder_and_leaves_data_intact(served, tmp_path):
-    rc, _, err = finish(start_poll(served, tmp_path))
+def test_second_poll_exits_with_the_holder_and_leaves_data_intact(served, tmp_path, monkeypatch, capsys):
+    rc, _, err = poll_here(served, tmp_path, monkeypatch, capsys)
     assert rc == 0, err
     before = tree_digest(tmp_path)
     with WriterLock(tmp_path, "ingest", command="sitsmon ingest poll"):
-        rc, out, err = finish(start_poll(served, tmp_path))
+        rc, out, err = poll_here(served, tmp_path, monkeypatch, capsys)
     assert rc == 1 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -248,13 +268,13 @@ def test_backfill_and_import_take_the_lock_too(served, tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_poll_with_postgres_ledger_takes_the_advisory_lock(served, tmp_path, postgres_dsn):
+def test_poll_with_postgres_ledger_takes_the_advisory_lock(served, tmp_path, postgres_dsn, monkeypatch, capsys):
     with PgAdvisoryLock(postgres_dsn, tmp_path, "ingest", command="sitsmon ingest backfill"):
-        rc, out, err = finish(start_poll(served, tmp_path, "--ledger", postgres_dsn))
+        rc, out, err = poll_here(served, tmp_path, monkeypatch, capsys, "--ledger", postgres_dsn)
     assert rc == 1, err
     m = IN_USE.search(err)
     assert m and int(m["pid"]) == os.getpid() and m["cmd"] == "sitsmon ingest backfill", err
     assert not (tmp_path / "cubes").exists() and not (tmp_path / "series").exists()
-    rc, _, err = finish(start_poll(served, tmp_path, "--ledger", postgres_dsn))  # free again
+    rc, _, err = poll_here(served, tmp_path, monkeypatch, capsys, "--ledger", postgres_dsn)  # free again
     assert rc == 0, err
     assert np.unique(open_cube(tmp_path / "cubes" / "33UXP.zarr", "S2").slot.values).size == 3
