@@ -83,6 +83,8 @@ class CubeWriter:
                 if committed_steps(self.path) > 0:
                     raise CubeError(f"cube {self.path} is damaged ({problem}) but holds committed data: "
                                     "move it away to rebuild it")
+                if not _own_empty_layout(self.path):
+                    raise CubeError(f"{self.path} is not a sitsmon cube ({problem}): move it away")
                 logger.warning("cube %s: rebuilding an empty cube left incomplete by an interrupted creation (%s)",
                                self.path, problem)
                 shutil.rmtree(self.path)
@@ -313,6 +315,27 @@ def check_cube(path: str | Path) -> str | None:
             if g[a].shape[0] < n:
                 return f"array {name}/{a} is shorter ({g[a].shape[0]}) than its time index ({n})"
     return None
+
+
+def remedy(path: str | Path) -> str:
+    """What a writer does with a cube :func:`check_cube` finds fault with (the words `ingest status` shows)."""
+    if committed_steps(path) > 0:
+        return "it holds committed steps: move it away to rebuild it"
+    if not _own_empty_layout(Path(path)):
+        return "not a sitsmon cube: move it away"
+    return "no committed step: the next poll rebuilds it"
+
+
+def _own_empty_layout(path: Path) -> bool:
+    """Whether ``path`` is an empty folder or a zarr group this module began (no foreign attributes):
+    only such a folder is deleted and rebuilt, never someone else's store."""
+    if not any(path.iterdir()):
+        return True
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - not a zarr v3 group: not ours
+        return False
+    return not attrs or attrs.get("schema") == SCHEMA
 
 
 def committed_steps(path: str | Path) -> int:

@@ -204,7 +204,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cube_health(cubes: Path) -> list[dict[str, Any]]:
     """Per cube: committed steps per sensor, or what is wrong with it (read only, no lock taken)."""
-    from ingest.cube import check_cube, committed_steps, open_cube
+    from ingest.cube import check_cube, open_cube, remedy
 
     out = []
     for path in sorted(cubes.glob("*.zarr")) if cubes.is_dir() else []:
@@ -213,10 +213,8 @@ def _cube_health(cubes: Path) -> list[dict[str, Any]]:
         if problem is None:
             for sensor in ("S2", "S1"):
                 steps[sensor] = int(open_cube(path, sensor, sort=False).sizes["time"])
-        elif committed_steps(path) == 0:
-            problem += " (no committed step: the next poll rebuilds it)"
         else:
-            problem += " (it holds committed steps: move it away to rebuild it)"
+            problem += f" ({remedy(path)})"
         out.append({"tile_id": path.stem, "path": str(path), "steps": steps, "problem": problem or ""})
     return out
 

@@ -149,3 +149,17 @@ def test_failing_item_is_found_by_its_id_not_its_message(served, tmp_path, monke
     slots = open_cube(tmp_path / "cubes" / "33UXP.zarr", "S2")
     assert list(slots.item_ids.values)[0] == "S2A_33UXP_20240503_0_L2A" and slots.sizes["time"] == 3
     assert np.all(slots.item_ids.values != "")
+
+
+def test_a_foreign_store_under_the_cube_name_is_never_deleted(served, tmp_path, capsys):
+    foreign = tmp_path / "cubes" / "33UXP.zarr"
+    zarr.open_group(str(foreign), mode="w", zarr_format=2).attrs["owner"] = "someone else"  # a zarr v2 store
+    (foreign / "notes.txt").write_text("keep me")
+    before = digest(foreign)
+    assert main(poll_argv(served, tmp_path)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{foreign} is not a sitsmon cube (no zarr.json): move it away" in err[0], err
+    assert digest(foreign) == before
+    open_ledger(tmp_path / "ledger.sqlite").close()
+    rc, out, _ = status(tmp_path, capsys)
+    assert rc == 1 and out["cubes"][0]["problem"] == "no zarr.json (not a sitsmon cube: move it away)"
