@@ -3,6 +3,8 @@
 Settings used: ``[ingest]`` tiles, collections, poll_interval_s, lookback_days, max_retries,
 requests_per_second, ledger_url; ``[stac] urls``; ``[paths] data_dir``; ``[bus]``. Options given on
 the command line win. Sentinel Hub credentials come from ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET``.
+poll, backfill and import hold the data dir's ingest lock (:mod:`ingest.locks`) for their whole run;
+status takes none and also checks every cube.
 """
 
 from __future__ import annotations

@@ -278,3 +278,13 @@ def test_poll_with_postgres_ledger_takes_the_advisory_lock(served, tmp_path, pos
     rc, _, err = poll_here(served, tmp_path, monkeypatch, capsys, "--ledger", postgres_dsn)  # free again
     assert rc == 0, err
     assert np.unique(open_cube(tmp_path / "cubes" / "33UXP.zarr", "S2").slot.values).size == 3
+
+
+def test_negative_wait_is_refused_by_name(tmp_path, capsys):
+    from sitsmon.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", "poll", "--once", "--wait", "-1", "--cubes", str(tmp_path / "c")])
+    assert e.value.code == 2
+    assert "--wait needs seconds >= 0, got -1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
