@@ -72,6 +72,14 @@ class SqliteAlertStore(SqlAlertStore):
                 time.sleep(wait_s)
                 wait_s = min(wait_s * 2, 0.5)
 
+    def init_schema(self) -> None:
+        # Opening a store that has its schema takes no write lock: a reader never waits for a writer.
+        with self._tx() as cur:
+            cur.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('alerts', 'alert_history')")
+            if int(cur.fetchone()[0]) == 2:
+                return
+        super().init_schema()
+
     def _ddl(self) -> list[str]:
         return [
             """CREATE TABLE IF NOT EXISTS alerts (
