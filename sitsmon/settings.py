@@ -244,12 +244,14 @@ class CheckedTomlSource(TomlConfigSettingsSource):
     naming the file (and the nearest valid key)."""
 
     def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        if toml_file.is_dir():  # the base class would skip anything that is not a file, silently
+            raise SettingsError(f"configuration file {toml_file} is a directory, expected a file")
+        if not toml_file.exists():
+            raise SettingsError(f"configuration file not found: {toml_file}")
         self._model = settings_cls  # the base class reads the file inside __init__: set before it
         super().__init__(settings_cls, toml_file=toml_file)
 
     def _read_file(self, file_path: Path) -> dict[str, Any]:
-        if file_path.is_dir():
-            raise SettingsError(f"configuration file {file_path} is a directory, expected a file")
         try:
             with open(file_path, "rb") as f:
                 data = tomllib.load(f)
