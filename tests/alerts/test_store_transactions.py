@@ -55,6 +55,17 @@ def test_two_writer_processes_both_succeed_and_lose_nothing(tmp_path):
         assert store.count() == 2 * runs * per_run
 
 
+@pytest.mark.integration
+def test_two_writer_processes_on_postgresql(postgres_dsn, tmp_path):
+    with PostgresAlertStore(postgres_dsn) as store, store._tx() as cur:
+        cur.execute("TRUNCATE alerts CASCADE")
+    runs, per_run = 10, 40
+    for r in _writers(postgres_dsn, tmp_path, runs, per_run):
+        assert r.returncode == 0, r.stderr[-2000:]
+    with PostgresAlertStore(postgres_dsn) as store:
+        assert store.count() == 2 * runs * per_run
+
+
 def test_two_detect_runs_on_one_store(good, tmp_path):  # noqa: F811
     """The issue's probe: two ``sitsmon detect --store S.sqlite`` started together."""
     obs = pd.read_csv(good["obs"])
