@@ -40,6 +40,8 @@ OTHER_VARIABLES: frozenset[str] = frozenset({
     "SITSMON_SERVICES_DIR",  # tests/services.py: where the test services (Kafka, PostgreSQL) live
     "SITSMON_NO_SKIPS",  # tests/no_skips.py: a skipped test fails the run
     "SITSMON_SITS_REFERENCE",  # sits: force the plain reference path instead of the fused kernels
+    "SITSMON_MONITOR_KILL_AT",  # monitor/crash.py: kill points of the crash tests
+    "SITSMON_TEST_ARTEFACTS",  # tests/dashboards: where browser screenshots go
 })
 """``SITSMON_*`` environment variables that are not settings (add yours here)."""
 
