@@ -120,7 +120,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def normalise_observations(
-    df: pd.DataFrame, source: str = "observations", sensors: Sequence[Sensor | str] | None = None
+    df: pd.DataFrame, source: str = "observations", sensors: Sequence[Sensor | str] | None = None,
+    strict: bool = True,
 ) -> pd.DataFrame:
     """Validate an interchange observation table; return it with ``days`` (float) added, sorted.
 
@@ -130,13 +131,17 @@ def normalise_observations(
     sensor), the message listing the lines: an offline result computed on a silently thinned table
     would be wrong without a word. Rows of sensors not in ``sensors`` are left out. Duplicates follow
     :data:`~contracts.interchange.DUPLICATE_POLICY` (the last row is kept) and are logged.
+    ``strict=False`` (a streaming consumer that must go on): rejected rows are left out and logged
+    with their lines instead; a refused table still raises.
     """
     try:
         checked = interchange.check_observations(df, source=source, sensors=sensors)
     except InterchangeError as e:
         raise SeriesError(str(e)) from e
-    if checked.rejected:
+    if checked.rejected and strict:
         raise SeriesError(checked.summary(source))
+    if checked.rejected:
+        logger.warning("%s", checked.summary(source))
     if checked.duplicates:
         logger.warning(
             "%s: %d duplicate (parcel, time, sensor) rows, keeping the last", source, checked.duplicates

@@ -238,3 +238,15 @@ def test_one_duplicate_policy_in_import_detect_and_gapfill(tmp_path):
     stored = read_series(tmp_path / "s").to_pandas()
     assert report.duplicates == 1 and len(stored) == len(offline) == 2
     assert stored.B08.iloc[0] == pytest.approx(offline.B08.iloc[0]) == pytest.approx(last["B08"])
+
+
+def test_a_streaming_consumer_can_leave_rejected_rows_out(caplog):
+    from alerts.errors import SeriesError
+    from alerts.series import normalise_observations
+
+    df = pd.DataFrame([s2_row("A", 1.0, 0.5), s2_row("A", 2.0, 0.5), s1_row("A", 3.0, -15.0)])
+    df.loc[1, "B04"] = 1e30
+    with pytest.raises(SeriesError, match="row 2: B04 = 1e"):
+        normalise_observations(df, source="slot S2/20240102")
+    kept = normalise_observations(df, source="slot S2/20240102", strict=False)
+    assert len(kept) == 2 and "slot S2/20240102: 1 row rejected: row 2" in caplog.text
