@@ -215,8 +215,10 @@ def _same_rows(stored: pd.DataFrame, merged: pd.DataFrame) -> bool:
     if len(stored) != len(merged):
         return False
     cols = ["parcel_id", "time", "sensor", *S2_BANDS, "clear", *S1_POLS, "orbit"]
-    a = stored[cols].sort_values(["parcel_id", "time", "sensor"]).reset_index(drop=True)
-    b = merged[cols].sort_values(["parcel_id", "time", "sensor"]).reset_index(drop=True)
-    a["time"] = pd.to_datetime(a["time"], utc=True)
-    b["time"] = pd.to_datetime(b["time"], utc=True)
-    return a.astype({c: "float32" for c in cols[3:]}).equals(b.astype({c: "float32" for c in cols[3:]}))
+    def canonical(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[cols].copy()
+        out["time"] = pd.to_datetime(out["time"], utc=True).dt.as_unit("s").astype("int64")  # s or ns stored
+        out = out.astype({c: "float32" for c in cols[3:]} | {"parcel_id": str, "sensor": str})
+        return out.sort_values(["parcel_id", "time", "sensor"]).reset_index(drop=True)
+
+    return canonical(stored).equals(canonical(merged))

@@ -132,3 +132,15 @@ def test_cli_import_publishes_on_the_configured_bus(real, tmp_path, monkeypatch,
     finally:
         bus.close()
     assert (tmp_path / "data" / "series" / "imported").is_dir()
+
+
+def test_a_file_of_rows_already_stored_writes_and_publishes_nothing(real, tmp_path):
+    series = tmp_path / "series"
+    real.head(40).to_csv(tmp_path / "a.csv", index=False)
+    import_series(tmp_path / "a.csv", series)
+    before = store_digest(series)
+    real.head(40).iloc[::3].to_csv(tmp_path / "subset.csv", index=False)  # other content, nothing new
+    bus = RecordingPublisher()
+    r = import_series(tmp_path / "subset.csv", series, publisher=bus)
+    assert not r.already_imported and r.new_rows == 0 and r.slots == 0 and bus.messages == []
+    assert store_digest(series) == before
