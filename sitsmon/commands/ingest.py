@@ -86,11 +86,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     back.add_argument("--start", required=True, help="first acquisition date (ISO)")
     back.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
     back.set_defaults(handler=run)
-    imp = actions.add_parser("import", help="load parcel series in the interchange format (CSV/Parquet)",
-                             description="Import interchange rows (DESIGN.md) into the parcel-series store.")
+    from contracts.interchange import DUPLICATE_POLICY
+
+    imp = actions.add_parser(
+        "import", help="load parcel series in the interchange format (CSV/Parquet)",
+        description="Import interchange rows (DESIGN.md) into the parcel-series store, one slot file per "
+                    "acquisition (sensor + UTC day), merged with the rows stored there: rows are keyed by "
+                    "(parcel_id, time, sensor), never by file name, and the same rows imported again are "
+                    "not stored twice. Rows with a bad id, time or sensor, text or an infinity in a value "
+                    "column, or a value outside its physical range are rejected with their line; a file "
+                    "missing a band column or in a plainly wrong unit (digital numbers, dB) is refused. "
+                    f"{DUPLICATE_POLICY} One acquisition event per slot written goes to the bus.")
     imp.add_argument("path", help="CSV or Parquet file")
     imp.add_argument("--tile-id", default="imported", help="tile the series are filed under (default: imported)")
     imp.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
+    imp.add_argument("--sensors", default=None, metavar="S2,S1",
+                     help="import only these sensors' rows (e.g. S1 for a file without S2 band columns); "
+                          "default both, and a missing band column of either refuses the file")
+    imp.add_argument("--bus", choices=("none", "memory", "kafka"), default=None,
+                     help="where the acquisition events go (default: [bus] backend)")
     _wait_option(imp)
     imp.set_defaults(handler=run)
     st = actions.add_parser("status", help="items per status, quarantined items with reasons, watermarks",
@@ -231,6 +245,33 @@ def _lock_dirs(args: argparse.Namespace, settings: Settings) -> list[Path]:
     return [cubes.absolute().parent, series.absolute().parent]
 
 
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from contracts.sensors import parse_sensor_set
+    from ingest.importer import import_series
+
+    sensors = parse_sensor_set(args.sensors)
+    series = args.series or settings.ingest.series_dir or settings.paths.data_dir / "series"
+    publisher = _publisher(args.bus or settings.bus.backend, settings)
+    try:
+        report = import_series(args.path, series, tile_id=args.tile_id, sensors=sensors, publisher=publisher)
+    finally:
+        if hasattr(publisher, "flush"):
+            publisher.flush()
+        if hasattr(publisher, "close"):
+            publisher.close()
+    print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
+                      "slots": report.slots, "new_rows": report.new_rows, "import_id": report.import_id,
+                      "already_imported": report.already_imported, "duplicates": report.duplicates,
+                      "rejected": [list(r) for r in report.rejected[:1000]],
+                      "rejected_count": len(report.rejected)}))
+    for line, why in report.rejected[:20]:  # reasons quote at most 40 characters of a cell
+        print(f"sitsmon ingest import: {args.path} line {line} rejected: {why}", file=sys.stderr)
+    if len(report.rejected) > 20:
+        print(f"sitsmon ingest import: {args.path}: {len(report.rejected) - 20} more rejected lines (see the JSON)",
+              file=sys.stderr)
+    return 0 if report.rows or not report.rejected else 1
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Writers (poll, backfill, import) hold the data dir's ingest lock for their whole run."""
     if args.ingest_action == "status":
@@ -246,15 +287,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
     action = args.ingest_action
     if action == "import":
-        from ingest.importer import import_series
-
-        series = args.series or settings.ingest.series_dir or settings.paths.data_dir / "series"
-        report = import_series(args.path, series, tile_id=args.tile_id)
-        print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
-                          "slots": report.slots, "rejected": [list(r) for r in report.rejected]}))
-        for line, why in report.rejected:
-            print(f"sitsmon ingest import: {args.path} line {line} rejected: {why}", file=sys.stderr)
-        return 0 if report.rows or not report.rejected else 1
+        return _import(args, settings)
     poller = _poller(args, settings, None)  # validates the options before any bus is opened
     publisher = _publisher(args.bus or settings.bus.backend, settings)
     poller.publisher = publisher
