@@ -2,17 +2,20 @@
 
 One row per parcel and acquisition: ``parcel_id, time (ISO 8601 UTC), sensor (S2|S1), B02…B12
 (surface reflectance 0–1), clear (1/0), VV, VH (linear power), orbit``. Empty means missing.
+The vocabulary (bands, sensors, units, NDVI, value ranges) and the one rule for reading such a table
+(rejected rows, refused files, the duplicate policy) live in :mod:`contracts`; this module turns the
+checked table into what the detectors read.
 
-Times are handled as float days since 1970-01-01 UTC (``DAY`` seconds per day) inside the detectors:
-differences of days are what every rule needs, and float days keep the arithmetic exact enough
-(1e-9 day resolution) while staying cheap.
+Times are handled as float days since 1970-01-01 UTC (``t_days``, :mod:`contracts.time`) inside the
+detectors: differences of days are what every rule needs, and float days keep the arithmetic exact
+enough (1e-9 day resolution) while staying cheap.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,28 +23,32 @@ import numpy as np
 import pandas as pd
 
 from alerts.errors import SeriesError, UnknownParcelError
+from contracts import interchange
+from contracts.bands import S1_POLS, S2_BANDS
+from contracts.errors import InterchangeError
+from contracts.indices import ndvi as _ndvi
+from contracts.interchange import DUPLICATE_POLICY
+from contracts.sensors import SENSORS, Sensor
+from contracts.time import SECONDS_PER_DAY, timestamp_from_t_days, to_t_days
 
 logger = logging.getLogger(__name__)
 
-S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-S1_POLS: tuple[str, ...] = ("VV", "VH")
+__all__ = ["DUPLICATE_POLICY", "S1_POLS", "S2_BANDS", "SENSORS", "Sensor"]
+
 OBS_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "sensor", *S2_BANDS, "clear", *S1_POLS, "orbit")
 PARCEL_COLUMNS: tuple[str, ...] = ("parcel_id", "land_use")
-SENSORS = ("S2", "S1")
-DAY = 86400.0
+DAY = SECONDS_PER_DAY
+_RED, _NIR = S2_BANDS.index("B04"), S2_BANDS.index("B08")
 
 
 def to_days(time: pd.Timestamp | np.datetime64 | str) -> float:
-    """UTC time → float days since 1970-01-01."""
-    ts = pd.Timestamp(time)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.value / 1e9 / DAY
+    """UTC time → float days since 1970-01-01 (``t_days``; :func:`contracts.time.to_t_days`)."""
+    return to_t_days(time)
 
 
 def from_days(days: float) -> pd.Timestamp:
     """Float days since 1970-01-01 → UTC timestamp (rounded to the second)."""
-    return pd.Timestamp(round(days * DAY), unit="s", tz="UTC")
+    return timestamp_from_t_days(days)
 
 
 def day_of_year(days: float) -> int:
@@ -85,13 +92,10 @@ class Observation:
 
     @property
     def ndvi(self) -> float:
-        """NDVI from B08/B04; NaN when missing or not a clear S2 view."""
+        """NDVI from B08/B04 (:func:`contracts.indices.ndvi`); NaN when missing or not a clear S2 view."""
         if self.sensor != "S2" or not self.clear:
             return math.nan
-        red, nir = self.bands[2], self.bands[6]
-        if not (math.isfinite(red) and math.isfinite(nir)) or red + nir <= 0:
-            return math.nan
-        return (nir - red) / (nir + red)
+        return _ndvi(self.bands[_RED], self.bands[_NIR])
 
     @property
     def is_valid(self) -> bool:
@@ -101,70 +105,70 @@ class Observation:
         return math.isfinite(self.vh) and self.vh > 0
 
 
-def _num(value: object) -> float:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return x
-
-
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read CSV or Parquet; raise ``SeriesError`` naming the file on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise SeriesError(f"file not found: {path}")
+    """Read CSV or Parquet (pandas' own parsing); raise ``SeriesError`` naming the file on failure."""
+    try:
+        path = interchange.require_file(path)
+    except InterchangeError as e:
+        raise SeriesError(str(e)) from e
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"parcel_id": str})
     except Exception as e:  # pandas raises many types; one clear message
-        raise SeriesError(f"cannot read {path}: {e}") from e
+        raise SeriesError(f"cannot read {path}: {' '.join(str(e).split())[:200]}") from e
 
 
-def normalise_observations(df: pd.DataFrame, source: str = "observations") -> pd.DataFrame:
+def normalise_observations(
+    df: pd.DataFrame, source: str = "observations", sensors: Sequence[Sensor | str] | None = None,
+    strict: bool = True,
+) -> pd.DataFrame:
     """Validate an interchange observation table; return it with ``days`` (float) added, sorted.
 
-    Missing optional columns are added as NaN; rows with unparseable times raise; exact duplicate
-    (parcel_id, time, sensor) rows keep the last one (a re-delivery) and are logged.
+    The rule is :func:`contracts.interchange.check_observations`: a missing value column of a sensor
+    in ``sensors`` (default both), or a plainly wrong unit, refuses the table; so does any rejected row
+    (text or an infinity in a value column, a value out of its physical range, a bad id, time or
+    sensor), the message listing the lines: an offline result computed on a silently thinned table
+    would be wrong without a word. Rows of sensors not in ``sensors`` are left out. Duplicates follow
+    :data:`~contracts.interchange.DUPLICATE_POLICY` (the last row is kept) and are logged.
+    ``strict=False`` (a streaming consumer that must go on): rejected rows are left out and logged
+    with their lines instead; a refused table still raises.
     """
-    missing = [c for c in ("parcel_id", "time", "sensor") if c not in df.columns]
-    if missing:
-        raise SeriesError(f"{source}: missing column(s) {', '.join(missing)}")
-    df = df.copy()
-    for col in (*S2_BANDS, "clear", *S1_POLS, "orbit"):
-        if col not in df.columns:
-            df[col] = np.nan
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["parcel_id"] = df["parcel_id"].astype(str)
     try:
-        times = pd.to_datetime(df["time"], utc=True, format="ISO8601")
-    except (ValueError, TypeError) as e:
-        raise SeriesError(f"{source}: unparseable time value ({e})") from e
-    if times.isna().any():
-        bad = df.loc[times.isna(), "parcel_id"].iloc[0]
-        raise SeriesError(f"{source}: empty time for parcel {bad}")
-    df["time"] = times
-    df["days"] = (times - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds() / DAY
-    bad_sensor = ~df["sensor"].isin(SENSORS)
-    if bad_sensor.any():
-        raise SeriesError(f"{source}: sensor must be S2 or S1, got {df.loc[bad_sensor, 'sensor'].iloc[0]!r}")
-    dup = df.duplicated(["parcel_id", "time", "sensor"], keep="last")
-    if dup.any():
+        checked = interchange.check_observations(df, source=source, sensors=sensors)
+    except InterchangeError as e:
+        raise SeriesError(str(e)) from e
+    if checked.rejected and strict:
+        raise SeriesError(checked.summary(source))
+    if checked.rejected:
+        logger.warning("%s", checked.summary(source))
+    if checked.duplicates:
         logger.warning(
-            "%s: %d duplicate (parcel, time, sensor) rows, keeping the last", source, int(dup.sum())
+            "%s: %d duplicate (parcel, time, sensor) rows, keeping the last", source, checked.duplicates
         )
-        df = df[~dup]
-    return df.sort_values(["parcel_id", "days", "sensor"], kind="stable").reset_index(drop=True)
+    if checked.left_out:
+        logger.info("%s: %d rows of sensors other than %s left out", source, checked.left_out,
+                    ",".join(str(s) for s in (sensors or SENSORS)))
+    out = checked.frame
+    out["days"] = (out["time"] - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds() / DAY
+    return out.sort_values(["parcel_id", "days", "sensor"], kind="stable").reset_index(drop=True)
 
 
-def read_observations(path: str | Path) -> pd.DataFrame:
-    return normalise_observations(read_table(path), source=str(path))
+def read_observations(path: str | Path, sensors: Sequence[Sensor | str] | None = None) -> pd.DataFrame:
+    """An interchange observation file, checked (see :func:`normalise_observations`)."""
+    try:
+        df = interchange.read_table(path)
+    except InterchangeError as e:
+        raise SeriesError(str(e)) from e
+    return normalise_observations(df, source=str(path), sensors=sensors)
 
 
 def read_parcels(path: str | Path) -> pd.DataFrame:
     """Parcels table (``parcel_id, land_use`` at least); GeoJSON/GeoPackage/GeoParquet also read."""
-    path = Path(path)
+    try:
+        path = interchange.require_file(path)
+    except InterchangeError as e:
+        raise SeriesError(str(e)) from e
     if path.suffix.lower() in (".geojson", ".gpkg", ".json"):
         import geopandas as gpd
 
@@ -255,7 +259,6 @@ def group_by_parcel(df: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
 
 def ndvi_frame(df: pd.DataFrame) -> pd.Series:
     """NDVI of every row (NaN for S1 rows, cloudy rows and missing bands)."""
-    red, nir = df["B04"], df["B08"]
-    v = (nir - red) / (nir + red)
+    v = pd.Series(_ndvi(df["B04"].to_numpy(float), df["B08"].to_numpy(float)), index=df.index)
     ok = (df["sensor"] == "S2") & (df["clear"] >= 0.5) & np.isfinite(v)
     return v.where(ok)

@@ -15,12 +15,22 @@ mosaicked) goes: data arrays first, then per-time provenance, then ``slot`` and 
 number of committed steps is ``len(time)``; arrays longer than that hold an unfinished write and are
 trimmed by :func:`open_cube` (readers) and by :class:`CubeWriter` (on open). A slot being rewritten
 has an empty ``item_ids`` until its write completes.
+
+A new cube is built under a temporary name beside its final one (``.<tile>.zarr.creating-<pid>-<hex>``)
+and renamed into place when its layout is complete, so a kill during creation leaves no half cube
+under the real name; the orphan folder is removed by the next writer (when its PID is gone).
+:func:`check_cube` says what is missing in a cube that is not whole (one made before this rule, or
+damaged by hand); the writer rebuilds such a cube when it holds no committed step yet and refuses it
+otherwise (data is never deleted).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time as _time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +78,17 @@ class CubeWriter:
         self.grid = grid
         self.chunk = (min(chunk, grid.shape[0]), min(chunk, grid.shape[1]))
         if self.path.exists():
+            problem = check_cube(self.path)
+            if problem is not None:
+                if committed_steps(self.path) > 0:
+                    raise CubeError(f"cube {self.path} is damaged ({problem}) but holds committed data: "
+                                    "move it away to rebuild it")
+                if not _own_empty_layout(self.path):
+                    raise CubeError(f"{self.path} is not a sitsmon cube ({problem}): move it away")
+                logger.warning("cube %s: rebuilding an empty cube left incomplete by an interrupted creation (%s)",
+                               self.path, problem)
+                shutil.rmtree(self.path)
+        if self.path.exists():
             try:
                 self.root = zarr.open_group(str(self.path), mode="r+")
             except Exception as e:  # noqa: BLE001 - zarr raises many kinds
@@ -88,8 +109,20 @@ class CubeWriter:
 
     # ----------------------------------------------------------------- layout
     def _create(self) -> None:
+        """Build the layout under a temporary name, then rename it into place (crash-safe)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(str(self.path), mode="w")
+        remove_orphan_creations(self.path.parent)
+        tmp = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        try:
+            self._build(tmp)
+            os.rename(tmp, self.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.root = zarr.open_group(str(self.path), mode="r+")
+
+    def _build(self, where: Path) -> None:
+        root = zarr.open_group(str(where), mode="w")
         root.attrs.update({"schema": SCHEMA, "grid": self.grid.to_dict(), "chunk": list(self.chunk)})
         h, w = self.grid.shape
         xmin, _, _, ymax = self.grid.bounds
@@ -125,7 +158,6 @@ class CubeWriter:
                 g.create_array("backscatter", shape=(0, len(S1_POLS), h, w), dtype="float32",
                                chunks=(1, 1, cy, cx), fill_value=np.nan, dimension_names=list(S1_DIMS),
                                attributes={"units": "1", "long_name": "backscatter, linear power"})
-        self.root = root
 
     def group(self, sensor: Sensor) -> zarr.Group:
         return self.root[sensor.value.lower()]
@@ -231,6 +263,92 @@ def _strs(values: Any) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(values).tolist()], dtype=str)
 
 
+_CREATING = ".creating-"
+
+
+def remove_orphan_creations(cubes_root: str | Path) -> list[Path]:
+    """Remove cube folders left under a temporary name by a creation that was killed (owner PID gone)."""
+    from ingest.locks import pid_alive
+
+    removed = []
+    for p in Path(cubes_root).glob(f".*.zarr{_CREATING}*"):
+        pid_text = p.name.rsplit(_CREATING, 1)[-1].split("-", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else 0
+        if pid == os.getpid() or pid_alive(pid):
+            continue  # a creation in flight (another thread of this process, or a live process)
+        logger.warning("removing %s left by an interrupted cube creation", p)
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _expected_arrays(sensor: Sensor) -> list[str]:
+    data = ["band", "reflectance", "clear"] if sensor is Sensor.S2 else ["pol", "backscatter"]
+    return ["x", "y", "time", *_PER_TIME[sensor], *data]
+
+
+def check_cube(path: str | Path) -> str | None:
+    """What is wrong with the cube at ``path`` (one short phrase), or None when its layout is whole."""
+    p = Path(path)
+    if not (p / "zarr.json").exists():
+        return "no zarr.json"
+    try:
+        root = zarr.open_group(str(p), mode="r")
+        attrs = dict(root.attrs)
+    except Exception as e:  # noqa: BLE001 - zarr raises many kinds
+        return f"unreadable root ({' '.join(str(e).split())[:120]})"
+    if attrs.get("schema") != SCHEMA or "grid" not in attrs:
+        return "no sitsmon schema/grid attributes"
+    for sensor in Sensor:
+        name = sensor.value.lower()
+        try:
+            g = root[name]
+            members = set(g.array_keys())
+        except Exception:  # noqa: BLE001
+            return f"no {name} group"
+        missing = [a for a in _expected_arrays(sensor) if a not in members]
+        if missing:
+            return f"no array {name}/{missing[0]}"
+        n = g["time"].shape[0]
+        stepped = ["reflectance", "clear"] if sensor is Sensor.S2 else ["backscatter"]
+        for a in (*stepped, *_PER_TIME[sensor]):
+            if g[a].shape[0] < n:
+                return f"array {name}/{a} is shorter ({g[a].shape[0]}) than its time index ({n})"
+    return None
+
+
+def remedy(path: str | Path) -> str:
+    """What a writer does with a cube :func:`check_cube` finds fault with (the words `ingest status` shows)."""
+    if committed_steps(path) > 0:
+        return "it holds committed steps: move it away to rebuild it"
+    if not _own_empty_layout(Path(path)):
+        return "not a sitsmon cube: move it away"
+    return "no committed step: the next poll rebuilds it"
+
+
+def _own_empty_layout(path: Path) -> bool:
+    """Whether ``path`` is an empty folder or a zarr group this module began (no foreign attributes):
+    only such a folder is deleted and rebuilt, never someone else's store."""
+    if not any(path.iterdir()):
+        return True
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - not a zarr v3 group: not ours
+        return False
+    return not attrs or attrs.get("schema") == SCHEMA
+
+
+def committed_steps(path: str | Path) -> int:
+    """Committed time steps of a cube that may be incomplete (0 where a time index cannot be read)."""
+    total = 0
+    for sensor in Sensor:
+        try:
+            total += zarr.open_array(str(Path(path) / sensor.value.lower() / "time"), mode="r").shape[0]
+        except Exception:  # noqa: BLE001 - a missing or unreadable index holds nothing
+            continue
+    return total
+
+
 def open_cube(path: str | Path, sensor: Sensor | str, sort: bool = True) -> xr.Dataset:
     """Read one sensor group of a cube as an xarray Dataset of its committed time steps (sorted by time).
 
@@ -241,6 +359,9 @@ def open_cube(path: str | Path, sensor: Sensor | str, sort: bool = True) -> xr.D
     p = Path(path)
     if not (p / "zarr.json").exists():
         raise CubeError(f"no cube at {p}")
+    problem = check_cube(p)
+    if problem is not None:
+        raise CubeError(f"cube {p} is incomplete: {problem}")
     try:
         g = zarr.open_group(str(p), mode="r")[sensor.value.lower()]
     except Exception as e:  # noqa: BLE001

@@ -46,3 +46,19 @@ class ParcelLayerError(IngestError, ValueError):
 
 class ImportFormatError(IngestError, ValueError):
     """An interchange file does not follow the format in DESIGN.md."""
+
+
+class ItemAssetError(AssetError):
+    """An asset failure traced to one item: ``item_id`` says which (the slot is rebuilt without it)."""
+
+    def __init__(self, message: str, item_id: str):
+        super().__init__(message)
+        self.item_id = item_id
+
+
+class DataDirInUseError(IngestError, RuntimeError):
+    """Another live writer holds the data dir (``holder_pid`` when known)."""
+
+    def __init__(self, message: str, holder_pid: int | None = None):
+        super().__init__(message)
+        self.holder_pid = holder_pid

@@ -55,6 +55,9 @@ def read_parcels(path: str | Path, id_column: str = ID_COLUMN):
             gdf = gpd.read_file(p)
     except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many kinds
         raise ParcelLayerError(f"cannot read parcel layer {p}: {' '.join(str(e).split())[:200]}") from e
+    if not isinstance(gdf, gpd.GeoDataFrame) or not _has_geometry(gdf):
+        raise ParcelLayerError(f"parcel layer {p} has no geometry (a plain table?): give GeoParquet, GeoPackage "
+                               "or GeoJSON with parcel polygons and a CRS")
     if id_column not in gdf.columns:
         raise ParcelLayerError(f"parcel layer {p} has no {id_column!r} column (columns: {list(gdf.columns)})")
     if gdf.crs is None:
@@ -105,6 +108,14 @@ def read_parcels(path: str | Path, id_column: str = ID_COLUMN):
     if len(gdf) == 0:
         raise ParcelLayerError(f"parcel layer {p}: no usable parcel; " + "; ".join(report.lines()[1:6]))
     return gdf, report
+
+
+def _has_geometry(gdf) -> bool:
+    try:
+        gdf.geometry  # noqa: B018 - geopandas raises AttributeError when no geometry column is active
+    except AttributeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import zarr
 
 from ingest.cube import CubeWriter, cube_path
-from ingest.errors import AssetError, ItemError
+from ingest.errors import AssetError, ItemAssetError, ItemError
 from ingest.events import AcquisitionPublisher, NullPublisher, publish_acquisition
 from ingest.items import baseline_key, parse_item
 from ingest.ledger import Ledger
@@ -113,8 +114,8 @@ class TileIngestor:
                 return result
             try:
                 empty = self._write(sensor, slot, [loaded[c.info.item_id] for c in active], result)
-            except AssetError as e:
-                bad = _blamed(e, active)
+            except ItemAssetError as e:
+                bad = candidates[e.item_id]
                 self._quarantine(bad, str(e), result)
                 loaded.pop(bad.info.item_id)
                 continue
@@ -138,56 +139,68 @@ class TileIngestor:
         self.ledger.record(c.source, c.info, c.item, ItemStatus.QUARANTINED, reason)
         result.quarantined.append((c.info.item_id, reason))
 
+    # ------------------------------------------------------------------ one slot's write, step by step
     def _write(self, sensor: Sensor, slot: str, items: list[LoadedItem], result: SlotResult) -> list[str]:
         """Write the slot. Items without a valid pixel are quarantined and returned (nothing is
-        committed then; the caller rebuilds without them); an empty list means the slot is committed."""
+        committed then; the caller rebuilds without them); an empty list means the slot is committed.
+
+        Steps: begin the cube step -> per block read, mosaic, write, zonal sums -> commit the cube
+        step -> parcel series -> bus. A failing item raises :class:`ItemAssetError` naming it.
+        """
         items = sorted(items, key=lambda it: (_cloud(it.info), it.info.item_id))
         index, is_new = self.cube.begin_slot(sensor, slot)
-        n_lab = len(self.parcels.parcel_ids) if self.parcels is not None else 0
-        n_c = 10 if sensor is Sensor.S2 else 2
-        sums = np.zeros((n_lab, n_c))
-        valid_count = np.zeros(n_lab, dtype=np.int64)
-        pixel_count = np.zeros(n_lab, dtype=np.int64)
-        per_item = np.zeros(len(items), dtype=np.int64)
         try:
-            tm = self.timings
-            for window in self.cube.blocks():
-                y0, y1, x0, x1 = window
-                t0 = time.perf_counter()
-                raws = [read_block(it, window) for it in items]
-                t1 = time.perf_counter()
-                if sensor is Sensor.S2:
-                    values, clear, counts = mosaic_s2([s2_values(r, it.scale, it.offset) for r, it in zip(raws, items, strict=True)])
-                    valid = clear.astype(bool)
-                    t2 = time.perf_counter()
-                    self.cube.write_block(sensor, index, window, values, clear)
-                else:
-                    values, counts = mosaic_s1([s1_values(r) for r in raws])
-                    valid = np.isfinite(values).all(axis=0)
-                    t2 = time.perf_counter()
-                    self.cube.write_block(sensor, index, window, values)
-                t3 = time.perf_counter()
-                per_item += np.asarray(counts)
-                if n_lab:
-                    s, v, p = zonal_sums(self.parcels.labels[y0:y1, x0:x1], values, valid, n_lab)
-                    sums += s
-                    valid_count += v
-                    pixel_count += p
-                tm["read"] += t1 - t0
-                tm["mask"] += t2 - t1
-                tm["write"] += t3 - t2
-                tm["zonal"] += time.perf_counter() - t3
+            sums = self._write_blocks(sensor, index, items)
         except BaseException:
             self.cube.abort_slot(sensor, index, is_new)
             raise
-        empty = [it for it, n in zip(items, per_item, strict=True) if n == 0]
+        empty = [it for it, n in zip(items, sums.per_item, strict=True) if n == 0]
         if empty:
             self.cube.abort_slot(sensor, index, is_new)
-            for it in empty:
-                entry = self.ledger.get(it.info.collection, it.info.item_id)
-                c = Candidate(it.info, entry.item if entry else it.item, entry.source if entry else "")
-                self._quarantine(c, f"item {it.info.item_id}: all pixels are no data on tile {self.grid.tile_id}", result)
+            self._quarantine_empty(empty, result)
             return [it.info.item_id for it in empty]
+        time_s, ids = self._commit(sensor, index, is_new, slot, items)
+        self._write_series(sensor, slot, time_s, ids, items[0].info, sums)
+        self._publish(sensor, slot, time_s, ids)
+        result.committed = True
+        result.item_ids = ids
+        return []
+
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[step] += time.perf_counter() - t0
+
+    def _write_blocks(self, sensor: Sensor, index: int, items: list[LoadedItem]) -> _SlotSums:
+        """Mosaic every spatial block into the cube step ``index`` and add up the parcels' zonal sums."""
+        n_lab = len(self.parcels.parcel_ids) if self.parcels is not None else 0
+        sums = _SlotSums.zeros(n_lab, 10 if sensor is Sensor.S2 else 2, len(items))
+        for window in self.cube.blocks():
+            with self._timed("read"):
+                raws = [_read_item_block(it, window) for it in items]
+            with self._timed("mask"):
+                values, clear, valid, counts = _mosaic(sensor, items, raws)
+            with self._timed("write"):
+                self.cube.write_block(sensor, index, window, values, clear)
+            with self._timed("zonal"):
+                sums.per_item += np.asarray(counts)
+                if n_lab:
+                    y0, y1, x0, x1 = window
+                    sums.add(*zonal_sums(self.parcels.labels[y0:y1, x0:x1], values, valid, n_lab))
+        return sums
+
+    def _quarantine_empty(self, empty: list[LoadedItem], result: SlotResult) -> None:
+        for it in empty:
+            entry = self.ledger.get(it.info.collection, it.info.item_id)
+            c = Candidate(it.info, entry.item if entry else it.item, entry.source if entry else "")
+            self._quarantine(c, f"item {it.info.item_id}: all pixels are no data on tile {self.grid.tile_id}", result)
+
+    def _commit(self, sensor: Sensor, index: int, is_new: bool, slot: str,
+                items: list[LoadedItem]) -> tuple[int, tuple[str, ...]]:
+        """Provenance and time index of the cube step: after this, readers see the slot."""
         time_s = min(it.info.datetime_s for it in items)
         ids = tuple(sorted(it.info.item_id for it in items))
         first = items[0].info
@@ -196,16 +209,60 @@ class TileIngestor:
             else {"orbit": first.orbit, "pass": first.orbit_state}
         )
         self.cube.commit_slot(sensor, index, is_new, slot, time_s, ids, meta)
-        if n_lab:
-            table = stats_table(self.parcels.parcel_ids, sensor, time_s, self.grid.tile_id, sums, valid_count,
-                                pixel_count, ids, orbit=first.orbit, pass_=first.orbit_state, slot=slot)
-            write_slot(self.series_root, self.grid.tile_id, sensor, slot, table)
+        return time_s, ids
+
+    def _write_series(self, sensor: Sensor, slot: str, time_s: int, ids: tuple[str, ...], first: ItemInfo,
+                      sums: _SlotSums) -> None:
+        if self.parcels is None or not self.parcels.parcel_ids:
+            return
+        table = stats_table(self.parcels.parcel_ids, sensor, time_s, self.grid.tile_id, sums.sums, sums.valid_count,
+                            sums.pixel_count, ids, orbit=first.orbit, pass_=first.orbit_state, slot=slot)
+        write_slot(self.series_root, self.grid.tile_id, sensor, slot, table)
+
+    def _publish(self, sensor: Sensor, slot: str, time_s: int, ids: tuple[str, ...]) -> None:
         event = AcquisitionEvent(self.grid.tile_id, sensor, time_s, ids, str(self.cube.path),
                                  extra={"slot": slot, "series": str(self.series_root / self.grid.tile_id)})
         publish_acquisition(self.publisher, event)
-        result.committed = True
-        result.item_ids = ids
-        return []
+
+
+@dataclass(slots=True)
+class _SlotSums:
+    """Per-parcel sums of one slot, added block by block; ``per_item``: valid pixels each item gave."""
+
+    sums: np.ndarray
+    valid_count: np.ndarray
+    pixel_count: np.ndarray
+    per_item: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_parcels: int, n_channels: int, n_items: int) -> _SlotSums:
+        return cls(np.zeros((n_parcels, n_channels)), np.zeros(n_parcels, dtype=np.int64),
+                   np.zeros(n_parcels, dtype=np.int64), np.zeros(n_items, dtype=np.int64))
+
+    def add(self, sums: np.ndarray, valid_count: np.ndarray, pixel_count: np.ndarray) -> None:
+        self.sums += sums
+        self.valid_count += valid_count
+        self.pixel_count += pixel_count
+
+
+def _read_item_block(it: LoadedItem, window: tuple[int, int, int, int]) -> np.ndarray:
+    """One item's raw window; a failure names the item (``ItemAssetError.item_id``)."""
+    try:
+        return read_block(it, window)
+    except ItemAssetError:
+        raise
+    except AssetError as e:
+        raise ItemAssetError(str(e), it.info.item_id) from e
+
+
+def _mosaic(sensor: Sensor, items: list[LoadedItem], raws: list[np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[int]]:
+    """values (c, h, w), clear (h, w) for S2 else None, valid (h, w) and valid pixels per item."""
+    if sensor is Sensor.S2:
+        values, clear, counts = mosaic_s2([s2_values(r, it.scale, it.offset) for r, it in zip(raws, items, strict=True)])
+        return values, clear, clear.astype(bool), counts
+    values, counts = mosaic_s1([s1_values(r) for r in raws])
+    return values, None, np.isfinite(values).all(axis=0), counts
 
 
 def _cloud(info: ItemInfo) -> float:
@@ -226,17 +283,12 @@ def _resolve_baselines(cands: list[Candidate]) -> tuple[list[Candidate], list[Ca
     return active, [c for c in cands if c.info.item_id not in keep]
 
 
-def _blamed(error: AssetError, active: list[Candidate]) -> Candidate:
-    text = str(error)
-    for c in active:
-        if c.info.item_id in text:
-            return c
-    return active[0]
-
-
 def read_stored_grid(cube: str | Path) -> TileGrid | None:
     """The grid recorded in an existing cube, or None."""
     p = Path(cube)
     if not (p / "zarr.json").exists():
         return None
-    return TileGrid.from_dict(dict(zarr.open_group(str(p), mode="r").attrs["grid"]))
+    try:
+        return TileGrid.from_dict(dict(zarr.open_group(str(p), mode="r").attrs["grid"]))
+    except (KeyError, ValueError, TypeError):
+        return None  # a cube whose creation was interrupted: the writer rebuilds it from the items' grid

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.cube import cube_path
+from ingest.cube import cube_path, remove_orphan_creations
 from ingest.errors import ConfigError, IngestError, ItemError, SourceError
 from ingest.events import AcquisitionPublisher
 from ingest.grid import grid_bbox_4326, grid_from_item, mgrs_coarse_bbox
@@ -28,7 +28,7 @@ from ingest.items import parse_item
 from ingest.ledger import Ledger
 from ingest.parcels import ParcelRaster, rasterize_parcels
 from ingest.pipeline import Candidate, SlotResult, TileIngestor, read_stored_grid
-from ingest.series import compact_series
+from ingest.series import compact_series, remove_orphan_temporaries
 from ingest.sources import Source
 from ingest.types import ItemStatus, Sensor, TileGrid, sensor_of_collection
 
@@ -244,8 +244,16 @@ class Poller:
                 for r in run_tile(tile):
                     report.add(r)
 
+    def remove_orphans(self) -> None:
+        """Temporaries left by a killed run (a cube being created, a series file being written)."""
+        if self.cubes_root.is_dir():
+            remove_orphan_creations(self.cubes_root)
+        if self.series_root.is_dir():
+            remove_orphan_temporaries(self.series_root)
+
     def resume_pending(self, report: PollReport) -> None:
-        """Ingest again the slots of items left ``pending`` by an interrupted run."""
+        """Ingest again the slots of items left ``pending`` by an interrupted run (orphans removed first)."""
+        self.remove_orphans()
         pending = self.ledger.entries(status=ItemStatus.PENDING)
         cands = []
         for e in pending:

@@ -12,12 +12,16 @@ Columns follow the interchange format of DESIGN.md (``parcel_id, time, sensor, B
 orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass`` and ``item_ids``.
 A slot file is replaced atomically (write to a temporary name, then rename), so a re-ingested or
 rewritten slot leaves exactly one version. Reading one parcel's series prunes row groups by the
-``parcel_id`` statistics.
+``parcel_id`` statistics. A temporary is named ``.<name>.<pid>-<hex>.tmp`` after the process writing
+it; one left by a killed writer is removed by :func:`remove_orphan_temporaries` (the poller calls it
+at the start of each run), never one of a live process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +35,9 @@ import pyarrow.parquet as pq
 from ingest.errors import IngestError
 from ingest.types import REFLECTANCE_SCALE, S1_POLS, S2_BANDS, Sensor
 
+logger = logging.getLogger(__name__)
+
+_STARTED_S = time.time()  # temporaries without a PID in their name (older versions) older than this are orphans
 CLEAR_SHARE = 0.9  # a parcel observation is clear when at least this share of its pixels is clear
 ROW_GROUP = 4096
 
@@ -110,7 +117,7 @@ def stats_table(
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="zstd")
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -126,6 +133,33 @@ def write_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str, 
                                  pa.array([slot] * table.num_rows, pa.string()))
     _atomic_write(table, path)
     return path
+
+
+def remove_orphan_temporaries(root: str | Path, tile_id: str | None = None) -> list[Path]:
+    """Remove the temporaries of :func:`_atomic_write` left by killed writers (under one tile or all).
+
+    A temporary whose PID is this process or a live one is kept (a write in flight); one without a PID
+    in its name is removed only when older than this process.
+    """
+    from ingest.locks import pid_alive
+
+    base = Path(root) / tile_id if tile_id is not None else Path(root)
+    removed = []
+    for tmp in [*base.glob("**/.*.parquet.*.tmp")]:
+        owner = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        pid_text = owner.split("-", 1)[0] if "-" in owner else ""
+        try:
+            if pid_text.isdigit():
+                if int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
+                    continue
+            elif tmp.stat().st_mtime >= _STARTED_S:
+                continue
+            tmp.unlink()
+        except FileNotFoundError:
+            continue  # renamed into place or removed meanwhile
+        logger.warning("removed %s left by an interrupted write", tmp)
+        removed.append(tmp)
+    return removed
 
 
 def _slot_files(tile_dir: Path, sensor: Sensor | None = None) -> list[Path]:
@@ -165,6 +199,36 @@ def compact_series(root: str | Path, tile_id: str, min_files: int = 1) -> int:
         if f.exists() and f.stat().st_mtime_ns == stamps[f]:
             f.unlink()
     return len(files)
+
+
+def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -> pa.Table:
+    """One acquisition's rows (tile, sensor, slot), sorted by parcel_id, from its slot file or, once
+    folded, from the compacted file: what an acquisition event's ``extra["slot"]`` points at.
+
+    Safe against a concurrent compaction: the compacted file is written before a slot file is removed,
+    so a slot file that vanishes while being read is found in the compacted file.
+    """
+    sens = Sensor(sensor)
+    tile_dir = Path(root) / tile_id
+    path = slot_file(root, tile_id, sens, slot)
+    try:
+        for _ in range(3):
+            if path.exists():
+                try:
+                    table = pq.read_table(path, schema=SCHEMA)
+                except FileNotFoundError:
+                    continue  # folded meanwhile: read the compacted file
+            elif (tile_dir / COMPACT).exists():
+                flt = (pads.field("sensor") == sens.value) & (pads.field("slot") == slot)
+                table = pads.dataset(str(tile_dir / COMPACT), schema=SCHEMA, format="parquet").to_table(filter=flt)
+                if not table.num_rows and path.exists():
+                    continue  # rewritten meanwhile
+            else:
+                table = SCHEMA.empty_table()
+            return table.sort_by([("parcel_id", "ascending")])
+    except (OSError, pa.ArrowInvalid) as e:
+        raise IngestError(f"cannot read slot {sens.value}/{slot} of tile {tile_id} under {root}: {e}") from e
+    raise IngestError(f"slot {sens.value}/{slot} of tile {tile_id} under {root} kept changing while being read")
 
 
 def read_series(root: str | Path, tile_id: str | None = None, parcel_id: str | Sequence[str] | None = None,

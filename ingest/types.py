@@ -12,12 +12,13 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from contracts.bands import S1_POLS, S2_BANDS  # noqa: F401 - re-exported: the shared vocabulary
+from contracts.sensors import Sensor  # noqa: F401 - re-exported
+
 S2_DIMS = ("time", "band", "y", "x")
 S1_DIMS = ("time", "pol", "y", "x")
 MASK_DIMS = ("time", "y", "x")
 
-S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-S1_POLS = ("VV", "VH")
 S1_ASSETS = ("vv", "vh")
 SCL_ASSET = "SCL"
 # ESA Sen2Cor scene classes that count as clear: vegetation, bare soil, water, unclassified.
@@ -27,11 +28,6 @@ SCL_CLEAR = (4, 5, 6, 7)
 REFLECTANCE_SCALE = 1e-4  # stored uint16 = round(reflectance / 1e-4); 0 is the fill value
 
 SENSOR_COLLECTIONS = {"S2": ("sentinel-2-l2a",), "S1": ("sentinel-1-grd", "sentinel-1-rtc")}
-
-
-class Sensor(StrEnum):
-    S2 = "S2"
-    S1 = "S1"
 
 
 class ItemStatus(StrEnum):

@@ -1,5 +1,7 @@
-"""``python -m sitsmon``: the same entry point as the ``sitsmon`` command."""
+"""``python -m sitsmon``: the same entry point as the ``sitsmon`` console script."""
+
+import sys
 
 from sitsmon.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

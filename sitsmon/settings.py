@@ -1,18 +1,29 @@
 """Settings: one TOML file validated by pydantic, every value overridable by ``SITSMON_*``.
 
 Nested values use a double underscore: ``SITSMON_BUS__BACKEND=kafka`` overrides ``[bus] backend``.
-The TOML file is named by ``--config`` or ``SITSMON_CONFIG``; without one, defaults apply.
-Library code never reads settings: the command line reads them and passes plain values down.
+The TOML file is named by ``--config`` or ``SITSMON_CONFIG``; without one, defaults apply. The file
+reaches pydantic-settings as a settings source (:class:`CheckedTomlSource`), never through the
+environment. Library code never reads settings: the command line reads them and passes plain values down.
+
+Typos are errors, not defaults: an unknown section or key in the file and an unknown ``SITSMON_*``
+variable are refused with the nearest valid name (difflib). The valid names are derived from the
+model (:func:`setting_names`), so a section or field added to :class:`Settings` is known at once;
+``SITSMON_*`` variables that are not settings (test harness and debugging switches) are listed in
+:data:`OTHER_VARIABLES`.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+import typing
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +32,21 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "SITSMON_CONFIG"
+ENV_PREFIX = "SITSMON_"
+ENV_DELIMITER = "__"
+
+OTHER_VARIABLES: frozenset[str] = frozenset({
+    CONFIG_ENV,
+    "SITSMON_SERVICES_DIR",  # tests/services.py: where the test services (Kafka, PostgreSQL) live
+    "SITSMON_NO_SKIPS",  # tests/no_skips.py: a skipped test fails the run
+    "SITSMON_SITS_REFERENCE",  # sits: force the plain reference path instead of the fused kernels
+    "SITSMON_MONITOR_KILL_AT",  # monitor/crash.py: kill points of the crash tests
+    "SITSMON_TEST_ARTEFACTS",  # tests/dashboards: where browser screenshots go
+})
+"""``SITSMON_*`` environment variables that are not settings (add yours here)."""
+
+Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
+PortOrAny = Annotated[int, Field(ge=0, le=65535, description="TCP port, 1-65535; 0: any free port")]
 
 
 # The project's shared reference data sits beside the repository (``../shared/data``).
@@ -48,7 +74,8 @@ class SynthSettings(BaseModel):
 
 class StacSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 8100
+    port: int = Field(8100, ge=0, le=65534,
+                      description="STAC API port (0: any free port); the COG server takes port + 1")
     urls: list[str] = Field(default_factory=list, description="STAC API URLs to poll")
 
 
@@ -75,10 +102,19 @@ class IngestSettings(BaseModel):
 
 class BusSettings(BaseModel):
     backend: Literal["memory", "kafka"] = "memory"
-    bootstrap_servers: str = "127.0.0.1:29092"
+    bootstrap_servers: str = Field("127.0.0.1:29092", description="host:port[,host:port...] of the Kafka brokers")
     api_version: str = Field("", description="Kafka API version, e.g. '0.9'; empty: auto-detect")
     group_id: str = "sitsmon-monitor"
     path: Path | None = Field(None, description="in-process bus file (memory backend); empty: <data_dir>/bus.sqlite")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _ports_of_servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"each server must be host:port with a port in 1-65535, got {server.strip()!r}")
+        return value
 
 
 class EncoderSettings(BaseModel):
@@ -105,7 +141,7 @@ class AlertsSettings(BaseModel):
 
 class DashboardSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Port = 8000
 
 
 class Settings(BaseSettings):
@@ -133,15 +169,112 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence, highest first: explicit arguments, SITSMON_* variables, the TOML file.
-        toml_file = os.environ.get(CONFIG_ENV)
+        check_environment(os.environ, settings_cls)
+        toml_file = settings_cls.model_config.get("toml_file") or os.environ.get(CONFIG_ENV)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+            sources.append(CheckedTomlSource(settings_cls, toml_file=Path(toml_file)))
         return tuple(sources)
+
+    @classmethod
+    def from_file(cls, toml_file: str | Path | None) -> Settings:
+        """Settings with ``toml_file`` as their TOML source (None: ``$SITSMON_CONFIG``, else defaults).
+
+        The file is handed to pydantic-settings the way it documents: as the ``toml_file`` of the
+        model's configuration, here of a subclass made for this one load.
+        """
+        if toml_file is None:
+            return cls()
+        bound = type(cls.__name__, (cls,), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "model_config": SettingsConfigDict(**{**cls.model_config, "toml_file": Path(toml_file)}),
+        })
+        return bound()
 
 
 class SettingsError(ValueError):
     """The configuration file is missing or invalid."""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (also through ``X | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def setting_names(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:  # type: ignore[assignment]
+    """Every settable path of the model, sections included (``("bus",)``, ``("bus", "backend")``)."""
+    model = model or Settings
+    out: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        out.append(path)
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            out.extend(setting_names(sub, path))
+    return out
+
+
+def _nearest(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]}?" if match else f" (valid: {', '.join(sorted(options)[:30])})"
+
+
+def check_keys(data: Mapping[str, Any], where: str, model: type[BaseModel] = None,  # type: ignore[assignment]
+               prefix: tuple[str, ...] = ()) -> None:
+    """Raise SettingsError for the first key of ``data`` (a parsed TOML document) that the model does
+    not have, naming ``where`` and the nearest valid key."""
+    model = model or Settings
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        dotted = ".".join((*prefix, key))
+        if field is None:
+            section = f"[{'.'.join(prefix)}] " if prefix else ""
+            kind = "key" if prefix else "section"
+            raise SettingsError(
+                f"unknown setting {kind} {section}{key} in {where}{_nearest(key, list(model.model_fields))}"
+            )
+        sub = _model_of(field.annotation)
+        if sub is not None and isinstance(value, Mapping):
+            check_keys(value, where, sub, (*prefix, key))
+        elif sub is not None:
+            raise SettingsError(f"setting {dotted} in {where} must be a table ([{dotted}]), got {value!r}"[:300])
+
+
+def check_environment(environ: Mapping[str, str], model: type[BaseModel] = None) -> None:  # type: ignore[assignment]
+    """Raise SettingsError for the first ``SITSMON_*`` variable that is neither a setting nor listed
+    in :data:`OTHER_VARIABLES`, with the nearest valid name."""
+    valid = {ENV_PREFIX + ENV_DELIMITER.join(p).upper() for p in setting_names(model or Settings)} | OTHER_VARIABLES
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in valid:
+            raise SettingsError(f"unknown environment variable {name}{_nearest(upper, sorted(valid))}")
+
+
+class CheckedTomlSource(TomlConfigSettingsSource):
+    """The TOML file as a settings source: a malformed file or an unknown key is a SettingsError
+    naming the file (and the nearest valid key)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        if toml_file.is_dir():  # the base class would skip anything that is not a file, silently
+            raise SettingsError(f"configuration file {toml_file} is a directory, expected a file")
+        if not toml_file.exists():
+            raise SettingsError(f"configuration file not found: {toml_file}")
+        self._model = settings_cls  # the base class reads the file inside __init__: set before it
+        super().__init__(settings_cls, toml_file=toml_file)
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        try:
+            with open(file_path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"malformed TOML in configuration file {file_path}: {e}") from e
+        except OSError as e:
+            raise SettingsError(f"cannot read configuration file {file_path}: {e.strerror or e}") from e
+        check_keys(data, str(file_path), self._model)
+        return data
 
 
 @lru_cache(maxsize=8)
@@ -150,19 +283,11 @@ def get_settings(config: str | None = None) -> Settings:
     from pydantic import ValidationError
 
     path = config or os.environ.get(CONFIG_ENV)
-    if path and not Path(path).is_file():
+    if path and not Path(path).exists():
         raise SettingsError(f"configuration file not found: {path}")
-    previous = os.environ.get(CONFIG_ENV)
     try:
-        if path:
-            os.environ[CONFIG_ENV] = str(path)
-        return Settings()
+        return Settings.from_file(path)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SettingsError(f"invalid setting {where}: {first['msg']} (in {path or 'environment'})") from e
-    finally:
-        if previous is None:
-            os.environ.pop(CONFIG_ENV, None)
-        else:
-            os.environ[CONFIG_ENV] = previous

@@ -1,5 +1,11 @@
-"""Alert stores: SQLite (embedded) and PostgreSQL (production) behind one interface."""
+"""Alert stores: SQLite (embedded) and PostgreSQL (production) behind one interface.
 
-from alerts.store.base import AlertQuery, AlertStore, SqlAlertStore, open_store
+Importing the package registers both backends with :func:`open_store` (``alerts.store.base`` itself
+imports neither; PostgreSQL's driver is imported only when a store connects).
+"""
 
-__all__ = ["AlertQuery", "AlertStore", "SqlAlertStore", "open_store"]
+from alerts.store import postgres as _postgres  # noqa: F401 - registers postgresql://, postgres://
+from alerts.store import sqlite as _sqlite  # noqa: F401 - registers sqlite:// and bare paths
+from alerts.store.base import AlertQuery, AlertStore, SqlAlertStore, backends, open_store, register_backend
+
+__all__ = ["AlertQuery", "AlertStore", "SqlAlertStore", "backends", "open_store", "register_backend"]

@@ -5,6 +5,11 @@
 - ``set_status``: validated transitions (``alerts.types.TRANSITIONS``); an illegal one raises
   ``TransitionError`` with the reason; every change is appended to the history (who, when, note).
 - ``query``: by parcel, status, type, event-date range, tile and region, newest event first.
+- ``upsert_many``: a whole run in ONE transaction: all of it is stored or none (a failure midway
+  rolls back); writers are serialised by the backend (SQLite ``BEGIN IMMEDIATE`` with retries on a
+  busy database, PostgreSQL row locks), so two concurrent runs both succeed and lose nothing.
+- Backends register themselves for URL schemes (:func:`register_backend`); :func:`open_store`
+  resolves a URL through that registry, so this module imports none of them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from alerts.errors import AlertNotFoundError, StoreError
 from alerts.types import Alert, Status, StatusChange, check_transition
@@ -71,6 +76,8 @@ class AlertStore(ABC):
         """Insert or update by ``alert_id``; True when the alert is new."""
 
     def upsert_many(self, alerts: Iterable[Alert]) -> int:
+        """Upsert every alert in one transaction; the number that were new. Subclasses must keep it
+        all-or-nothing (this default, one call per alert, is for stores without transactions)."""
         return sum(1 for a in alerts if self.upsert(a))
 
     @abstractmethod
@@ -142,13 +149,33 @@ class SqlAlertStore(AlertStore):
         return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
     def init_schema(self) -> None:
-        with self._tx() as cur:
+        with self._tx(lock=True) as cur:
             for stmt in self._ddl():
                 cur.execute(stmt)
 
     # -- writes -----------------------------------------------------------------------------------
 
     def upsert(self, alert: Alert) -> bool:
+        return self.upsert_many([alert]) == 1
+
+    def upsert_many(self, alerts: Iterable[Alert]) -> int:
+        """All alerts in one write transaction; a failure of any rolls back the whole run."""
+        new = 0
+        current: Alert | None = None
+        try:
+            # one lock order for every writer (by id): two concurrent runs never deadlock on PostgreSQL
+            batch = sorted(alerts, key=lambda a: a.alert_id)
+            with self._tx(lock=True) as cur:
+                for current in batch:
+                    new += self._upsert(cur, current)
+        except StoreError:
+            raise
+        except Exception as e:
+            which = f" (at alert {current.alert_id})" if current is not None else ""
+            raise StoreError(f"storing the run failed{which}, nothing of it was stored: {e}") from e
+        return new
+
+    def _upsert(self, cur: Any, alert: Alert) -> bool:
         ph = self.ph
         values = [self._enc(c, self._field(alert, c)) for c in ALERT_COLUMNS]
         cols = ", ".join(ALERT_COLUMNS)
@@ -157,27 +184,26 @@ class SqlAlertStore(AlertStore):
         update = ", ".join(
             f"{c} = excluded.{c}" for c in ("confidence", "evidence", "model_version", "tile_id", "region")
         )
-        try:
-            with self._tx() as cur:
-                cur.execute(f"SELECT 1 FROM alerts WHERE alert_id = {ph}", (alert.alert_id,))
-                exists = cur.fetchone() is not None
-                cur.execute(
-                    f"INSERT INTO alerts ({cols}) VALUES ({marks}) ON CONFLICT (alert_id) DO UPDATE SET {update}",
-                    values,
-                )
-                if not exists:
-                    for i, ch in enumerate(alert.history):
-                        self._insert_history(cur, alert.alert_id, i, ch)
-        except StoreError:
-            raise
-        except Exception as e:
-            raise StoreError(f"upsert of alert {alert.alert_id} failed: {e}") from e
+        cur.execute(f"SELECT 1 FROM alerts WHERE alert_id = {ph}" + self._for_update(), (alert.alert_id,))
+        exists = cur.fetchone() is not None
+        cur.execute(
+            f"INSERT INTO alerts ({cols}) VALUES ({marks}) ON CONFLICT (alert_id) DO UPDATE SET {update}",
+            values,
+        )
+        if not exists:
+            for i, ch in enumerate(alert.history):
+                # a concurrent writer may have created the same alert since our SELECT (PostgreSQL)
+                self._insert_history(cur, alert.alert_id, i, ch, if_absent=True)
         return not exists
 
-    def _insert_history(self, cur: Any, alert_id: str, seq: int, ch: StatusChange) -> None:
+    def _insert_history(
+        self, cur: Any, alert_id: str, seq: int, ch: StatusChange, if_absent: bool = False
+    ) -> None:
         ph = self.ph
+        tail = " ON CONFLICT (alert_id, seq) DO NOTHING" if if_absent else ""
         cur.execute(
-            f"INSERT INTO alert_history (alert_id, seq, status, who, changed_at, note) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph})",
+            f"INSERT INTO alert_history (alert_id, seq, status, who, changed_at, note) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}, {ph})"
+            + tail,
             (alert_id, seq, ch.status.value, ch.who, self._enc("changed_at", ch.when), ch.note),
         )
 
@@ -311,13 +337,36 @@ class SqlAlertStore(AlertStore):
             return int(cur.fetchone()[0])
 
 
+S = TypeVar("S", bound=type[AlertStore])
+
+# URL scheme → store class; filled by the backends' modules (alerts/store/__init__.py imports them).
+_BACKENDS: dict[str, type[AlertStore]] = {}
+DEFAULT_SCHEME = "sqlite"  # a bare path is a SQLite file
+
+
+def register_backend(*schemes: str):
+    """Class decorator: ``open_store`` resolves URLs of these schemes to the class, which must offer
+    ``from_url(url)``."""
+
+    def decorate(cls: S) -> S:
+        for scheme in schemes:
+            _BACKENDS[scheme] = cls
+        return cls
+
+    return decorate
+
+
+def backends() -> dict[str, type[AlertStore]]:
+    """The registered schemes and their classes."""
+    return dict(_BACKENDS)
+
+
 def open_store(url: str) -> AlertStore:
-    """``postgresql://…`` → PostgreSQL; anything else is a SQLite path (``sqlite:///path`` accepted)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from alerts.store.postgres import PostgresAlertStore
-
-        return PostgresAlertStore(url)
-    from alerts.store.sqlite import SqliteAlertStore
-
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    return SqliteAlertStore(path)
+    """``postgresql://…`` → PostgreSQL; ``sqlite:///path`` or a bare path → SQLite (by the registry)."""
+    scheme, sep, _ = url.partition("://")
+    key = scheme.lower() if sep else DEFAULT_SCHEME
+    cls = _BACKENDS.get(key)
+    if cls is None:
+        known = ", ".join(f"{k}://" for k in sorted(_BACKENDS))
+        raise StoreError(f"unknown alert store scheme {scheme!r} in {url[:80]!r} (known: {known}, or a SQLite path)")
+    return cls.from_url(url)  # type: ignore[attr-defined]

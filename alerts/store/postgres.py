@@ -8,11 +8,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from alerts.errors import StoreError
-from alerts.store.base import INDEX_DDL, SqlAlertStore
+from alerts.store.base import INDEX_DDL, SqlAlertStore, register_backend
 
 
+@register_backend("postgresql", "postgres")
 class PostgresAlertStore(SqlAlertStore):
     ph = "%s"
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresAlertStore:
+        return cls(url)
 
     def __init__(self, dsn: str, connect_timeout_s: int = 10) -> None:
         self.dsn = dsn

@@ -6,7 +6,15 @@ import argparse
 import logging
 import sys
 
+from contracts.interchange import DUPLICATE_POLICY
 from sitsmon.settings import Settings
+
+INPUT_RULE = (
+    "Observations follow the interchange rule (contracts.interchange): a missing band column refuses the "
+    "file unless --sensors says which sensors' rows to use; rows with text or an infinity in a value column, "
+    "a value outside its physical range, or a bad id, time or sensor refuse the file, naming their lines; "
+    "reflectance in digital numbers or backscatter in dB refuse it too."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run mowing, harvest and solar-construction detectors on a parcel observation table "
             "(interchange CSV/Parquet) and write one row per detected event. The detectors are the "
-            "same incremental code the monitor runs, fed one acquisition at a time."
+            "same incremental code the monitor runs, fed one acquisition at a time. "
+            f"{INPUT_RULE} {DUPLICATE_POLICY} Outputs are written to a temporary file and renamed into "
+            "place; an output that is one of the inputs or the store is refused before anything is read. "
+            "With --store the whole run is stored in one transaction, before the files are written."
         ),
     )
     parser.add_argument("--observations", required=True, help="observations, interchange CSV or Parquet")
@@ -26,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output file: .csv or .geojson")
     parser.add_argument(
         "--detectors", default="mowing,harvest,solar", help="comma-separated detectors (default: all)"
+    )
+    parser.add_argument(
+        "--sensors", default=None, metavar="S2,S1",
+        help="use only these sensors' rows (e.g. S1 for a file without S2 bands); default both, and a "
+             "missing band column of either refuses the file",
     )
     parser.add_argument("--tile-id", default="", help="tile id to record in the alerts")
     parser.add_argument(
@@ -54,15 +70,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _store_url(args: argparse.Namespace, settings: Settings) -> str | None:
+    if not args.store:
+        return None
+    url = settings.alerts.store_url if args.store == "settings" else args.store
+    return url or str(settings.paths.under("alerts.sqlite"))
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from contracts.sensors import parse_sensor_set
+    from sitsmon.outputs import refuse_overwrite
+
+    sensors = parse_sensor_set(args.sensors)
+    store_url = _store_url(args, settings)
+    checkpoint = args.checkpoint or (settings.encoder.checkpoint if args.with_model else None)
+    refuse_overwrite(
+        {"--out": args.out, "--lights": args.lights, "--store": store_url},
+        {"--observations": args.observations, "--parcels": args.parcels, "--checkpoint": checkpoint},
+    )
+
     from alerts.detectors import make_detectors, run_detectors
     from alerts.series import read_observations, read_parcels
     from alerts.sinks.files import parcel_geometries, write_csv, write_geojson
     from alerts.types import Alert
+    from sitsmon.outputs import atomic_output
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     detectors = make_detectors(names)
-    obs = read_observations(args.observations)
+    obs = read_observations(args.observations, sensors=sensors)
     parcels = read_parcels(args.parcels)
     events, skipped = run_detectors(obs, parcels, detectors)
     if args.with_model:
@@ -72,21 +107,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         model = sits.load_model(args.checkpoint or settings.encoder.checkpoint)
         events = annotate_events(events, add_model_expectations(obs, model), model.version)
     alerts = [Alert.from_event(e, tile_id=args.tile_id) for e in events]
-    if str(args.out).lower().endswith((".geojson", ".json")):
-        n = write_geojson(alerts, args.out, parcel_geometries(parcels))
-    else:
-        n = write_csv(alerts, args.out)
-    if args.store:
+    if store_url:
         from alerts.store import open_store
 
-        url = settings.alerts.store_url if args.store == "settings" else args.store
-        if not url:
-            url = str(settings.paths.under("alerts.sqlite"))
-        with open_store(url) as store:
-            new = store.upsert_many(alerts)
+        with open_store(store_url) as store:
+            new = store.upsert_many(alerts)  # one transaction: all of the run or nothing
         print(
             f"sitsmon detect: {new} new alerts, {len(alerts) - new} already stored (updated)", file=sys.stderr
         )
+    with atomic_output(args.out) as tmp:
+        if str(args.out).lower().endswith((".geojson", ".json")):
+            n = write_geojson(alerts, tmp, parcel_geometries(parcels))
+        else:
+            n = write_csv(alerts, tmp)
     if args.lights:
         _write_lights(args, obs, parcels, events)
     for det, pids in skipped.items():
@@ -112,7 +145,10 @@ def _write_lights(args: argparse.Namespace, obs, parcels, events) -> None:
         raise ValueError(f"--grassland-deadline must be MM-DD, got {args.grassland_deadline!r}") from e
     rules = TrafficLightRules(grassland_deadline=(month, day))
     lights = assess_frame(obs, parcels, events, campaign=campaign, as_of=as_of, rules=rules)
-    lights.to_csv(args.lights, index=False)
+    from sitsmon.outputs import atomic_output
+
+    with atomic_output(args.lights) as tmp:
+        lights.to_csv(tmp, index=False)
     counts = lights["light"].value_counts().to_dict()
     print(
         f"sitsmon detect: traffic lights {counts} (campaign {campaign}, as of {as_of}) -> {args.lights}",

@@ -91,7 +91,11 @@ def _progress(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from alerts import evaluation as ev
+    from sitsmon.outputs import atomic_output, refuse_overwrite
 
+    folder = args.data or settings.paths.reference_data / DEFAULT_DATASET
+    refuse_overwrite({"--out": args.out},
+                     {f"--data ({name})": folder / name for name in ("observations.csv", "parcels.csv", "events.csv")})
     if args.task == "mowing":
         obs, parcels, events = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
         if events is None:
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        with atomic_output(args.out) as tmp:
+            tmp.write_text(text)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from contracts.interchange import DUPLICATE_POLICY
 from sitsmon.settings import Settings
 
 
@@ -16,7 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Fit the gap filler on the visible clear S2 views of OBS (seasonal climatology + anomaly "
             "smoother + S1 regression) and write S2 bands B02..B12, NDVI and an NDVI uncertainty at "
             "every (parcel_id, time) of QUERIES. Every output row is flagged filled=1; queries outside "
-            "a parcel's observed range come back with empty values and status=out_of_range."
+            "a parcel's observed range come back with empty values and status=out_of_range. "
+            "Observations follow the interchange rule (contracts.interchange): a missing band column refuses "
+            "the file unless --sensors says which sensors' rows to use; rows with text or an infinity in a "
+            "value column, a value outside its physical range, or a bad id, time or sensor refuse the file, "
+            f"naming their lines; reflectance in digital numbers or backscatter in dB refuse it too. "
+            f"{DUPLICATE_POLICY} The output is written to a temporary file and renamed into place; an "
+            "output that is one of the inputs is refused before anything is read."
         ),
     )
     parser.add_argument("--observations", required=True, help="observations, interchange CSV or Parquet")
@@ -24,20 +31,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--at", required=True, dest="queries", help="CSV/Parquet with parcel_id, time")
     parser.add_argument("--out", required=True, help="output CSV")
     parser.add_argument("--no-s1", action="store_true", help="do not use S1 (smoother only)")
+    parser.add_argument(
+        "--sensors", default=None, metavar="S2,S1",
+        help="use only these sensors' rows (S2 for a file without VV/VH; implies --no-s1); default both, "
+             "and a missing band column of either refuses the file",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from contracts.sensors import Sensor, parse_sensor_set
+    from sitsmon.outputs import atomic_output, refuse_overwrite
+
+    sensors = parse_sensor_set(args.sensors)
+    if sensors is not None and Sensor.S2 not in sensors:
+        raise ValueError("--sensors must include S2: gap filling fills S2 values")
+    refuse_overwrite({"--out": args.out},
+                     {"--observations": args.observations, "--parcels": args.parcels, "--at": args.queries})
+
     from alerts import gapfill as gf
     from alerts.series import check_known_parcels, read_observations, read_parcels, read_table
 
-    obs = read_observations(args.observations)
+    obs = read_observations(args.observations, sensors=sensors)
     parcels = read_parcels(args.parcels)
     check_known_parcels(obs, parcels)
     queries = read_table(args.queries)
-    model = gf.fit(obs, gf.GapFillParams(use_s1=not args.no_s1))
+    use_s1 = not args.no_s1 and (sensors is None or Sensor.S1 in sensors)
+    model = gf.fit(obs, gf.GapFillParams(use_s1=use_s1))
     out = gf.fill(model, obs, queries)
-    out.to_csv(args.out, index=False)
+    with atomic_output(args.out) as tmp:
+        out.to_csv(tmp, index=False)
     bad = int((out["status"] != "ok").sum())
     print(f"sitsmon gapfill: {len(out)} rows ({bad} not filled, see status) -> {args.out}", file=sys.stderr)
     return 0

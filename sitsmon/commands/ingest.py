@@ -3,6 +3,8 @@
 Settings used: ``[ingest]`` tiles, collections, poll_interval_s, lookback_days, max_retries,
 requests_per_second, ledger_url; ``[stac] urls``; ``[paths] data_dir``; ``[bus]``. Options given on
 the command line win. Sentinel Hub credentials come from ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET``.
+poll, backfill and import hold the data dir's ingest lock (:mod:`ingest.locks`) for their whole run;
+status takes none and also checks every cube.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="where acquisition events go (default: [bus] backend)")
     p.add_argument("--max-retries", type=int, default=None, help="HTTP retries per request")
     p.add_argument("--rps", type=float, default=None, help="requests per second per source")
+    _wait_option(p)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--wait needs seconds >= 0, got {text}")
+    return value
+
+
+def _wait_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", nargs="?", type=_seconds, const=True, default=False, metavar="SECONDS",
+                   help="when another ingest writer holds the data dir, wait for it (at most SECONDS if given) "
+                        "instead of exiting with 'data dir is in use'")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,16 +86,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     back.add_argument("--start", required=True, help="first acquisition date (ISO)")
     back.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
     back.set_defaults(handler=run)
-    imp = actions.add_parser("import", help="load parcel series in the interchange format (CSV/Parquet)",
-                             description="Import interchange rows (DESIGN.md) into the parcel-series store.")
+    from contracts.interchange import DUPLICATE_POLICY
+
+    imp = actions.add_parser(
+        "import", help="load parcel series in the interchange format (CSV/Parquet)",
+        description="Import interchange rows (DESIGN.md) into the parcel-series store, one slot file per "
+                    "acquisition (sensor + UTC day), merged with the rows stored there: rows are keyed by "
+                    "(parcel_id, time, sensor), never by file name, and the same rows imported again are "
+                    "not stored twice. Rows with a bad id, time or sensor, text or an infinity in a value "
+                    "column, or a value outside its physical range are rejected with their line; a file "
+                    "missing a band column or in a plainly wrong unit (digital numbers, dB) is refused. "
+                    f"{DUPLICATE_POLICY} One acquisition event per slot written goes to the bus.")
     imp.add_argument("path", help="CSV or Parquet file")
     imp.add_argument("--tile-id", default="imported", help="tile the series are filed under (default: imported)")
     imp.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
+    imp.add_argument("--sensors", default=None, metavar="S2,S1",
+                     help="import only these sensors' rows (e.g. S1 for a file without S2 band columns); "
+                          "default both, and a missing band column of either refuses the file")
+    imp.add_argument("--bus", choices=("none", "memory", "kafka"), default=None,
+                     help="where the acquisition events go (default: [bus] backend)")
+    _wait_option(imp)
     imp.set_defaults(handler=run)
     st = actions.add_parser("status", help="items per status, quarantined items with reasons, watermarks",
                             description="Read the ledger: what was ingested, quarantined (and why), superseded.")
     st.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
     st.add_argument("--tile", default=None, help="only this tile's quarantined items")
+    st.add_argument("--cubes", default=None, help="cube folder to check (default: <data_dir>/cubes)")
     st.set_defaults(handler=run)
 
 
@@ -178,24 +210,84 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         }
     finally:
         ledger.close()
+    out["cubes"] = _cube_health(Path(args.cubes or settings.ingest.cubes_dir or settings.paths.data_dir / "cubes"))
     print(json.dumps(out, indent=2))
-    return 0
+    bad = [c for c in out["cubes"] if c["problem"]]
+    for c in bad:
+        print(f"sitsmon ingest status: cube {c['path']} is incomplete or damaged: {c['problem']}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _cube_health(cubes: Path) -> list[dict[str, Any]]:
+    """Per cube: committed steps per sensor, or what is wrong with it (read only, no lock taken)."""
+    from ingest.cube import check_cube, open_cube, remedy
+
+    out = []
+    for path in sorted(cubes.glob("*.zarr")) if cubes.is_dir() else []:
+        problem = check_cube(path)
+        steps: dict[str, int] = {}
+        if problem is None:
+            for sensor in ("S2", "S1"):
+                steps[sensor] = int(open_cube(path, sensor, sort=False).sizes["time"])
+        else:
+            problem += f" ({remedy(path)})"
+        out.append({"tile_id": path.stem, "path": str(path), "steps": steps, "problem": problem or ""})
+    return out
+
+
+def _lock_dirs(args: argparse.Namespace, settings: Settings) -> list[Path]:
+    """The data dirs an ingest writer writes into: the folders holding its cubes and series."""
+    s, data_dir = settings.ingest, settings.paths.data_dir
+    series = Path(args.series or s.series_dir or data_dir / "series")
+    if args.ingest_action == "import":
+        return [series.absolute().parent]
+    cubes = Path(args.cubes or s.cubes_dir or data_dir / "cubes")
+    return [cubes.absolute().parent, series.absolute().parent]
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from contracts.sensors import parse_sensor_set
+    from ingest.importer import import_series
+
+    sensors = parse_sensor_set(args.sensors)
+    series = args.series or settings.ingest.series_dir or settings.paths.data_dir / "series"
+    publisher = _publisher(args.bus or settings.bus.backend, settings)
+    try:
+        report = import_series(args.path, series, tile_id=args.tile_id, sensors=sensors, publisher=publisher)
+    finally:
+        if hasattr(publisher, "flush"):
+            publisher.flush()
+        if hasattr(publisher, "close"):
+            publisher.close()
+    print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
+                      "slots": report.slots, "new_rows": report.new_rows, "import_id": report.import_id,
+                      "already_imported": report.already_imported, "duplicates": report.duplicates,
+                      "rejected": [list(r) for r in report.rejected[:1000]],
+                      "rejected_count": len(report.rejected)}))
+    for line, why in report.rejected[:20]:  # reasons quote at most 40 characters of a cell
+        print(f"sitsmon ingest import: {args.path} line {line} rejected: {why}", file=sys.stderr)
+    if len(report.rejected) > 20:
+        print(f"sitsmon ingest import: {args.path}: {len(report.rejected) - 20} more rejected lines (see the JSON)",
+              file=sys.stderr)
+    return 0 if report.rows or not report.rejected else 1
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Writers (poll, backfill, import) hold the data dir's ingest lock for their whole run."""
+    if args.ingest_action == "status":
+        return _status(args, settings)
+    from ingest.locks import writer_locks
+
+    ledger = getattr(args, "ledger", None) or settings.ingest.ledger_url or None
+    with writer_locks(_lock_dirs(args, settings), "ingest", wait=args.wait, command=f"sitsmon ingest {args.ingest_action}",
+                      ledger_url=ledger if args.ingest_action != "import" else None):
+        return _run_writer(args, settings)
+
+
+def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
     action = args.ingest_action
     if action == "import":
-        from ingest.importer import import_series
-
-        series = args.series or settings.ingest.series_dir or settings.paths.data_dir / "series"
-        report = import_series(args.path, series, tile_id=args.tile_id)
-        print(json.dumps({"path": report.path, "rows": report.rows, "parcels": report.parcels,
-                          "slots": report.slots, "rejected": [list(r) for r in report.rejected]}))
-        for line, why in report.rejected:
-            print(f"sitsmon ingest import: {args.path} line {line} rejected: {why}", file=sys.stderr)
-        return 0 if report.rows or not report.rejected else 1
-    if action == "status":
-        return _status(args, settings)
+        return _import(args, settings)
     poller = _poller(args, settings, None)  # validates the options before any bus is opened
     publisher = _publisher(args.bus or settings.bus.backend, settings)
     poller.publisher = publisher

@@ -84,7 +84,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from sits.models import EncoderConfig
     from sits.tokens import BandSet
     from sits.train import TrainConfig, fit, train_metadata
+    from sitsmon.outputs import refuse_overwrite
 
+    data = args.data
+    data_files = [data] if data is not None and not data.is_dir() else (
+        [data / "observations.csv", data / "observations.parquet"] if data is not None else [])
+    refuse_overwrite({"--out": args.out}, {f"--data ({Path(f).name})": f for f in data_files})
     if not 0.0 <= args.val_frac < 1.0:
         raise ConfigError(f"--val-frac must be in [0, 1); got {args.val_frac}")
     if args.threads is not None:

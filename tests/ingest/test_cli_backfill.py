@@ -137,13 +137,15 @@ def test_status_lists_quarantined_items(tmp_path, capsys):
 
 def test_import_command(tmp_path, capsys):
     csv = tmp_path / "o.csv"
-    csv.write_text("parcel_id,time,sensor,B04,clear\nP1,2021-01-01T10:00:00Z,S2,0.3,1\n,2021-01-01,S2,0.1,1\n")
-    assert main(["ingest", "import", str(csv), "--series", str(tmp_path / "s"), "--tile-id", "sk"]) == 0
+    csv.write_text("parcel_id,time,sensor,B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12,clear,VV,VH,orbit\n"
+                   "P1,2021-01-01T10:00:00Z,S2,,,0.3,,,,,,,,1,,,\n,2021-01-01,S2,,,0.1,,,,,,,,1,,,\n")
+    assert main(["ingest", "import", str(csv), "--series", str(tmp_path / "s"), "--tile-id", "sk",
+                 "--bus", "none"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["rows"] == 1
     assert "line 3 rejected: empty parcel_id" in out.err
-    assert main(["ingest", "import", str(tmp_path / "nope.csv"), "--series", str(tmp_path / "s")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert main(["ingest", "import", str(tmp_path / "nope.csv"), "--series", str(tmp_path / "s"), "--bus", "none"]) == 1
+    assert "file not found" in capsys.readouterr().err
 
 
 def two_tiles(root):

@@ -130,15 +130,16 @@ def test_import_interchange_csv(tmp_path):
     )
     r = import_series(csv, tmp_path / "series", tile_id="sk")
     assert r.rows == 3 and r.parcels == 2
-    assert [why for _, why in r.rejected] == ["empty parcel_id", "time is not ISO 8601", "sensor must be S1 or S2",
-                                              "duplicate parcel_id, time and sensor"]
-    assert [line for line, _ in r.rejected] == [5, 6, 7, 8]
+    # one duplicate policy (contracts.interchange.DUPLICATE_POLICY): line 8 repeats line 3, the last is kept
+    assert [why for _, why in r.rejected] == ["empty parcel_id", "unparseable time 'yesterday'",
+                                              "sensor must be S2 or S1, got 'S3'"]
+    assert [line for line, _ in r.rejected] == [5, 6, 7] and r.duplicates == 1
     p1 = read_series(tmp_path / "series", "sk", parcel_id="P1").to_pandas()
     assert list(p1.sensor) == ["S1", "S2"] and p1.VV.iloc[0] == pytest.approx(0.05) and p1.orbit.iloc[0] == 175
     assert p1.B04.iloc[1] == pytest.approx(0.3) and p1.clear.iloc[1] == 1
     assert np.isnan(read_series(tmp_path / "series", "sk", parcel_id="P2").to_pandas().B03.iloc[0])
-    again = import_series(csv, tmp_path / "series", tile_id="sk")  # replaces, no duplicates
-    assert again.rows == 3 and read_series(tmp_path / "series", "sk").num_rows == 3
+    again = import_series(csv, tmp_path / "series", tile_id="sk")  # the same rows: nothing stored twice
+    assert again.rows == 3 and again.already_imported and read_series(tmp_path / "series", "sk").num_rows == 3
 
 
 def test_import_real_dataset_and_parquet(tmp_path):
