@@ -12,11 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from alerts.detectors.batch import AcquisitionInputs
 from alerts.series import add_regional_reference, normalise_observations
-from ingest.series import COMPACT, SCHEMA, slot_file
+from ingest.series import read_slot
 from monitor.errors import BadEventError
 
 SENSOR_RANK = {"S1": 0, "S2": 1}  # the offline order at equal times: S1 before S2
@@ -39,23 +38,17 @@ class SlotKey(NamedTuple):
 
 
 def read_slot_rows(series_dir, tile_id: str, sensor: str, slot: str) -> pd.DataFrame:
-    """The rows of one acquisition slot (a slot file, or its rows in the compacted file)."""
-    path = slot_file(series_dir, tile_id, sensor, slot)
-    if path.exists():
-        table = pq.read_table(path, schema=SCHEMA)
-    else:
-        compact = path.parent.parent / COMPACT
-        if not compact.exists():
-            raise BadEventError(f"tile {tile_id}: slot {sensor}/{slot} is not in the series store {series_dir}")
-        table = pq.read_table(compact, schema=SCHEMA, filters=[("sensor", "=", sensor), ("slot", "=", slot)])
+    """The rows of one acquisition slot (its slot file, or its rows in the compacted file)."""
+    table = read_slot(series_dir, tile_id, sensor, slot)
     if table.num_rows == 0:
-        raise BadEventError(f"tile {tile_id}: slot {sensor}/{slot} has no rows in the series store {series_dir}")
+        raise BadEventError(f"tile {tile_id}: slot {sensor}/{slot} is not in the series store {series_dir}")
     return table.to_pandas()
 
 
 def prepare_rows(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     """Normalised interchange rows with ``VH_ref``/``VV_ref`` (the regional reference of this acquisition)."""
-    rows = normalise_observations(raw, source=source)
+    # One impossible value must not stop a whole acquisition: such rows are left out and logged.
+    rows = normalise_observations(raw, source=source, strict=False)
     return add_regional_reference(rows)
 
 

@@ -102,6 +102,7 @@ def event_from_alert(alert: Alert) -> Event:
 class _Tile:
     state: TileState
     store: TileStore
+    lock: Any = None  # ingest.locks.WriterLock on the tile's state folder while this process owns it
     unsaved: int = 0
     last_checkpoint_s: int | None = None
 
@@ -166,7 +167,18 @@ class Monitor:
         """The tile's state, loaded (and brought up to its applied log) on first use."""
         if tile_id in self.tiles:
             return self.tiles[tile_id]
+        from ingest.locks import WriterLock
+
         store = TileStore(self.config.state_root, self.namespace, tile_id)
+        # One writer per tile state: a worker that just lost the tile's partition may still be writing it.
+        lock = WriterLock(store.dir, "monitor", wait=60.0, command=f"sitsmon monitor (tile {tile_id})").acquire()
+        try:
+            return self._load_tile(tile_id, store, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _load_tile(self, tile_id: str, store: TileStore, lock) -> _Tile:
         try:
             state = store.load(self.versions, self.detectors)
         except StateVersionError:
@@ -180,7 +192,7 @@ class Monitor:
         if state.folded:
             state.recent = store.read_expectations(
                 [k for k in state.folded if k.sensor == "S2" and k.time_s >= max(state.folded).time_s - 120 * DAY_S])
-        tile = _Tile(state, store)
+        tile = _Tile(state, store, lock)
         points = store.checkpoints()
         tile.last_checkpoint_s = points[-1].key.time_s if points else None
         self.tiles[tile_id] = tile
@@ -295,6 +307,13 @@ class Monitor:
             if tile_id in self.tiles:
                 self._save(self.tiles[tile_id], force=True)
 
+    def drop_tiles(self) -> None:
+        """Write every tile's state and let it go (its partition moved to another worker)."""
+        self.save_all()
+        for tile in self.tiles.values():
+            tile.lock.release()
+        self.tiles.clear()
+
     # ---- one event ------------------------------------------------------------------------------------
     def fold(self, acq: Acquisition) -> FoldReport:
         """Fold one acquisition event into its tile (steps 2-5 of the module docstring)."""
@@ -369,7 +388,7 @@ class Monitor:
         return fresh
 
     def close(self) -> None:
-        self.save_all()
+        self.drop_tiles()
         self.store.close()
         self.health.write()
 
@@ -412,8 +431,7 @@ class Service:
 
     def _on_revoke(self, partitions) -> None:
         """Partitions taken away: write their tiles' states and forget them (another worker continues)."""
-        self.monitor.save_all()
-        self.monitor.tiles.clear()
+        self.monitor.drop_tiles()
 
     def process(self, messages) -> int:
         """Fold a batch of messages; returns how many acquisitions were folded."""

@@ -180,6 +180,7 @@ def _summary(root: Path, new_alerts: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.archive import open_archive
+    from ingest.locks import WriterLock
     from ingest.stac_server import running_stac_api
     from monitor.bus import make_bus
 
@@ -195,7 +196,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         found, releases = _search(endpoint.url)
         bus = make_bus("memory", path=root / "bus.sqlite")
         try:
-            streamed = _stream(endpoint.url, archive, root, bus, start, releases, args.speed)
+            with WriterLock(root, "ingest", command="sitsmon demo"):  # the demo is this data dir's ingest writer
+                streamed = _stream(endpoint.url, archive, root, bus, start, releases, args.speed)
         finally:
             bus.close()
         streamed.pop("lights_frame")
