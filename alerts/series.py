@@ -1,4 +1,4 @@
-"""Parcel series: the interchange format (DESIGN.md "Interchange format") read into typed records.
+"""Parcel series: the interchange format (docs/data-contracts.md "Interchange format") read into typed records.
 
 One row per parcel and acquisition: ``parcel_id, time (ISO 8601 UTC), sensor (S2|S1), B02…B12
 (surface reflectance 0–1), clear (1/0), VV, VH (linear power), orbit``. Empty means missing.

@@ -1,7 +1,7 @@
 """Records the alerts stage produces: detector events (internal) and the alert payload (boundary).
 
 ``Event`` is what a detector emits (frozen dataclass, validated). ``Alert`` is the pydantic payload
-stored, published on ``sits.alerts`` and shown to controllers (DESIGN.md "Alert"). Its ``alert_id``
+stored, published on ``sits.alerts`` and shown to controllers (docs/data-contracts.md "Alert"). Its ``alert_id``
 is a uuid5 of (parcel, type, event window), so a replay re-creates the same id, never a duplicate.
 """
 

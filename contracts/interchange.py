@@ -1,4 +1,4 @@
-"""The interchange table (one row per parcel and acquisition; DESIGN.md "Interchange format") and the
+"""The interchange table (one row per parcel and acquisition; docs/data-contracts.md "Interchange format") and the
 one rule every entry point applies to it: ``detect``, ``gapfill``, ``eval`` (through
 ``alerts.series``) and ``ingest import`` (through ``ingest.importer``).
 

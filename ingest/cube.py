@@ -1,4 +1,4 @@
-"""Per-tile Zarr cubes (``<cubes>/<tile_id>.zarr``) following the DESIGN.md contract.
+"""Per-tile Zarr cubes (``<cubes>/<tile_id>.zarr``) following docs/data-contracts.md "Tile cube".
 
 Layout (zarr v3, readable with ``xarray.open_zarr(path, group="s2")``)::
 

@@ -45,7 +45,7 @@ class ParcelLayerError(IngestError, ValueError):
 
 
 class ImportFormatError(IngestError, ValueError):
-    """An interchange file does not follow the format in DESIGN.md."""
+    """An interchange file does not follow the format in docs/data-contracts.md."""
 
 
 class ItemAssetError(AssetError):

@@ -1,4 +1,4 @@
-"""Import parcel series in the interchange format (CSV or Parquet, DESIGN.md) into the parcel-series store.
+"""Import parcel series in the interchange format (CSV or Parquet, docs/data-contracts.md) into the parcel-series store.
 
 One row per parcel and acquisition: ``parcel_id, time, sensor (S2|S1), B02..B12, clear, VV, VH, orbit``;
 empty means missing. The rows are checked by the shared rule (:mod:`contracts.interchange`): a file

@@ -8,7 +8,7 @@ compaction is read in its new version. :func:`compact_series` folds slot files i
 file (written atomically, then the folded slot files are removed; a crash in between leaves
 duplicates that the override rule hides).
 
-Columns follow the interchange format of DESIGN.md (``parcel_id, time, sensor, B02..B12, clear, VV, VH,
+Columns follow the interchange format of docs/data-contracts.md (``parcel_id, time, sensor, B02..B12, clear, VV, VH,
 orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass`` and ``item_ids``.
 A slot file is replaced atomically (write to a temporary name, then rename), so a re-ingested or
 rewritten slot leaves exactly one version. Reading one parcel's series prunes row groups by the

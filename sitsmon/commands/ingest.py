@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = actions.add_parser(
         "import", help="load parcel series in the interchange format (CSV/Parquet)",
-        description="Import interchange rows (DESIGN.md) into the parcel-series store, one slot file per "
+        description="Import interchange rows (docs/data-contracts.md) into the parcel-series store, one slot file per "
                     "acquisition (sensor + UTC day), merged with the rows stored there: rows are keyed by "
                     "(parcel_id, time, sensor), never by file name, and the same rows imported again are "
                     "not stored twice. Rows with a bad id, time or sensor, text or an infinity in a value "

@@ -1,6 +1,6 @@
 """`sitsmon train`: self-supervised training of the dual-form encoder on parcel or pixel series.
 
-Reads interchange files (CSV or Parquet, DESIGN.md "Interchange format"), the parcel-series store or
+Reads interchange files (CSV or Parquet, docs/data-contracts.md "Interchange format"), the parcel-series store or
 pixel samples of the tile cubes that `sitsmon ingest` writes (``sitsmon.training_data``), trains the
 forecast and gap-filling heads, writes a checkpoint (config, band set, normalisation statistics,
 weights, version), and with ``--evaluate`` reports gap-filling / forecast quality on held-out parcels against persistence

@@ -129,7 +129,7 @@ def assert_restart_equals_reference(work: Path, archive, ref_work: Path) -> None
         assert got[sensor].identical(want[sensor]), sensor  # values, times, slots, item ids, per time step
     assert got["series"].equals(want["series"])
     assert ledger_rows(work) == ledger_rows(ref_work)
-    # every event once; delivery is at least once (DESIGN.md), so a slot killed between its bus message and
+    # every event once; delivery is at least once (docs/streaming.md), so a slot killed between its bus message and
     # its ledger update may be announced again, identically -- and only such a slot
     got_events, want_events = Counter(events(work)), Counter(events(ref_work))
     assert set(got_events) == set(want_events) and max(want_events.values()) == 1
