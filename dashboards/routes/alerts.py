@@ -75,7 +75,11 @@ def ladder(user: User = access(READ, "none")) -> dict:
 
 
 @router.get("/stream")
-async def stream(request: Request, services: ServicesDep, user: User = access(READ, "filtered")):
+async def stream(
+    request: Request, services: ServicesDep,
+    max_s: Annotated[float | None, Query(ge=0, le=86400, description="end the stream after this long")] = None,
+    user: User = access(READ, "filtered"),
+):
     """Server-Sent Events: ``alert`` events ({alert_id, kind: new|<status>, when, ...}) for the caller's
     tiles, from the moment of connecting (or ``Last-Event-ID``). Polls the store; needs no monitor."""
     tiles = visible_tiles(user)
@@ -93,7 +97,9 @@ async def stream(request: Request, services: ServicesDep, user: User = access(RE
         seen: set[tuple[str, str, str]] = set()
         quiet_s = 0.0
         yield "retry: 2000\n: connected\n\n"
-        while not await request.is_disconnected():
+        loop = asyncio.get_running_loop()
+        end = None if max_s is None else loop.time() + max_s
+        while not await request.is_disconnected() and (end is None or loop.time() < end):
             changes = await run_in_threadpool(services.alerts.changes_since, cursor, 500)
             for alert_id, kind, when in changes:
                 key = (alert_id, kind, when.isoformat())
