@@ -75,10 +75,11 @@ class Chips:
         epsg = int(grid.get("epsg", 0))
         if not epsg:
             raise UnavailableError(f"cube of tile {tile_id} has no grid CRS")
+        import shapely
         from pyproj import Transformer
-        from shapely.ops import transform
 
-        geom = transform(Transformer.from_crs(4326, epsg, always_xy=True).transform, geometry_wgs84)
+        tr = Transformer.from_crs(4326, epsg, always_xy=True)
+        geom = shapely.transform(geometry_wgs84, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
         xs, ys = ds["x"].values, ds["y"].values
         res = abs(float(xs[1] - xs[0])) if len(xs) > 1 else float(grid.get("resolution", 10.0))
         minx, miny, maxx, maxy = geom.bounds
