@@ -30,15 +30,18 @@ class Site:
 
 
 def _add_odd_parcel(root: Path, tile: str) -> str:
-    """Rename the last parcel of the layer and the lights to an id with '#', '/' and a space, and give
-    it an alert, so URL-encoded ids are exercised on real rows."""
+    """Rename a parcel without alerts (in the layer and the lights) to an id with '#', '/' and a space,
+    and give it an alert, so URL-encoded ids are exercised on real rows."""
     import geopandas as gpd
     import pandas as pd
 
     path = root / "archive" / "parcels" / "parcels.parquet"
     gdf = gpd.read_parquet(path)
-    old = str(gdf["parcel_id"].iloc[-1])
-    gdf.loc[gdf.index[-1], "parcel_id"] = ODD_ID
+    with open_store(str(root / "alerts.sqlite")) as store:
+        alerted = {a.parcel_id for a in store.query(limit=1000)}
+    row = next(i for i, pid in zip(gdf.index, gdf["parcel_id"], strict=True) if pid not in alerted)
+    old = str(gdf.at[row, "parcel_id"])
+    gdf.loc[row, "parcel_id"] = ODD_ID
     gdf.to_parquet(path)
     lights = pd.read_csv(root / "traffic-lights.csv", dtype={"parcel_id": str})
     lights.loc[lights["parcel_id"] == old, "parcel_id"] = ODD_ID
