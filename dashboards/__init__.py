@@ -28,4 +28,20 @@ def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, co
     uvicorn.run(create_app(cfg, with_model=with_model), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
 
 
-__all__ = ["create_app", "serve", "__version__"]
+DEMO_USERS = (("demo-admin", "admin"), ("demo-controller", "controller"), ("demo-operator", "operator"),
+              ("demo-viewer", "viewer"))
+
+
+def demo_logins(data_dir: str | Path, users_db: str | Path | None = None) -> dict[str, str]:
+    """Fresh tokens for the demo's four users (every tile), ``{name: token}``; older demo tokens stop
+    working. For `sitsmon demo` to print before :func:`serve`."""
+    from dashboards.security import ALL_TILES, UserStore
+
+    store = UserStore(users_db or Path(data_dir) / "dashboard.sqlite")
+    try:
+        return {name: store.reissue(name, role, [ALL_TILES]) for name, role in DEMO_USERS}
+    finally:
+        store.close()
+
+
+__all__ = ["create_app", "demo_logins", "serve", "__version__"]

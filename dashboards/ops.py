@@ -67,7 +67,7 @@ def ingest_status(ledger_url: str, tiles: set[str] | None, limit: int, offset: i
         counts = ledger.counts()
         marks = [{"source": s, "collection": c, "tile_id": t,
                   "watermark": datetime.fromtimestamp(w, UTC).isoformat()}
-                 for s, c, t, w in ledger.watermarks() if tiles is None or t in tiles]
+                 for s, c, t, w in ledger.watermarks() if tiles is None or t in tiles or t == "*"]
         bad = [e for e in ledger.entries(status=ItemStatus.QUARANTINED) if tiles is None or e.tile_id in tiles]
     finally:
         ledger.close()

@@ -45,3 +45,17 @@ def test_serve_refuses_a_missing_data_dir(tmp_path, capsys):
     assert main(["serve", "--data-dir", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert "data dir" in err and "nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_logins_are_fresh_each_time(tmp_path):
+    from dashboards import demo_logins
+
+    first = demo_logins(tmp_path)
+    second = demo_logins(tmp_path)
+    assert set(first) == set(second) == {"demo-admin", "demo-controller", "demo-operator", "demo-viewer"}
+    app = create_app(DashboardConfig.from_data_dir(tmp_path), with_model=False)
+    with TestClient(app) as client:
+        me = client.get("/api/me", headers={"Authorization": f"Bearer {second['demo-controller']}"}).json()
+        assert me["role"] == "controller" and me["may_triage"]
+        old = client.get("/api/me", headers={"Authorization": f"Bearer {first['demo-controller']}"})
+        assert old.status_code == 401
