@@ -1,4 +1,6 @@
-"""A parcel's series for the chart: S2 bands and NDVI, S1 VV/VH in dB, the encoder's expectation.
+"""A parcel's series for the chart: S2 bands and NDVI, S1 VV/VH in dB, the encoder's expectation,
+and gap-filled NDVI with its uncertainty at the cloudy S2 views (``alerts.gapfill``, fitted once per
+tile on the tile's whole series and cached with the series-file stamp; ``filled`` marks them).
 
 The expectation is computed for the one parcel on the fly (``alerts.expectation``: the same
 per-acquisition steps the monitor makes) and cached per parcel and series-file stamp; the model is
@@ -45,6 +47,7 @@ class SeriesReader:
         self._model_error: str | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, dict] = OrderedDict()
+        self._gapfill: dict[str, tuple[tuple, Any]] = {}
         self._cache_size = cache_size
 
     def _tile_stamp(self, tile_id: str) -> tuple:
@@ -76,23 +79,62 @@ class SeriesReader:
             raise NotFoundError(f"no series for parcel {parcel_id!r} on tile {tile_id!r}")
         return normalise_observations(table.to_pandas(), source=f"series of {parcel_id}")
 
+    def gapfill_model(self, tile_id: str, stamp: tuple) -> Any:
+        """The tile's gap-fill model (None when it cannot be fitted, e.g. too few clear views)."""
+        with self._lock:
+            hit = self._gapfill.get(tile_id)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+        from alerts import gapfill
+        from alerts.series import normalise_observations
+        from ingest.series import read_series
+
+        try:
+            obs = normalise_observations(read_series(self.series_dir, tile_id=tile_id).to_pandas())
+            model = gapfill.fit(obs)
+        except Exception as e:  # noqa: BLE001 - without a fit the chart shows the views only
+            logger.warning("gap-fill model for tile %s unavailable: %s", tile_id, e)
+            model = None
+        with self._lock:
+            self._gapfill[tile_id] = (stamp, model)
+        return model
+
     def series(self, tile_id: str, parcel_id: str) -> dict[str, Any]:
         key = (tile_id, parcel_id, self._tile_stamp(tile_id))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        out = self._build(tile_id, parcel_id)
+        out = self._build(tile_id, parcel_id, key[2])
         with self._lock:
             self._cache[key] = out
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
 
-    def _build(self, tile_id: str, parcel_id: str) -> dict[str, Any]:
+    def _filled(self, tile_id: str, stamp: tuple, obs: pd.DataFrame) -> dict[str, tuple[float, float]]:
+        """``time iso → (ndvi, std)`` at the parcel's cloudy S2 views that the gap filler covers."""
+        from alerts import gapfill
+
+        cloudy = obs[(obs["sensor"] == "S2") & ~(obs["clear"] >= 0.5)]
+        model = self.gapfill_model(tile_id, stamp) if len(cloudy) else None
+        if model is None:
+            return {}
+        try:
+            res = gapfill.fill(model, obs, cloudy[["parcel_id", "time"]])
+        except Exception as e:  # noqa: BLE001
+            logger.warning("gap fill failed for %s: %s", obs["parcel_id"].iloc[0], e)
+            return {}
+        ok = res[res["status"] == "ok"]
+        times = cloudy["time"].to_numpy()[res["status"].to_numpy() == "ok"]
+        return {pd.Timestamp(t).isoformat(): (float(n), float(u))
+                for t, n, u in zip(times, ok["NDVI"], ok["uncertainty"], strict=True)}
+
+    def _build(self, tile_id: str, parcel_id: str, stamp: tuple = ()) -> dict[str, Any]:
         from alerts.expectation import EXPECTED, EXPECTED_STD, add_model_expectations
 
         obs = self.observations(tile_id, parcel_id)
+        filled = self._filled(tile_id, stamp, obs)
         model = self.model()
         version = None
         if model is not None:
@@ -107,8 +149,13 @@ class SeriesReader:
         for _, r in s2.iterrows():
             red, nir = float(r["B04"]), float(r["B08"])
             ndvi = (nir - red) / (nir + red) if math.isfinite(red) and math.isfinite(nir) and nir + red > 0 else math.nan
+            t_iso = r["time"].isoformat()
+            fill = filled.get(t_iso)
             s2_rows.append({
-                "time": r["time"].isoformat(),
+                "time": t_iso,
+                "filled": fill is not None,
+                "filled_ndvi": _num(fill[0]) if fill else None,
+                "filled_ndvi_std": _num(fill[1]) if fill else None,
                 "clear": bool(r["clear"] >= 0.5) if math.isfinite(float(r["clear"])) else False,
                 "clear_fraction": _num(r.get("clear_fraction")),
                 "ndvi": _num(ndvi),

@@ -180,6 +180,8 @@ function drawChart(series) {
   const hi = col((o) => (o.s2?.expected_ndvi != null ? o.s2.expected_ndvi + o.s2.expected_ndvi_std : null));
   const lo = col((o) => (o.s2?.expected_ndvi != null ? o.s2.expected_ndvi - o.s2.expected_ndvi_std : null));
   const vv = col((o) => o.s1?.vv_db); const vh = col((o) => o.s1?.vh_db);
+  const filled = col((o) => (o.s2 && o.s2.filled ? o.s2.filled_ndvi : null));
+  const filledStd = col((o) => (o.s2 && o.s2.filled ? o.s2.filled_ndvi_std : null));
   const alertTimes = series.alerts.map((a) => ({ t: toSec(a.event_date + "T12:00:00Z"), label: a.type }));
   const alertLines = { hooks: { draw: [(u) => {
     const ctx = u.ctx; ctx.save(); ctx.strokeStyle = "#7b1fa2"; ctx.lineWidth = 2; ctx.setLineDash([6, 4]);
@@ -188,6 +190,13 @@ function drawChart(series) {
       const x = u.valToPos(a.t, "x", true); ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
       ctx.fillText(a.label, x + 4, u.bbox.top + 14 * devicePixelRatio);
     }
+    ctx.setLineDash([]); ctx.strokeStyle = "#e65100"; ctx.lineWidth = 1.5 * devicePixelRatio;
+    xs.forEach((t, i) => {  // gap-filled NDVI: its uncertainty as a whisker (± std)
+      if (filled[i] == null || filledStd[i] == null) return;
+      const x = u.valToPos(t, "x", true);
+      const y0 = u.valToPos(filled[i] - filledStd[i], "ndvi", true), y1 = u.valToPos(filled[i] + filledStd[i], "ndvi", true);
+      ctx.beginPath(); ctx.moveTo(x, y0); ctx.lineTo(x, y1); ctx.moveTo(x - 4, y0); ctx.lineTo(x + 4, y0); ctx.moveTo(x - 4, y1); ctx.lineTo(x + 4, y1); ctx.stroke();
+    });
     ctx.restore();
   }] } };
   const opts = {
@@ -203,11 +212,12 @@ function drawChart(series) {
       { label: "expected − std", scale: "ndvi", stroke: "rgba(21,101,192,0.3)", width: 1, spanGaps: true },
       { label: "VV dB", scale: "db", stroke: "#ef6c00", width: 1, spanGaps: true },
       { label: "VH dB", scale: "db", stroke: "#8d6e63", width: 1, spanGaps: true },
+      { label: "gap-filled NDVI ± std", scale: "ndvi", stroke: "#e65100", width: 0, points: { show: true, size: 8, fill: "#fff", stroke: "#e65100" } },
     ],
     bands: [{ series: [4, 5], fill: "rgba(21,101,192,0.15)" }],
   };
   $("#chart").innerHTML = "";
-  state.chart = new uPlot(opts, [xs, ndvi, cloudy, exp, hi, lo, vv, vh], $("#chart"));
+  state.chart = new uPlot(opts, [xs, ndvi, cloudy, exp, hi, lo, vv, vh, filled], $("#chart"));
 }
 
 async function chipImg(enc, kind, date, label) {

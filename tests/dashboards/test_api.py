@@ -68,6 +68,10 @@ def test_series_has_bands_db_expectation_and_alerts(client, site):
     assert sum(p["expected_ndvi"] is not None for p in s["s2"]) >= len(s["s2"]) - 1
     assert all(p["expected_ndvi_std"] > 0 for p in s["s2"] if p["expected_ndvi_std"] is not None)
     assert alert.alert_id in [a["alert_id"] for a in s["alerts"]]
+    for p in s["s2"]:  # gap-filled values only at cloudy views, always with an uncertainty
+        assert p["filled"] is (p["filled_ndvi"] is not None)
+        if p["filled"]:
+            assert not p["clear"] and p["filled_ndvi_std"] > 0
     # the expectation equals the alert's evidence (what the demo stored) at the evidence date
     model = alert.evidence.get("model")
     if model:
@@ -213,3 +217,13 @@ def test_stream_reports_a_status_change(client, site):
     with client.stream("GET", "/api/alerts/stream", params={"max_s": 0.5}, headers=auth(site, "foreign")) as r:
         foreign = [line for line in r.iter_lines() if line.startswith("data:")]
     assert foreign == []
+
+
+def test_some_cloudy_views_are_gap_filled(site):
+    from dashboards.series import SeriesReader
+
+    reader = SeriesReader(site.config.series_dir, with_model=False)
+    points = [p for pid in site.parcel_ids if pid != ODD_ID for p in reader.series(site.tile, pid)["s2"]]
+    filled = [p for p in points if p["filled"]]
+    assert filled and len(filled) < len(points)
+    assert all(-1 <= p["filled_ndvi"] <= 1 for p in filled)
