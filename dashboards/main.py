@@ -19,6 +19,7 @@ from dashboards.services import Services
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 1_000_000
 # Reachable without a token: they hold no data (the UI asks for a token before any API call).
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/static"})
 
@@ -41,6 +42,14 @@ def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
     )
     for module in (health, me, tiles, parcels, alerts, lights, ops):
         app.include_router(module.router)
+
+    @app.middleware("http")
+    async def refuse_oversized(request: Request, call_next):
+        # bodies are small JSON (a status note, ids, a polygon); refuse anything larger up front
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return await call_next(request)
 
     def _error(status: int):
         async def handler(request: Request, exc: Exception) -> JSONResponse:

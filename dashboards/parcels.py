@@ -115,7 +115,7 @@ class Parcels:
 
     def select(self, *, tiles: set[str] | None, bbox: tuple[float, float, float, float] | None = None,
                point: tuple[float, float] | None = None, light: str | None = None,
-               land_use: str | None = None) -> pd.DataFrame:
+               land_use: str | None = None, polygon: Any = None) -> pd.DataFrame:
         """Parcels (as rows of the layer) visible for ``tiles`` (None: all), filtered, sorted by id."""
         import shapely
 
@@ -127,6 +127,9 @@ class Parcels:
         if point is not None:
             idx = layer.tree.query(shapely.Point(*point), predicate="intersects")
             frame = frame.iloc[np.sort(idx)]
+        if polygon is not None:
+            idx = layer.tree.query(polygon, predicate="intersects")
+            frame = layer.frame.iloc[np.sort(idx)].loc[lambda f: f.index.isin(frame.index)]
         if tiles is not None:
             frame = frame[frame["tile_id"].isin(tiles)]
         if land_use:

@@ -45,6 +45,43 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+MAX_VERTICES = 10_000
+
+
+class PolygonIn(BaseModel):
+    """A GeoJSON Polygon or MultiPolygon in WGS84 (the area a controller drew or imported)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any] = Field(min_length=1)
+
+    def to_shape(self):
+        import shapely
+        from shapely.geometry import shape
+
+        try:
+            geom = shape({"type": self.type, "coordinates": self.coordinates})
+        except Exception as e:  # noqa: BLE001 - shapely raises many kinds for bad rings
+            raise ValueError(f"invalid {self.type}: {' '.join(str(e).split())[:200]}") from e
+        n = shapely.get_num_coordinates(geom)
+        if n > MAX_VERTICES:
+            raise ValueError(f"polygon has {n} vertices, at most {MAX_VERTICES}")
+        if geom.is_empty or not geom.is_valid:
+            raise ValueError(f"invalid {self.type}: {shapely.is_valid_reason(geom)}")
+        x0, y0, x1, y1 = geom.bounds
+        if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+            raise ValueError("polygon must lie in lon -180..180, lat -90..90 (WGS84)")
+        return geom
+
+
+class ParcelSearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    geometry: PolygonIn
+    light: Literal["green", "orange", "red", "not_analysable"] | None = None
+
+
 class Paged(BaseModel):
     count: int
     page: int

@@ -6,7 +6,7 @@ import io
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from dashboards.deps import ServicesDep, access, visible_tiles
@@ -44,16 +44,49 @@ def list_lights(
             "data": [_record(r, lights) for _, r in rows.iterrows()]}
 
 
+def _crs(epsg: int | None):
+    if epsg is None:
+        return None
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        return CRS.from_epsg(epsg)
+    except CRSError as e:
+        raise HTTPException(422, f"unknown EPSG code {epsg}") from e
+
+
 @router.get("/export", response_class=Response,
-            responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}}})
+            responses={200: {"content": {"text/csv": {}, "application/geo+json": {},
+                                         "application/geopackage+sqlite3": {}}}})
 def export_lights(
-    services: ServicesDep, format: Annotated[Literal["csv", "geojson"], Query()] = "csv",
+    services: ServicesDep, format: Annotated[Literal["csv", "geojson", "gpkg"], Query()] = "csv",
     tile_id: TileId = None, light: Annotated[LightName | None, Query()] = None,
+    epsg: Annotated[int | None, Query(ge=1024, le=999999, description="output CRS for gpkg (default WGS84), "
+                                      "e.g. 5514 (S-JTSK) or 2154 (Lambert-93)")] = None,
     user: User = access(READ, "filtered"),
 ) -> Response:
-    """The filtered view for QGIS users: CSV (no geometry) or GeoJSON (WGS84)."""
+    """The filtered view for QGIS users: CSV (no geometry), GeoJSON (WGS84, as RFC 7946 wants) or
+    GeoPackage (WGS84 or the national projection given by ``epsg``)."""
+    crs = _crs(epsg)
     frame, lights = _rows(services, user, tile_id, light)
     frame = frame.head(EXPORT_MAX)
+    if format == "gpkg":
+        import tempfile
+        from pathlib import Path
+
+        import geopandas as gpd
+
+        records = [_record(r, lights) for _, r in frame.iterrows()]
+        gdf = gpd.GeoDataFrame(records, geometry=list(frame.geometry.values), crs=4326)
+        if crs is not None:
+            gdf = gdf.to_crs(crs)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "traffic-lights.gpkg"
+            gdf.to_file(out, layer="traffic_lights", driver="GPKG")
+            body = out.read_bytes()
+        return Response(body, media_type="application/geopackage+sqlite3",
+                        headers={"Content-Disposition": 'attachment; filename="traffic-lights.gpkg"'})
     if format == "csv":
         import csv
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from alerts.store import AlertQuery
 from dashboards.deps import ServicesDep, access, visible_tiles
-from dashboards.schemas import Page, PageSize, TileId, alert_public, check_id, parse_bbox
+from dashboards.schemas import Page, PageSize, ParcelSearchIn, TileId, alert_public, check_id, parse_bbox
 from dashboards.security import READ, User
 
 router = APIRouter(prefix="/api/parcels", tags=["parcels"])
@@ -66,6 +66,20 @@ def parcels_at(
 ) -> dict:
     frame = services.parcels.select(tiles=visible_tiles(user), point=(lon, lat))
     return _collection(services, frame, 1, 100)
+
+
+@router.post("/search")
+def search_parcels(
+    body: ParcelSearchIn, services: ServicesDep, page: Page = 1, page_size: PageSize = 100,
+    user: User = access(READ, "filtered"),
+) -> dict:
+    """Parcels intersecting a GeoJSON polygon (WGS84), paged."""
+    try:
+        polygon = body.geometry.to_shape()
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
+    frame = services.parcels.select(tiles=visible_tiles(user), polygon=polygon, light=body.light)
+    return _collection(services, frame, page, page_size)
 
 
 @router.get("/{parcel_id:path}/series")

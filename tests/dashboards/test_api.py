@@ -227,3 +227,39 @@ def test_some_cloudy_views_are_gap_filled(site):
     filled = [p for p in points if p["filled"]]
     assert filled and len(filled) < len(points)
     assert all(-1 <= p["filled_ndvi"] <= 1 for p in filled)
+
+
+def test_lights_geopackage_in_the_national_projection(client, site, tmp_path):
+    h = auth(site, "viewer")
+    r = client.get("/api/lights/export", params={"format": "gpkg", "epsg": 5514, "light": "orange"}, headers=h)
+    assert r.status_code == 200
+    (tmp_path / "l.gpkg").write_bytes(r.content)
+    got = gpd.read_file(tmp_path / "l.gpkg")
+    assert got.crs.to_epsg() == 5514
+    layer = gpd.read_parquet(site.config.parcels_path).set_index("parcel_id").to_crs(5514)
+    lights = pd.read_csv(site.config.traffic_lights, dtype={"parcel_id": str})
+    assert sorted(got["parcel_id"]) == sorted(lights.loc[lights["light"] == "orange", "parcel_id"])
+    one = got.iloc[0]
+    assert one.geometry.symmetric_difference(layer.loc[one["parcel_id"], "geometry"]).area < 1.0  # m²
+    bad = client.get("/api/lights/export", params={"format": "gpkg", "epsg": 999998}, headers=h)
+    assert bad.status_code == 422 and "EPSG" in bad.json()["detail"]
+
+
+def test_parcels_by_polygon_and_oversized_bodies(client, site):
+    import shapely
+
+    layer = gpd.read_parquet(site.config.parcels_path)
+    x0, y0, x1, y1 = layer.total_bounds
+    tri = [[x0, y0], [x1, y0], [x0, y1], [x0, y0]]
+    h = auth(site, "viewer")
+    r = client.post("/api/parcels/search", json={"geometry": {"type": "Polygon", "coordinates": [tri]}},
+                    params={"page_size": 500}, headers=h)
+    expect = layer[layer.geometry.intersects(shapely.Polygon(tri))]["parcel_id"]
+    assert r.status_code == 200 and sorted(f["id"] for f in r.json()["features"]) == sorted(expect)
+    assert 0 < len(expect) < len(layer)
+    bow = [[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]
+    bad = client.post("/api/parcels/search", json={"geometry": {"type": "Polygon", "coordinates": [bow]}}, headers=h)
+    assert bad.status_code == 422 and "Self-intersection" in bad.json()["detail"]
+    huge = {"geometry": {"type": "Polygon", "coordinates": [[[0, 0]] * 200_000]}}
+    big = client.post("/api/parcels/search", json=huge, headers=h)
+    assert big.status_code == 413

@@ -56,7 +56,9 @@ def _url(route: APIRoute, site) -> str:
 
 
 BODIES = {"/api/alerts/{alert_id}/status": lambda s: {"status": "acknowledged", "note": "x"},
-          "/api/alerts/acknowledge": lambda s: {"alert_ids": s.alert_ids[:1]}}
+          "/api/alerts/acknowledge": lambda s: {"alert_ids": s.alert_ids[:1]},
+          "/api/parcels/search": lambda s: {"geometry": {"type": "Polygon", "coordinates": [
+              [[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}}}
 
 
 def _call(client, method, route, site, who=None):
