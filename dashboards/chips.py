@@ -55,6 +55,18 @@ class Chips:
         ds = self._open(tile_id, sensor)
         return [str(t)[:10] for t in ds["time"].values]
 
+    def acquisitions(self, tile_id: str, sensor: str) -> list[dict]:
+        """Every committed acquisition: time, and for S1 the orbit and pass direction."""
+        ds = self._open(tile_id, sensor)
+        out = []
+        for i, t in enumerate(ds["time"].values):
+            row = {"date": str(t)[:10], "time": str(t) + "Z"}
+            if sensor == "S1":
+                row["orbit"] = int(ds["orbit"].values[i])
+                row["pass"] = str(ds["pass"].values[i])
+            out.append(row)
+        return out
+
     def _time_index(self, ds, day: date, tile_id: str, sensor: str) -> int:
         days = np.array([str(t)[:10] for t in ds["time"].values])
         hits = np.flatnonzero(days == day.isoformat())

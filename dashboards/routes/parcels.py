@@ -99,7 +99,9 @@ def parcel_dates(parcel_id: ParcelId, services: ServicesDep, user: User = access
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
     return {"parcel_id": pid, "tile_id": tile,
-            "S2": services.chips.dates(tile, "S2"), "S1": services.chips.dates(tile, "S1")}
+            "S2": services.chips.dates(tile, "S2"), "S1": services.chips.dates(tile, "S1"),
+            "acquisitions": {"S2": services.chips.acquisitions(tile, "S2"),
+                             "S1": services.chips.acquisitions(tile, "S1")}}
 
 
 @router.get(

@@ -160,6 +160,8 @@ async function showParcel(pid) {
     + `<b style="color:${LIGHT_COLOURS[p.light] || "#555"}">${esc(p.light || "no light")}</b> ${esc(p.reasons || "")}`;
   drawChart(series);
   drawChips(enc, series);
+  $("#calendar").innerHTML = "";
+  $("#calendar-btn").onclick = () => drawCalendar(enc);
   renderAlerts($("#parcel-alerts"), series.alerts, false);
 }
 
@@ -220,10 +222,10 @@ function drawChart(series) {
   state.chart = new uPlot(opts, [xs, ndvi, cloudy, exp, hi, lo, vv, vh, filled], $("#chart"));
 }
 
-async function chipImg(enc, kind, date, label) {
+async function chipImg(enc, kind, date, label, target = "#chips") {
   const box = document.createElement("div"); box.className = "chip";
   box.innerHTML = `<img alt="${esc(kind)} ${esc(date)}"><span>${esc(label)} · ${esc(kind)} · ${esc(date)}</span>`;
-  $("#chips").appendChild(box);
+  $(target).appendChild(box);
   try {
     const blob = await (await api(`/api/parcels/${enc}/chips/${kind}?date=${date}`)).blob();
     const img = box.querySelector("img"); img.src = URL.createObjectURL(blob); img.dataset.loaded = "1";
@@ -246,6 +248,30 @@ function drawChips(enc, series) {
     if (d1) jobs.push(chipImg(enc, "vv", d1, label));
   }
   return Promise.all(jobs);
+}
+
+// The controllers' remote review: a chip of every acquisition of the period, in time order
+// (S2 true colour and NDVI; S1 VV labelled with its orbit direction).
+async function drawCalendar(enc) {
+  $("#calendar").innerHTML = "";
+  const d = await getJSON(`/api/parcels/${enc}/dates`);
+  const all = [...d.acquisitions.S2.map((a) => ({ ...a, sensor: "S2" })), ...d.acquisitions.S1.map((a) => ({ ...a, sensor: "S1" }))]
+    .sort((a, b) => a.time.localeCompare(b.time));
+  const todo = [];
+  for (const a of all) {
+    if (a.sensor === "S2") todo.push(["true_color", a.date, "S2"], ["ndvi", a.date, "S2"]);
+    else todo.push(["vv", a.date, `S1 ${a.pass}`]);
+  }
+  // placeholders in time order first, then at most four chip requests in flight
+  const boxes = todo.map(() => { const b = document.createElement("div"); $("#calendar").appendChild(b); return b; });
+  let next = 0;
+  const worker = async () => {
+    while (next < todo.length) {
+      const i = next++; const [kind, date, label] = todo[i];
+      boxes[i].id = `cal-${i}`; await chipImg(enc, kind, date, label, `#cal-${i}`);
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
 // ---- alert queue and triage -----------------------------------------------------------------

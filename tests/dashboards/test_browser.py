@@ -76,6 +76,14 @@ def shots(tmp_path_factory) -> Path:
     return out
 
 
+def site_dates(site) -> list[str]:
+    """The chips the calendar shows: two per S2 acquisition, one per S1 acquisition."""
+    from ingest.cube import cube_path, open_cube
+
+    path = cube_path(site.config.cubes_dir, site.tile)
+    return [*(2 * list(open_cube(path, "S2")["time"].values)), *open_cube(path, "S1")["time"].values]
+
+
 def _login(browser, base: str, token: str):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -115,6 +123,10 @@ def test_browser_flow(server, browser, site, shots) -> None:
     series_labels = ctl.inner_text("#chart")
     assert "expected NDVI" in series_labels and "VV dB" in series_labels
     ctl.screenshot(path=str(shots / "2-parcel.png"), full_page=True)
+    ctl.click("#calendar-btn")  # every acquisition of the period: S2 true colour + NDVI, S1 VV
+    n_acq = len(site_dates(site))
+    ctl.wait_for_function(f"document.querySelectorAll('#calendar img[data-loaded]').length === {n_acq}", timeout=60000)
+    ctl.locator("#calendar").screenshot(path=str(shots / "2b-calendar.png"))
 
     # acknowledge in the queue
     ctl.goto(server + "/#/alerts")
