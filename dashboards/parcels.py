@@ -104,6 +104,10 @@ class Parcels:
             raise NotFoundError(f"no parcel {parcel_id!r}")
         return str(frame.at[parcel_id, "tile_id"])
 
+    def ids_on_tile(self, tile_id: str) -> list[str]:
+        frame = self.layer().frame
+        return frame.index[frame["tile_id"] == tile_id].tolist()
+
     def tiles(self) -> dict[str, dict[str, Any]]:
         """Per tile: parcel count and WGS84 bounds of its parcels."""
         frame = self.layer().frame

@@ -83,10 +83,16 @@ def search_parcels(
 
 
 @router.get("/{parcel_id:path}/series")
-def parcel_series(parcel_id: ParcelId, services: ServicesDep, user: User = access(READ, "parcel")) -> dict:
+def parcel_series(
+    parcel_id: ParcelId, services: ServicesDep,
+    fill: Annotated[bool, Query(description="gap-filled NDVI ± std at cloudy views")] = True,
+    expected: Annotated[bool, Query(description="the encoder's expected NDVI ± std")] = True,
+    user: User = access(READ, "parcel"),
+) -> dict:
+    """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts."""
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
-    out = dict(services.series.series(tile, pid))
+    out = dict(services.series.series(tile, pid, services.parcels.ids_on_tile(tile), fill=fill, expected=expected))
     alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000))
     centroid = services.parcels.centroid(pid)
     out["alerts"] = [alert_public(a, centroid).model_dump(mode="json") for a in alerts]
