@@ -7,6 +7,7 @@ registered before the bare ``/{parcel_id}`` route so the suffix is never read as
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Annotated, Literal
 
@@ -82,13 +83,14 @@ def search_parcels(
     return _collection(services, frame, page, page_size)
 
 
-@router.get("/{parcel_id:path}/series")
+@router.get("/{parcel_id:path}/series", response_class=Response,
+            responses={200: {"content": {"application/json": {}}, "description": "the parcel's series"}})
 def parcel_series(
     parcel_id: ParcelId, services: ServicesDep,
     fill: Annotated[bool, Query(description="gap-filled NDVI ± std at cloudy views")] = True,
     expected: Annotated[bool, Query(description="the encoder's expected NDVI ± std")] = True,
     user: User = access(READ, "parcel"),
-) -> dict:
+) -> Response:
     """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts."""
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
@@ -96,7 +98,8 @@ def parcel_series(
     alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000))
     centroid = services.parcels.centroid(pid)
     out["alerts"] = [alert_public(a, centroid).model_dump(mode="json") for a in alerts]
-    return out
+    # plain floats, strings and None only: json.dumps directly (jsonable_encoder costs ~40 ms here)
+    return Response(json.dumps(out, allow_nan=False), media_type="application/json")
 
 
 @router.get("/{parcel_id:path}/dates")
