@@ -7,7 +7,8 @@ store, and a small cube (512 × 512 px, 12 S2 and 12 S1 acquisitions) for chips.
 ``sitsmon serve`` as a subprocess and drives
 it from this process with ``--concurrency`` keep-alive clients. Prints JSON: p50/p95/p99 per
 endpoint (``series``: the store read with bands, NDVI, dB and alerts; ``series_gap_filled``: plus
-the gap filler; the encoder's expectation is off, it is a model run per parcel), and the sustained requests/s of a mixed load. Absolute times depend on the machine; the
+the gap filler; the encoder's expectation is off, it is a model run per parcel), the floors of the
+same run (``/health``: the HTTP round trip; ``read_series`` of the same parcels in this process), and the sustained requests/s of a mixed load. Absolute times depend on the machine; the
 budgets in DESIGN.md are p95 series ≤ 50 ms, alert page ≤ 100 ms, chip ≤ 150 ms, 200 req/s.
 """
 
@@ -310,6 +311,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = {"parcels": args.parcels, "years": args.years, "series_rows": info["series"]["rows"],
                   "rows_per_parcel": info["series"]["rows_per_parcel"], "alerts": args.alerts,
                   "concurrency": args.concurrency, "cpu_count": os.cpu_count()}
+        # floors of this run: the HTTP round trip (/health) and the store read alone, in this process
+        lat, _ = _drive(base, token, ["/health"] * args.requests, args.concurrency)
+        result["floor_http_health"] = _stats(lat)
+        from ingest.series import read_series
+
+        read = []
+        for url in series_urls[: min(100, len(series_urls))]:
+            pid_text = url.split("/")[3].replace("%2F", "/")
+            t = time.perf_counter()
+            read_series(root / "series", tile_id=TILE, parcel_id=pid_text)
+            read.append(time.perf_counter() - t)
+        result["floor_store_read_series"] = _stats(read)
         for name, urls in (("series", series_urls), ("series_gap_filled", filled_urls), ("alerts_page", alert_urls),
                            ("chip", chip_urls)):
             lat, errors = _drive(base, token, urls, args.concurrency)
