@@ -45,6 +45,7 @@ def list_alerts(
     status: Annotated[list[Status] | None, Query(max_length=10)] = None,
     tile_id: TileId = None,
     parcel_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    region: Annotated[str | None, Query(min_length=1, max_length=100, description="the alert's region label")] = None,
     date_from: Annotated[date | None, Query(description="event date from (inclusive)")] = None,
     date_to: Annotated[date | None, Query(description="event date to (inclusive)")] = None,
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
@@ -56,7 +57,7 @@ def list_alerts(
     if date_from and date_to and date_to < date_from:
         raise HTTPException(422, f"date_to {date_to} is before date_from {date_from}")
     tiles = visible_tiles(user, tile_id)
-    base = dict(parcel_id=parcel_id, status=status or None, type=type, date_from=date_from, date_to=date_to,
+    base = dict(parcel_id=parcel_id, region=region, status=status or None, type=type, date_from=date_from, date_to=date_to,
                 tile_id=sorted(tiles) if tiles is not None else None, min_confidence=min_confidence)
     if tiles is not None and not tiles:
         return AlertsPublic(count=0, page=page, page_size=page_size, data=[])

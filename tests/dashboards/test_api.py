@@ -158,6 +158,8 @@ def test_alert_list_filters_and_sorts_on_the_server(client, site):
     assert [x["alert_id"] for x in page2["data"]] == [x["alert_id"] for x in by_conf["data"][2:4]]
     mowing = client.get("/api/alerts", params={"type": "mowing", "min_confidence": 0.8}, headers=h).json()
     assert mowing["count"] == sum(a.type == "mowing" and a.confidence >= 0.8 for a in everything)
+    nowhere = client.get("/api/alerts", params={"region": "nowhere"}, headers=h).json()
+    assert nowhere["count"] == sum(a.region == "nowhere" for a in everything) == 0
 
 
 def test_lights_export_csv_and_geojson(client, site):
