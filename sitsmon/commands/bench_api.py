@@ -205,16 +205,17 @@ def _build(root: Path, args: argparse.Namespace) -> dict:
     days = _write_cube(root)
     _write_alerts(root, ids, args.alerts)
     _say(f"bench api: {args.alerts} alerts; built in {time.perf_counter() - t:.0f} s")
-    info = {"spec": want, "series": series, "cube_days": days, "parcels_in_cube": _in_cube(args.parcels)}
+    info = {"spec": want, "series": series, "cube_days": days}
     marker.write_text(json.dumps(info))
     return info
 
 
-def _in_cube(n: int) -> int:
+def _in_cube(n: int) -> list[int]:
+    """Indices of the parcels that lie wholly inside the small cube (the chips' parcels)."""
     _, _, per_row = _parcel_boxes(n)
-    inside_cols = min(per_row, int(CUBE_PX * RES // SPACING_M))
-    inside_rows = int(CUBE_PX * RES // SPACING_M)
-    return min(n, per_row * inside_rows) if inside_cols == per_row else inside_cols * inside_rows
+    side = int((CUBE_PX * RES - 5.0 - SIDE_M) // SPACING_M) + 1
+    return [r * per_row + c for r in range(min(side, per_row)) for c in range(min(side, per_row))
+            if r * per_row + c < n]
 
 
 def _stats(lat_s: list[float]) -> dict:
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-500:]}")
         rng = random.Random(3)
-        n_cube = info["parcels_in_cube"]
+        in_cube = _in_cube(args.parcels)
         pid = lambda k: quote(f"{TILE}-{k:07d}", safe="")  # noqa: E731
         # warm-up: parcel layer, cube and store handles are loaded lazily on first use
         _drive(base, token, [f"/api/parcels/{pid(0)}/series", "/api/alerts?page_size=10",
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"/api/alerts?status={rng.choice(['new', 'acknowledged'])}&type={rng.choice(['mowing', 'harvest'])}"
                 f"&tile_id={TILE}&date_from={y}-01-01&date_to={y}-12-31&min_confidence=0.2"
                 f"&sort={rng.choice(['event_date_desc', 'confidence_desc'])}&page={rng.randrange(1, 20)}&page_size=50")
-        chip_urls = [f"/api/parcels/{pid(rng.randrange(n_cube))}/chips/{rng.choice(['true_color', 'ndvi', 'vv'])}"
+        chip_urls = [f"/api/parcels/{pid(rng.choice(in_cube))}/chips/{rng.choice(['true_color', 'ndvi', 'vv'])}"
                      f"?date={rng.choice(info['cube_days'])}" for _ in range(args.requests)]
         result = {"parcels": args.parcels, "years": args.years, "series_rows": info["series"]["rows"],
                   "rows_per_parcel": info["series"]["rows_per_parcel"], "alerts": args.alerts,
