@@ -58,10 +58,13 @@ def _add_odd_parcel(root: Path, tile: str) -> str:
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Site:
-    from sitsmon.cli import main
+    from sitsmon.cli import build_parser, main
 
     root = tmp_path_factory.mktemp("dash") / "data"
-    assert main(["demo", "--data-dir", str(root), *SMALL]) == 0
+    # `sitsmon demo` ends by serving the dashboard until Ctrl-C once the lead wires it: opt out
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    no_serve = ["--no-serve"] if "--no-serve" in demo._option_string_actions else []
+    assert main(["demo", "--data-dir", str(root), *SMALL, *no_serve]) == 0
     tile = json.loads((root / "archive" / "archive.json").read_text())["tiles"][0]["tile_id"]
     odd_alert = _add_odd_parcel(root, tile)
     config = DashboardConfig.from_data_dir(root, stream_poll_s=0.3)
