@@ -188,10 +188,10 @@ function drawChart(series) {
   const alertLines = { hooks: { draw: [(u) => {
     const ctx = u.ctx; ctx.save(); ctx.strokeStyle = "#7b1fa2"; ctx.lineWidth = 2; ctx.setLineDash([6, 4]);
     ctx.fillStyle = "#7b1fa2"; ctx.font = `${12 * devicePixelRatio}px sans-serif`;
-    for (const a of alertTimes) {
+    alertTimes.forEach((a, i) => {  // labels on staggered rows so close alerts stay readable
       const x = u.valToPos(a.t, "x", true); ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-      ctx.fillText(a.label, x + 4, u.bbox.top + 14 * devicePixelRatio);
-    }
+      ctx.fillText(a.label, x + 4, u.bbox.top + (14 + 16 * (i % 3)) * devicePixelRatio);
+    });
     ctx.setLineDash([]); ctx.strokeStyle = "#e65100"; ctx.lineWidth = 1.5 * devicePixelRatio;
     xs.forEach((t, i) => {  // gap-filled NDVI: its uncertainty as a whisker (± std)
       if (filled[i] == null || filledStd[i] == null) return;
