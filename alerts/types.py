@@ -65,12 +65,21 @@ class Status(StrEnum):
     CONFIRMED = "confirmed"
     DISMISSED = "dismissed"
     FIELD_CHECK = "field_check"
+    # The controllers' escalation ladder (automatic -> remote review -> photo request -> field visit):
+    # ``new`` is the automatic alert, ``field_check`` the field visit; these two steps lie between.
+    REMOTE_REVIEW = "remote_review"
+    PHOTO_REQUEST = "photo_request"
 
 
 # Allowed status changes. A closed alert (confirmed/dismissed) can only be reopened by a field check.
+# The ladder only climbs: remote review -> photo request -> field visit, each may close the alert.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.NEW: frozenset({Status.ACKNOWLEDGED, Status.CONFIRMED, Status.DISMISSED, Status.FIELD_CHECK}),
-    Status.ACKNOWLEDGED: frozenset({Status.CONFIRMED, Status.DISMISSED, Status.FIELD_CHECK}),
+    Status.NEW: frozenset({Status.ACKNOWLEDGED, Status.CONFIRMED, Status.DISMISSED, Status.FIELD_CHECK,
+                           Status.REMOTE_REVIEW, Status.PHOTO_REQUEST}),
+    Status.ACKNOWLEDGED: frozenset({Status.CONFIRMED, Status.DISMISSED, Status.FIELD_CHECK,
+                                    Status.REMOTE_REVIEW, Status.PHOTO_REQUEST}),
+    Status.REMOTE_REVIEW: frozenset({Status.CONFIRMED, Status.DISMISSED, Status.PHOTO_REQUEST, Status.FIELD_CHECK}),
+    Status.PHOTO_REQUEST: frozenset({Status.CONFIRMED, Status.DISMISSED, Status.FIELD_CHECK}),
     Status.FIELD_CHECK: frozenset({Status.CONFIRMED, Status.DISMISSED}),
     Status.CONFIRMED: frozenset({Status.FIELD_CHECK}),
     Status.DISMISSED: frozenset({Status.FIELD_CHECK}),

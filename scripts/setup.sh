@@ -43,6 +43,28 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   touch "$stamp"
 fi
 
+# --- dashboard front-end libraries (npm registry, pinned, checked; served locally, no CDN) -------
+# The built files are vendored in dashboards/static/vendor; this re-fetches and checks any missing
+# one from the pinned npm tarball (SHA-256). Playwright drives Debian's chromium: never
+# `playwright install`.
+vendor=dashboards/static/vendor
+fetch_npm() {  # name version sha256 file-in-dist...
+  local name=$1 version=$2 sha=$3; shift 3
+  local missing=0 f
+  for f in "$@"; do [[ -f $vendor/$f ]] || missing=1; done
+  ((missing)) || return 0
+  local tmp; tmp=$(mktemp -d)
+  log "fetching $name@$version from the npm registry"
+  (cd "$tmp" && npm pack -q "$name@$version" >/dev/null)
+  echo "$sha  $tmp/$name-$version.tgz" | sha256sum -c --quiet -
+  tar xzf "$tmp/$name-$version.tgz" -C "$tmp"
+  mkdir -p "$vendor"
+  for f in "$@"; do cp "$tmp/package/dist/$f" "$vendor/$f"; done
+  rm -rf "$tmp"
+}
+fetch_npm leaflet 1.9.4 84c65a256e50657896f54c33bd857b6849ebe94c817803be818bf32a3dde0b77 leaflet.js leaflet.css
+fetch_npm uplot 1.6.32 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d uPlot.iife.min.js uPlot.min.css
+
 # --- services' own files ----------------------------------------------------------------------------
 bash scripts/services/all.sh install
 log "ready"

@@ -142,6 +142,9 @@ class AlertsSettings(BaseModel):
 class DashboardSettings(BaseModel):
     host: str = "127.0.0.1"
     port: Port = 8000
+    users_db: Path | None = Field(None, description="users and hashed tokens (SQLite); empty: <data_dir>/dashboard.sqlite")
+    with_model: bool = Field(True, description="compute the encoder's expected NDVI on the parcel chart")
+    stream_poll_s: float = Field(1.0, gt=0, description="how often the live alert stream polls the store")
 
 
 class Settings(BaseSettings):

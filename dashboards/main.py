@@ -1,0 +1,70 @@
+"""``create_app(config)``: the API and the UI of one data dir; errors of the stores map to HTTP here."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from alerts.errors import AlertNotFoundError, TransitionError
+from dashboards.config import DashboardConfig
+from dashboards.errors import BadRequestError, NotFoundError, UnavailableError
+from dashboards.routes import alerts, health, lights, me, ops, parcels, tiles
+from dashboards.services import Services
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 1_000_000
+# Reachable without a token: they hold no data (the UI asks for a token before any API call).
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/static"})
+
+
+def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services = Services.open(config, with_model=with_model)
+        logger.info("dashboard serving %s", config.data_dir)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="sitsmon dashboard",
+        summary="Parcels, series, chips, alerts and traffic lights of a sitsmon data dir",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for module in (health, me, tiles, parcels, alerts, lights, ops):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def refuse_oversized(request: Request, call_next):
+        # bodies are small JSON (a status note, ids, a polygon); refuse anything larger up front
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return await call_next(request)
+
+    def _error(status: int):
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc) or type(exc).__name__}, status_code=status)
+        return handler
+
+    app.add_exception_handler(NotFoundError, _error(404))
+    app.add_exception_handler(AlertNotFoundError, _error(404))
+    app.add_exception_handler(TransitionError, _error(409))
+    app.add_exception_handler(BadRequestError, _error(422))
+    app.add_exception_handler(UnavailableError, _error(503))
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,78 @@
+"""What operators look at: the ingest ledger and the monitor's health file.
+
+The monitor writes ``<data_dir>/monitor/health.json`` (schema ``sitsmon-monitor-health/1``); the
+dashboard never imports the monitor. Missing file, unreadable file or a dead pid all read as
+"monitor not running", with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HEALTH_SCHEMA = "sitsmon-monitor-health/1"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def monitor_status(path: Path) -> dict[str, Any]:
+    base = {"running": False, "health_file": str(path)}
+    if not path.is_file():
+        return {**base, "reason": "monitor not running (no health file)"}
+    try:
+        health = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return {**base, "reason": f"monitor not running (unreadable health file: {e})"}
+    if not isinstance(health, dict) or health.get("schema") != HEALTH_SCHEMA:
+        return {**base, "reason": f"monitor not running (health file schema is not {HEALTH_SCHEMA})"}
+    pid = health.get("pid")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return {**base, "reason": f"monitor not running (pid {pid} is not alive)", "last": health}
+    age_s = None
+    try:
+        updated = datetime.fromisoformat(str(health.get("updated_at")))
+        age_s = round((datetime.now(UTC) - (updated if updated.tzinfo else updated.replace(tzinfo=UTC))).total_seconds(), 1)
+    except ValueError:
+        pass
+    lag = health.get("lag") or {}
+    return {"running": True, "health_file": str(path), "pid": pid, "updated_at": health.get("updated_at"),
+            "age_s": age_s, "tiles": health.get("tiles") or {}, "lag": lag,
+            "total_lag": sum(int(v) for v in lag.values() if isinstance(v, int | float)),
+            "processed": health.get("processed"), "last_error": health.get("last_error")}
+
+
+def ingest_status(ledger_url: str, tiles: set[str] | None, limit: int, offset: int) -> dict[str, Any]:
+    """Item counts per status, watermarks, and the quarantined items (paged) of the visible tiles."""
+    from ingest.ledger import open_ledger
+    from ingest.types import ItemStatus
+
+    if not ledger_url.startswith(("postgresql://", "postgres://")) and not Path(ledger_url).is_file():
+        return {"available": False, "reason": f"no ingest ledger at {ledger_url}", "counts": {},
+                "watermarks": [], "quarantined": [], "quarantined_count": 0}
+    ledger = open_ledger(ledger_url)
+    try:
+        counts = ledger.counts()
+        marks = [{"source": s, "collection": c, "tile_id": t,
+                  "watermark": datetime.fromtimestamp(w, UTC).isoformat()}
+                 for s, c, t, w in ledger.watermarks() if tiles is None or t in tiles or t == "*"]
+        bad = [e for e in ledger.entries(status=ItemStatus.QUARANTINED) if tiles is None or e.tile_id in tiles]
+    finally:
+        ledger.close()
+    page = [{"collection": e.collection, "item_id": e.item_id, "tile_id": e.tile_id, "sensor": e.sensor,
+             "acquired": datetime.fromtimestamp(e.acq_time, UTC).isoformat(), "reason": e.reason}
+            for e in bad[offset:offset + limit]]
+    return {"available": True, "counts": counts, "watermarks": marks, "quarantined": page,
+            "quarantined_count": len(bad)}

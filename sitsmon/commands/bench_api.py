@@ -1,0 +1,350 @@
+"""``sitsmon bench api``: the dashboard API under load from a second process on loopback.
+
+Builds (once, under ``--data-dir``) a synthetic data dir: ``--parcels`` square parcels on one tile
+with ``--years`` of parcel series (S2 every 5 days, S1 every 6 days, written in the series store's
+compacted layout: sorted by parcel then time, small row groups), ``--alerts`` alerts in the SQLite
+store, and a small cube (512 × 512 px, 12 S2 and 12 S1 acquisitions) for chips. Then starts
+``sitsmon serve`` as a subprocess and drives
+it from this process with ``--concurrency`` keep-alive clients. Prints JSON: p50/p95/p99 per
+endpoint (``series``: the store read with bands, NDVI, dB and alerts; ``series_gap_filled``: plus
+the gap filler; the encoder's expectation is off, it is a model run per parcel), the floors of the
+same run (``/health``: the HTTP round trip; ``read_series`` of the same parcels in this process), and the sustained requests/s of a mixed load. Absolute times depend on the machine; the
+budgets in DESIGN.md are p95 series ≤ 50 ms, alert page ≤ 100 ms, chip ≤ 150 ms, 200 req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from sitsmon.settings import Settings
+
+TILE, EPSG, X0, Y0 = "33UXP", 32633, 600000.0, 5300000.0
+SPACING_M, SIDE_M = 50.0, 40.0
+CUBE_PX, RES = 512, 10.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("api", help="dashboard API latency and throughput (server in a second process)",
+                       description=(__doc__ or "").split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("sitsmon-bench-api"), help="where the synthetic data go")
+    p.add_argument("--parcels", type=int, default=20_000, help="parcels with series (DESIGN: 1 M)")
+    p.add_argument("--years", type=float, default=5.0, help="years of series per parcel")
+    p.add_argument("--alerts", type=int, default=1_000_000, help="alerts in the store")
+    p.add_argument("--requests", type=int, default=400, help="requests per endpoint")
+    p.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients")
+    p.add_argument("--sustain-s", type=float, default=10.0, help="duration of the mixed sustained load")
+    p.set_defaults(handler=run)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _parcel_boxes(n: int):
+    """Square parcels on a regular grid, row-major from the tile's north-west corner."""
+    import numpy as np
+
+    per_row = int(np.ceil(np.sqrt(n)))
+    i = np.arange(n)
+    x = X0 + (i % per_row) * SPACING_M + 5.0
+    y = Y0 + CUBE_PX * RES - (i // per_row) * SPACING_M - 5.0 - SIDE_M
+    return x, y, per_row
+
+
+def _write_parcels(root: Path, n: int) -> list[str]:
+    import geopandas as gpd
+    import shapely
+
+    x, y, _ = _parcel_boxes(n)
+    ids = [f"{TILE}-{k:07d}" for k in range(n)]
+    geoms = shapely.box(x, y, x + SIDE_M, y + SIDE_M)
+    gdf = gpd.GeoDataFrame({"parcel_id": ids, "tile_id": TILE, "land_use": "grassland"}, geometry=geoms, crs=EPSG)
+    path = root / "parcels.parquet"
+    gdf.to_crs(4326).to_parquet(path)
+    return ids
+
+
+def _write_series(root: Path, ids: list[str], years: float) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingest.series import COMPACT, ROW_GROUP, SCHEMA
+    from ingest.types import S1_POLS, S2_BANDS
+
+    t0 = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())
+    days = int(years * 365)
+    s2_t = t0 + 86400 * np.arange(0, days, 5) + 36000
+    s1_t = t0 + 86400 * np.arange(2, days, 6) + 18000
+    times = np.concatenate([s2_t, s1_t])
+    sensor = np.array(["S2"] * len(s2_t) + ["S1"] * len(s1_t), dtype=object)
+    order = np.argsort(times, kind="stable")
+    times, sensor = times[order], sensor[order]
+    is_s2 = sensor == "S2"
+    per = len(times)
+    out = root / "series" / TILE
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    writer = pq.ParquetWriter(out / COMPACT, SCHEMA, compression="zstd")
+    block = max(1, 200_000 // per)
+    for b0 in range(0, len(ids), block):
+        pids = ids[b0:b0 + block]
+        m = len(pids) * per
+        cols = {"parcel_id": pa.array(np.repeat(np.array(pids, dtype=object), per), pa.string()),
+                "time": pa.array(np.tile(times, len(pids)).astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
+                "sensor": pa.array(np.tile(sensor, len(pids)), pa.string())}
+        s2 = np.tile(is_s2, len(pids))
+        for band in S2_BANDS:
+            v = rng.uniform(0.02, 0.4, m).astype(np.float32)
+            v[~s2] = np.nan
+            cols[band] = pa.array(v, pa.float32())
+        clear = (rng.random(m) > 0.4).astype(np.float32)
+        clear[~s2] = np.nan
+        cols["clear"] = pa.array(clear, pa.float32())
+        for pol in S1_POLS:
+            v = (10 ** (rng.uniform(-20, -8, m) / 10)).astype(np.float32)
+            v[s2] = np.nan
+            cols[pol] = pa.array(v, pa.float32())
+        cols["orbit"] = pa.array(np.where(s2, -1, 73).astype(np.int16), pa.int16())
+        cols["tile_id"] = pa.array([TILE] * m, pa.string())
+        cols["clear_fraction"] = pa.array(np.where(s2, 1.0, np.nan).astype(np.float32), pa.float32())
+        cols["pixel_count"] = pa.array(np.full(m, 16, np.int32), pa.int32())
+        cols["valid_count"] = pa.array(np.full(m, 16, np.int32), pa.int32())
+        cols["pass"] = pa.array(np.where(s2, "", "ascending").astype(object), pa.string())
+        cols["item_ids"] = pa.array([""] * m, pa.string())
+        cols["slot"] = pa.array(np.tile(np.array([str(t) for t in times], dtype=object), len(pids)), pa.string())
+        writer.write_table(pa.table(cols, schema=SCHEMA), row_group_size=ROW_GROUP)
+    writer.close()
+    return {"rows": per * len(ids), "rows_per_parcel": per}
+
+
+def _write_cube(root: Path) -> list[str]:
+    import numpy as np
+
+    from ingest.cube import CubeWriter, cube_path
+    from ingest.types import Sensor, TileGrid
+
+    grid = TileGrid(TILE, EPSG, RES, (X0, Y0, X0 + CUBE_PX * RES, Y0 + CUBE_PX * RES))
+    w = CubeWriter(cube_path(root / "cubes", TILE), grid, chunk=256)
+    rng = np.random.default_rng(1)
+    days = []
+    for k in range(12):
+        d = date(2024, 5, 1) + timedelta(days=5 * k)
+        days.append(d.isoformat())
+        for sensor in (Sensor.S2, Sensor.S1):
+            slot = d.strftime("%Y%m%d") + ("" if sensor is Sensor.S2 else "-ascending")
+            idx, new = w.begin_slot(sensor, slot)
+            for win in w.blocks():
+                y0, y1, x0, x1 = win
+                if sensor is Sensor.S2:
+                    data = rng.integers(200, 4000, (10, y1 - y0, x1 - x0), dtype=np.uint16)
+                    w.write_block(sensor, idx, win, data, np.ones((y1 - y0, x1 - x0), np.uint8))
+                else:
+                    w.write_block(sensor, idx, win, rng.uniform(0.005, 0.2, (2, y1 - y0, x1 - x0)).astype(np.float32))
+            ts = int(datetime(d.year, d.month, d.day, 10 if sensor is Sensor.S2 else 5, tzinfo=UTC).timestamp())
+            meta = {"baseline": "05.10"} if sensor is Sensor.S2 else {"orbit": 73, "pass": "ascending"}
+            w.commit_slot(sensor, idx, new, slot, ts, (f"bench-{sensor.value}-{slot}",), meta)
+    return days
+
+
+def _write_alerts(root: Path, ids: list[str], n: int) -> None:
+    """Alerts written in bulk into the store's own table (the store creates the schema; one row at a
+    time through ``upsert`` would take an fsync per alert)."""
+    from alerts.store import open_store
+    from alerts.types import EVENT_TYPES, make_alert_id
+
+    path = root / "alerts.sqlite"
+    open_store(str(path)).close()
+    rng = random.Random(2)
+    now = datetime.now(UTC).isoformat()
+    con = sqlite3.connect(path)
+    rows = []
+    for k in range(n):
+        pid = ids[k % len(ids)]
+        kind = EVENT_TYPES[k % 4]
+        d = date(2020, 1, 1) + timedelta(days=(k // len(ids)) * 37 % 1800 + k % 30)
+        rows.append((make_alert_id(pid, kind, d, d), pid, TILE, "", kind, d.isoformat(), d.isoformat(), d.isoformat(),
+                     now, round(rng.random(), 3), '{"sensor":"S2"}', "bench", ("new", "acknowledged", "confirmed")[k % 3]))
+        if len(rows) == 50_000:
+            con.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            con.commit()
+            rows = []
+    con.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    con.commit()
+    con.close()
+
+
+def _build(root: Path, args: argparse.Namespace) -> dict:
+    marker = root / "bench.json"
+    want = {"parcels": args.parcels, "years": args.years, "alerts": args.alerts}
+    if marker.is_file() and json.loads(marker.read_text()).get("spec") == want:
+        _say(f"bench api: reusing {root}")
+        return json.loads(marker.read_text())
+    import shutil
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    t = time.perf_counter()
+    ids = _write_parcels(root, args.parcels)
+    _say(f"bench api: {len(ids)} parcels")
+    series = _write_series(root, ids, args.years)
+    _say(f"bench api: {series['rows']} series rows")
+    days = _write_cube(root)
+    _write_alerts(root, ids, args.alerts)
+    _say(f"bench api: {args.alerts} alerts; built in {time.perf_counter() - t:.0f} s")
+    info = {"spec": want, "series": series, "cube_days": days}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def _in_cube(n: int) -> list[int]:
+    """Indices of the parcels that lie wholly inside the small cube (the chips' parcels)."""
+    _, _, per_row = _parcel_boxes(n)
+    side = int((CUBE_PX * RES - 5.0 - SIDE_M) // SPACING_M) + 1
+    return [r * per_row + c for r in range(min(side, per_row)) for c in range(min(side, per_row))
+            if r * per_row + c < n]
+
+
+def _stats(lat_s: list[float]) -> dict:
+    import numpy as np
+
+    a = np.sort(np.asarray(lat_s)) * 1000
+    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p95_ms": round(float(np.percentile(a, 95)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2)}
+
+
+def _drive(base: str, token: str, urls: list[str], concurrency: int) -> tuple[list[float], int]:
+    import httpx
+
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    it = iter(urls)
+
+    def worker():
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+            while True:
+                with lock:
+                    url = next(it, None)
+                if url is None:
+                    return
+                t = time.perf_counter()
+                try:
+                    ok = c.get(url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                dt = time.perf_counter() - t
+                with lock:
+                    lat.append(dt)
+                    errors[0] += 0 if ok else 1
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return lat, errors[0]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import quote
+
+    from dashboards.security import UserStore
+
+    if args.parcels < 1 or args.alerts < 1 or args.requests < 1 or args.concurrency < 1:
+        raise ValueError("--parcels, --alerts, --requests and --concurrency must be >= 1")
+    root = args.data_dir.resolve()
+    info = _build(root, args)
+    users = UserStore(root / "dashboard.sqlite")
+    token = users.reissue("bench", "admin", ["*"])
+    users.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SITSMON_INGEST__PARCELS": str(root / "parcels.parquet"),
+           "SITSMON_DASHBOARD__WITH_MODEL": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "sitsmon.cli", "serve", "--data-dir", str(root),
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-500:]}")
+        rng = random.Random(3)
+        in_cube = _in_cube(args.parcels)
+        pid = lambda k: quote(f"{TILE}-{k:07d}", safe="")  # noqa: E731
+        # warm-up: parcel layer, cube and store handles are loaded lazily on first use
+        _drive(base, token, [f"/api/parcels/{pid(0)}/series", "/api/alerts?page_size=10",
+                             f"/api/parcels/{pid(0)}/chips/ndvi?date={info['cube_days'][0]}"], 1)
+        series_urls = [f"/api/parcels/{pid(rng.randrange(args.parcels))}/series?fill=false&expected=false"
+                       for _ in range(args.requests)]
+        filled_urls = [f"/api/parcels/{pid(rng.randrange(args.parcels))}/series?expected=false"
+                       for _ in range(max(1, args.requests // 4))]
+        alert_urls = []
+        for _ in range(args.requests):
+            y = rng.randrange(2020, 2025)
+            alert_urls.append(
+                f"/api/alerts?status={rng.choice(['new', 'acknowledged'])}&type={rng.choice(['mowing', 'harvest'])}"
+                f"&tile_id={TILE}&date_from={y}-01-01&date_to={y}-12-31&min_confidence=0.2"
+                f"&sort={rng.choice(['event_date_desc', 'confidence_desc'])}&page={rng.randrange(1, 20)}&page_size=50")
+        chip_urls = [f"/api/parcels/{pid(rng.choice(in_cube))}/chips/{rng.choice(['true_color', 'ndvi', 'vv'])}"
+                     f"?date={rng.choice(info['cube_days'])}" for _ in range(args.requests)]
+        result = {"parcels": args.parcels, "years": args.years, "series_rows": info["series"]["rows"],
+                  "rows_per_parcel": info["series"]["rows_per_parcel"], "alerts": args.alerts,
+                  "concurrency": args.concurrency, "cpu_count": os.cpu_count()}
+        # floors of this run: the HTTP round trip (/health) and the store read alone, in this process
+        lat, _ = _drive(base, token, ["/health"] * args.requests, args.concurrency)
+        result["floor_http_health"] = _stats(lat)
+        from ingest.series import read_series
+
+        read = []
+        for url in series_urls[: min(100, len(series_urls))]:
+            pid_text = url.split("/")[3].replace("%2F", "/")
+            t = time.perf_counter()
+            read_series(root / "series", tile_id=TILE, parcel_id=pid_text)
+            read.append(time.perf_counter() - t)
+        result["floor_store_read_series"] = _stats(read)
+        for name, urls in (("series", series_urls), ("series_gap_filled", filled_urls), ("alerts_page", alert_urls),
+                           ("chip", chip_urls)):
+            lat, errors = _drive(base, token, urls, args.concurrency)
+            result[name] = {**_stats(lat), "errors": errors}
+            _say(f"bench api: {name} {result[name]}")
+        mixed = []
+        t_end = time.perf_counter() + args.sustain_s
+        while time.perf_counter() < t_end:
+            batch = [rng.choice(alert_urls), rng.choice(series_urls), rng.choice(chip_urls)] * 20
+            t = time.perf_counter()
+            lat, errors = _drive(base, token, batch, args.concurrency)
+            mixed.append((len(lat), time.perf_counter() - t, errors))
+        done = sum(m[0] for m in mixed)
+        result["sustained"] = {"requests": done, "seconds": round(sum(m[1] for m in mixed), 2),
+                               "requests_per_s": round(done / sum(m[1] for m in mixed), 1),
+                               "errors": sum(m[2] for m in mixed)}
+        print(json.dumps(result))
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return 0
