@@ -465,8 +465,23 @@ def evaluate_synthetic(
         clouded = obs.copy()
         clouded.loc[clouded["sensor"] == "S2", "clear"] = 0.0
         out["s2_clouded_over"] = one(clouded)
+        out["s1_only"] = one(obs[obs["sensor"] == "S1"])
         out["s2_only"] = one(obs[obs["sensor"] == "S2"])
+        out["s2_observable_share"] = _s2_observable(obs, ref, det.params.s2_max_gap_days)
     return out
+
+
+def _s2_observable(obs: pd.DataFrame, ref: pd.DataFrame, max_gap_days: float) -> float | None:
+    """Share of reference events between two clear S2 views at most ``max_gap_days`` apart: the
+    events an S2-only detector can date within half that gap (the rest lie in longer cloudy spells)."""
+    clear = obs[(obs["sensor"] == "S2") & (obs["clear"] >= 0.5)]
+    days = {pid: np.sort(g["days"].to_numpy(float)) for pid, g in clear.groupby("parcel_id")}
+    ok = []
+    for pid, d in zip(ref["parcel_id"], _days(ref["date"]), strict=True):
+        t = days.get(pid, np.empty(0))
+        k = int(np.searchsorted(t, d))
+        ok.append(0 < k < len(t) and t[k] - t[k - 1] <= max_gap_days)
+    return round(float(np.mean(ok)), 4) if ok else None
 
 
 def score_solar_polygons(
