@@ -382,6 +382,9 @@ def evaluate_gapfill(
     err_b = np.abs(base[ok] - truth[ok])
     sig = filled["uncertainty"].to_numpy(float)[ok]
     z = np.abs(pred[ok] - truth[ok]) / sig
+    z90 = np.abs(pred[ok] - truth[ok]) / filled["interval90"].to_numpy(float)[ok]
+    edge = (filled["status"].to_numpy() == "extrapolated") & np.isfinite(truth) & np.isfinite(pred)
+    ez = np.abs(pred[edge] - truth[edge])
     return {
         "task": "gapfill",
         "mode": mode,
@@ -398,6 +401,15 @@ def evaluate_gapfill(
             if np.isfinite(target[b].to_numpy(float)[ok]).any()
         },
         "uncertainty_coverage_1sigma": round(float(np.mean(z <= 1.0)), 3),
+        "uncertainty_coverage_90": round(float(np.mean(z90 <= 1.0)), 3),
+        "extrapolated": {
+            "views": int(edge.sum()),
+            "ndvi_mae": round(float(ez.mean()), 5) if edge.any() else None,
+            "coverage_1sigma": round(float(np.mean(ez <= filled["uncertainty"].to_numpy(float)[edge])), 3)
+            if edge.any() else None,
+            "coverage_90": round(float(np.mean(ez <= filled["interval90"].to_numpy(float)[edge])), 3)
+            if edge.any() else None,
+        },
         "method": str(filled["method"].iloc[0]) if len(filled) else "",
         "seed": seed,
         **({"window_days": window_days} if mode == "window" else {"fraction": fraction}),
