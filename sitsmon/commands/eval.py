@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--rules", type=Path, default=None, help="lights: traffic-light rules TOML (default: shipped)")
     parser.add_argument("--scheme", default=None, help="lights: scheme of --rules (default: its default)")
     parser.add_argument(
-        "--no-encoder", action="store_true", help="lights: rule only (skip the rule + encoder residuals variant)"
+        "--no-encoder", action="store_true",
+        help="lights: rule only (skip the rule + encoder variant); gapfill: skip the encoder head comparison"
     )
     parser.add_argument(
         "--target", type=float, default=0.92,
@@ -133,10 +134,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         result = _lights(args, settings)
     elif args.task == "gapfill":
         obs, _, _ = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
+        model, held_out = None, None
+        if not args.no_encoder:
+            import sits
+            from sits.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+
+            path = settings.encoder.checkpoint or None
+            model = sits.load_model(path)
+            held_out = read_checkpoint(path or DEFAULT_CHECKPOINT).get("train", {}).get("val_parcels")
         runs = []
         for s in range(args.seed, args.seed + args.seeds):
             for mode in ("random", "window"):
-                runs.append(ev.evaluate_gapfill(obs, mode=mode, seed=s))
+                runs.append(ev.evaluate_gapfill(obs, mode=mode, seed=s, encoder=model, model_parcels=held_out))
         result = {"task": "gapfill", "runs": runs}
     else:
         obs, parcels, events, cfg = _synthetic(args, solar=args.task == "solar")
