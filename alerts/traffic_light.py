@@ -209,7 +209,7 @@ def assess(
 
     def described(e: Event) -> str:
         z = zs[id(e)]
-        return f"{e.event} {e.date_iso} (confidence {e.confidence:.2f}" + (
+        return f"{e.event} {e.date_iso} (confidence {e.confidence:.3f}" + (
             f", {z:+.1f} std from the encoder's expectation)" if math.isfinite(z) else ")")
 
     strong = [e for e in counted if confirmed(e)]

@@ -96,7 +96,7 @@ def test_an_unconfirmed_drop_or_a_weak_event_is_orange_not_red_nor_green():
     assert "NDVI fell by 0.30" in dipped.reasons
     weak = one(season(), [ev("G", "mowing", "2024-07-20", confidence=0.4)], date(2024, 10, 1))
     assert weak.light == Light.ORANGE and codes(weak) == {Reason.WEAK_ACTIVITY}
-    assert "confidence 0.40" in weak.reasons
+    assert "confidence 0.400" in weak.reasons
 
 
 def test_encoder_residuals_enter_red_and_green():
