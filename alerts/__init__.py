@@ -18,5 +18,6 @@ May import ``sits`` only. Public API (what ``monitor`` and ``dashboards`` use)::
     from alerts.sinks.webhook import WebhookSink        # HMAC-SHA256 signed, retries, dead-letter file
     from alerts.sinks.files import write_csv, write_geojson
     from alerts import gapfill                          # gapfill.fit(obs) -> model; gapfill.fill(model, obs, queries)
-    from alerts.traffic_light import assess, assess_frame, TrafficLightRules
+    from alerts.traffic_light import assess_frame, Light, Reason  # assess_frame(obs, parcels, events, campaign=, as_of=, rules=)
+    from alerts.lights_rules import load_rules              # rules per scheme and land use (TOML), docs/traffic-light.md
 """

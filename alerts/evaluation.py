@@ -347,8 +347,14 @@ def evaluate_gapfill(
     window_days: float = 45.0,
     seed: int = 0,
     params: object | None = None,
+    encoder: object | None = None,
+    model_parcels: Sequence[str] | None = None,
 ) -> dict:
     """NDVI MAE of the gap filler vs linear interpolation on hidden clear S2 views.
+
+    With ``encoder`` (a ``sits.SitsEncoder``): also its bidirectional gap-fill head (``model.gapfill``,
+    the same views hidden, cloudy views withheld too) and the mean of the two, scored on
+    ``model_parcels`` only (the plots the checkpoint was not trained on: its ``val_parcels``).
 
     ``mode="random"``: ``fraction`` of the clear S2 views hidden at random. ``mode="window"``:
     every S2 view inside one ``window_days`` window per parcel-year (growing season) hidden.
@@ -382,9 +388,33 @@ def evaluate_gapfill(
     err_b = np.abs(base[ok] - truth[ok])
     sig = filled["uncertainty"].to_numpy(float)[ok]
     z = np.abs(pred[ok] - truth[ok]) / sig
+    z90 = np.abs(pred[ok] - truth[ok]) / filled["interval90"].to_numpy(float)[ok]
+    edge = (filled["status"].to_numpy() == "extrapolated") & np.isfinite(truth) & np.isfinite(pred)
+    ez = np.abs(pred[edge] - truth[edge])
+    vs_encoder = None
+    if encoder is not None:
+        enc = encoder_gapfill_ndvi(encoder, obs, mask)
+        sub = target.index.to_numpy()
+        e_pred = enc[sub]
+        keep = ok & np.isfinite(e_pred)
+        if model_parcels is not None:
+            keep &= target["parcel_id"].isin(set(model_parcels)).to_numpy()
+
+        def mae(x: np.ndarray) -> float:
+            return round(float(np.abs(x[keep] - truth[keep]).mean()), 5) if keep.any() else None
+
+        vs_encoder = {
+            "parcels": "checkpoint's held-out plots" if model_parcels is not None else "all",
+            "scored_views": int(keep.sum()),
+            "ndvi_mae_filler": mae(pred),
+            "ndvi_mae_encoder_head": mae(e_pred),
+            "ndvi_mae_mean_of_both": mae(0.5 * (pred + e_pred)),
+            "ndvi_mae_linear": mae(base),
+        }
     return {
         "task": "gapfill",
         "mode": mode,
+        **({"vs_encoder": vs_encoder} if vs_encoder is not None else {}),
         "hidden_views": int(len(target)),
         "scored_views": int(ok.sum()),
         "ndvi_mae": round(float(err_m.mean()), 5),
@@ -398,10 +428,51 @@ def evaluate_gapfill(
             if np.isfinite(target[b].to_numpy(float)[ok]).any()
         },
         "uncertainty_coverage_1sigma": round(float(np.mean(z <= 1.0)), 3),
+        "uncertainty_coverage_90": round(float(np.mean(z90 <= 1.0)), 3),
+        "extrapolated": {
+            "views": int(edge.sum()),
+            "ndvi_mae": round(float(ez.mean()), 5) if edge.any() else None,
+            "coverage_1sigma": round(float(np.mean(ez <= filled["uncertainty"].to_numpy(float)[edge])), 3)
+            if edge.any() else None,
+            "coverage_90": round(float(np.mean(ez <= filled["interval90"].to_numpy(float)[edge])), 3)
+            if edge.any() else None,
+        },
         "method": str(filled["method"].iloc[0]) if len(filled) else "",
         "seed": seed,
         **({"window_days": window_days} if mode == "window" else {"fraction": fraction}),
     }
+
+
+def encoder_gapfill_ndvi(model: object, obs: pd.DataFrame, hidden: np.ndarray) -> np.ndarray:
+    """NDVI of the encoder's bidirectional gap-fill head at every S2 row of ``obs`` (NaN elsewhere),
+    with the rows of ``hidden`` and every cloudy S2 view withheld. ``obs``: normalised, index 0..n-1."""
+    import sits
+
+    out = np.full(len(obs), np.nan)
+    cols = list(model.bands.all)  # type: ignore[attr-defined]
+    for pid, idx in obs.groupby("parcel_id", sort=False).indices.items():
+        g = obs.iloc[idx]
+        is_s2 = (g["sensor"] == "S2").to_numpy()
+        values = g.reindex(columns=cols).to_numpy(np.float32)
+        has = np.where(is_s2, np.isfinite(values[:, : len(model.bands.s2)]).any(1),  # type: ignore[attr-defined]
+                       np.isfinite(values[:, len(model.bands.s2) :]).any(1))  # type: ignore[attr-defined]
+        if not has.any():
+            continue
+        sel = idx[has]
+        g = obs.iloc[sel]
+        clear = np.where(g["sensor"] == "S2", g["clear"].fillna(0).to_numpy(float), 1.0).astype(np.float32)
+        series = sits.Series(
+            times=(g["days"].to_numpy(float) * 86400).round().astype(np.int64),
+            sensor=g["sensor"].to_numpy(), values=g.reindex(columns=cols).to_numpy(np.float32),
+            bands=model.bands, clear=clear,  # type: ignore[attr-defined]
+            orbit=g["orbit"].fillna(0).to_numpy(np.int64), id=str(pid),
+        )
+        hide = hidden[sel] | ((g["sensor"] == "S2").to_numpy() & (clear < 0.5))
+        if not (g["sensor"] == "S2").any():
+            continue
+        fill = model.gapfill(series, hide=hide, causal=False)  # type: ignore[attr-defined]
+        out[sel[fill.index]] = fill.prediction.ndvi()[0]
+    return out
 
 
 # -- synthetic truth (harvest, solar) ---------------------------------------------------------------
@@ -465,8 +536,23 @@ def evaluate_synthetic(
         clouded = obs.copy()
         clouded.loc[clouded["sensor"] == "S2", "clear"] = 0.0
         out["s2_clouded_over"] = one(clouded)
+        out["s1_only"] = one(obs[obs["sensor"] == "S1"])
         out["s2_only"] = one(obs[obs["sensor"] == "S2"])
+        out["s2_observable_share"] = _s2_observable(obs, ref, det.params.s2_max_gap_days)
     return out
+
+
+def _s2_observable(obs: pd.DataFrame, ref: pd.DataFrame, max_gap_days: float) -> float | None:
+    """Share of reference events between two clear S2 views at most ``max_gap_days`` apart: the
+    events an S2-only detector can date within half that gap (the rest lie in longer cloudy spells)."""
+    clear = obs[(obs["sensor"] == "S2") & (obs["clear"] >= 0.5)]
+    days = {pid: np.sort(g["days"].to_numpy(float)) for pid, g in clear.groupby("parcel_id")}
+    ok = []
+    for pid, d in zip(ref["parcel_id"], _days(ref["date"]), strict=True):
+        t = days.get(pid, np.empty(0))
+        k = int(np.searchsorted(t, d))
+        ok.append(0 < k < len(t) and t[k] - t[k - 1] <= max_gap_days)
+    return round(float(np.mean(ok)), 4) if ok else None
 
 
 def score_solar_polygons(

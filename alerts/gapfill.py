@@ -11,8 +11,18 @@ Model (non-neural, fitted per dataset on the *visible clear* observations only):
 3. S1 fusion: a ridge regression, learned on the visible views (leave-one-out residuals of step
    2), maps the change of S1 VH, VV and VH/VV (dB) between the bracketing views and the query time
    to a correction of each band's anomaly, weighted by the gap (no correction at a view).
-4. Uncertainty: NDVI standard deviation as a function of the distance to the nearest visible view,
-   fitted on the same leave-one-out residuals (``sigma = a + b·sqrt(distance)``).
+4. Uncertainty, calibrated on held-out errors rather than assumed Gaussian: an error scale
+   ``s(d) = a + b·sqrt(d)`` (``d`` days to the nearest visible clear view) is fitted to the
+   leave-one-out absolute errors at the visible views; the band that holds 68 % of those errors
+   (``uncertainty``, the "1σ" band) and the one that holds 90 % (``interval90``) are their empirical
+   quantiles in units of ``s(d)`` (NDVI errors are heavy-tailed: a Gaussian σ from the mean absolute
+   error covers ~79 % instead of 68 %).
+5. The season's edges: a query after the last (before the first) clear S2 view is filled — not refused
+   — when an S1 view lies within ``s1_extrapolate_days`` of it: the edge view's anomaly carried onto the
+   seasonal prior, corrected by the S1 change since the edge view (step 3), with its own, wider bands
+   calibrated on leave-one-out extrapolations of each parcel's first and last clear views
+   (``status = "extrapolated"``). Without S1 that near, only ``max_extrapolate_days`` are filled;
+   further out the status is ``out_of_range``.
 
 Output rows carry ``filled=1`` and a ``method``; rows outside a parcel's observed range or for a
 parcel with no clear view come back with NaN values and an explicit ``status`` instead of an error.
@@ -46,6 +56,7 @@ class GapFillParams:
     s1_window_days: float = 7.0
     ridge: float = 10.0
     max_extrapolate_days: float = 0.0
+    s1_extrapolate_days: float = 12.0
 
     def __post_init__(self) -> None:
         if self.clim_sigma_days <= 0:
@@ -58,7 +69,9 @@ class GapFillParams:
 class GapFillModel:
     """Fitted per dataset. ``clim``: (366, bands) climatology by day of year (index doy-1);
     ``s1_coef``: (features + 1, bands) ridge coefficients (last row: intercept);
-    ``sigma``: (a, b) of the NDVI uncertainty ``a + b·sqrt(days to nearest view)``."""
+    ``sigma``: (a, b) of the NDVI error scale ``s(d) = a + b·sqrt(days to nearest view)``;
+    ``k68``/``k90``: the 68 % and 90 % quantiles of |error|/s(d) inside the observed range,
+    ``k68_edge``/``k90_edge``: the same for extrapolations beyond the first/last clear view."""
 
     params: GapFillParams
     clim: np.ndarray
@@ -66,6 +79,10 @@ class GapFillModel:
     sigma: tuple[float, float]
     n_fit: int = 0
     info: dict = field(default_factory=dict, compare=False)
+    k68: float = 1.0
+    k90: float = 1.645
+    k68_edge: float = 1.0
+    k90_edge: float = 1.645
 
 
 def _doy(days: np.ndarray) -> np.ndarray:
@@ -233,19 +250,79 @@ def fit(obs: pd.DataFrame, params: GapFillParams | None = None) -> GapFillModel:
             Yo = np.where(np.isfinite(Y[ok]), Y[ok], 0.0)
             A = Xo.T @ Xo + p.ridge * np.eye(Xo.shape[1])
             coef = np.linalg.solve(A, Xo.T @ Yo)
+    cal_d, cal_e = _block_residuals(clim, p, obs)
+    D, E = np.r_[D, cal_d], np.r_[E, cal_e]
     okE = np.isfinite(E)
     sq = np.sqrt(np.clip(D[okE], 0, 120))
-    # absolute error ≈ 0.8·sigma for a Gaussian: fit |e| on sqrt(distance), rescale to a std
     A = np.c_[np.ones_like(sq), sq]
-    ab = np.linalg.lstsq(A, E[okE], rcond=None)[0] / 0.7979
+    ab = np.linalg.lstsq(A, E[okE], rcond=None)[0]
     sigma = (float(max(ab[0], 1e-3)), float(max(ab[1], 0.0)))
+    scale = sigma[0] + sigma[1] * sq
+    ratio = E[okE] / scale
+    k68, k90 = (float(np.quantile(ratio, q)) for q in (0.68, 0.90))
+    partial = GapFillModel(p, clim, coef, sigma, n_fit=int(len(vis)), k68=k68, k90=k90)
+    edge = _edge_ratios(partial, obs)
+    k68e, k90e = (float(np.quantile(edge, q)) for q in (0.68, 0.90)) if len(edge) >= 20 else (2 * k68, 2 * k90)
     return GapFillModel(
-        p, clim, coef, sigma, n_fit=int(len(vis)), info={"loo_ndvi_mae": float(np.nanmean(E))}
+        p, clim, coef, sigma, n_fit=int(len(vis)),
+        info={"loo_ndvi_mae": float(np.nanmean(E)), "edge_cases": int(len(edge))},
+        k68=k68, k90=k90, k68_edge=max(k68e, k68), k90_edge=max(k90e, k90),
     )
 
 
+CAL_HALF_WIDTHS = (10.0, 20.0)  # days hidden around a view, so calibration sees long gaps too
+
+
+def _block_residuals(clim: np.ndarray, p: GapFillParams, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, |NDVI error|) of each visible view predicted with every visible view within
+    ``CAL_HALF_WIDTHS`` days of it hidden too: leave-one-out only sees short gaps, and a scale
+    fitted on them alone is wrong for cloudy spells."""
+    dists, errs = [], []
+    for _, g in obs.groupby("parcel_id", sort=True):
+        v = _clear_s2(g)
+        if len(v) < 4:
+            continue
+        t = v["days"].to_numpy(float)
+        y = _values(v)[:, -1]
+        r = y - clim[_doy(t) - 1, -1]
+        r = np.where(np.isfinite(r), r, 0.0)
+        for w in CAL_HALF_WIDTHS:
+            for i in range(len(t)):
+                keep = np.abs(t - t[i]) > w
+                if keep.sum() < 2 or not (t[keep] < t[i]).any() or not (t[keep] > t[i]).any():
+                    continue  # the observed range only; the edges are calibrated apart
+                a, _ = _interp_anomaly(t[keep], r[keep, None], t[i : i + 1], p.shrink_days)
+                errs.append(abs(clim[_doy(t[i : i + 1])[0] - 1, -1] + a[0, 0] - y[i]))
+                dists.append(float(np.min(np.abs(t[keep] - t[i]))))
+    return np.asarray(dists), np.asarray(errs)
+
+
+def _edge_ratios(model: GapFillModel, obs: pd.DataFrame) -> np.ndarray:
+    """|error|/s(d) of each parcel's first and last clear view predicted from the others by
+    extrapolation (the S1 condition of ``fill`` applied): the calibration of the edge bands."""
+    p = model.params
+    out = []
+    for _, g in obs.groupby("parcel_id", sort=True):
+        v = _clear_s2(g)
+        if len(v) < 4:
+            continue
+        s1_days = g.loc[(g["sensor"] == "S1") & (g["VH"] > 0), "days"].to_numpy(float)
+        for drop in (v.index[0], v.index[-1]):
+            rest = g.drop(index=drop)
+            tq = np.array([float(g.loc[drop, "days"])])
+            if not (len(s1_days) and np.min(np.abs(s1_days - tq[0])) <= p.s1_extrapolate_days):
+                continue
+            pred, _ = predict_parcel(model, rest, tq)
+            truth = _ndvi(g.loc[[drop], list(S2_BANDS)].to_numpy(float))[0]
+            dist = np.min(np.abs(_clear_s2(rest)["days"].to_numpy(float) - tq[0]))
+            err = abs(_ndvi(pred)[0] - truth)
+            if np.isfinite(err):
+                out.append(err / (model.sigma[0] + model.sigma[1] * math.sqrt(min(dist, 120.0))))
+    return np.asarray(out)
+
+
 def predict_parcel(model: GapFillModel, g: pd.DataFrame, tq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bands (nq, bands) and NDVI sigma (nq,) for one parcel's normalised rows ``g`` at days ``tq``."""
+    """Bands (nq, bands) and the NDVI error scale s(d) (nq,) for one parcel's rows ``g`` at days ``tq``."""
     p = model.params
     pred, feats, w, dist = _parcel_design(model.clim, p, g, tq, exclude_self=False)
     if model.s1_coef is not None:
@@ -253,8 +330,8 @@ def predict_parcel(model: GapFillModel, g: pd.DataFrame, tq: np.ndarray) -> tupl
         Xq = np.c_[np.where(ok[:, None], feats, 0.0) * w[:, None], w]
         corr = Xq @ model.s1_coef
         pred = pred + np.where(ok[:, None], corr, 0.0)
-    sigma = model.sigma[0] + model.sigma[1] * np.sqrt(np.clip(dist, 0, 120))
-    return _consistent(pred), sigma
+    scale = model.sigma[0] + model.sigma[1] * np.sqrt(np.clip(dist, 0, 120))
+    return _consistent(pred), scale
 
 
 def _consistent(pred: np.ndarray) -> np.ndarray:
@@ -270,9 +347,11 @@ def _consistent(pred: np.ndarray) -> np.ndarray:
 def fill(model: GapFillModel, obs: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
     """Filled S2 bands at each query (``parcel_id, time``).
 
-    Returns ``parcel_id, time, B02…B12, NDVI, uncertainty (NDVI std), filled (1), method, status``
-    with status ``ok``, ``out_of_range`` (query outside the parcel's first…last clear view plus
-    ``max_extrapolate_days``) or ``no_clear_data``. Unknown parcel ids raise ``UnknownParcelError``.
+    Returns ``parcel_id, time, B02…B12, NDVI, uncertainty`` (half-width of the band holding 68 % of
+    held-out NDVI errors, the "1σ" band), ``interval90`` (the 90 % half-width), ``filled`` (1),
+    ``method``, ``status``: ``ok``; ``extrapolated`` (beyond the first/last clear view, an S1 view
+    within ``s1_extrapolate_days``: wider bands); ``out_of_range`` (neither sensor near) or
+    ``no_clear_data``. Unknown parcel ids raise ``UnknownParcelError``.
     """
     if "days" not in obs.columns:
         obs = normalise_observations(obs)
@@ -293,6 +372,7 @@ def fill(model: GapFillModel, obs: pd.DataFrame, queries: pd.DataFrame) -> pd.Da
         raise UnknownParcelError(f"queries name parcel id {unknown[0]!r} that has no observations")
     out = np.full((len(q), NB), np.nan)
     sig = np.full(len(q), np.nan)
+    q90 = np.full(len(q), np.nan)
     status = np.array(["ok"] * len(q), dtype=object)
     groups = dict(tuple(obs.groupby("parcel_id", sort=False)))
     method = "climatology+anomaly-interp" + ("+s1-ridge" if model.s1_coef is not None else "")
@@ -303,19 +383,29 @@ def fill(model: GapFillModel, obs: pd.DataFrame, queries: pd.DataFrame) -> pd.Da
             status[idx] = "no_clear_data"
             continue
         tq = q["days"].to_numpy(float)[idx]
-        lo = vis["days"].min() - model.params.max_extrapolate_days
-        hi = vis["days"].max() + model.params.max_extrapolate_days
-        inside = (tq >= lo) & (tq <= hi)
-        status[idx[~inside]] = "out_of_range"
-        if inside.any():
-            pred, s = predict_parcel(model, g, tq[inside])
-            out[idx[inside]] = pred
-            sig[idx[inside]] = s
+        first, last = vis["days"].min(), vis["days"].max()
+        within = (tq >= first) & (tq <= last)
+        near = (tq >= first - model.params.max_extrapolate_days) & (tq <= last + model.params.max_extrapolate_days)
+        s1_days = g.loc[(g["sensor"] == "S1") & (g["VH"] > 0), "days"].to_numpy(float)
+        if len(s1_days):
+            gap = np.min(np.abs(s1_days[None, :] - tq[:, None]), axis=1)
+            near |= gap <= model.params.s1_extrapolate_days
+        edge = near & ~within
+        status[idx[~near]] = "out_of_range"
+        status[idx[edge]] = "extrapolated"
+        if near.any():
+            pred, scale = predict_parcel(model, g, tq[near])
+            out[idx[near]] = pred
+            k68 = np.where(edge[near], model.k68_edge, model.k68)
+            k90 = np.where(edge[near], model.k90_edge, model.k90)
+            sig[idx[near]] = k68 * scale
+            q90[idx[near]] = k90 * scale
     res = pd.DataFrame(out, columns=list(S2_BANDS))
     res.insert(0, "time", q["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy())
     res.insert(0, "parcel_id", q["parcel_id"].to_numpy())
     res["NDVI"] = _ndvi(out)
     res["uncertainty"] = sig
+    res["interval90"] = q90
     res["filled"] = 1
     res["method"] = method
     res["status"] = status

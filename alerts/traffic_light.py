@@ -1,64 +1,71 @@
-"""CAP traffic light per parcel and campaign (as France's ASP "3STR" and the EU Area Monitoring System).
+"""CAP traffic light per parcel and campaign, as of a date (France's ASP "3STR", the EU AMS).
 
-- green: the declared use is consistent with the observed activity (grassland mown or grazed,
-  a declared crop harvested);
-- orange: undecided: the deadline has not come yet, or there is not enough clear data to decide,
-  or the land use is not covered by a marker;
-- red: declared grassland with no mowing or grazing signal by the (configurable) deadline, a
-  declared crop never harvested by its deadline, or a parcel turned into a solar farm.
+- green: the declared use is confirmed by an activity detected up to ``as_of`` inside the
+  campaign's window (grassland mown or grazed, a crop harvested);
+- red: evidence against the declaration: the window was observed well enough (clear S2 views and S1
+  views, their counts and longest gaps stated in the reasons) and neither the detectors, nor the
+  largest NDVI drop in the window, nor the encoder's residuals show the required activity — or a
+  contradicting event (solar works on declared farmland). "No event detected" alone is never red;
+- orange: everything else, with the reason (deadline not reached, too few clear views, a weak or
+  unconfirmed drop, an unexplained departure from what the encoder expected, a land use no rule
+  names);
+- not_analysable: the parcel cannot be judged at all (no series; too few S2 pixels inside and no S1
+  pixel). "No evidence" never looks like "non-compliant".
 
-Every light carries reasons a controller can read, and red "no activity" cases carry the
-``no_activity`` marker.
+Events after ``as_of`` (or known only after it: the end of their window) and events outside the
+rule's window never count. Every light carries machine-readable ``reason_codes`` beside the text.
+The rules are configuration (``alerts.lights_rules``: per scheme and declared land use).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
 import pandas as pd
 
+from alerts.decisions import NO_SERIES, WindowEvidence, window_evidence
+from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
 from alerts.series import from_days
 from alerts.types import Event
 
-GRASSLAND = frozenset({"grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland"})
-ARABLE = frozenset({"cereal", "maize", "rapeseed", "arable", "wheat", "barley", "sunflower"})
+LIGHT_COLUMNS = (
+    "parcel_id", "land_use", "campaign", "as_of", "scheme", "light", "reason_codes", "reasons", "markers",
+    "window_start", "window_end", "deadline", "events", "n_clear_s2", "max_s2_gap_days", "n_s1",
+    "max_s1_gap_days", "max_ndvi_drop", "min_residual_z",
+)
 
 
 class Light(StrEnum):
     GREEN = "green"
     ORANGE = "orange"
     RED = "red"
+    NOT_ANALYSABLE = "not_analysable"
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficLightRules:
-    """Deadlines as (month, day) in the campaign year; data sufficiency thresholds (season so far)."""
+class Reason(StrEnum):
+    """Machine-readable reason codes (docs/traffic-light.md lists what each means)."""
 
-    grassland_deadline: tuple[int, int] = (8, 31)
-    harvest_deadlines: Mapping[str, tuple[int, int]] = field(
-        default_factory=lambda: {"cereal": (9, 15), "rapeseed": (8, 31), "maize": (11, 30)}
-    )
-    default_harvest_deadline: tuple[int, int] = (10, 31)
-    season_start: tuple[int, int] = (3, 1)
-    min_clear_s2: int = 6
-    min_s1: int = 10
-
-    def __post_init__(self) -> None:
-        for name, (m, d) in [
-            ("grassland_deadline", self.grassland_deadline),
-            ("season_start", self.season_start),
-            ("default_harvest_deadline", self.default_harvest_deadline),
-            *self.harvest_deadlines.items(),
-        ]:
-            try:
-                date(2024, m, d)
-            except ValueError as e:
-                raise ValueError(f"TrafficLightRules.{name}: invalid month/day {(m, d)}") from e
-        if self.min_clear_s2 < 0 or self.min_s1 < 0:
-            raise ValueError("TrafficLightRules: thresholds must be >= 0")
+    ACTIVITY_DETECTED = "activity_detected"
+    WEAK_ACTIVITY = "weak_activity"
+    BEFORE_DEADLINE = "before_deadline"
+    NO_ACTIVITY = "no_activity"
+    COVERAGE_OK = "coverage_ok"
+    TOO_FEW_CLEAR_S2 = "too_few_clear_s2"
+    S2_GAP_TOO_LONG = "s2_gap_too_long"
+    S1_GAP_TOO_LONG = "s1_gap_too_long"
+    POSSIBLE_ACTIVITY = "possible_activity"
+    ENCODER_DEPARTURE = "encoder_departure"
+    LAND_USE_CHANGE = "land_use_change"
+    LAND_USE_NOT_COVERED = "land_use_not_covered"
+    NO_SERIES = "no_series"
+    TOO_FEW_S2_PIXELS = "too_few_s2_pixels"
+    NO_S1_PIXEL = "no_s1_pixel"
+    EVENTS_AFTER_AS_OF_IGNORED = "events_after_as_of_ignored"
+    EVENTS_OUTSIDE_WINDOW_IGNORED = "events_outside_window_ignored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +74,13 @@ class TrafficLight:
     campaign: int
     light: Light
     reasons: tuple[str, ...]
-    markers: tuple[str, ...] = ()
+    reason_codes: tuple[Reason, ...]
+    events: tuple[str, ...] = ()
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """The alert markers of the light (``no_activity``, ``land_use_change``), for exports."""
+        return tuple(c.value for c in self.reason_codes if c in (Reason.NO_ACTIVITY, Reason.LAND_USE_CHANGE))
 
     def as_dict(self) -> dict:
         return {
@@ -75,8 +88,48 @@ class TrafficLight:
             "campaign": self.campaign,
             "light": self.light.value,
             "reasons": list(self.reasons),
+            "reason_codes": [c.value for c in self.reason_codes],
             "markers": list(self.markers),
+            "events": list(self.events),
         }
+
+
+EPOCH = date(1970, 1, 1)
+
+
+def day_number(d: date) -> float:
+    """A calendar date as float days since 1970-01-01 (its start, UTC)."""
+    return float((d - EPOCH).days)
+
+
+def known_by(event: Event) -> float:
+    """The day from which an event is known: its confirmation (evidence) or the end of its window."""
+    confirmed = event.evidence.get("confirmed_day") if event.evidence else None
+    return float(confirmed) if confirmed is not None else float(event.window[1])
+
+
+def _iso(day: float) -> str:
+    return from_days(day).date().isoformat()
+
+
+def _coverage_text(ev: WindowEvidence) -> str:
+    s2 = f"{ev.n_clear_s2} clear S2 views (longest gap {ev.max_s2_gap_days:.0f} days)"
+    s1 = f"{ev.n_s1} S1 views" + (f" (longest gap {ev.max_s1_gap_days:.0f} days)" if ev.n_s1 else "")
+    return f"{s2}, {s1}"
+
+
+def coverage(rule: LandUseRule, ev: WindowEvidence) -> tuple[bool, list[Reason]]:
+    """Whether the window was observed well enough for a red, and what was missing."""
+    missing: list[Reason] = []
+    if ev.n_clear_s2 < rule.min_clear_s2:
+        missing.append(Reason.TOO_FEW_CLEAR_S2)
+    s1_dense = ev.n_s1 >= 2 and ev.max_s1_gap_days <= rule.max_s1_gap_days
+    limit = rule.max_s2_gap_with_s1_days if s1_dense else rule.max_s2_gap_days
+    if ev.max_s2_gap_days > limit:
+        missing.append(Reason.S2_GAP_TOO_LONG)
+        if not s1_dense:
+            missing.append(Reason.S1_GAP_TOO_LONG)
+    return not missing, missing
 
 
 def assess(
@@ -86,72 +139,141 @@ def assess(
     events: Iterable[Event],
     *,
     as_of: date,
-    n_clear_s2: int,
-    n_s1: int,
-    rules: TrafficLightRules | None = None,
+    evidence: WindowEvidence | None,
+    scheme: Scheme | None = None,
 ) -> TrafficLight:
     """The light of one parcel for ``campaign`` as of ``as_of``.
 
-    ``events``: the parcel's detected events (any year; only the campaign year counts);
-    ``n_clear_s2``/``n_s1``: clear S2 views and S1 views of the parcel in the campaign so far.
+    ``events``: the parcel's detected events (any date: only those inside the rule's window, dated
+    and known by ``as_of``, count); ``evidence``: :func:`alerts.decisions.window_evidence` of the
+    parcel's series for the rule's window (None: no series).
     """
-    r = rules or TrafficLightRules()
-    lu = str(land_use).lower()
-    evs = [e for e in events if from_days(e.date).year == campaign and e.parcel_id == parcel_id]
-    when = {e.event: [from_days(x.date).date().isoformat() for x in evs if x.event == e.event] for e in evs}
-    enough = n_clear_s2 >= r.min_clear_s2 or n_s1 >= r.min_s1
-    data_note = f"{n_clear_s2} clear S2 views, {n_s1} S1 views so far"
+    sc = scheme or default_scheme()
+    lu = str(land_use).strip().lower()
+    as_of_day = day_number(as_of) + 1.0 - 1e-9  # the whole day of as_of
+    evs = [e for e in events if e.parcel_id == parcel_id]
+    ev = evidence or NO_SERIES
 
-    def light(color: Light, *reasons: str, markers: tuple[str, ...] = ()) -> TrafficLight:
-        return TrafficLight(parcel_id, campaign, color, tuple(reasons), markers)
+    def light(color: Light, codes: list[Reason], reasons: list[str], shown: list[Event] = ()) -> TrafficLight:
+        return TrafficLight(
+            parcel_id, campaign, color, tuple(reasons), tuple(codes),
+            tuple(f"{e.event} {e.date_iso}" for e in shown),
+        )
 
-    if "solar_construction" in when:
+    year_start = day_number(date(campaign, 1, 1))
+    contra = [
+        e for e in evs
+        if e.event in sc.contradicting_events and year_start <= e.date and known_by(e) <= as_of_day
+    ]
+    if contra:
+        first = min(contra, key=lambda e: e.date)
         return light(
-            Light.RED,
-            f"parcel turned into a solar farm: works started about {when['solar_construction'][0]}"
-            f" (declared {lu})",
-            markers=("land_use_change",),
+            Light.RED, [Reason.LAND_USE_CHANGE],
+            [f"{first.event.replace('_', ' ')} detected from about {first.date_iso} (declared {lu})"], [first],
         )
-    if lu in GRASSLAND:
-        deadline = date(campaign, *r.grassland_deadline)
-        acts = sorted(when.get("mowing", []) + when.get("grazing", []))
-        if acts:
-            kinds = " and ".join(k for k in ("mowing", "grazing") if k in when)
-            return light(
-                Light.GREEN, f"{kinds} detected on {', '.join(acts)}: consistent with declared grassland"
-            )
-        if as_of < deadline:
-            return light(
-                Light.ORANGE,
-                f"no mowing or grazing detected yet; deadline {deadline.isoformat()} ({data_note})",
-            )
-        if not enough:
-            return light(
-                Light.ORANGE,
-                f"not enough clear data to decide ({data_note}; need {r.min_clear_s2} clear S2 "
-                f"or {r.min_s1} S1)",
-            )
+    if ev.n_rows == 0:
+        return light(Light.NOT_ANALYSABLE, [Reason.NO_SERIES], ["no observations of this parcel"])
+    if 0 <= ev.s2_pixels < sc.min_s2_pixels and ev.s1_pixels <= 0:
         return light(
-            Light.RED,
-            f"declared grassland with no mowing or grazing signal by {deadline.isoformat()} ({data_note})",
-            markers=("no_activity",),
+            Light.NOT_ANALYSABLE, [Reason.TOO_FEW_S2_PIXELS, Reason.NO_S1_PIXEL],
+            [f"{ev.s2_pixels} S2 pixels inside (need {sc.min_s2_pixels}) and no S1 pixel: cannot be judged"],
         )
-    if lu in ARABLE:
-        deadline = date(campaign, *r.harvest_deadlines.get(lu, r.default_harvest_deadline))
-        if "harvest" in when:
-            return light(
-                Light.GREEN, f"harvest detected on {when['harvest'][0]}: consistent with declared {lu}"
-            )
-        if as_of < deadline:
-            return light(Light.ORANGE, f"not harvested yet; deadline {deadline.isoformat()} ({data_note})")
-        if not enough:
-            return light(Light.ORANGE, f"not enough data to decide ({data_note})")
+    rule = sc.rule_for(lu)
+    if rule is None:
+        color = Light.ORANGE if sc.uncovered == "orange" else Light.NOT_ANALYSABLE
+        return light(color, [Reason.LAND_USE_NOT_COVERED], [f"land use {lu!r} is not covered by scheme {sc.name!r}"])
+    ws, we = rule.window_dates(campaign)
+    deadline = rule.deadline_date(campaign)
+    w0, w1 = day_number(ws), day_number(we) + 1.0 - 1e-9
+    kinds = " or ".join(rule.events)
+    codes: list[Reason] = []
+    notes: list[str] = []
+    relevant = [e for e in evs if e.event in rule.events]
+    inside = [e for e in relevant if w0 <= e.date <= w1]
+    counted = [e for e in inside if e.date <= as_of_day and known_by(e) <= as_of_day]
+    if len(inside) > len(counted):
+        codes.append(Reason.EVENTS_AFTER_AS_OF_IGNORED)
+        notes.append(f"{len(inside) - len(counted)} event(s) after {as_of.isoformat()} not counted")
+    year_end = day_number(date(campaign + 1, 1, 1))
+    outside = [e for e in relevant if not w0 <= e.date <= w1 and year_start <= e.date < min(year_end, as_of_day)]
+    if outside:
+        codes.append(Reason.EVENTS_OUTSIDE_WINDOW_IGNORED)
+        notes.append(f"{len(outside)} event(s) outside {ws.isoformat()}..{we.isoformat()} not counted")
+    zs = {id(e): ev.residual_after(e.date) for e in counted}
+
+    def confirmed(e: Event) -> bool:
+        z, limit = zs[id(e)], rule.max_green_residual_z
+        if limit is None or not math.isfinite(z):  # the detectors' word alone
+            return e.confidence >= rule.min_green_confidence
+        return e.confidence >= rule.encoder_green_confidence and z <= limit
+
+    def described(e: Event) -> str:
+        z = zs[id(e)]
+        return f"{e.event} {e.date_iso} (confidence {e.confidence:.3f}" + (
+            f", {z:+.1f} std from the encoder's expectation)" if math.isfinite(z) else ")")
+
+    strong = [e for e in counted if confirmed(e)]
+    if strong:
+        dates = ", ".join(described(e) for e in strong)
         return light(
-            Light.RED,
-            f"declared {lu} never harvested by {deadline.isoformat()} ({data_note})",
-            markers=("no_activity",),
+            Light.GREEN, [Reason.ACTIVITY_DETECTED, *codes],
+            [f"{dates}: consistent with declared {lu}", *notes], strong,
         )
-    return light(Light.ORANGE, f"land use {lu!r} is not covered by a marker: undecided")
+    if counted:
+        best = max(counted, key=lambda e: e.confidence)
+        z = zs[id(best)]
+        if rule.max_green_residual_z is not None and math.isfinite(z):
+            need = (f"green from confidence {rule.encoder_green_confidence:.2f} with a residual of "
+                    f"{rule.max_green_residual_z:+.1f} std or below")
+        else:
+            need = f"green from confidence {rule.min_green_confidence:.2f}"
+        return light(
+            Light.ORANGE, [Reason.WEAK_ACTIVITY, *codes],
+            [f"weak signal: {described(best)}; {need}", *notes], counted,
+        )
+    seen = _coverage_text(ev)
+    window_text = f"between {ws.isoformat()} and {min(we, as_of).isoformat()}"
+    if as_of < deadline:
+        return light(
+            Light.ORANGE, [Reason.BEFORE_DEADLINE, *codes],
+            [f"no {kinds} detected yet; deadline {deadline.isoformat()} ({seen} {window_text})", *notes],
+        )
+    covered, missing = coverage(rule, ev)
+    if not covered:
+        return light(
+            Light.ORANGE, [*missing, *codes],
+            [f"not observed well enough to decide: {seen} {window_text} (need {rule.min_clear_s2} clear "
+             f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days, {rule.max_s2_gap_with_s1_days:g} "
+             f"with S1 every {rule.max_s1_gap_days:g} days)", *notes],
+        )
+    drop = ev.max_drop if rule.red_drop == "persistent" else max(ev.max_drop, ev.max_dip)
+    if drop > rule.max_red_drop:
+        when = f" around {_iso(ev.drop_day)}" if rule.red_drop == "persistent" and math.isfinite(ev.drop_day) else ""
+        return light(
+            Light.ORANGE, [Reason.POSSIBLE_ACTIVITY, Reason.COVERAGE_OK, *codes],
+            [f"NDVI fell by {drop:.2f}{when} but no {kinds} was confirmed "
+             f"(red only below {rule.max_red_drop:.2f})", *notes],
+        )
+    z_limit = rule.min_red_residual_z
+    if z_limit is not None and math.isfinite(ev.min_residual_z) and ev.min_residual_z < z_limit:
+        return light(
+            Light.ORANGE, [Reason.ENCODER_DEPARTURE, Reason.COVERAGE_OK, *codes],
+            [f"NDVI fell {-ev.min_residual_z:.1f} std below what the encoder expected, no {kinds} confirmed",
+             *notes],
+        )
+    return light(
+        Light.RED, [Reason.NO_ACTIVITY, Reason.COVERAGE_OK, *codes],
+        [f"declared {lu}: no {kinds} {window_text} although observed: {seen}; largest NDVI drop "
+         f"{drop:.2f}", *notes],
+    )
+
+
+def _scheme(rules: LightsConfig | Scheme | str | None, scheme: str | None) -> Scheme:
+    if isinstance(rules, Scheme):
+        return rules
+    if isinstance(rules, LightsConfig):
+        return rules.scheme(scheme)
+    return load_rules(rules).scheme(scheme)
 
 
 def assess_frame(
@@ -161,32 +283,58 @@ def assess_frame(
     *,
     campaign: int,
     as_of: date,
-    rules: TrafficLightRules | None = None,
+    rules: LightsConfig | Scheme | str | None = None,
+    scheme: str | None = None,
 ) -> pd.DataFrame:
-    """Lights of every parcel of ``parcels`` (normalised ``obs`` counted up to ``as_of``)."""
+    """Lights of every parcel of ``parcels`` for ``campaign`` as of ``as_of`` (one row each).
+
+    ``obs``: a normalised observation table (``alerts.series``); rows after ``as_of`` are ignored.
+    With the encoder's ``expected_ndvi``/``expected_ndvi_std`` columns
+    (``alerts.expectation.add_model_expectations``) its residuals enter the red/orange call where the
+    rule sets ``min_red_residual_z``. ``rules``: a config, a scheme, a TOML path, or None (defaults).
+    Columns: ``LIGHT_COLUMNS`` (``reasons`` joined by "; ", ``reason_codes`` and ``markers`` by ",").
+    """
+    sc = _scheme(rules, scheme)
+    if "days" not in obs.columns and len(obs):
+        from alerts.series import normalise_observations
+
+        obs = normalise_observations(obs)
     by_parcel: dict[str, list[Event]] = {}
     for e in events:
         by_parcel.setdefault(e.parcel_id, []).append(e)
-    r = rules or TrafficLightRules()
-    start = pd.Timestamp(date(campaign, *r.season_start), tz="UTC")
-    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    sel = obs[(obs["time"] >= start) & (obs["time"] < end)]
-    clear = sel[(sel["sensor"] == "S2") & (sel["clear"] >= 0.5)].groupby("parcel_id").size()
-    s1 = sel[sel["sensor"] == "S1"].groupby("parcel_id").size()
+    as_of_day = day_number(as_of) + 1.0 - 1e-9
+    groups = dict(tuple(obs[obs["days"] <= as_of_day].groupby("parcel_id", sort=False))) if len(obs) else {}
     rows = []
-    for pid, lu in zip(parcels["parcel_id"], parcels["land_use"], strict=True):
-        tl = assess(
-            pid,
-            lu,
-            campaign,
-            by_parcel.get(pid, []),
-            as_of=as_of,
-            n_clear_s2=int(clear.get(pid, 0)),
-            n_s1=int(s1.get(pid, 0)),
-            rules=r,
-        )
-        d = tl.as_dict()
-        d["reasons"] = "; ".join(d["reasons"])
-        d["markers"] = ",".join(d["markers"])
-        rows.append(d)
-    return pd.DataFrame(rows, columns=["parcel_id", "campaign", "light", "reasons", "markers"])
+    for pid, lu in zip(parcels["parcel_id"].astype(str), parcels["land_use"].astype(str), strict=True):
+        rule = sc.rule_for(lu)
+        g = groups.get(pid)
+        win: tuple[date, date] | None = rule.window_dates(campaign) if rule else None
+        if g is None or g.empty:
+            ev = None
+        else:
+            ws, we = win or (date(campaign, 1, 1), date(campaign, 12, 31))
+            ev = window_evidence(g, day_number(ws), day_number(we) + 1.0 - 1e-9, as_of_day)
+        tl = assess(pid, lu, campaign, by_parcel.get(pid, []), as_of=as_of, evidence=ev, scheme=sc)
+        e = ev or NO_SERIES
+        rows.append({
+            "parcel_id": pid,
+            "land_use": lu.lower(),
+            "campaign": campaign,
+            "as_of": as_of.isoformat(),
+            "scheme": sc.name,
+            "light": tl.light.value,
+            "reason_codes": ",".join(c.value for c in tl.reason_codes),
+            "reasons": "; ".join(tl.reasons),
+            "markers": ",".join(tl.markers),
+            "window_start": win[0].isoformat() if win else "",
+            "window_end": win[1].isoformat() if win else "",
+            "deadline": rule.deadline_date(campaign).isoformat() if rule else "",
+            "events": ",".join(tl.events),
+            "n_clear_s2": e.n_clear_s2,
+            "max_s2_gap_days": round(e.max_s2_gap_days, 1) if math.isfinite(e.max_s2_gap_days) else None,
+            "n_s1": e.n_s1,
+            "max_s1_gap_days": round(e.max_s1_gap_days, 1) if math.isfinite(e.max_s1_gap_days) else None,
+            "max_ndvi_drop": round(e.max_drop, 4),
+            "min_residual_z": round(e.min_residual_z, 2) if math.isfinite(e.min_residual_z) else None,
+        })
+    return pd.DataFrame(rows, columns=list(LIGHT_COLUMNS))

@@ -1,12 +1,23 @@
-"""Harvest on arable parcels: S1 VH step down (biomass removed), S2 NDVI drop when S1 is absent.
+"""Harvest on arable parcels from S1 (VH step down), from S2 (senescence and bare soil), or both.
 
-Principles: cutting the crop removes most of the biomass that VH backscatter responds to, in one
+S1 principle: cutting the crop removes most of the biomass that VH backscatter responds to, in one
 day; VH falls by several dB and stays low (stubble, bare soil) until a catch crop grows. The step is
 found on the merged S1 stream (all orbits) as the split with the largest drop between the mean VH of
 the ``before_days`` before and the ``after_days`` after, confirmed once ``min_after`` acquisitions
-lie after it and all of them stay below the pre-step level. This works through clouds. When the
-parcel has no S1 (S2-only sources), the same step rule runs on clear-view NDVI (green crops: maize,
-rapeseed; dry-harvested cereals give little S2 signal). One harvest per parcel and season.
+lie after it and all of them stay below the pre-step level. This works through clouds.
+
+S2 principle (consecutive clear views, at most ``s2_max_gap_days`` apart, so that the date is known
+within half that): a harvest takes the standing crop off the field. A crop harvested green (maize,
+silage) drops NDVI by ``min_drop_ndvi`` or more from a green level (``green_ndvi``) *and* loses its
+canopy's tillage-index signal (NDTI = (B11 − B12)/(B11 + B12) falls by ``green_min_drop_ndti`` to the
+stubble/soil level ``bare_ndti``: a cut of grass, a drought dip or a senescence seen across a long gap
+keep it higher). A crop harvested dry (cereals, rapeseed, after senescence:
+NDVI already below ``green_ndvi``) changes little in NDVI, but its standing straw has a cellulose
+signal in NDTI that stubble and soil lack: NDTI falls by ``min_drop_ndti`` to the stubble/soil level
+(``bare_ndti``). Either is confirmed by the next clear view staying there. When S1 views lie inside
+the S2 interval, the largest VH drop between them dates the harvest (sensor "S2+S1"). S2 and S1 run
+side by side: the first sensor to confirm emits, the other's later step is the same harvest
+(``min_separation_days``). One harvest per parcel and season.
 
 Weather moves the backscatter of every parcel at once (drying soil lowers VH by dB): when the
 observations carry ``vh_ref`` (the regional median VH of the same acquisition), the detector works on
@@ -34,11 +45,19 @@ class HarvestParams:
     min_after: int = 2
     min_drop_db: float = 2.5
     persist_margin_db: float = 1.0
-    min_drop_ndvi: float = 0.2
+    min_drop_ndvi: float = 0.15
     season_doy: tuple[int, int] = (140, 330)
     min_separation_days: float = 120.0
     buffer_days: float = 60.0
     use_regional_reference: bool = True
+    use_s2: bool = True
+    use_s1: bool = True
+    s2_max_gap_days: float = 30.0
+    green_ndvi: float = 0.45
+    green_min_drop_ndti: float = 0.04
+    min_drop_ndti: float = 0.025
+    bare_ndti: float = 0.13
+    confirm_margin_ndti: float = 0.02
 
     def __post_init__(self) -> None:
         if self.before_days <= 0 or self.after_days <= 0 or self.min_before < 1 or self.min_after < 1:
@@ -50,8 +69,52 @@ class HarvestParams:
 @dataclass(frozen=True, slots=True)
 class HarvestState(DetectorState):
     s1: tuple[tuple[float, float], ...] = ()  # (day, VH dB)
-    s2: tuple[tuple[float, float], ...] = ()  # (day, NDVI) clear views
+    s2: tuple[tuple[float, ...], ...] = ()  # (day, NDVI, NDTI) clear views
     last_harvest: float = float("-inf")
+
+
+def ndti(obs: Observation) -> float:
+    """Normalised difference tillage index (B11 − B12)/(B11 + B12); NaN where a band is missing."""
+    b11, b12 = obs.band("B11"), obs.band("B12")
+    if not (math.isfinite(b11) and math.isfinite(b12)) or b11 + b12 <= 0:
+        return math.nan
+    return (b11 - b12) / (b11 + b12)
+
+
+def s2_harvest(views: np.ndarray, p: HarvestParams) -> dict | None:
+    """A harvest between the second-to-last and the last-but-two clear views, confirmed by the newest.
+
+    ``views``: (n, 3) day, NDVI, NDTI of clear views in time order. The split lies between views
+    n−3 and n−2; view n−1 confirms it. Returns the split's evidence or None.
+    """
+    if len(views) < 3:
+        return None
+    (t0, n0, d0), (t1, n1, d1), (_, n2, d2) = views[-3], views[-2], views[-1]
+    if t1 - t0 > p.s2_max_gap_days or not all(math.isfinite(x) for x in (n0, n1, n2, d0, d1, d2)):
+        return None
+    if n0 >= p.green_ndvi:  # harvested green: the canopy goes, NDVI and NDTI both fall
+        kind = "green"
+        ok = n0 - n1 >= p.min_drop_ndvi and d0 - d1 >= p.green_min_drop_ndti and n1 < p.green_ndvi
+        ok = ok and d1 <= p.bare_ndti  # stubble or soil after it, not senesced straw still standing
+        drop, scale = n0 - n1, p.min_drop_ndvi
+    else:  # harvested dry: the standing straw goes, NDTI falls to the stubble/soil level
+        kind = "dry"
+        ok = d0 - d1 >= p.min_drop_ndti and d1 <= p.bare_ndti
+        drop, scale = d0 - d1, p.min_drop_ndti
+    if not ok or d2 > d1 + p.confirm_margin_ndti or n2 > n1 + p.min_drop_ndvi / 2:
+        return None
+    return {"kind": kind, "t_hi": float(t0), "t_lo": float(t1), "drop": float(drop), "scale": scale,
+            "ndvi": (float(n0), float(n1), float(n2)), "ndti": (float(d0), float(d1), float(d2))}
+
+
+def s1_date(s1: tuple[tuple[float, float], ...], t_hi: float, t_lo: float) -> tuple[float, float]:
+    """Inside (t_hi, t_lo]: the midpoint of the consecutive S1 pair with the largest VH drop, and the drop (dB)."""
+    pts = [(t, v) for t, v in s1 if t_hi - 6.0 <= t <= t_lo + 6.0]
+    best, drop = math.nan, 0.0
+    for (ta, va), (tb, vb) in zip(pts, pts[1:], strict=False):
+        if va - vb > drop and t_hi <= 0.5 * (ta + tb) <= t_lo:
+            best, drop = 0.5 * (ta + tb), va - vb
+    return best, drop
 
 
 def find_step(
@@ -121,49 +184,61 @@ class HarvestDetector(BaseDetector[HarvestState]):
             vh = 10.0 * math.log10(obs.vh)
             if p.use_regional_reference and math.isfinite(obs.vh_ref):
                 vh -= obs.vh_ref
-            s1 = tuple(x for x in state.s1 if x[0] >= horizon) + ((obs.time, vh),)
-            state = replace(state, s1=s1)
-        else:
-            s2 = tuple(x for x in state.s2 if x[0] >= horizon) + ((obs.time, obs.ndvi),)
-            state = replace(state, s2=s2)
-        if obs.time - state.last_harvest < p.min_separation_days:
-            return state, []
-        if state.s1:
-            if obs.sensor != "S1":
+            state = replace(state, s1=tuple(x for x in state.s1 if x[0] >= horizon) + ((obs.time, vh),))
+            if not p.use_s1 or obs.time - state.last_harvest < p.min_separation_days:
                 return state, []
-            arr = np.asarray(state.s1)
-            step = find_step(arr[:, 0], arr[:, 1], p, p.min_drop_db, p.persist_margin_db)
-            sensor, unit = "S1", "VH dB"
-        else:
-            arr = np.asarray(state.s2)
-            step = find_step(arr[:, 0], arr[:, 1], p, p.min_drop_ndvi, 0.5 * p.min_drop_ndvi)
-            sensor, unit = "S2", "NDVI"
+            return self._s1_step(state)
+        s2 = tuple(x for x in state.s2 if x[0] >= horizon) + ((obs.time, obs.ndvi, ndti(obs)),)
+        state = replace(state, s2=s2)
+        if not p.use_s2 or obs.time - state.last_harvest < p.min_separation_days:
+            return state, []
+        return self._s2_step(state)
+
+    def _emit(self, state: HarvestState, date: float, window: tuple[float, float], conf: float, sensor: str,
+              evidence: dict) -> tuple[HarvestState, list[Event]]:
+        lo, hi = self.params.season_doy
+        if not lo <= day_of_year(date) <= hi or date - state.last_harvest < self.params.min_separation_days:
+            return state, []
+        event = Event(parcel_id=state.parcel_id, event="harvest", date=date, window=window,
+                      confidence=float(min(max(conf, 0.0), 1.0)), sensor=sensor, evidence={"sensor": sensor, **evidence})
+        return replace(state, last_harvest=date), [event]
+
+    def _s1_step(self, state: HarvestState) -> tuple[HarvestState, list[Event]]:
+        p = self.params
+        arr = np.asarray(state.s1)
+        step = find_step(arr[:, 0], arr[:, 1], p, p.min_drop_db, p.persist_margin_db)
         if step is None:
             return state, []
-        date = 0.5 * (step["t_hi"] + step["t_lo"])
-        lo, hi = p.season_doy
-        if not lo <= day_of_year(date) <= hi or date - state.last_harvest < p.min_separation_days:
-            return state, []
-        scale = p.min_drop_db if sensor == "S1" else p.min_drop_ndvi
-        conf = float(min(1.0, 1.0 - math.exp(-1.5 * step["drop"] / scale)))
         k = step["k"]
-        excerpt = [
-            (from_days(a).date().isoformat(), round(float(b), 3)) for a, b in arr[max(0, k - 4) : k + 4]
-        ]
-        event = Event(
-            parcel_id=state.parcel_id,
-            event="harvest",
-            date=date,
-            window=(step["t_hi"], step["t_lo"]),
-            confidence=conf,
-            sensor=sensor,
-            evidence={
-                "sensor": sensor,
-                "quantity": unit,
-                "before": round(step["pre"], 3),
-                "after": round(step["post"], 3),
-                "drop": round(step["drop"], 3),
-                "series_excerpt": excerpt,
-            },
+        excerpt = [(from_days(a).date().isoformat(), round(float(b), 3)) for a, b in arr[max(0, k - 4) : k + 4]]
+        return self._emit(
+            state, 0.5 * (step["t_hi"] + step["t_lo"]), (step["t_hi"], step["t_lo"]),
+            1.0 - math.exp(-1.5 * step["drop"] / p.min_drop_db), "S1",
+            {"quantity": "VH dB", "before": round(step["pre"], 3), "after": round(step["post"], 3),
+             "drop": round(step["drop"], 3), "series_excerpt": excerpt},
         )
-        return replace(state, last_harvest=date), [event]
+
+    def _s2_step(self, state: HarvestState) -> tuple[HarvestState, list[Event]]:
+        p = self.params
+        cut = s2_harvest(np.asarray(state.s2, dtype=float), p)
+        if cut is None:
+            return state, []
+        t_hi, t_lo = cut["t_hi"], cut["t_lo"]
+        date, sensor = 0.5 * (t_hi + t_lo), "S2"
+        conf = 0.9 * (1.0 - math.exp(-1.5 * cut["drop"] / cut["scale"]))
+        s1_day, s1_drop = s1_date(state.s1, t_hi, t_lo) if p.use_s1 else (math.nan, 0.0)
+        if math.isfinite(s1_day):
+            date, sensor = s1_day, "S2+S1"
+            conf = 1.0 - (1.0 - conf) * (1.0 - min(0.9, max(0.0, s1_drop / (2 * p.min_drop_db))))
+        evidence = {
+            "quantity": "NDVI" if cut["kind"] == "green" else "NDTI",
+            "harvest_kind": cut["kind"],
+            "ndvi_before": round(cut["ndvi"][0], 4), "ndvi_after": round(cut["ndvi"][1], 4),
+            "ndti_before": round(cut["ndti"][0], 4), "ndti_after": round(cut["ndti"][1], 4),
+            "drop": round(cut["drop"], 4),
+            "confirmed_day": float(state.s2[-1][0]),
+            "series_excerpt": [(from_days(t).date().isoformat(), round(n, 3), round(d, 3)) for t, n, d in state.s2[-5:]],
+        }
+        if math.isfinite(s1_day):
+            evidence["s1_vh_drop_db"] = round(s1_drop, 3)
+        return self._emit(state, date, (t_hi, t_lo), conf, sensor, evidence)

@@ -65,8 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--as-of", default=None, help="assessment date YYYY-MM-DD (default: last observation)"
     )
     parser.add_argument(
-        "--grassland-deadline", default="08-31", help="MM-DD by which grassland must show mowing or grazing"
+        "--grassland-deadline", default=None,
+        help="MM-DD from which grassland without mowing or grazing may be red (default: the rules' deadline)",
     )
+    parser.add_argument(
+        "--lights-rules", default=None, help="traffic-light rules TOML (schemes per land use; default: shipped)"
+    )
+    parser.add_argument("--lights-scheme", default=None, help="scheme of --lights-rules (default: its default)")
     parser.set_defaults(handler=run)
 
 
@@ -86,8 +91,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     checkpoint = args.checkpoint or (settings.encoder.checkpoint if args.with_model else None)
     refuse_overwrite(
         {"--out": args.out, "--lights": args.lights, "--store": store_url},
-        {"--observations": args.observations, "--parcels": args.parcels, "--checkpoint": checkpoint},
+        {"--observations": args.observations, "--parcels": args.parcels, "--checkpoint": checkpoint,
+         "--lights-rules": getattr(args, "lights_rules", None)},
     )
+    if args.lights:  # a bad rules file is refused before anything is read or written
+        from alerts.lights_rules import load_rules
+
+        load_rules(args.lights_rules).scheme(args.lights_scheme)
 
     from alerts.detectors import make_detectors, run_detectors
     from alerts.series import read_observations, read_parcels
@@ -100,12 +110,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     obs = read_observations(args.observations, sensors=sensors)
     parcels = read_parcels(args.parcels)
     events, skipped = run_detectors(obs, parcels, detectors)
+    expected = None
     if args.with_model:
         import sits
         from alerts.expectation import add_model_expectations, annotate_events
 
         model = sits.load_model(args.checkpoint or settings.encoder.checkpoint)
-        events = annotate_events(events, add_model_expectations(obs, model), model.version)
+        expected = add_model_expectations(obs, model)
+        events = annotate_events(events, expected, model.version)
     alerts = [Alert.from_event(e, tile_id=args.tile_id) for e in events]
     if store_url:
         from alerts.store import open_store
@@ -121,7 +133,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             n = write_csv(alerts, tmp)
     if args.lights:
-        _write_lights(args, obs, parcels, events)
+        _write_lights(args, obs if expected is None else expected, parcels, events)
     for det, pids in skipped.items():
         if pids:
             logger.info("%s: %d parcels with a land use it does not handle", det, len(pids))
@@ -132,19 +144,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _write_lights(args: argparse.Namespace, obs, parcels, events) -> None:
+    """Lights per parcel (``obs`` with the encoder's expectation when --with-model: its residuals count)."""
     from datetime import date
 
-    from alerts.traffic_light import TrafficLightRules, assess_frame
+    from alerts.lights_rules import load_rules
+    from alerts.traffic_light import assess_frame
 
     last = obs["time"].max()
     as_of = date.fromisoformat(args.as_of) if args.as_of else last.date()
     campaign = args.campaign or as_of.year
-    try:
-        month, day = (int(x) for x in args.grassland_deadline.split("-"))
-    except ValueError as e:
-        raise ValueError(f"--grassland-deadline must be MM-DD, got {args.grassland_deadline!r}") from e
-    rules = TrafficLightRules(grassland_deadline=(month, day))
-    lights = assess_frame(obs, parcels, events, campaign=campaign, as_of=as_of, rules=rules)
+    scheme = load_rules(args.lights_rules).scheme(args.lights_scheme)
+    if args.grassland_deadline:
+        try:
+            month, day = (int(x) for x in args.grassland_deadline.split("-"))
+            date(2024, month, day)
+        except ValueError as e:
+            raise ValueError(f"--grassland-deadline must be MM-DD, got {args.grassland_deadline!r}") from e
+        rules = tuple(
+            r.model_copy(update={"deadline": f"{month:02d}-{day:02d}"}) if "grassland" in r.land_uses else r
+            for r in scheme.rules
+        )
+        scheme = scheme.model_copy(update={"rules": rules})
+    lights = assess_frame(obs, parcels, events, campaign=campaign, as_of=as_of, rules=scheme)
     from sitsmon.outputs import atomic_output
 
     with atomic_output(args.lights) as tmp:

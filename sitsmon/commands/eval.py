@@ -1,4 +1,4 @@
-"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill); prints JSON."""
+"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill, lights); prints JSON."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "mowing: 5-fold cross-validation by plot on a real dataset (±12 days one-to-one, DOY 75-300). "
             "gapfill: NDVI MAE vs linear interpolation with 20%% of clear views hidden and with one "
             "45-day window per plot-year hidden. harvest, solar: on synthetic truth "
-            "(ingest.synth.simulate_parcel_series)."
+            "(ingest.synth.simulate_parcel_series). lights: the traffic lights per campaign (shares, red "
+            "and green precision) on the real dataset and on the demo archive's truth, the decision "
+            "constants chosen by plot-blocked k-fold and leave-one-year-out CV, rule only vs rule + encoder."
         ),
     )
-    parser.add_argument("task", choices=("mowing", "harvest", "solar", "gapfill"))
+    parser.add_argument("task", choices=("mowing", "harvest", "solar", "gapfill", "lights"))
     parser.add_argument(
         "--data", type=Path, default=None, help="dataset folder (observations.csv, parcels.csv, events.csv)"
     )
@@ -33,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seeds", type=int, default=1, help="gapfill: number of holdout seeds (seed, seed+1, ...)"
     )
-    parser.add_argument("--parcels", type=int, default=600, help="synthetic parcels (harvest, solar)")
+    parser.add_argument(
+        "--parcels", type=int, default=None,
+        help="synthetic parcels (harvest, solar: 600; lights: [synth] parcels_per_tile, the demo's 2500)",
+    )
     parser.add_argument("--tolerance", type=float, default=None, help="matching tolerance in days")
     parser.add_argument(
         "--pixels",
@@ -51,6 +56,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="mowing: a 2-point parameter grid (smoke test, not for reporting)",
+    )
+    parser.add_argument(
+        "--archive", type=Path, default=None,
+        help="lights: a demo data dir (archive/ and series/ of `sitsmon demo`): score its ingested parcel "
+        "series against archive/truth instead of the parcel-level simulation of the same archive",
+    )
+    parser.add_argument("--rules", type=Path, default=None, help="lights: traffic-light rules TOML (default: shipped)")
+    parser.add_argument("--scheme", default=None, help="lights: scheme of --rules (default: its default)")
+    parser.add_argument(
+        "--no-encoder", action="store_true",
+        help="lights: rule only (skip the rule + encoder variant); gapfill: skip the encoder head comparison"
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.92,
+        help="lights: precision the CV selection asks of red and green on the training folds (default 0.92)",
+    )
+    parser.add_argument(
+        "--only", choices=("real", "synthetic"), default=None, help="lights: one of the two datasets"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.set_defaults(handler=run)
@@ -70,11 +93,12 @@ def _synthetic(args: argparse.Namespace, solar: bool):
     from alerts.series import normalise_observations
     from ingest.synth import SynthConfig, simulate_parcel_series
 
+    n_parcels = args.parcels or 600
     cfg = SynthConfig(
         seed=args.seed,
         n_tiles=1,
-        tile_size_px=1024 if args.parcels > 1500 else 512,
-        parcels_per_tile=args.parcels,
+        tile_size_px=1024 if n_parcels > 1500 else 512,
+        parcels_per_tile=n_parcels,
         start=date(2024, 3, 1),
         end=date(2024, 10, 31),
         solar_parcel_share=0.05 if solar else 0.004,
@@ -110,12 +134,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             tolerance_days=args.tolerance or 12.0,
             progress=_progress,
         )
+    elif args.task == "lights":
+        result = _lights(args, settings)
     elif args.task == "gapfill":
         obs, _, _ = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
+        model, held_out = None, None
+        if not args.no_encoder:
+            import sits
+            from sits.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint
+
+            path = settings.encoder.checkpoint or None
+            model = sits.load_model(path)
+            held_out = read_checkpoint(path or DEFAULT_CHECKPOINT).get("train", {}).get("val_parcels")
         runs = []
         for s in range(args.seed, args.seed + args.seeds):
             for mode in ("random", "window"):
-                runs.append(ev.evaluate_gapfill(obs, mode=mode, seed=s))
+                runs.append(ev.evaluate_gapfill(obs, mode=mode, seed=s, encoder=model, model_parcels=held_out))
         result = {"task": "gapfill", "runs": runs}
     else:
         obs, parcels, events, cfg = _synthetic(args, solar=args.task == "solar")
@@ -140,6 +174,76 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         with atomic_output(args.out) as tmp:
             tmp.write_text(text)
     return 0
+
+
+def _lights(args: argparse.Namespace, settings: Settings) -> dict:
+    from alerts.evaluation_lights import evaluate_lights
+    from alerts.lights_rules import load_rules
+
+    scheme = load_rules(args.rules).scheme(args.scheme)
+    model = None
+    if not args.no_encoder:
+        import sits
+
+        model = sits.load_model(settings.encoder.checkpoint or None)
+
+    def progress(what: str) -> None:
+        print(f"  lights: {what}", file=sys.stderr, flush=True)
+
+    kw = {"scheme": scheme, "model": model, "folds": args.folds, "seed": args.seed, "target": args.target,
+          "progress": progress}
+    out: dict = {"task": "lights", "scheme": scheme.name, "target_precision": args.target}
+    cases: dict[str, list] = {}
+    if args.only in (None, "real"):
+        folder = args.data or settings.paths.reference_data / DEFAULT_DATASET
+        obs, parcels, events = _load(folder)
+        if events is None:
+            raise FileNotFoundError(f"{folder / 'events.csv'} (reference events) is required for eval lights")
+        kept: list = []
+        out["real"] = {"data": str(folder), **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
+        cases["real"] = kept[0]
+    if args.only in (None, "synthetic"):
+        obs, parcels, events, source = _lights_synthetic(args, settings)
+        kept = []
+        out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
+        cases["synthetic"] = kept[0]
+    if len(cases) > 1:
+        from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice
+
+        progress("joint choice of the constants over both datasets (rule only)")
+        out["joint_choice_rule_only"] = joint_choice(cases, scheme, [*LIGHT_GRID, *NO_ENCODER], args.target)
+    return out
+
+
+def _lights_synthetic(args: argparse.Namespace, settings: Settings):
+    """The demo archive's truth: its ingested parcel series (``--archive``) or the parcel-level
+    simulation of the same config (``[synth]`` settings: same parcels, management and weather)."""
+    import pandas as pd
+
+    from alerts.series import normalise_observations, read_parcels, read_table
+
+    if args.archive:
+        from ingest.series import read_series
+
+        root = args.archive
+        table = read_series(root / "series")
+        if table.num_rows == 0:
+            raise FileNotFoundError(f"{root / 'series'}: no parcel series (run `sitsmon demo --data-dir {root}`)")
+        obs = normalise_observations(table.to_pandas(), source=str(root / "series"))
+        parcels = read_parcels(root / "archive" / "parcels" / "parcels.parquet")
+        events = read_table(root / "archive" / "truth" / "events.csv")
+        return obs, parcels[["parcel_id", "land_use"]], events, f"ingested series of {root}"
+    from ingest.synth import SynthConfig, simulate_parcel_series
+
+    s = settings.synth
+    cfg = SynthConfig(seed=s.seed, n_tiles=s.tiles, tile_size_px=s.tile_size_px,
+                      parcels_per_tile=args.parcels or s.parcels_per_tile,
+                      start=date.fromisoformat(s.start), end=date.fromisoformat(s.end))
+    parcels, obs, events = simulate_parcel_series(cfg)
+    parcels = pd.DataFrame(parcels[["parcel_id", "land_use"]]).astype({"parcel_id": str})
+    source = (f"simulate_parcel_series(seed={cfg.seed}, parcels={cfg.parcels_per_tile}, "
+              f"{cfg.start}..{cfg.end}): the demo archive's parcels and truth")
+    return normalise_observations(obs, source="synthetic"), parcels, events, source
 
 
 def _archive_cube(root: Path):

@@ -44,10 +44,12 @@ def test_detect_writes_alert_rows(small_dir, tmp_path, capsys):
         == 0
     )
     tl = pd.read_csv(lights)
-    assert len(tl) == 12 and set(tl.light) <= {"green", "orange", "red"}
-    assert tl.reasons.notna().all()
+    assert len(tl) == 12 and set(tl.light) <= {"green", "orange", "red", "not_analysable"}
+    assert tl.reasons.notna().all() and tl.reason_codes.notna().all()
+    # green only where a mowing of the campaign was detected; red only where the window was observed
     mown_2022 = set(df[df.date.str.startswith("2022")].parcel_id)
-    assert set(tl[tl.light == "green"].parcel_id) == mown_2022
+    assert set(tl[tl.light == "green"].parcel_id) <= mown_2022
+    assert tl[tl.light == "red"].reason_codes.str.contains("coverage_ok").all()
     gj = tmp_path / "alerts.geojson"
     assert _detect(small_dir / "observations.csv", small_dir / "parcels.csv", gj, "--detectors", "mowing") == 0
     fc = json.loads(gj.read_text())

@@ -1,0 +1,159 @@
+"""Evidence for a parcel's light: how well the window was observed, and whether anything happened.
+
+The detectors say what they found; the light also needs to know what they could have found. Per
+parcel and campaign window, counted on the observations up to ``as_of`` only:
+
+- coverage: clear S2 views and the longest gap between them (window edges included), S1 views and
+  their longest gap — a red is only given on a window observed well enough to have seen the activity;
+- the largest *persistent* NDVI drop in the window: the envelope (highest clear NDVI of the previous
+  ``envelope_days``) minus the higher of a view and its successor (a residual-cloud dip that recovers
+  on the next view does not count; a drop on the newest view, not confirmed yet, counts in full, which
+  errs towards orange), and the largest single-view dip (no persistence: a cut followed by a fast
+  regrowth shows on one view only); a small value is evidence that nothing was cut or harvested;
+- the encoder's residuals (observed minus expected NDVI, in units of the model's std, from
+  ``alerts.expectation.add_model_expectations``) with the same persistence: a strongly negative one
+  is a departure the rules did not name, so the light stays orange instead of red.
+
+Times are float days since 1970-01-01 UTC (``alerts.series``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from alerts.expectation import EXPECTED, EXPECTED_STD
+
+ENVELOPE_DAYS = 25.0  # a cut or harvest is measured against the last month's green level
+PERSIST_DAYS = 15.0  # a successor later than this cannot tell a cloud dip from a cut
+RESIDUAL_DAYS = 30.0  # an event is compared with the first clear view at most this long after it
+MIN_STD = 0.02  # NDVI; the model's std is floored so a confident model cannot make noise significant
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEvidence:
+    """What the series says about one parcel in one window (up to ``as_of``).
+
+    Gaps in days; ``max_drop`` in NDVI (0 when fewer than two clear views); ``min_residual_z``
+    NaN without the encoder's expectation; pixel counts -1 when the series does not carry them.
+    """
+
+    n_clear_s2: int
+    max_s2_gap_days: float
+    n_s1: int
+    max_s1_gap_days: float
+    max_drop: float
+    drop_day: float
+    min_residual_z: float
+    max_dip: float = 0.0  # the largest drop of any single view below its envelope (no persistence)
+    s2_pixels: int = -1
+    s1_pixels: int = -1
+    n_rows: int = 0
+    residuals: tuple[tuple[float, float], ...] = ()  # (day, z) of clear views up to as_of, with the model
+
+    def residual_after(self, day: float, within_days: float = RESIDUAL_DAYS) -> float:
+        """The encoder residual z at the first clear view on or after ``day`` (NaN if none within)."""
+        for t, z in self.residuals:
+            if day <= t <= day + within_days:
+                return z
+        return math.nan
+
+
+def max_gap(days: np.ndarray, start: float, end: float) -> float:
+    """Longest interval without a view in ``[start, end]`` (edges count as boundaries)."""
+    if end <= start:
+        return 0.0
+    inside = np.sort(days[(days >= start) & (days <= end)])
+    edges = np.r_[start, inside, end]
+    return float(np.diff(edges).max())
+
+
+def persistent_drops(t: np.ndarray, v: np.ndarray, persist: bool = True) -> np.ndarray:
+    """Per clear view: envelope − max(view, successor within ``PERSIST_DAYS``) (``persist``) or
+    envelope − view; NaN without envelope."""
+    n = len(t)
+    out = np.full(n, np.nan)
+    for i in range(n):
+        prev = (t >= t[i] - ENVELOPE_DAYS) & (t < t[i])
+        if not prev.any():
+            continue
+        low = v[i]
+        if persist and i + 1 < n and t[i + 1] - t[i] <= PERSIST_DAYS:
+            low = max(low, v[i + 1])
+        out[i] = float(v[prev].max()) - low
+    return out
+
+
+def persistent_min(t: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Per view: max(z, successor's z within ``PERSIST_DAYS``), the residual that held."""
+    out = z.copy()
+    for i in range(len(t) - 1):
+        if t[i + 1] - t[i] <= PERSIST_DAYS and np.isfinite(z[i + 1]):
+            out[i] = max(z[i], z[i + 1])
+    return out
+
+
+def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> WindowEvidence:
+    """Evidence of one parcel's normalised rows ``g`` for the window ``[start, end]`` seen at ``as_of``.
+
+    Rows after ``as_of`` are ignored (they were not known then); the envelope may use views up to
+    ``ENVELOPE_DAYS`` before the window.
+    """
+    g = g[g["days"] <= as_of]
+    stop = min(end, as_of)
+    sensor = g["sensor"].to_numpy()
+    days = g["days"].to_numpy(float)
+    red, nir = g["B04"].to_numpy(float), g["B08"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndvi = (nir - red) / (nir + red)
+    clear = (sensor == "S2") & (g["clear"].to_numpy(float) >= 0.5) & np.isfinite(ndvi)
+    vh = g["VH"].to_numpy(float)
+    s1 = (sensor == "S1") & np.isfinite(vh) & (vh > 0)
+    t2, v2 = days[clear], ndvi[clear]
+    in_win = (t2 >= start) & (t2 <= stop)
+    near = t2 >= start - ENVELOPE_DAYS
+    drops = persistent_drops(t2[near], v2[near])
+    win_near = in_win[near]
+    d = drops[win_near]
+    ok = np.isfinite(d)
+    max_drop = float(d[ok].max()) if ok.any() else 0.0
+    drop_day = float(t2[near][win_near][ok][np.argmax(d[ok])]) if ok.any() else math.nan
+    dips = persistent_drops(t2[near], v2[near], persist=False)[win_near]
+    max_dip = float(np.nanmax(dips)) if np.isfinite(dips).any() else 0.0
+    min_z = math.nan
+    residuals: tuple[tuple[float, float], ...] = ()
+    if EXPECTED in g.columns:
+        exp = g[EXPECTED].to_numpy(float)[clear]
+        std = np.maximum(g[EXPECTED_STD].to_numpy(float)[clear], MIN_STD)
+        z = (v2 - exp) / std
+        zp = persistent_min(t2, z)[in_win]
+        zp = zp[np.isfinite(zp)]
+        min_z = float(zp.min()) if len(zp) else math.nan
+        keep = (t2 >= start) & (t2 <= stop + RESIDUAL_DAYS) & np.isfinite(z)
+        residuals = tuple((float(a), round(float(b), 3)) for a, b in zip(t2[keep], z[keep], strict=True))
+    pix = g["pixel_count"].to_numpy(float) if "pixel_count" in g.columns else None
+    s2_pixels = s1_pixels = -1
+    if pix is not None:
+        p2, p1 = pix[sensor == "S2"], pix[sensor == "S1"]
+        s2_pixels = int(np.nanmax(p2)) if len(p2) and np.isfinite(p2).any() else 0
+        s1_pixels = int(np.nanmax(p1)) if len(p1) and np.isfinite(p1).any() else 0
+    return WindowEvidence(
+        n_clear_s2=int(in_win.sum()),
+        max_s2_gap_days=max_gap(t2, start, stop),
+        n_s1=int(((days[s1] >= start) & (days[s1] <= stop)).sum()),
+        max_s1_gap_days=max_gap(days[s1], start, stop),
+        max_drop=max_drop,
+        drop_day=drop_day,
+        min_residual_z=min_z,
+        s2_pixels=s2_pixels,
+        s1_pixels=s1_pixels,
+        n_rows=len(g),
+        residuals=residuals,
+        max_dip=max_dip,
+    )
+
+
+NO_SERIES = WindowEvidence(0, math.inf, 0, math.inf, 0.0, math.nan, math.nan, -1, -1, 0)

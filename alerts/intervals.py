@@ -1,0 +1,91 @@
+"""Event records as intervals, as the markers paying agencies use (Sen4CAP L4B/L4C style).
+
+A detector dates an event by one day inside a window; a scheme's date window is better checked
+against the whole departure: when the series left its level, when it was confirmed, its bottom, and
+when (if) it came back. :func:`add_intervals` adds, without changing anything else, one key
+``interval`` to each event's evidence, computed from the parcel's clear S2 NDVI up to ``as_of``:
+
+- ``start``: the first clear view of the departure (the first low view at or after the event's
+  window start), ``before``/``ndvi_before``: the last view before it;
+- ``confirmed``: the evidence's ``confirmed_day`` if the detector set one, else the view after
+  ``start`` (the one that showed the drop held);
+- ``bottom``/``ndvi_bottom``: the lowest view within ``bottom_days`` after the start;
+- ``end``/``ndvi_after``: the first later view back within half the drop of the level before
+  (regrowth), else the last view (``recovered`` False);
+- ``n_obs``: clear views from start to end; ``drop`` = ndvi_before − ndvi_bottom.
+
+Dates are ISO days; events without a clear view after their window start are left unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from alerts.series import from_days, ndvi_frame
+from alerts.types import Event
+
+BOTTOM_DAYS = 30.0  # a cut's or harvest's lowest point comes within a month of its start
+
+
+def _iso(day: float) -> str:
+    return from_days(day).date().isoformat()
+
+
+def interval_of(event: Event, t: np.ndarray, v: np.ndarray, bottom_days: float = BOTTOM_DAYS) -> dict | None:
+    """The interval record of ``event`` on clear views ``t`` (days, sorted) with NDVI ``v``."""
+    after = np.flatnonzero(t >= event.window[0] - 1e-9)
+    before = np.flatnonzero(t < event.window[0] - 1e-9)
+    if not len(after):
+        return None
+    i0 = int(after[0])
+    if t[i0] <= event.window[0] + 1e-9 and i0 + 1 < len(t):  # the window's first day is the last high view
+        before = np.r_[before, i0]
+        i0 += 1
+    level = float(v[before[-1]]) if len(before) else float("nan")
+    near = np.flatnonzero((t >= t[i0]) & (t <= t[i0] + bottom_days))
+    ib = int(near[np.argmin(v[near])])
+    bottom = float(v[ib])
+    drop = level - bottom if math.isfinite(level) else float("nan")
+    end, recovered = len(t) - 1, False
+    if math.isfinite(drop) and drop > 0:
+        back = np.flatnonzero((np.arange(len(t)) > ib) & (v >= level - 0.5 * drop))
+        if len(back):
+            end, recovered = int(back[0]), True
+    confirmed = event.evidence.get("confirmed_day") if event.evidence else None
+    if confirmed is None:
+        confirmed = float(t[i0 + 1]) if i0 + 1 < len(t) else float("nan")
+    return {
+        "before": _iso(float(t[before[-1]])) if len(before) else None,
+        "start": _iso(float(t[i0])),
+        "confirmed": _iso(float(confirmed)) if math.isfinite(float(confirmed)) else None,
+        "bottom": _iso(float(t[ib])),
+        "end": _iso(float(t[end])),
+        "recovered": recovered,
+        "n_obs": int(end - i0 + 1),
+        "ndvi_before": round(level, 4) if math.isfinite(level) else None,
+        "ndvi_bottom": round(bottom, 4),
+        "ndvi_after": round(float(v[end]), 4),
+        "drop": round(drop, 4) if math.isfinite(drop) else None,
+    }
+
+
+def add_intervals(events: Sequence[Event], obs: pd.DataFrame, as_of_day: float | None = None) -> list[Event]:
+    """``events`` with ``evidence["interval"]`` added (see the module docstring); ``obs`` normalised."""
+    table = obs if as_of_day is None else obs[obs["days"] <= as_of_day]
+    nd = ndvi_frame(table)
+    ok = nd.notna()
+    views = {
+        pid: (g["days"].to_numpy(float), nd[g.index].to_numpy(float))
+        for pid, g in table[ok].sort_values("days").groupby("parcel_id", sort=False)
+    }
+    out = []
+    for e in events:
+        tv = views.get(e.parcel_id)
+        rec = interval_of(e, *tv) if tv is not None else None
+        out.append(e if rec is None else replace(e, evidence={**e.evidence, "interval": rec}))
+    return out

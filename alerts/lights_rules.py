@@ -1,0 +1,224 @@
+"""Traffic-light rules as configuration: per scheme and declared land use (docs/traffic-light.md).
+
+A paying agency runs several scenarios per country: which events confirm a declared use, in which
+window they count, from which date their absence may turn a light red, and how well the window must
+have been observed before it may. These are data, validated by pydantic at the boundary (a TOML
+file or a dict), never code. ``DEFAULT_RULES`` are the shipped defaults; the decision thresholds
+(``min_green_confidence``, ``max_red_drop``, ``min_red_residual_z``, the coverage gaps) were chosen
+by the cross-validated selection of ``sitsmon eval lights`` (see docs/traffic-light.md for the folds).
+
+Dates are ``"MM-DD"`` strings in the campaign year.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alerts.errors import AlertsError
+
+
+class RulesError(AlertsError, ValueError):
+    """A traffic-light rules file or dict is malformed; the message names the file and the setting."""
+
+
+def _month_day(value: str) -> tuple[int, int]:
+    try:
+        month, day = (int(x) for x in str(value).split("-"))
+        date(2024, month, day)  # a leap year: 02-29 is allowed
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"must be MM-DD, got {value!r}") from e
+    return month, day
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LandUseRule(_Strict):
+    """How one group of declared land uses is judged.
+
+    ``events``: detected event types that confirm the declaration (any of them);
+    ``window``: (start, end) in which they count — an event outside it or after ``as_of`` never counts;
+    ``deadline``: from this date on, a missing activity may be red (default: the window's end);
+    coverage (for red only, counted inside the window): at least ``min_clear_s2`` clear S2 views and
+    no gap between them (window edges included) longer than ``max_s2_gap_days``, or, where S1 views
+    come at most ``max_s1_gap_days`` apart, no S2 gap longer than ``max_s2_gap_with_s1_days``;
+    decisions: a detected event is green from ``min_green_confidence`` on the detectors' word alone;
+    where the encoder's residual at the event is known (the first clear view after it, observed vs
+    expected NDVI in std) and ``max_green_residual_z`` is set, it is green instead when its
+    confidence is at least ``encoder_green_confidence`` and the residual at most
+    ``max_green_residual_z`` (weaker events: orange, "weak signal"); a red needs
+    the largest NDVI drop in the window at most ``max_red_drop`` (``red_drop``: "persistent", held on
+    the next view, or "any" single-view dip, the stricter) and, when the encoder's
+    expectation is given, no residual below ``min_red_residual_z`` (both mean "nothing happened").
+    """
+
+    land_uses: tuple[str, ...] = Field(min_length=1)
+    events: tuple[str, ...] = Field(min_length=1)
+    window: tuple[str, str]
+    deadline: str | None = None
+    min_clear_s2: int = Field(6, ge=0)
+    max_s2_gap_days: float = Field(30.0, gt=0)
+    max_s2_gap_with_s1_days: float = Field(45.0, gt=0)
+    max_s1_gap_days: float = Field(13.0, gt=0)
+    min_green_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    encoder_green_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    max_green_residual_z: float | None = None
+    max_red_drop: float = Field(0.15, ge=0.0)
+    min_red_residual_z: float | None = None
+    red_drop: Literal["persistent", "any"] = "persistent"
+
+    @field_validator("land_uses")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(x.strip().lower() for x in v)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: tuple[str, str]) -> tuple[str, str]:
+        a, b = _month_day(v[0]), _month_day(v[1])
+        if b < a:
+            raise ValueError(f"window end {v[1]} before its start {v[0]}")
+        return v
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        if v is not None:
+            _month_day(v)
+        return v
+
+    def window_dates(self, campaign: int) -> tuple[date, date]:
+        return date(campaign, *_month_day(self.window[0])), date(campaign, *_month_day(self.window[1]))
+
+    def deadline_date(self, campaign: int) -> date:
+        return date(campaign, *_month_day(self.deadline or self.window[1]))
+
+
+class Scheme(_Strict):
+    """One scenario: rules per land use, contradicting events, when a parcel is not analysable.
+
+    ``min_s2_pixels``: a parcel with fewer S2 pixels fully inside (the series' ``pixel_count``, when
+    known) cannot be judged from S2; when it has no S1 pixel either it is ``not_analysable``.
+    ``uncovered``: the light of a land use no rule names.
+    """
+
+    name: str = "default"
+    rules: tuple[LandUseRule, ...] = Field(min_length=1)
+    contradicting_events: tuple[str, ...] = ("solar_construction",)
+    min_s2_pixels: int = Field(4, ge=0)
+    uncovered: Literal["orange", "not_analysable"] = "orange"
+
+    @model_validator(mode="after")
+    def _unique_land_uses(self) -> Scheme:
+        seen: set[str] = set()
+        for rule in self.rules:
+            dup = seen & set(rule.land_uses)
+            if dup:
+                raise ValueError(f"land use {sorted(dup)[0]!r} named by two rules")
+            seen |= set(rule.land_uses)
+        return self
+
+    def rule_for(self, land_use: str) -> LandUseRule | None:
+        lu = str(land_use).strip().lower()
+        return next((r for r in self.rules if lu in r.land_uses), None)
+
+
+class LightsConfig(_Strict):
+    """Several schemes; ``default`` names the one used when none is asked for."""
+
+    default: str = "default"
+    schemes: dict[str, Scheme]
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> LightsConfig:
+        if self.default not in self.schemes:
+            raise ValueError(f"default scheme {self.default!r} is not among {sorted(self.schemes)}")
+        return self
+
+    def scheme(self, name: str | None = None) -> Scheme:
+        key = name or self.default
+        if key not in self.schemes:
+            raise RulesError(f"unknown traffic-light scheme {key!r}; choose from {', '.join(sorted(self.schemes))}")
+        return self.schemes[key]
+
+
+GRASSLAND = ("grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland")
+
+# The shipped defaults (docs/traffic-light.md explains each value and where it comes from).
+_CROP_DECISION: dict[str, Any] = {  # joint choice over grassland-sk-dev and the demo archive (rule only)
+    "min_clear_s2": 4,
+    "max_s2_gap_days": 15.0,
+    "max_s2_gap_with_s1_days": 15.0,
+    "max_s1_gap_days": 13.0,
+    "min_green_confidence": 0.0,
+    "max_red_drop": 0.04,
+    "red_drop": "persistent",
+}
+DEFAULT_SCHEME: dict[str, Any] = {
+    "name": "default",
+    "contradicting_events": ["solar_construction"],
+    "min_s2_pixels": 4,
+    "uncovered": "orange",
+    "rules": [
+        {
+            "land_uses": list(GRASSLAND),
+            "events": ["mowing", "grazing"],
+            "window": ["04-15", "09-30"],
+            "min_clear_s2": 6,
+            "max_s2_gap_days": 20.0,
+            "max_s2_gap_with_s1_days": 20.0,
+            "max_s1_gap_days": 13.0,
+            "min_green_confidence": 0.9,
+            "max_red_drop": 0.06,
+            "red_drop": "persistent",
+        },
+        {"land_uses": ["cereal", "wheat", "barley"], "events": ["harvest"], "window": ["06-01", "09-15"],
+         **_CROP_DECISION},
+        {"land_uses": ["rapeseed"], "events": ["harvest"], "window": ["06-01", "08-31"], **_CROP_DECISION},
+        {"land_uses": ["maize", "sunflower", "arable"], "events": ["harvest"], "window": ["08-01", "10-31"],
+         **_CROP_DECISION},
+    ],
+}
+DEFAULT_RULES: dict[str, Any] = {"default": "default", "schemes": {"default": DEFAULT_SCHEME}}
+
+
+def _errors(e: ValidationError) -> str:
+    first = e.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    return f"{where}: {first['msg']}" + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
+
+
+def rules_from_dict(data: dict[str, Any], source: str = "rules") -> LightsConfig:
+    """Validate a rules dict: either a whole config (``schemes``) or a single scheme (``rules``)."""
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}: expected a table, got {type(data).__name__}")
+    body = data if "schemes" in data else {"default": data.get("name", "default"),
+                                            "schemes": {data.get("name", "default"): data}}
+    try:
+        return LightsConfig.model_validate(body)
+    except ValidationError as e:
+        raise RulesError(f"{source}: {_errors(e)}") from e
+
+
+def load_rules(path: str | Path | None = None) -> LightsConfig:
+    """The rules of a TOML file (one scheme, or ``[schemes.NAME]`` tables), or the shipped defaults."""
+    if path is None:
+        return rules_from_dict(DEFAULT_RULES, "default rules")
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise RulesError(f"traffic-light rules file not found: {path}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RulesError(f"{path}: not valid TOML ({e})") from e
+    return rules_from_dict(data, str(path))
+
+
+def default_scheme() -> Scheme:
+    return load_rules().scheme()
