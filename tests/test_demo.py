@@ -13,7 +13,8 @@ import zarr
 
 from sitsmon.cli import main
 
-SMALL = ["--tile-size", "128", "--parcels", "30", "--start", "2024-05-01", "--end", "2024-07-10", "--port", "0"]
+SMALL = ["--tile-size", "128", "--parcels", "30", "--start", "2024-05-01", "--end", "2024-07-10", "--port", "0",
+         "--no-serve"]
 
 
 def _run(data_dir: Path, capsys) -> dict:

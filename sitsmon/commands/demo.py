@@ -10,7 +10,9 @@
    and detector states, and prints a line per acquisition (date, sensor, parcels updated, new
    alerts, latency): alerts go to the SQLite store and the ``sits.alerts`` topic as they are raised;
 5. the alert store's contents;
-6. each parcel's CAP traffic light (``traffic-lights.csv``).
+6. each parcel's CAP traffic light (``traffic-lights.csv``);
+7. the dashboard on http://127.0.0.1:8000 (``[dashboard]``) with a login printed for each demo user,
+   until Ctrl-C (``--no-serve``: exit instead).
 
 A second run reuses the archive and ingests nothing new: every step is idempotent.
 """
@@ -43,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--start", default=None, help="first acquisition date (default: [synth] start)")
     parser.add_argument("--end", default=None, help="last acquisition date (default: [synth] end)")
     parser.add_argument("--port", type=int, default=None, help="STAC API port (default: [stac] port; 0: any free)")
-    parser.add_argument("--serve", action="store_true", help="keep the STAC API running at the end until Ctrl-C")
+    parser.add_argument("--serve", action="store_true", help="also keep the STAC API running while the dashboard runs")
+    parser.add_argument("--no-serve", action="store_true",
+                        help="exit at the end instead of serving the dashboard (scripted runs)")
     parser.add_argument("--speed", type=float, default=0.0,
                         help="simulated days per second of the live replay (default 0: as fast as it goes)")
     parser.set_defaults(handler=run)
@@ -202,10 +206,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             bus.close()
         streamed.pop("lights_frame")
         summary = _summary(root, new_alerts=streamed.pop("new_alerts"))
-        print(json.dumps({"data_dir": str(root), "stac_api": endpoint.url, "found": found, **streamed, **summary}))
+        print(json.dumps({"data_dir": str(root), "stac_api": endpoint.url, "found": found, **streamed, **summary}),
+              flush=True)
         if args.serve:
-            import threading
-
-            _say(f"STAC API stays up on {endpoint.url}; Ctrl-C to stop")
-            threading.Event().wait()
+            _say(f"      the STAC API stays up on {endpoint.url} while the dashboard runs")
+        if not args.no_serve and args.serve:
+            _dashboard(root, settings)
+    if not args.no_serve and not args.serve:
+        _dashboard(root, settings)
     return 0
+
+
+def _dashboard(root: Path, settings: Settings) -> None:
+    """Serve the dashboard of the demo's data dir until Ctrl-C, with fresh logins for the demo users."""
+    import dashboards
+
+    logins = dashboards.demo_logins(root)
+    host, port = settings.dashboard.host, settings.dashboard.port
+    _say(f"[dashboard] http://{host}:{port}/ — log in with one of these tokens (Ctrl-C to stop):")
+    for name, token in logins.items():
+        _say(f"      {name:16s} {token}")
+    dashboards.serve(root, host, port, with_model=settings.dashboard.with_model)
