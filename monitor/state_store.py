@@ -77,7 +77,7 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
         if a.dtype == object or a.dtype.kind in "US":
             h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
         else:
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # no copy of a large state
     return h.hexdigest()
 
 
