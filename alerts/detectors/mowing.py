@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.detectors.base import BaseDetector, DetectorState
+from alerts.detectors.steps import WindowStep, find_window_step
 from alerts.series import Observation, add_regional_reference, day_of_year, from_days
 from alerts.types import Event
 
@@ -233,34 +234,27 @@ def scan(
     return cuts
 
 
-def s1_step(t: np.ndarray, v: np.ndarray, p: MowingParams) -> dict | None:
-    """A VH step down whose windows completed with the newest view (as ``harvest.find_step``)."""
-    n = len(t)
-    for k in range(1, n):
-        if n > 1 and t[k] + p.s1_after_days <= t[-2]:
-            continue
-        if t[-1] < t[k] + p.s1_after_days:
-            break
-        pre = (t >= t[k] - p.s1_before_days) & (t < t[k])
-        post = (t >= t[k]) & (t <= t[k] + p.s1_after_days)
-        if pre.sum() < 2 or post.sum() < 2:
-            continue
-        m_pre, m_post = float(v[pre].mean()), float(v[post].mean())
-        if m_pre - m_post < p.s1_step_db or float(v[post].max()) > m_pre - 1.0 or v[k - 1] < m_pre - 1.0:
-            continue
-        return {
-            "t_hi": float(t[k - 1]),
-            "t_lo": float(t[k]),
-            "drop": m_pre - m_post,
-            "pre": m_pre,
-            "post": m_post,
-        }
-    return None
+def s1_step(t: np.ndarray, v: np.ndarray, p: MowingParams) -> WindowStep | None:
+    """A VH step down whose windows completed with the newest view (the earliest such split)."""
+    if len(t) < 2:
+        return None
+    return find_window_step(
+        t,
+        v,
+        before_days=p.s1_before_days,
+        after_days=p.s1_after_days,
+        min_before=2,
+        min_after=2,
+        min_drop=p.s1_step_db,
+        margin=1.0,
+        pick="first",
+    )
 
 
 class MowingDetector(BaseDetector[MowingState]):
     """Mowing events on grassland parcels (S2 + S1 VH; works with S2 alone)."""
 
+    name = "mowing"
     event_type = "mowing"
     land_uses = frozenset({"grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland"})
 
@@ -284,7 +278,7 @@ class MowingDetector(BaseDetector[MowingState]):
         step = s1_step(arr[:, 0], v, p)
         if step is None:
             return state, []
-        date = 0.5 * (step["t_hi"] + step["t_lo"])
+        date = 0.5 * (step.t_hi + step.t_lo)
         if date - state.last_cut < p.min_separation_days:
             return state, []
         if any(abs(t - date) <= p.s1_blind_days for t, _ in state.s2):
@@ -292,25 +286,25 @@ class MowingDetector(BaseDetector[MowingState]):
         lo, hi = p.season_doy
         if not lo <= day_of_year(date) <= hi:
             return state, []
-        conf = float(min(0.9, max(0.3, 0.5 + 0.1 * (step["drop"] - p.s1_step_db))))
+        conf = float(min(0.9, max(0.3, 0.5 + 0.1 * (step.drop - p.s1_step_db))))
         event = Event(
             parcel_id=state.parcel_id,
             event="mowing",
             date=date,
-            window=(step["t_hi"], step["t_lo"]),
+            window=(step.t_hi, step.t_lo),
             confidence=conf,
             sensor="S1",
             evidence={
                 "sensor": "S1",
                 "reason": f"cloudy spell (no clear S2 view within {p.s1_blind_days:g} days): "
                 "VH step down relative to the region",
-                "vh_rel_before_db": round(step["pre"], 2),
-                "vh_rel_after_db": round(step["post"], 2),
-                "vh_drop_db": round(step["drop"], 2),
+                "vh_rel_before_db": round(step.pre, 2),
+                "vh_rel_after_db": round(step.post, 2),
+                "vh_drop_db": round(step.drop, 2),
                 "series_excerpt": [
                     (from_days(float(a)).date().isoformat(), round(float(b), 2))
                     for a, b in zip(arr[:, 0], v, strict=True)
-                    if step["t_hi"] - 15 <= a <= step["t_lo"] + 15
+                    if step.t_hi - 15 <= a <= step.t_lo + 15
                 ],
             },
         )

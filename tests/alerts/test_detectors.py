@@ -253,7 +253,7 @@ def test_observation_validation():
 
 
 def test_state_round_trip_through_zarr(tmp_path, case):
-    from alerts.detectors.base import state_from_dict, state_to_dict, states_from_zarr, states_to_zarr
+    from alerts.detectors.state_io import state_from_dict, state_to_dict, states_from_zarr, states_to_zarr
 
     det, lu, df = case
     pid = df.parcel_id.iloc[0]
@@ -378,7 +378,7 @@ def test_solar_works_phase_without_panels_is_found_and_dated():
 
 
 def test_solar_works_phase_streaming_equals_batch_and_survives_a_checkpoint():
-    from alerts.detectors.base import state_from_dict, state_to_dict
+    from alerts.detectors.state_io import state_from_dict, state_to_dict
 
     df, parcels = _region_with_works()
     det = SolarDetector()
