@@ -167,10 +167,10 @@ class AcquisitionInputs:
 
 def iter_acquisitions(obs: pd.DataFrame, parcel_index: pd.Index):
     """``(key, AcquisitionInputs)`` per acquisition of a normalised table, in time order: rows
-    grouped by (time, sensor), S2 before S1 at equal times (the table's own sort order)."""
-    order = {s: k for k, s in enumerate(SENSORS)}
-    keys = obs[["days", "sensor"]].drop_duplicates()
-    keys = keys.assign(_o=keys["sensor"].map(order)).sort_values(["days", "_o"], kind="stable")
+    grouped by (time, sensor), S1 before S2 at equal times — the order of
+    ``normalise_observations`` (sorted by parcel, days, sensor), which is what ``sitsmon detect``
+    folds in offline; the monitor must feed equal-time acquisitions in the same order."""
+    keys = obs[["days", "sensor"]].drop_duplicates().sort_values(["days", "sensor"], kind="stable")
     groups = obs.groupby(["days", "sensor"], sort=False)
     for days, sensor in zip(keys["days"], keys["sensor"], strict=True):
         yield (
@@ -338,7 +338,12 @@ class KernelBatch:
         raise NotImplementedError
 
     def capacity(self) -> int:
-        return _cap(self.params.buffer_days)
+        cap = _cap(self.params.buffer_days)
+        if cap > K.MAX_CAPACITY:
+            raise ValueError(
+                f"{type(self).__name__}: buffer_days {self.params.buffer_days} needs {cap} views, over {K.MAX_CAPACITY}"
+            )
+        return cap
 
     def handles(self, land_use: str) -> bool:
         return self.reference.handles(land_use)

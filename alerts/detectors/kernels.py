@@ -34,41 +34,82 @@ BIT_S1 = 2
 
 
 @njit(cache=True)
-def _np_sum(a, lo, n):
-    """Sum of a[lo:lo+n] in numpy's pairwise order (``np.add.reduce`` on a contiguous float64 array)."""
+def _np_sum_block(a, lo, n):
+    """numpy's pairwise sum of a[lo:lo+n] for n <= 128 (8 accumulators, then the rest)."""
     if n < 8:
         res = 0.0
         for i in range(n):
             res += a[lo + i]
         return res
-    if n <= 128:
-        r0 = a[lo]
-        r1 = a[lo + 1]
-        r2 = a[lo + 2]
-        r3 = a[lo + 3]
-        r4 = a[lo + 4]
-        r5 = a[lo + 5]
-        r6 = a[lo + 6]
-        r7 = a[lo + 7]
-        i = 8
-        while i < n - (n % 8):
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _half(n):
     n2 = n // 2
-    n2 -= n2 % 8
-    return _np_sum(a, lo, n2) + _np_sum(a, lo + n2, n - n2)
+    return n2 - n2 % 8
+
+
+@njit(cache=True)
+def _np_sum_l1(a, lo, n):  # n <= 142: halves are blocks
+    if n <= 128:
+        return _np_sum_block(a, lo, n)
+    h = _half(n)
+    return _np_sum_block(a, lo, h) + _np_sum_block(a, lo + h, n - h)
+
+
+@njit(cache=True)
+def _np_sum_l2(a, lo, n):  # n <= 268
+    if n <= 128:
+        return _np_sum_block(a, lo, n)
+    h = _half(n)
+    return _np_sum_l1(a, lo, h) + _np_sum_l1(a, lo + h, n - h)
+
+
+@njit(cache=True)
+def _np_sum_l3(a, lo, n):  # n <= 520
+    if n <= 128:
+        return _np_sum_block(a, lo, n)
+    h = _half(n)
+    return _np_sum_l2(a, lo, h) + _np_sum_l2(a, lo + h, n - h)
+
+
+@njit(cache=True)
+def _np_sum(a, lo, n):
+    """Sum of a[lo:lo+n] in numpy's pairwise order (``np.add.reduce`` on a contiguous float64
+    array: blocks of at most 128 summed by 8 accumulators, larger ranges halved at a multiple of 8),
+    for n <= 1024 (buffer capacities are checked against ``MAX_CAPACITY``). The halving is unrolled
+    into four levels rather than recursive: numba's on-disk cache mishandles recursive functions."""
+    if n <= 128:
+        return _np_sum_block(a, lo, n)
+    h = _half(n)
+    return _np_sum_l3(a, lo, h) + _np_sum_l3(a, lo + h, n - h)
+
+
+MAX_CAPACITY = 1024
 
 
 @njit(cache=True)
