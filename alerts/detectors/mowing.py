@@ -100,6 +100,43 @@ class MowingState(DetectorState):
     last_cut: float = float("-inf")
 
 
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    """The terms of a cut's confidence: ``conf = clip(min(1, drop_term * persistence_term +
+    s1_term), 0, 1)`` (``s1_term`` 0 without S1)."""
+
+    drop_term: float  # 1 - exp(-1.2 drop / need): grows with the drop in units of the threshold
+    persistence_term: float  # 0.85 + 0.15 min(1, (envelope - next view) / need): the drop held
+    s1_term: float  # 0.05 min(1, S1 VH drop / 3 dB): S1 saw it too
+
+    with_s1: bool  # S1 was in the buffer (only then does s1_term enter)
+
+    @property
+    def value(self) -> float:
+        conf = self.drop_term * self.persistence_term
+        if self.with_s1:
+            conf = min(1.0, conf + self.s1_term)
+        return float(min(max(conf, 0.0), 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A confirmed cut found by ``scan`` (days since 1970, NDVI, dB)."""
+
+    date: float
+    window: tuple[float, float]  # (last high view, first low view)
+    drop: float  # envelope - NDVI of the first low view
+    envelope: float  # highest kept NDVI in envelope_days before
+    before: float  # NDVI of the last high view
+    after: float  # NDVI of the first low view
+    next: float  # NDVI of the view after (persistence)
+    s1_day: float  # S1 VH drop midpoint in the window (NaN: none)
+    s1_drop_db: float
+    confidence: float
+    terms: Confidence
+    excerpt: tuple[tuple[str, float], ...]  # (date, NDVI) of the kept views around the cut
+
+
 def outlier_mask(t: np.ndarray, v: np.ndarray, p: MowingParams) -> np.ndarray:
     """True where a view is a residual-cloud dip (needs its successor, so never the last view)."""
     n = len(v)
@@ -145,12 +182,12 @@ def scan(
     p: MowingParams,
     after: float,
     full: bool = False,
-) -> list[dict]:
+) -> list[Cut]:
     """Confirmed cuts in a buffer of clear views (days ``t``, NDVI ``v``), dated after ``after``.
 
     A view is usable as a cut only when its successor exists (outlier test and persistence).
     ``full``: scan every candidate of the buffer (default: the newest ones, see below).
-    Returns dicts with date, window, drop, envelope, values, confidence.
+    Returns ``Cut`` records, oldest first.
     """
     n = len(t)
     if n < 3:
@@ -159,7 +196,7 @@ def scan(
     keep = np.flatnonzero(~bad)
     tk, vk = t[keep], v[keep]
     m = len(tk)
-    cuts: list[dict] = []
+    cuts: list[Cut] = []
     last = after
     # the last kept view is provisional (it may still prove an outlier): cuts need a successor.
     # Streaming shortcut: a candidate depends only on views up to two kept views after it, so once
@@ -205,30 +242,34 @@ def scan(
                 and math.isfinite(s1_day)
             ):
                 date = min(max(s1_day, t_hi), t_lo)
-        conf = 1.0 - math.exp(-1.2 * drop / need)
-        conf *= 0.85 + 0.15 * min(1.0, max(0.0, env - vk[nxt]) / need)
-        if p.use_s1 and s1:
-            conf = min(1.0, conf + 0.05 * min(1.0, s1_drop / 3.0))
-        conf = float(min(max(conf, 0.0), 1.0))
+        with_s1 = bool(p.use_s1 and s1)
+        terms = Confidence(
+            drop_term=1.0 - math.exp(-1.2 * drop / need),
+            persistence_term=0.85 + 0.15 * min(1.0, max(0.0, env - vk[nxt]) / need),
+            s1_term=0.05 * min(1.0, s1_drop / 3.0) if with_s1 else 0.0,
+            with_s1=with_s1,
+        )
+        conf = terms.value
         if conf < p.min_confidence:
             continue
         cuts.append(
-            {
-                "date": date,
-                "window": (t_hi, t_lo),
-                "drop": drop,
-                "envelope": env,
-                "before": float(vk[i - 1]),
-                "after": float(vk[i]),
-                "next": float(vk[nxt]),
-                "s1_day": s1_day,
-                "s1_drop_db": s1_drop,
-                "confidence": conf,
-                "excerpt": [
+            Cut(
+                date=date,
+                window=(t_hi, t_lo),
+                drop=float(drop),
+                envelope=env,
+                before=float(vk[i - 1]),
+                after=float(vk[i]),
+                next=float(vk[nxt]),
+                s1_day=s1_day,
+                s1_drop_db=s1_drop,
+                confidence=conf,
+                terms=terms,
+                excerpt=tuple(
                     (from_days(float(a)).date().isoformat(), round(float(b), 3))
                     for a, b in zip(tk[max(0, i - 3) : nxt + 2], vk[max(0, i - 3) : nxt + 2], strict=True)
-                ],
-            }
+                ),
+            )
         )
         last = tk[i]
     return cuts
@@ -328,29 +369,29 @@ class MowingDetector(BaseDetector[MowingState]):
         events: list[Event] = []
         last_cut = state.last_cut
         for cut in scan(arr[:, 0], arr[:, 1], state.s1, p, after=last_cut):
-            if cut["date"] - last_cut < p.min_separation_days or last_cut >= cut["window"][0]:
+            if cut.date - last_cut < p.min_separation_days or last_cut >= cut.window[0]:
                 continue  # too close, or a cut was already found (from S1) inside this window
-            doy = day_of_year(cut["date"])
+            doy = day_of_year(cut.date)
             if not lo <= doy <= hi:
                 continue
-            last_cut = cut["date"]
-            sensor = "S2+S1" if math.isfinite(cut["s1_day"]) else "S2"
+            last_cut = cut.date
+            sensor = "S2+S1" if math.isfinite(cut.s1_day) else "S2"
             events.append(
                 Event(
                     parcel_id=state.parcel_id,
                     event="mowing",
-                    date=cut["date"],
-                    window=cut["window"],
-                    confidence=cut["confidence"],
+                    date=cut.date,
+                    window=cut.window,
+                    confidence=cut.confidence,
                     sensor=sensor,
                     evidence={
-                        "ndvi_envelope": round(cut["envelope"], 4),
-                        "ndvi_before": round(cut["before"], 4),
-                        "ndvi_after": round(cut["after"], 4),
-                        "ndvi_next": round(cut["next"], 4),
-                        "ndvi_drop": round(cut["drop"], 4),
-                        "s1_vh_drop_db": round(cut["s1_drop_db"], 3),
-                        "series_excerpt": cut["excerpt"],
+                        "ndvi_envelope": round(cut.envelope, 4),
+                        "ndvi_before": round(cut.before, 4),
+                        "ndvi_after": round(cut.after, 4),
+                        "ndvi_next": round(cut.next, 4),
+                        "ndvi_drop": round(cut.drop, 4),
+                        "s1_vh_drop_db": round(cut.s1_drop_db, 3),
+                        "series_excerpt": list(cut.excerpt),
                         "sensor": sensor,
                     },
                 )
