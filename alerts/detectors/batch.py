@@ -402,15 +402,15 @@ class KernelBatch:
         if inputs.n_parcels != len(states.parcel_ids):
             raise SeriesError(f"{inputs.n_parcels} inputs for {len(states.parcel_ids)} parcels")
         idx = states.index
-        t = np.ascontiguousarray(inputs.t_days[idx], dtype=np.float64)
-        _check_order(t, states.arrays["t_last"], states.parcel_ids[idx])
+        X = gather_inputs(inputs, idx)
+        _check_order(X[:, K.X_T], states.arrays["t_last"], states.parcel_ids[idx])
         # at most three events per parcel and acquisition (mowing's newest candidates)
         ev_parcel = np.empty(3 * len(idx) + 1, np.int64)
         ev_f = np.empty((3 * len(idx) + 1, self.event_cols))
-        n = self._kernel(states, inputs, idx, t, ev_parcel, ev_f)
+        n = self._kernel(states, X, inputs.sensor == "S2", ev_parcel, ev_f)
         return [self._event(states, int(ev_parcel[r]), ev_f[r]) for r in range(n)]
 
-    def _kernel(self, states, inputs, idx, t, ev_parcel, ev_f) -> int:
+    def _kernel(self, states, X, is_s2, ev_parcel, ev_f) -> int:
         raise NotImplementedError
 
     def _event(self, states: KernelStates, j: int, row: np.ndarray) -> Event:
@@ -438,8 +438,19 @@ def _pack(params, names: Sequence[str], extra: dict[str, float] | None = None) -
     return np.asarray(out, dtype=np.float64)
 
 
-def _f(inputs: AcquisitionInputs, name: str, idx: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(getattr(inputs, name)[idx], dtype=np.float64)
+def gather_inputs(inputs: AcquisitionInputs, idx: np.ndarray) -> np.ndarray:
+    """The kernels' input block ``[M, kernels.X_COLS]`` float64 for the parcels ``idx``."""
+    X = np.empty((len(idx), K.X_COLS))
+    X[:, K.X_T] = inputs.t_days[idx]
+    X[:, K.X_RED] = inputs.bands[idx, S2_BANDS.index("B04")]
+    X[:, K.X_NIR] = inputs.bands[idx, S2_BANDS.index("B08")]
+    X[:, K.X_CLEAR] = inputs.clear[idx]
+    X[:, K.X_VV] = inputs.vv[idx]
+    X[:, K.X_VH] = inputs.vh[idx]
+    X[:, K.X_ORBIT] = inputs.orbit[idx]
+    X[:, K.X_VH_REF] = inputs.vh_ref[idx]
+    X[:, K.X_VV_REF] = inputs.vv_ref[idx]
+    return X
 
 
 def _iso(days: float) -> str:
@@ -456,33 +467,12 @@ class MowingKernel(KernelBatch):
     def param_vector(self) -> np.ndarray:
         return _pack(self.params, K.MOWING_PARAM_NAMES)
 
-    def _kernel(self, st, inputs, idx, t, ev_parcel, ev_f) -> int:
+    def _kernel(self, st, X, is_s2, ev_parcel, ev_f) -> int:
         a = st.arrays
         return K.mowing_step(
-            self.P,
-            inputs.sensor == "S2",
-            t,
-            np.ascontiguousarray(inputs.bands[idx, 2], dtype=np.float64),
-            np.ascontiguousarray(inputs.bands[idx, 6], dtype=np.float64),
-            _f(inputs, "clear", idx),
-            _f(inputs, "vh", idx),
-            _f(inputs, "orbit", idx),
-            _f(inputs, "vh_ref", idx),
-            np.ones(len(idx), np.bool_),
-            a["t_last"],
-            a["sensors"],
-            a["n_obs"],
-            a["last_cut"],
-            a["s2"],
-            a["n_s2"],
-            a["s1"],
-            a["n_s1"],
-            a["s1n"],
-            a["n_s1n"],
-            a["overflow"],
-            ev_parcel,
-            ev_f,
-        )
+            self.P, is_s2, X, a["t_last"], a["sensors"], a["n_obs"], a["last_cut"],
+            a["s2"], a["n_s2"], a["s1"], a["n_s1"], a["s1n"], a["n_s1n"], a["overflow"], ev_parcel, ev_f,
+        )  # fmt: skip
 
     def _event(self, st: KernelStates, j: int, row: np.ndarray) -> Event:
         p = self.params
@@ -546,34 +536,12 @@ class SolarKernel(KernelBatch):
 
         return _pack(self.params, K.SOLAR_PARAM_NAMES, {"ramp_days": RAMP_DAYS})
 
-    def _kernel(self, st, inputs, idx, t, ev_parcel, ev_f) -> int:
+    def _kernel(self, st, X, is_s2, ev_parcel, ev_f) -> int:
         a = st.arrays
         return K.solar_step(
-            self.P,
-            inputs.sensor == "S2",
-            t,
-            np.ascontiguousarray(inputs.bands[idx, 2], dtype=np.float64),
-            np.ascontiguousarray(inputs.bands[idx, 6], dtype=np.float64),
-            _f(inputs, "clear", idx),
-            _f(inputs, "vv", idx),
-            _f(inputs, "vh", idx),
-            _f(inputs, "orbit", idx),
-            _f(inputs, "vv_ref", idx),
-            np.ones(len(idx), np.bool_),
-            a["t_last"],
-            a["sensors"],
-            a["n_obs"],
-            a["found"],
-            a["s1"],
-            a["n_s1"],
-            a["s2"],
-            a["n_s2"],
-            a["s1a"],
-            a["n_s1a"],
-            a["overflow"],
-            ev_parcel,
-            ev_f,
-        )
+            self.P, is_s2, X, a["t_last"], a["sensors"], a["n_obs"], a["found"],
+            a["s1"], a["n_s1"], a["s2"], a["n_s2"], a["s1a"], a["n_s1a"], a["overflow"], ev_parcel, ev_f,
+        )  # fmt: skip
 
     def _event(self, st: KernelStates, j: int, row: np.ndarray) -> Event:
         pid = str(st.parcel_ids[st.index[j]])
@@ -619,30 +587,12 @@ class HarvestKernel(KernelBatch):
     def param_vector(self) -> np.ndarray:
         return _pack(self.params, K.HARVEST_PARAM_NAMES)
 
-    def _kernel(self, st, inputs, idx, t, ev_parcel, ev_f) -> int:
+    def _kernel(self, st, X, is_s2, ev_parcel, ev_f) -> int:
         a = st.arrays
         return K.harvest_step(
-            self.P,
-            inputs.sensor == "S2",
-            t,
-            np.ascontiguousarray(inputs.bands[idx, 2], dtype=np.float64),
-            np.ascontiguousarray(inputs.bands[idx, 6], dtype=np.float64),
-            _f(inputs, "clear", idx),
-            _f(inputs, "vh", idx),
-            _f(inputs, "vh_ref", idx),
-            np.ones(len(idx), np.bool_),
-            a["t_last"],
-            a["sensors"],
-            a["n_obs"],
-            a["last_harvest"],
-            a["s1"],
-            a["n_s1"],
-            a["s2"],
-            a["n_s2"],
-            a["overflow"],
-            ev_parcel,
-            ev_f,
-        )
+            self.P, is_s2, X, a["t_last"], a["sensors"], a["n_obs"], a["last_harvest"],
+            a["s1"], a["n_s1"], a["s2"], a["n_s2"], a["overflow"], ev_parcel, ev_f,
+        )  # fmt: skip
 
     def _event(self, st: KernelStates, j: int, row: np.ndarray) -> Event:
         pid = str(st.parcel_ids[st.index[j]])

@@ -208,6 +208,52 @@ def _ndvi(red, nir, clear):
     return (nir - red) / (nir + red)
 
 
+# per-acquisition inputs: one [M, X_COLS] float64 array (batch.gather_inputs), in this column order
+X_T, X_RED, X_NIR, X_CLEAR, X_VV, X_VH, X_ORBIT, X_VH_REF, X_VV_REF = range(9)
+X_COLS = 9
+
+
+@njit(cache=True)
+def _fold_in(i, is_s2, X, t_last, sensors, n_obs):
+    """The base workflow (``BaseDetector.update``) for parcel i: NaN when there is nothing to fold
+    in (no row, a re-delivery, an unusable view: cloudy S2, no VH), else the value — NDVI for S2, VH
+    (linear) for S1 — with the watermark moved and the count of valid views raised."""
+    t = X[i, X_T]
+    if np.isnan(t):
+        return np.nan
+    if is_s2:
+        value = _ndvi(X[i, X_RED], X[i, X_NIR], X[i, X_CLEAR])
+    else:
+        vh = X[i, X_VH]
+        value = vh if vh > 0 and np.isfinite(vh) else np.nan
+    if not _watermark(i, t, BIT_S2 if is_s2 else BIT_S1, t_last, sensors) or np.isnan(value):
+        return np.nan
+    n_obs[i] += 1
+    return value
+
+
+@njit(cache=True)
+def _append(buf, cnt, i, horizon, overflow, t, a, b):
+    """Prune parcel i's buffer to ``horizon`` and append (t, a[, b]) (b ignored for 2 columns)."""
+    _prune(buf, cnt, i, horizon)
+    j = _slot(buf, cnt, i, overflow)
+    buf[i, j, 0] = t
+    buf[i, j, 1] = a
+    if buf.shape[2] > 2:
+        buf[i, j, 2] = b
+
+
+@njit(cache=True)
+def _emit(ev_parcel, ev_f, r, i, date, w0, w1, conf, code):
+    """Write the common columns of event row r (parcel i)."""
+    ev_parcel[r] = i
+    ev_f[r, E_DATE] = date
+    ev_f[r, E_W0] = w0
+    ev_f[r, E_W1] = w1
+    ev_f[r, E_CONF] = conf
+    ev_f[r, E_SENSOR] = code
+
+
 @njit(cache=True)
 def step_down(t, v, n_views, lo, hi, min_drop, n, first):
     """The solar detector's step-down finder (``alerts.detectors.steps.step_down_midpoint``) on
@@ -471,12 +517,17 @@ def _mowing_s2(P, i, s2, n2, s1, n1, last_cut, ev_parcel, ev_f, n_ev, tk, vk):
             continue
         last_cut[i] = date
         r = n_ev
-        ev_parcel[r] = i
-        ev_f[r, E_DATE] = date
-        ev_f[r, E_W0] = t_hi
-        ev_f[r, E_W1] = t_lo
-        ev_f[r, E_CONF] = conf
-        ev_f[r, E_SENSOR] = MOW_SENSOR_S2S1 if np.isfinite(s1_day) else MOW_SENSOR_S2
+        _emit(
+            ev_parcel,
+            ev_f,
+            r,
+            i,
+            date,
+            t_hi,
+            t_lo,
+            conf,
+            MOW_SENSOR_S2S1 if np.isfinite(s1_day) else MOW_SENSOR_S2,
+        )
         ev_f[r, MC_ENV] = env
         ev_f[r, MC_BEFORE] = vk[c - 1]
         ev_f[r, MC_AFTER] = vk[c]
@@ -552,12 +603,7 @@ def _mowing_s1_spell(P, i, s1n, n1n, s2, n2, last_cut, ev_parcel, ev_f, n_ev, tv
     conf = min(0.9, max(0.3, 0.5 + 0.1 * (drop - P[M_S1_STEP_DB])))
     last_cut[i] = date
     r = n_ev
-    ev_parcel[r] = i
-    ev_f[r, E_DATE] = date
-    ev_f[r, E_W0] = t_hi
-    ev_f[r, E_W1] = t_lo
-    ev_f[r, E_CONF] = conf
-    ev_f[r, E_SENSOR] = MOW_SENSOR_S1
+    _emit(ev_parcel, ev_f, r, i, date, t_hi, t_lo, conf, MOW_SENSOR_S1)
     ev_f[r, MS_PRE] = pre
     ev_f[r, MS_POST] = post
     ev_f[r, MS_DROP] = drop
@@ -566,29 +612,7 @@ def _mowing_s1_spell(P, i, s1n, n1n, s2, n2, last_cut, ev_parcel, ev_f, n_ev, tv
 
 @njit(cache=True)
 def mowing_step(
-    P,
-    is_s2,
-    t_in,
-    red,
-    nir,
-    clear,
-    vh,
-    orbit,
-    vh_ref,
-    handled,
-    t_last,
-    sensors,
-    n_obs,
-    last_cut,
-    s2,
-    n2,
-    s1,
-    n1,
-    s1n,
-    n1n,
-    overflow,
-    ev_parcel,
-    ev_f,
+    P, is_s2, X, t_last, sensors, n_obs, last_cut, s2, n2, s1, n1, s1n, n1n, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the mowing states of all parcels; returns the number of event rows."""
     cap = max(s2.shape[1], s1.shape[1], s1n.shape[1]) + 2
@@ -596,39 +620,21 @@ def mowing_step(
     vk = np.empty(cap)
     scratch = np.empty(cap)
     orbits = np.empty(cap)
-    bit = BIT_S2 if is_s2 else BIT_S1
     n_ev = 0
-    for i in range(t_in.shape[0]):
-        t = t_in[i]
-        if not handled[i] or np.isnan(t):
+    for i in range(X.shape[0]):
+        value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
+        if np.isnan(value):
             continue
-        if is_s2:
-            value = _ndvi(red[i], nir[i], clear[i])
-        else:
-            value = 10.0 * math.log10(vh[i]) if vh[i] > 0 else np.nan
-        if not _watermark(i, t, bit, t_last, sensors) or not np.isfinite(value):
-            continue
-        n_obs[i] += 1
+        t = X[i, X_T]
         horizon = t - P[M_BUFFER_DAYS]
         if is_s2:
-            _prune(s2, n2, i, horizon)
-            j = _slot(s2, n2, i, overflow)
-            s2[i, j, 0] = t
-            s2[i, j, 1] = value
+            _append(s2, n2, i, horizon, overflow, t, value, 0.0)
             n_ev = _mowing_s2(P, i, s2, n2, s1, n1, last_cut, ev_parcel, ev_f, n_ev, tk, vk)
-        else:
-            _prune(s1, n1, i, horizon)
-            j = _slot(s1, n1, i, overflow)
-            s1[i, j, 0] = t
-            s1[i, j, 1] = value
-            s1[i, j, 2] = orbit[i]
-            if not (P[M_S1_SPELLS] > 0 and np.isfinite(vh_ref[i])):
-                continue
-            _prune(s1n, n1n, i, horizon)
-            j = _slot(s1n, n1n, i, overflow)
-            s1n[i, j, 0] = t
-            s1n[i, j, 1] = value - vh_ref[i]
-            s1n[i, j, 2] = orbit[i]
+            continue
+        db = 10.0 * math.log10(value)
+        _append(s1, n1, i, horizon, overflow, t, db, X[i, X_ORBIT])
+        if P[M_S1_SPELLS] > 0 and np.isfinite(X[i, X_VH_REF]):
+            _append(s1n, n1n, i, horizon, overflow, t, db - X[i, X_VH_REF], X[i, X_ORBIT])
             n_ev = _mowing_s1_spell(
                 P, i, s1n, n1n, s2, n2, last_cut, ev_parcel, ev_f, n_ev, tk, vk, scratch, orbits
             )
@@ -772,12 +778,17 @@ def _solar_works(P, i, now, s1a, n1a, s2, n2, ev_parcel, ev_f, n_ev, x, scratch,
         return n_ev
     start = min(0.5 * (t_green + first_after), onset)
     r = n_ev
-    ev_parcel[r] = i
-    ev_f[r, E_DATE] = start
-    ev_f[r, E_W0] = min(start, last_base)
-    ev_f[r, E_W1] = onset
-    ev_f[r, E_CONF] = min(1.0, 0.4 + 0.1 * rise)
-    ev_f[r, E_SENSOR] = SOLAR_PHASE_WORKS
+    _emit(
+        ev_parcel,
+        ev_f,
+        r,
+        i,
+        start,
+        min(start, last_base),
+        onset,
+        min(1.0, 0.4 + 0.1 * rise),
+        SOLAR_PHASE_WORKS,
+    )
     ev_f[r, SC_A] = rise
     ev_f[r, SC_B] = s2[i, g, 1]
     ev_f[r, SC_C] = smax
@@ -787,30 +798,7 @@ def _solar_works(P, i, now, s1a, n1a, s2, n2, ev_parcel, ev_f, n_ev, x, scratch,
 
 @njit(cache=True)
 def solar_step(
-    P,
-    is_s2,
-    t_in,
-    red,
-    nir,
-    clear,
-    vv,
-    vh,
-    orbit,
-    vv_ref,
-    handled,
-    t_last,
-    sensors,
-    n_obs,
-    found,
-    s1,
-    n1,
-    s2,
-    n2,
-    s1a,
-    n1a,
-    overflow,
-    ev_parcel,
-    ev_f,
+    P, is_s2, X, t_last, sensors, n_obs, found, s1, n1, s2, n2, s1a, n1a, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the parcel solar states; returns the number of event rows."""
     cap = max(s1.shape[1], s2.shape[1], s1a.shape[1]) + 2
@@ -818,42 +806,23 @@ def solar_step(
     xv = np.empty(cap)
     scratch = np.empty(cap)
     orbits = np.empty(cap)
-    bit = BIT_S2 if is_s2 else BIT_S1
     n_ev = 0
-    for i in range(t_in.shape[0]):
-        t = t_in[i]
-        if not handled[i] or np.isnan(t):
+    for i in range(X.shape[0]):
+        value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
+        if np.isnan(value) or found[i]:
             continue
-        if is_s2:
-            value = _ndvi(red[i], nir[i], clear[i])
-        else:
-            value = vh[i] if vh[i] > 0 else np.nan
-        if not _watermark(i, t, bit, t_last, sensors) or not np.isfinite(value):
-            continue
-        n_obs[i] += 1
-        if found[i]:
-            continue
+        t = X[i, X_T]
         horizon = t - P[S_BUFFER_DAYS]
         if is_s2:
-            _prune(s2, n2, i, horizon)
-            j = _slot(s2, n2, i, overflow)
-            s2[i, j, 0] = t
-            s2[i, j, 1] = value
+            _append(s2, n2, i, horizon, overflow, t, value, 0.0)
             continue
-        if not (np.isfinite(vv[i]) and vv[i] > 0):
+        vv = X[i, X_VV]
+        if not (np.isfinite(vv) and vv > 0):
             continue
-        vv_db = 10.0 * math.log10(vv[i])
-        _prune(s1, n1, i, horizon)
-        j = _slot(s1, n1, i, overflow)
-        s1[i, j, 0] = t
-        s1[i, j, 1] = vv_db
-        s1[i, j, 2] = 10.0 * math.log10(vh[i])
-        if np.isfinite(vv_ref[i]):
-            _prune(s1a, n1a, i, horizon)
-            j = _slot(s1a, n1a, i, overflow)
-            s1a[i, j, 0] = t
-            s1a[i, j, 1] = vv_db - vv_ref[i]
-            s1a[i, j, 2] = orbit[i]
+        vv_db = 10.0 * math.log10(vv)
+        _append(s1, n1, i, horizon, overflow, t, vv_db, 10.0 * math.log10(value))
+        if np.isfinite(X[i, X_VV_REF]):
+            _append(s1a, n1a, i, horizon, overflow, t, vv_db - X[i, X_VV_REF], X[i, X_ORBIT])
         n = n1[i]
         c = 0
         for j in range(n):
@@ -909,12 +878,8 @@ def solar_step(
             if not np.isnan(vv_step):
                 start = vv_step
         r = n_ev
-        ev_parcel[r] = i
-        ev_f[r, E_DATE] = start
-        ev_f[r, E_W0] = min(start, last_base)
-        ev_f[r, E_W1] = onset
-        ev_f[r, E_CONF] = min(1.0, 0.5 + 0.1 * (recent_med - base))
-        ev_f[r, E_SENSOR] = SOLAR_PHASE_PANELS
+        conf = min(1.0, 0.5 + 0.1 * (recent_med - base))
+        _emit(ev_parcel, ev_f, r, i, start, min(start, last_base), onset, conf, SOLAR_PHASE_PANELS)
         ev_f[r, SC_A] = base
         ev_f[r, SC_B] = recent_med
         ev_f[r, SC_C] = onset
@@ -961,58 +926,27 @@ HARVEST_EVENT_COLS = 9
 
 @njit(cache=True)
 def harvest_step(
-    P,
-    is_s2,
-    t_in,
-    red,
-    nir,
-    clear,
-    vh,
-    vh_ref,
-    handled,
-    t_last,
-    sensors,
-    n_obs,
-    last_harvest,
-    s1,
-    n1,
-    s2,
-    n2,
-    overflow,
-    ev_parcel,
-    ev_f,
+    P, is_s2, X, t_last, sensors, n_obs, last_harvest, s1, n1, s2, n2, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the harvest states; returns the number of event rows."""
     cap = max(s1.shape[1], s2.shape[1]) + 2
     tv = np.empty(cap)
     xv = np.empty(cap)
     scratch = np.empty(cap)
-    bit = BIT_S2 if is_s2 else BIT_S1
     n_ev = 0
-    for i in range(t_in.shape[0]):
-        t = t_in[i]
-        if not handled[i] or np.isnan(t):
+    for i in range(X.shape[0]):
+        value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
+        if np.isnan(value):
             continue
-        if is_s2:
-            value = _ndvi(red[i], nir[i], clear[i])
-        else:
-            value = 10.0 * math.log10(vh[i]) if vh[i] > 0 else np.nan
-        if not _watermark(i, t, bit, t_last, sensors) or not np.isfinite(value):
-            continue
-        n_obs[i] += 1
+        t = X[i, X_T]
         horizon = t - P[H_BUFFER_DAYS]
         if is_s2:
-            _prune(s2, n2, i, horizon)
-            j = _slot(s2, n2, i, overflow)
-            s2[i, j, 0] = t
-            s2[i, j, 1] = value
+            _append(s2, n2, i, horizon, overflow, t, value, 0.0)
         else:
-            if P[H_USE_REF] > 0 and np.isfinite(vh_ref[i]):
-                value -= vh_ref[i]
-            _prune(s1, n1, i, horizon)
-            j = _slot(s1, n1, i, overflow)
-            s1[i, j, 0] = t
-            s1[i, j, 1] = value
+            db = 10.0 * math.log10(value)
+            if P[H_USE_REF] > 0 and np.isfinite(X[i, X_VH_REF]):
+                db -= X[i, X_VH_REF]
+            _append(s1, n1, i, horizon, overflow, t, db, 0.0)
         if t - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]:
             continue
         if n1[i] > 0:
@@ -1047,12 +981,17 @@ def harvest_step(
             continue
         scale = P[H_MIN_DROP_DB] if sensor == HARVEST_SENSOR_S1 else P[H_MIN_DROP_NDVI]
         r = n_ev
-        ev_parcel[r] = i
-        ev_f[r, E_DATE] = date
-        ev_f[r, E_W0] = tv[k - 1]
-        ev_f[r, E_W1] = tv[k]
-        ev_f[r, E_CONF] = min(1.0, 1.0 - math.exp(-1.5 * drop / scale))
-        ev_f[r, E_SENSOR] = sensor
+        _emit(
+            ev_parcel,
+            ev_f,
+            r,
+            i,
+            date,
+            tv[k - 1],
+            tv[k],
+            min(1.0, 1.0 - math.exp(-1.5 * drop / scale)),
+            sensor,
+        )
         ev_f[r, HC_PRE] = pre
         ev_f[r, HC_POST] = post
         ev_f[r, HC_DROP] = drop

@@ -287,3 +287,14 @@ def test_kernel_day_of_year_equals_pandas():
     rng = np.random.default_rng(0)
     days = np.concatenate([rng.uniform(-800, 30000, 2000), np.arange(19000, 19800) + 0.5, [0.0, -0.5]])
     assert [day_of_year(float(d)) for d in days] == [py_day_of_year(float(d)) for d in days]
+
+
+def test_bench_detectors_reports_every_kernel():
+    """The bench `sitsmon bench monitor` calls: its shape, at a tiny size (no timing asserted)."""
+    from alerts.detectors.bench import bench_detectors
+
+    out = bench_detectors(parcels=300, reference_parcels=30, days=200.0)
+    assert set(out["detectors"]) == set(NAMES)
+    for d in out["detectors"].values():
+        assert d["acquisitions"] > 20 and d["kernel_us_per_parcel"] > 0 and d["state_bytes_per_parcel"] > 0
+    assert out["detectors"]["mowing"]["events"] > 0
