@@ -19,7 +19,8 @@ Interface notes (for the monitor): input arrays are float64, not float32 — flo
 reflectances moves NDVI by ~1e-7 and would let the streamed alerts differ from ``sitsmon detect``
 offline whenever a value sits on a threshold; the inputs are transient (one acquisition), only the
 states are stored. ``dump``/``load`` give and take plain numpy arrays, one per field, plus
-``parcel_id``/``land_use`` (unicode) and ``handled`` (bool) columns; ``state_version`` names layout
+``parcel_id``/``land_use`` (numpy ``StringDType``, which Zarr v3 stores as ``string``) and
+``handled`` (bool) columns; ``state_version`` names layout
 and rules and must match on ``load``.
 """
 
@@ -37,7 +38,7 @@ import pandas as pd
 from alerts.detectors import kernels as K
 from alerts.detectors.base import BaseDetector, DetectorState
 from alerts.detectors.registry import detector_class, make_detector
-from alerts.detectors.state_io import state_from_dict, state_to_dict
+from alerts.detectors.state_io import STATE_SCHEMA, state_from_dict, state_to_dict
 from alerts.errors import SeriesError
 from alerts.series import S2_BANDS, SENSORS, Observation, from_days
 from alerts.types import Event
@@ -222,6 +223,17 @@ def _base_columns(parcel_ids: Sequence[str], land_uses: Sequence[str], handles: 
     return ids, lus, handled
 
 
+def _text(values) -> np.ndarray:
+    """A string column for ``dump``: numpy's variable-width StringDType, which Zarr v3 stores as a
+    specified ``string`` data type (fixed-width ``<U`` arrays get an "unstable dtype" warning)."""
+    return np.asarray(values, dtype=np.dtypes.StringDType())
+
+
+def _as_str(a) -> np.ndarray:
+    """A fixed-width unicode array (numpy refuses a direct cast from StringDType)."""
+    return np.asarray([str(x) for x in np.asarray(a).reshape(-1).tolist()], dtype=str)
+
+
 def _check_loaded(arrays: dict[str, np.ndarray], version: str, who: str) -> None:
     got = arrays.get("state_version")
     got = str(np.asarray(got).reshape(-1)[0]) if got is not None else None
@@ -248,7 +260,7 @@ class ReferenceBatch:
     def __init__(self, detector: BaseDetector) -> None:
         self.detector = detector
         self.event_type = detector.event_type
-        self.state_version = f"reference/{type(detector).__name__}/{state_to_dict.__module__}"
+        self.state_version = f"reference/{type(detector).__name__}/{STATE_SCHEMA}"
 
     def init_states(self, parcel_ids: Sequence[str], land_uses: Sequence[str]) -> ReferenceStates:
         ids, lus, handled = _base_columns(parcel_ids, land_uses, self.detector.handles)
@@ -274,19 +286,21 @@ class ReferenceBatch:
     def dump(self, states: ReferenceStates) -> dict[str, np.ndarray]:
         blobs = [json.dumps(state_to_dict(s)) if s is not None else "" for s in states.states]
         return {
-            "state_version": np.asarray([self.state_version]),
-            "parcel_id": states.parcel_ids,
-            "land_use": states.land_uses,
-            "handled": states.handled,
-            "state_json": np.asarray(blobs, dtype=str),
+            "state_version": _text([self.state_version]),
+            "parcel_id": _text(states.parcel_ids),
+            "land_use": _text(states.land_uses),
+            "handled": states.handled.copy(),
+            "state_json": _text(blobs),
         }
 
     def load(self, arrays: dict[str, np.ndarray]) -> ReferenceStates:
         _check_loaded(arrays, self.state_version, type(self).__name__)
-        st = [state_from_dict(json.loads(b)) if b else None for b in arrays["state_json"].tolist()]
+        st = [
+            state_from_dict(json.loads(b)) if b else None for b in np.asarray(arrays["state_json"]).tolist()
+        ]
         return ReferenceStates(
-            np.asarray(arrays["parcel_id"], dtype=str),
-            np.asarray(arrays["land_use"], dtype=str),
+            _as_str(arrays["parcel_id"]),
+            _as_str(arrays["land_use"]),
             np.asarray(arrays["handled"], dtype=bool),
             st,
         )
@@ -368,10 +382,10 @@ class KernelBatch:
 
     def dump(self, states: KernelStates) -> dict[str, np.ndarray]:
         out = {
-            "state_version": np.asarray([self.state_version]),
-            "parcel_id": states.parcel_ids,
-            "land_use": states.land_uses,
-            "handled": states.handled,
+            "state_version": _text([self.state_version]),
+            "parcel_id": _text(states.parcel_ids),
+            "land_use": _text(states.land_uses),
+            "handled": states.handled.copy(),
         }
         out.update({k: v.copy() for k, v in states.arrays.items()})
         return out
@@ -380,7 +394,7 @@ class KernelBatch:
         _check_loaded(arrays, self.state_version, type(self).__name__)
         handled = np.asarray(arrays["handled"], dtype=bool)
         index = np.flatnonzero(handled)
-        st = self.init_states(np.asarray(arrays["parcel_id"], str)[:0], [])  # the layout's names
+        st = self.init_states(_as_str(arrays["parcel_id"])[:0], [])  # the layout's names
         own: dict[str, np.ndarray] = {}
         for name, proto in st.arrays.items():
             a = np.asarray(arrays[name])
@@ -391,8 +405,8 @@ class KernelBatch:
                 )
             own[name] = np.ascontiguousarray(a).copy()
         return KernelStates(
-            np.asarray(arrays["parcel_id"], dtype=str),
-            np.asarray(arrays["land_use"], dtype=str),
+            _as_str(arrays["parcel_id"]),
+            _as_str(arrays["land_use"]),
             handled,
             index,
             own,

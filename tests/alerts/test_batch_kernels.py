@@ -201,9 +201,12 @@ def test_kernel_equals_reference_on_random_series(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_kernel_state_dump_load_resumes_equal_to_reference(name):
-    """Stop half way, dump the state arrays, load them into a new detector object and go on:
-    the events equal the uninterrupted reference run; a state of other parameters is refused."""
+def test_kernel_state_dump_load_resumes_equal_to_reference(name, tmp_path):
+    """Stop half way, dump the state arrays through a Zarr group, load them into a new detector
+    object and go on: the events equal the uninterrupted reference run; a state of other
+    parameters is refused."""
+    import zarr
+
     obs, parcels = _synthetic_tile()
     index = pd.Index(parcels.parcel_id)
     acqs = list(iter_acquisitions(obs, index))
@@ -213,9 +216,14 @@ def test_kernel_state_dump_load_resumes_equal_to_reference(name):
     events = []
     for _, inputs in acqs[:half]:
         events.extend(kernel.step(states, inputs))
-    dumped = {k: v.copy() for k, v in kernel.dump(states).items()}
+    group = zarr.open_group(str(tmp_path / "state.zarr"), mode="w")
+    for k, v in kernel.dump(states).items():
+        group.create_array(k, data=v)
     for v in states.arrays.values():  # the dump is a copy: scribbling on the live state changes nothing
         v[...] = 0
+    dumped = {
+        k: np.asarray(a[...]) for k, a in zarr.open_group(str(tmp_path / "state.zarr"), mode="r").arrays()
+    }
     fresh = make_batch_detectors([name])[0]
     restored = fresh.load(dumped)
     for _, inputs in acqs[half:]:
