@@ -19,8 +19,8 @@ Interface notes (for the monitor): input arrays are float64, not float32 — flo
 reflectances moves NDVI by ~1e-7 and would let the streamed alerts differ from ``sitsmon detect``
 offline whenever a value sits on a threshold; the inputs are transient (one acquisition), only the
 states are stored. ``dump``/``load`` give and take plain numpy arrays, one per field, plus
-``parcel_id``/``land_use`` (numpy ``StringDType``, which Zarr v3 stores as ``string``) and
-``handled`` (bool) columns; ``state_version`` names layout
+``parcel_id``/``land_use`` (unicode; ``load`` also takes object or StringDType arrays, as a Zarr
+store gives them back) and ``handled`` (bool) columns; ``state_version`` names layout
 and rules and must match on ``load``.
 """
 
@@ -94,6 +94,8 @@ class AcquisitionInputs:
     def n_parcels(self) -> int:
         return len(self.t_days)
 
+    n = n_parcels  # the name the monitor's first draft used
+
     @classmethod
     def empty(cls, sensor: str, n: int) -> AcquisitionInputs:
         nan = np.full(n, np.nan)
@@ -149,8 +151,11 @@ class AcquisitionInputs:
             expected_ndvi_std=_column(rows, "expected_ndvi_std", pos, n),
         )
 
-    def observation(self, i: int, parcel_id: str) -> Observation:
-        """Parcel i's row as the reference's ``Observation`` (``iter_observations`` semantics)."""
+    def observation(self, i: int, parcel_id: str) -> Observation | None:
+        """Parcel i's row as the reference's ``Observation`` (``iter_observations`` semantics);
+        None where the parcel has no row in this acquisition (NaN time)."""
+        if not math.isfinite(float(self.t_days[i])):
+            return None
         c = float(self.clear[i])
         return Observation(
             parcel_id=parcel_id,
@@ -224,13 +229,12 @@ def _base_columns(parcel_ids: Sequence[str], land_uses: Sequence[str], handles: 
 
 
 def _text(values) -> np.ndarray:
-    """A string column for ``dump``: numpy's variable-width StringDType, which Zarr v3 stores as a
-    specified ``string`` data type (fixed-width ``<U`` arrays get an "unstable dtype" warning)."""
-    return np.asarray(values, dtype=np.dtypes.StringDType())
+    """A string column for ``dump`` (fixed-width unicode; a store writes it as Zarr's ``str``)."""
+    return np.asarray(values, dtype=str)
 
 
 def _as_str(a) -> np.ndarray:
-    """A fixed-width unicode array (numpy refuses a direct cast from StringDType)."""
+    """A fixed-width unicode array from what a store gives back (unicode, object or StringDType)."""
     return np.asarray([str(x) for x in np.asarray(a).reshape(-1).tolist()], dtype=str)
 
 
@@ -278,7 +282,9 @@ class ReferenceBatch:
         for i in np.flatnonzero(states.handled & np.isfinite(inputs.t_days)):
             state = states.states[i]
             assert state is not None
-            state, new = self.detector.update(state, inputs.observation(int(i), str(states.parcel_ids[i])))
+            obs = inputs.observation(int(i), str(states.parcel_ids[i]))
+            assert obs is not None  # finite times only
+            state, new = self.detector.update(state, obs)
             states.states[i] = state
             events.extend(new)
         return events
