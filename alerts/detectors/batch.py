@@ -27,6 +27,7 @@ and rules and must match on ``load``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -42,6 +43,8 @@ from alerts.detectors.state_io import STATE_SCHEMA, state_from_dict, state_to_di
 from alerts.errors import SeriesError
 from alerts.series import S2_BANDS, SENSORS, Observation, from_days
 from alerts.types import Event
+
+logger = logging.getLogger(__name__)
 
 # -- inputs -----------------------------------------------------------------------------------------
 
@@ -427,7 +430,18 @@ class KernelBatch:
         # at most three events per parcel and acquisition (mowing's newest candidates)
         ev_parcel = np.empty(3 * len(idx) + 1, np.int64)
         ev_f = np.empty((3 * len(idx) + 1, self.event_cols))
+        overflow_before = int(states.arrays["overflow"].sum())
         n = self._kernel(states, X, inputs.sensor == "S2", ev_parcel, ev_f)
+        dropped = int(states.arrays["overflow"].sum()) - overflow_before
+        if dropped:  # the state no longer holds all the reference holds: results may differ from it
+            j = int(np.argmax(states.arrays["overflow"]))
+            logger.warning(
+                "%s: %d buffer entries dropped (capacity %d full), e.g. parcel %s; raise the capacity",
+                type(self).__name__,
+                dropped,
+                self.capacity(),
+                states.parcel_ids[idx[j]],
+            )
         return [self._event(states, int(ev_parcel[r]), ev_f[r]) for r in range(n)]
 
     def _kernel(self, states, X, is_s2, ev_parcel, ev_f) -> int:

@@ -307,3 +307,19 @@ def test_bench_detectors_reports_every_kernel():
     for d in out["detectors"].values():
         assert d["acquisitions"] > 20 and d["kernel_us_per_parcel"] > 0 and d["state_bytes_per_parcel"] > 0
     assert out["detectors"]["mowing"]["events"] > 0
+
+
+def test_a_full_buffer_is_counted_and_logged(caplog):
+    """Capacity is sized for real revisits; a denser series drops the oldest views, counted per
+    parcel and logged (the state then holds less than the reference: never silently)."""
+    det = make_batch_detectors(["harvest"])[0]
+    states = det.init_states(["C"], ["cereal"])
+    cap = det.capacity()
+    for k in range(cap + 3):  # S1 every 0.1 days: more views inside buffer_days than the capacity
+        inp = AcquisitionInputs.empty("S1", 1)
+        inp.t_days[:] = 19900.0 + 0.1 * k
+        inp.vh[:] = 0.02
+        det.step(states, inp)
+    assert states.arrays["overflow"][0] == 3
+    assert states.arrays["n_s1"][0] == cap
+    assert "buffer entries dropped" in caplog.text
