@@ -659,18 +659,51 @@ KERNELS: dict[str, type[KernelBatch]] = {
     "solar": SolarKernel,
 }
 
+# The rules each kernel was ported from and is held equal to: a hash of the reference detector's
+# module and of the shared step finders (``rules_fingerprint``). When a detector's Python rules
+# change, its kernel is not used (the reference runs instead, with a warning) until the kernel is
+# ported again, the equality tests pass and the new fingerprint is recorded here;
+# tests/alerts/test_batch_kernels.py fails on the mismatch meanwhile, naming the detector.
+PORTED_RULES: dict[str, str] = {
+    "mowing": "03046702def01c84",
+    "harvest": "e6f4fd73e27ea75a",
+    "solar": "e453a26f09bd2f5f",
+}
+
+
+def rules_fingerprint(name: str) -> str:
+    """A short hash of the source of detector ``name``'s module and of ``alerts.detectors.steps``."""
+    import hashlib
+    import inspect
+    import sys
+
+    from alerts.detectors import steps
+
+    module = sys.modules[detector_class(name).__module__]
+    text = inspect.getsource(module) + inspect.getsource(steps)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
 
 def make_batch_detectors(
     names: Sequence[str], kernel: bool = True, params: dict[str, Any] | None = None
 ) -> list[BatchDetector]:
-    """Batch detectors by name (``alerts.detectors.registry`` names); ``kernel=False`` gives the
-    plain reference for each. ``params``: optional parameters per name (the detector's params type)."""
+    """Batch detectors by name (``alerts.detectors.registry`` names): the numba kernel where one is
+    ported from the detector's present rules (``PORTED_RULES``), else — and with ``kernel=False`` —
+    the plain reference. ``params``: optional parameters per name (the detector's params type)."""
     params = params or {}
     out: list[BatchDetector] = []
     for name in names:
         detector_class(name)  # a clear error for an unknown name
         if kernel and name in KERNELS:
-            out.append(KERNELS[name](params.get(name)))
-        else:
-            out.append(ReferenceBatch(make_detector(name, params.get(name))))
+            if PORTED_RULES.get(name) == rules_fingerprint(name):
+                out.append(KERNELS[name](params.get(name)))
+                continue
+            logger.warning(
+                "the %s rules changed since its kernel was ported (rules %s, kernel ported from %s): "
+                "running the per-parcel reference instead",
+                name,
+                rules_fingerprint(name),
+                PORTED_RULES.get(name),
+            )
+        out.append(ReferenceBatch(make_detector(name, params.get(name))))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from alerts.detectors.batch import AcquisitionInputs, KernelBatch, make_batch_detectors
+from alerts.detectors.batch import KERNELS, AcquisitionInputs, KernelBatch, make_batch_detectors
 from alerts.series import S2_BANDS, to_days
 
 NAMES = ("mowing", "harvest", "solar")
@@ -80,7 +80,7 @@ def bench_detectors(
     out: dict[str, Any] = {"parcels": parcels, "reference_parcels": reference_parcels, "detectors": {}}
     total_s = total_cpu_s = 0.0
     for name in names:
-        kernel = make_batch_detectors([name])[0]
+        kernel = KERNELS[name]()
         reference = make_batch_detectors([name], kernel=False)[0]
         assert isinstance(kernel, KernelBatch)
         k_states = kernel.init_states(ids, [land_use[name]] * parcels)

@@ -14,11 +14,14 @@ import pandas as pd
 import pytest
 
 from alerts.detectors.batch import (
+    KERNELS,
+    PORTED_RULES,
     AcquisitionInputs,
     KernelBatch,
     ReferenceBatch,
     iter_acquisitions,
     make_batch_detectors,
+    rules_fingerprint,
 )
 from alerts.detectors.kernels import day_of_year
 from alerts.errors import SeriesError
@@ -75,12 +78,28 @@ def assert_same_states(name, kernel: KernelBatch, kstates, rstates):
 
 
 def run_both(name, obs, parcels):
-    kernel = make_batch_detectors([name])[0]
+    kernel = KERNELS[name]()
     reference = make_batch_detectors([name], kernel=False)[0]
     assert isinstance(kernel, KernelBatch) and isinstance(reference, ReferenceBatch)
     k_events, k_states = feed(kernel, obs, parcels)
     r_events, r_states = feed(reference, obs, parcels)
     return kernel, k_events, k_states, r_events, r_states
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernel_is_ported_from_the_present_rules(name):
+    """The detector's Python rules are those the kernel was ported from. Fails when a rule changes
+    (the monitor then runs the per-parcel reference for that detector, with a warning): port the
+    kernel, make the equality tests below pass, then record ``rules_fingerprint(name)`` in
+    ``alerts.detectors.batch.PORTED_RULES``."""
+    assert rules_fingerprint(name) == PORTED_RULES[name], f"{name}: rules changed since the kernel was ported"
+    assert isinstance(make_batch_detectors([name])[0], KERNELS[name])
+
+
+def test_changed_rules_fall_back_to_the_reference(monkeypatch, caplog):
+    monkeypatch.setitem(PORTED_RULES, "mowing", "some-older-rules")
+    (det,) = make_batch_detectors(["mowing"])
+    assert isinstance(det, ReferenceBatch) and "running the per-parcel reference" in caplog.text
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -211,7 +230,7 @@ def test_kernel_state_dump_load_resumes_equal_to_reference(name, tmp_path):
     index = pd.Index(parcels.parcel_id)
     acqs = list(iter_acquisitions(obs, index))
     half = len(acqs) // 2
-    kernel = make_batch_detectors([name])[0]
+    kernel = KERNELS[name]()
     states = kernel.init_states(list(index), list(parcels.land_use))
     events = []
     for _, inputs in acqs[:half]:
@@ -225,7 +244,7 @@ def test_kernel_state_dump_load_resumes_equal_to_reference(name, tmp_path):
     dumped = {
         k: np.asarray(a[...]) for k, a in zarr.open_group(str(tmp_path / "state.zarr"), mode="r").arrays()
     }
-    fresh = make_batch_detectors([name])[0]
+    fresh = KERNELS[name]()
     restored = fresh.load(dumped)
     for _, inputs in acqs[half:]:
         events.extend(fresh.step(restored, inputs))
@@ -253,7 +272,7 @@ def test_late_acquisition_refused_before_any_change_and_duplicate_skipped(kernel
     obs, parcels = _synthetic_tile()
     index = pd.Index(parcels.parcel_id)
     acqs = list(iter_acquisitions(obs, index))
-    det = make_batch_detectors(["mowing"], kernel=kernel)[0]
+    det = KERNELS["mowing"]() if kernel else make_batch_detectors(["mowing"], kernel=False)[0]
     states = det.init_states(list(index), list(parcels.land_use))
     for _, inputs in acqs[:40]:
         det.step(states, inputs)
@@ -268,7 +287,7 @@ def test_late_acquisition_refused_before_any_change_and_duplicate_skipped(kernel
 
 def test_unhandled_parcels_hold_no_state_and_missing_rows_change_nothing():
     obs, parcels = _synthetic_tile()
-    det = make_batch_detectors(["harvest"])[0]
+    det = KERNELS["harvest"]()
     states = det.init_states(list(parcels.parcel_id), list(parcels.land_use))
     handled = parcels.land_use.isin(["cereal", "maize"]).to_numpy()
     np.testing.assert_array_equal(states.handled, handled)
@@ -312,7 +331,7 @@ def test_bench_detectors_reports_every_kernel():
 def test_a_full_buffer_is_counted_and_logged(caplog):
     """Capacity is sized for real revisits; a denser series drops the oldest views, counted per
     parcel and logged (the state then holds less than the reference: never silently)."""
-    det = make_batch_detectors(["harvest"])[0]
+    det = KERNELS["harvest"]()
     states = det.init_states(["C"], ["cereal"])
     cap = det.capacity()
     for k in range(cap + 3):  # S1 every 0.1 days: more views inside buffer_days than the capacity

@@ -47,13 +47,13 @@ class TestDetectorContract:
     def test_kernel_equals_reference(self, case):
         """The numba kernel of the detector, fed one acquisition at a time, gives the per-parcel
         reference's events (through the table API, what `sitsmon detect` runs), evidence included."""
-        from alerts.detectors.batch import iter_acquisitions, make_batch_detectors
+        from alerts.detectors.batch import KERNELS, iter_acquisitions
 
         det, lu, df = case
         pid = df.parcel_id.iloc[0]
         reference, _ = det.run_frame(df, pd.DataFrame({"parcel_id": [pid], "land_use": [lu]}))
         assert reference, "the fixture series must produce at least one event"
-        kernel = make_batch_detectors([det.name])[0]
+        kernel = KERNELS[det.name]()
         states = kernel.init_states([pid], [lu])
         events = []
         for _, inputs in iter_acquisitions(det.prepare(df), pd.Index([pid])):
@@ -64,20 +64,20 @@ class TestDetectorContract:
     def test_kernel_resumed_from_dumped_arrays_equals_reference(self, case):
         """Half the series through the kernel, its state dumped to arrays and loaded into a new
         detector object, the rest from there: the uninterrupted reference run's events."""
-        from alerts.detectors.batch import iter_acquisitions, make_batch_detectors
+        from alerts.detectors.batch import KERNELS, iter_acquisitions
 
         det, lu, df = case
         pid = df.parcel_id.iloc[0]
         full = det.run(pid, lu, iter_observations(det.prepare(df)))
         acqs = list(iter_acquisitions(det.prepare(df), pd.Index([pid])))
-        first = make_batch_detectors([det.name])[0]
+        first = KERNELS[det.name]()
         states = first.init_states([pid], [lu])
         events = []
         for _, inputs in acqs[: len(acqs) // 2]:
             events.extend(first.step(states, inputs))
         arrays = {k: np.array(v, copy=True) for k, v in first.dump(states).items()}
         del states
-        second = make_batch_detectors([det.name])[0]
+        second = KERNELS[det.name]()
         resumed = second.load(arrays)
         for _, inputs in acqs[len(acqs) // 2 :]:
             events.extend(second.step(resumed, inputs))
