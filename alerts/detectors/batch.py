@@ -484,6 +484,8 @@ def gather_inputs(inputs: AcquisitionInputs, idx: np.ndarray) -> np.ndarray:
     X[:, K.X_ORBIT] = inputs.orbit[idx]
     X[:, K.X_VH_REF] = inputs.vh_ref[idx]
     X[:, K.X_VV_REF] = inputs.vv_ref[idx]
+    X[:, K.X_B11] = inputs.bands[idx, S2_BANDS.index("B11")]
+    X[:, K.X_B12] = inputs.bands[idx, S2_BANDS.index("B12")]
     return X
 
 
@@ -653,9 +655,67 @@ class HarvestKernel(KernelBatch):
         )
 
 
+class HarvestS2Kernel(HarvestKernel):
+    """Harvest with S1 and S2 side by side (the rules with ``HarvestParams.use_s2``: S2 harvests from
+    NDVI and NDTI on the three newest clear views, dated by S1 when it saw the drop)."""
+
+    layout_version = "harvest-kernel/2"
+    event_cols = K.HARVEST2_EVENT_COLS
+    buffers = (("s1", 2), ("s2", 3))
+
+    def param_vector(self) -> np.ndarray:
+        return _pack(self.params, K.HARVEST2_PARAM_NAMES)
+
+    def _kernel(self, st, X, is_s2, ev_parcel, ev_f) -> int:
+        a = st.arrays
+        return K.harvest_step_s2(
+            self.P, is_s2, X, a["t_last"], a["sensors"], a["n_obs"], a["last_harvest"],
+            a["s1"], a["n_s1"], a["s2"], a["n_s2"], a["overflow"], ev_parcel, ev_f,
+        )  # fmt: skip
+
+    def _event(self, st: KernelStates, j: int, row: np.ndarray) -> Event:
+        code = int(row[K.E_SENSOR])
+        if code == K.HARVEST_SENSOR_S1:
+            return super()._event(st, j, row)
+        sensor = "S2+S1" if code == K.HARVEST_SENSOR_S2S1 else "S2"
+        green = int(row[K.H2_KIND]) == 0
+        views = st.arrays["s2"][j, : st.arrays["n_s2"][j]]
+        evidence: dict[str, Any] = {
+            "sensor": sensor,
+            "quantity": "NDVI" if green else "NDTI",
+            "harvest_kind": "green" if green else "dry",
+            "ndvi_before": round(float(row[K.H2_N0]), 4),
+            "ndvi_after": round(float(row[K.H2_N1]), 4),
+            "ndti_before": round(float(row[K.H2_D0]), 4),
+            "ndti_after": round(float(row[K.H2_D1]), 4),
+            "drop": round(float(row[K.H2_DROP]), 4),
+            "confirmed_day": float(row[K.H2_CONFIRMED]),
+            "series_excerpt": [(_iso(t), round(float(n), 3), round(float(d), 3)) for t, n, d in views[-5:]],
+        }
+        if code == K.HARVEST_SENSOR_S2S1:
+            evidence["s1_vh_drop_db"] = round(float(row[K.H2_S1DROP]), 3)
+        return Event(
+            parcel_id=str(st.parcel_ids[st.index[j]]),
+            event="harvest",
+            date=float(row[K.E_DATE]),
+            window=(float(row[K.E_W0]), float(row[K.E_W1])),
+            confidence=float(row[K.E_CONF]),
+            sensor=sensor,
+            evidence=evidence,
+        )
+
+
+def _harvest_kernel() -> type[KernelBatch]:
+    """The harvest port for the rules present: S1 and S2 side by side once ``HarvestParams`` has
+    ``use_s2``, else S1 with the S2 step rule as its fallback."""
+    from alerts.detectors.harvest import HarvestParams
+
+    return HarvestS2Kernel if "use_s2" in {f.name for f in fields(HarvestParams)} else HarvestKernel
+
+
 KERNELS: dict[str, type[KernelBatch]] = {
     "mowing": MowingKernel,
-    "harvest": HarvestKernel,
+    "harvest": _harvest_kernel(),
     "solar": SolarKernel,
 }
 
@@ -664,10 +724,12 @@ KERNELS: dict[str, type[KernelBatch]] = {
 # change, its kernel is not used (the reference runs instead, with a warning) until the kernel is
 # ported again, the equality tests pass and the new fingerprint is recorded here;
 # tests/alerts/test_batch_kernels.py fails on the mismatch meanwhile, naming the detector.
-PORTED_RULES: dict[str, str] = {
-    "mowing": "03046702def01c84",
-    "harvest": "e6f4fd73e27ea75a",
-    "solar": "e453a26f09bd2f5f",
+PORTED_RULES: dict[str, tuple[str, ...]] = {
+    "mowing": ("03046702def01c84",),
+    # harvest: the S1 rules (HarvestKernel), and the S1 + S2 rules of the "lights" branch
+    # (HarvestS2Kernel, held equal to that branch's harvest.py before the merge)
+    "harvest": ("e6f4fd73e27ea75a", "302be161c9ba4f35"),
+    "solar": ("e453a26f09bd2f5f",),
 }
 
 
@@ -695,7 +757,7 @@ def make_batch_detectors(
     for name in names:
         detector_class(name)  # a clear error for an unknown name
         if kernel and name in KERNELS:
-            if PORTED_RULES.get(name) == rules_fingerprint(name):
+            if rules_fingerprint(name) in PORTED_RULES.get(name, ()):
                 out.append(KERNELS[name](params.get(name)))
                 continue
             logger.warning(

@@ -39,7 +39,7 @@ def _untuple(value: Any) -> Any:
 def _row_types(f) -> list[str]:
     """Column types of a series field annotated ``tuple[tuple[float, float, int], ...]``."""
     inner = str(f.type).split("tuple[tuple[", 1)[1].split("]", 1)[0]
-    return [t.strip() for t in inner.split(",")]
+    return [t.strip() for t in inner.split(",") if t.strip() != "..."]
 
 
 def _type_of(name: Any) -> type[DetectorState]:
@@ -90,7 +90,8 @@ def states_to_arrays(states: list[DetectorState]) -> tuple[dict[str, np.ndarray]
         if f.name in ("parcel_id", "land_use"):
             attrs[f.name] = [str(v) for v in vals]
         elif isinstance(f.default, tuple):
-            width = len(_row_types(f))
+            # the row width from the data (an annotation may say ``tuple[float, ...]``)
+            width = next((len(v[0]) for v in vals if len(v)), len(_row_types(f)))
             rows = [np.asarray(v, dtype=np.float64).reshape(-1, width) for v in vals]
             arrays[f.name] = np.concatenate(rows) if rows else np.zeros((0, width))
             arrays[f"{f.name}.offsets"] = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(

@@ -92,12 +92,12 @@ def test_kernel_is_ported_from_the_present_rules(name):
     (the monitor then runs the per-parcel reference for that detector, with a warning): port the
     kernel, make the equality tests below pass, then record ``rules_fingerprint(name)`` in
     ``alerts.detectors.batch.PORTED_RULES``."""
-    assert rules_fingerprint(name) == PORTED_RULES[name], f"{name}: rules changed since the kernel was ported"
+    assert rules_fingerprint(name) in PORTED_RULES[name], f"{name}: rules changed since the kernel was ported"
     assert isinstance(make_batch_detectors([name])[0], KERNELS[name])
 
 
 def test_changed_rules_fall_back_to_the_reference(monkeypatch, caplog):
-    monkeypatch.setitem(PORTED_RULES, "mowing", "some-older-rules")
+    monkeypatch.setitem(PORTED_RULES, "mowing", ("some-older-rules",))
     (det,) = make_batch_detectors(["mowing"])
     assert isinstance(det, ReferenceBatch) and "running the per-parcel reference" in caplog.text
 
@@ -159,6 +159,9 @@ def _random_tile(seed: int, n: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
             v += rng.normal(0, 0.04) - (0.3 if rng.random() < 0.05 else 0.0)
             clear = rng.choice([1, 1, 1, 0, np.nan]) if rng.random() < 0.3 else 1
             row = s2_row(pid, float(day), float(np.clip(v, -0.2, 0.95)), clear=clear)
+            # tillage index: standing crop/straw (NDTI ~0.25) until the parcel's step, stubble after
+            row["B11"] = 0.25 + rng.normal(0, 0.01)
+            row["B12"] = (0.15 if day < step_day else 0.2) + rng.normal(0, 0.01)
             if rng.random() < 0.03:
                 row["B04"] = np.nan
             rows.append(row)
