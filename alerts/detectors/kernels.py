@@ -925,6 +925,50 @@ HARVEST_EVENT_COLS = 9
 
 
 @njit(cache=True)
+def _harvest_accept(P, i, date, last_harvest):
+    """The season and separation test of a harvest dated ``date`` (``H_*`` indices are the first of
+    both harvest parameter vectors)."""
+    doy = day_of_year(date)
+    return P[H_DOY_LO] <= doy <= P[H_DOY_HI] and not (date - last_harvest[i] < P[H_MIN_SEPARATION_DAYS])
+
+
+@njit(cache=True)
+def _harvest_window(
+    P, i, buf, n, min_drop, margin, scale, sensor, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch
+):
+    """``find_step`` on parcel i's buffer and its event (``HarvestDetector``'s step rule)."""
+    for j in range(n):
+        tv[j] = buf[i, j, 0]
+        xv[j] = buf[i, j, 1]
+    k, drop, pre, post = window_step(
+        tv,
+        xv,
+        n,
+        P[H_BEFORE_DAYS],
+        P[H_AFTER_DAYS],
+        P[H_MIN_BEFORE],
+        P[H_MIN_AFTER],
+        min_drop,
+        margin,
+        True,
+        scratch,
+    )
+    if k < 0:
+        return n_ev
+    date = 0.5 * (tv[k - 1] + tv[k])
+    if not _harvest_accept(P, i, date, last_harvest):
+        return n_ev
+    conf = 1.0 - math.exp(-1.5 * drop / scale)  # in [0, 1): drop >= min_drop > 0
+    _emit(ev_parcel, ev_f, n_ev, i, date, tv[k - 1], tv[k], min(max(conf, 0.0), 1.0), sensor)
+    ev_f[n_ev, HC_PRE] = pre
+    ev_f[n_ev, HC_POST] = post
+    ev_f[n_ev, HC_DROP] = drop
+    ev_f[n_ev, HC_K] = k
+    last_harvest[i] = date
+    return n_ev + 1
+
+
+@njit(cache=True)
 def harvest_step(
     P, is_s2, X, t_last, sensors, n_obs, last_harvest, s1, n1, s2, n2, overflow, ev_parcel, ev_f
 ):
@@ -949,55 +993,17 @@ def harvest_step(
             _append(s1, n1, i, horizon, overflow, t, db, 0.0)
         if t - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]:
             continue
-        if n1[i] > 0:
-            if is_s2:
-                continue
-            buf, n = s1, n1[i]
-            min_drop, margin, sensor = P[H_MIN_DROP_DB], P[H_PERSIST_MARGIN_DB], HARVEST_SENSOR_S1
+        if n1[i] > 0:  # S1 decides once the parcel has S1; S2 only for S2-only parcels
+            if not is_s2:
+                n_ev = _harvest_window(
+                    P, i, s1, n1[i], P[H_MIN_DROP_DB], P[H_PERSIST_MARGIN_DB], P[H_MIN_DROP_DB],
+                    HARVEST_SENSOR_S1, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
+                )  # fmt: skip
         else:
-            buf, n = s2, n2[i]
-            min_drop, margin, sensor = P[H_MIN_DROP_NDVI], 0.5 * P[H_MIN_DROP_NDVI], HARVEST_SENSOR_S2
-        for j in range(n):
-            tv[j] = buf[i, j, 0]
-            xv[j] = buf[i, j, 1]
-        k, drop, pre, post = window_step(
-            tv,
-            xv,
-            n,
-            P[H_BEFORE_DAYS],
-            P[H_AFTER_DAYS],
-            P[H_MIN_BEFORE],
-            P[H_MIN_AFTER],
-            min_drop,
-            margin,
-            True,
-            scratch,
-        )
-        if k < 0:
-            continue
-        date = 0.5 * (tv[k - 1] + tv[k])
-        doy = day_of_year(date)
-        if not (P[H_DOY_LO] <= doy <= P[H_DOY_HI]) or date - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]:
-            continue
-        scale = P[H_MIN_DROP_DB] if sensor == HARVEST_SENSOR_S1 else P[H_MIN_DROP_NDVI]
-        r = n_ev
-        _emit(
-            ev_parcel,
-            ev_f,
-            r,
-            i,
-            date,
-            tv[k - 1],
-            tv[k],
-            min(1.0, 1.0 - math.exp(-1.5 * drop / scale)),
-            sensor,
-        )
-        ev_f[r, HC_PRE] = pre
-        ev_f[r, HC_POST] = post
-        ev_f[r, HC_DROP] = drop
-        ev_f[r, HC_K] = k
-        n_ev += 1
-        last_harvest[i] = date
+            n_ev = _harvest_window(
+                P, i, s2, n2[i], P[H_MIN_DROP_NDVI], 0.5 * P[H_MIN_DROP_NDVI], P[H_MIN_DROP_NDVI],
+                HARVEST_SENSOR_S2, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
+            )  # fmt: skip
     return n_ev
 
 
@@ -1040,13 +1046,6 @@ HARVEST_SENSOR_S2S1 = 2
 # S2 rows: kind (0 green, 1 dry), NDVI before/after, NDTI before/after, drop, S1 drop, confirming day
 H2_KIND, H2_N0, H2_N1, H2_D0, H2_D1, H2_DROP, H2_S1DROP, H2_CONFIRMED = range(5, 13)
 HARVEST2_EVENT_COLS = 13
-
-
-@njit(cache=True)
-def _harvest2_accept(P, i, date, last_harvest):
-    """``HarvestDetector._emit``'s season and separation test."""
-    doy = day_of_year(date)
-    return P[H2_DOY_LO] <= doy <= P[H2_DOY_HI] and not (date - last_harvest[i] < P[H2_MIN_SEPARATION_DAYS])
 
 
 @njit(cache=True)
@@ -1100,7 +1099,7 @@ def _harvest2_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
         date = s1_day
         sensor = HARVEST_SENSOR_S2S1
         conf = 1.0 - (1.0 - conf) * (1.0 - min(0.9, max(0.0, s1_drop / (2 * P[H2_MIN_DROP_DB]))))
-    if not _harvest2_accept(P, i, date, last_harvest):
+    if not _harvest_accept(P, i, date, last_harvest):
         return n_ev
     _emit(ev_parcel, ev_f, n_ev, i, date, t0, t1, min(max(conf, 0.0), 1.0), sensor)
     ev_f[n_ev, H2_KIND] = kind
@@ -1148,25 +1147,8 @@ def harvest_step_s2(
         _append(s1, n1, i, horizon, overflow, t, db, 0.0)
         if P[H2_USE_S1] <= 0 or t - last_harvest[i] < P[H2_MIN_SEPARATION_DAYS]:
             continue
-        n = n1[i]
-        for j in range(n):
-            tv[j] = s1[i, j, 0]
-            xv[j] = s1[i, j, 1]
-        k, drop, pre, post = window_step(
-            tv, xv, n, P[H2_BEFORE_DAYS], P[H2_AFTER_DAYS], P[H2_MIN_BEFORE], P[H2_MIN_AFTER],
-            P[H2_MIN_DROP_DB], P[H2_PERSIST_MARGIN_DB], True, scratch,
+        n_ev = _harvest_window(
+            P, i, s1, n1[i], P[H2_MIN_DROP_DB], P[H2_PERSIST_MARGIN_DB], P[H2_MIN_DROP_DB],
+            HARVEST_SENSOR_S1, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
         )  # fmt: skip
-        if k < 0:
-            continue
-        date = 0.5 * (tv[k - 1] + tv[k])
-        if not _harvest2_accept(P, i, date, last_harvest):
-            continue
-        conf = 1.0 - math.exp(-1.5 * drop / P[H2_MIN_DROP_DB])
-        _emit(ev_parcel, ev_f, n_ev, i, date, tv[k - 1], tv[k], min(max(conf, 0.0), 1.0), HARVEST_SENSOR_S1)
-        ev_f[n_ev, HC_PRE] = pre
-        ev_f[n_ev, HC_POST] = post
-        ev_f[n_ev, HC_DROP] = drop
-        ev_f[n_ev, HC_K] = k
-        n_ev += 1
-        last_harvest[i] = date
     return n_ev
