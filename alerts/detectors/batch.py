@@ -26,6 +26,7 @@ and rules and must match on ``load``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -489,8 +490,15 @@ def gather_inputs(inputs: AcquisitionInputs, idx: np.ndarray) -> np.ndarray:
     return X
 
 
+@functools.lru_cache(maxsize=4096)
+def _iso_cached(days: float) -> str:
+    return from_days(days).date().isoformat()
+
+
 def _iso(days: float) -> str:
-    return from_days(float(days)).date().isoformat()
+    """``from_days(days).date().isoformat()``, cached: the parcels of a tile share acquisition
+    dates, and a pandas Timestamp per excerpt entry was the largest cost of building events."""
+    return _iso_cached(float(days))
 
 
 class MowingKernel(KernelBatch):
@@ -530,7 +538,7 @@ class MowingKernel(KernelBatch):
                 "vh_drop_db": round(drop, 2),
                 "series_excerpt": [
                     (_iso(a), round(float(b), 2))
-                    for a, b in zip(buf[:, 0], v, strict=True)
+                    for a, b in zip(buf[:, 0].tolist(), v.tolist(), strict=True)
                     if window[0] - 15 <= a <= window[1] + 15
                 ],
             }
@@ -546,7 +554,7 @@ class MowingKernel(KernelBatch):
                 "ndvi_next": round(float(row[K.MC_NEXT]), 4),
                 "ndvi_drop": round(float(row[K.MC_DROP]), 4),
                 "s1_vh_drop_db": round(float(row[K.MC_S1DROP]), 3),
-                "series_excerpt": [(_iso(a), round(float(b), 3)) for a, b in ex],
+                "series_excerpt": [(_iso(a), round(b, 3)) for a, b in ex.tolist()],
                 "sensor": sensor,
             }
         return Event(
@@ -599,7 +607,7 @@ class SolarKernel(KernelBatch):
                 "vv_recent_db": round(float(row[K.SC_B]), 2),
                 "vv_onset": _iso(row[K.SC_C]),
                 "series_excerpt": [
-                    (_iso(a), round(float(b), 2), round(float(c), 2)) for a, b, c in arr[max(0, k - 6) :]
+                    (_iso(a), round(b, 2), round(c, 2)) for a, b, c in arr[max(0, k - 6) :].tolist()
                 ][:14],
             }
         return Event(
@@ -650,7 +658,7 @@ class HarvestKernel(KernelBatch):
                 "before": round(float(row[K.HC_PRE]), 3),
                 "after": round(float(row[K.HC_POST]), 3),
                 "drop": round(float(row[K.HC_DROP]), 3),
-                "series_excerpt": [(_iso(a), round(float(b), 3)) for a, b in arr[max(0, k - 4) : k + 4]],
+                "series_excerpt": [(_iso(a), round(b, 3)) for a, b in arr[max(0, k - 4) : k + 4].tolist()],
             },
         )
 
@@ -690,7 +698,7 @@ class HarvestS2Kernel(HarvestKernel):
             "ndti_after": round(float(row[K.H2_D1]), 4),
             "drop": round(float(row[K.H2_DROP]), 4),
             "confirmed_day": float(row[K.H2_CONFIRMED]),
-            "series_excerpt": [(_iso(t), round(float(n), 3), round(float(d), 3)) for t, n, d in views[-5:]],
+            "series_excerpt": [(_iso(t), round(n, 3), round(d, 3)) for t, n, d in views[-5:].tolist()],
         }
         if code == K.HARVEST_SENSOR_S2S1:
             evidence["s1_vh_drop_db"] = round(float(row[K.H2_S1DROP]), 3)
