@@ -16,7 +16,7 @@ State layout (per detector, all parcels of a tile): scalar fields as ``[N]`` arr
 buffer as ``[N, CAP, C]`` (column 0 the time in days since 1970, oldest first) with its fill count
 ``[N]``. Buffers are pruned to the detector's horizon at every append as the reference prunes its
 tuples; when a buffer is full the oldest entry is dropped and the parcel's ``overflow`` counter
-counts it (the capacities are sized for the densest real revisit; see ``batch.CAPACITY``).
+counts it (the capacities are sized for the densest real revisit; see ``batch_kernels._cap``).
 """
 
 from __future__ import annotations

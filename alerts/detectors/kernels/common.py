@@ -193,7 +193,7 @@ def _ndvi(red, nir, clear):
     return (nir - red) / (nir + red)
 
 
-# per-acquisition inputs: one [M, X_COLS] float64 array (batch.gather_inputs), in this column order
+# per-acquisition inputs: one [M, X_COLS] float64 array (batch_kernels.gather_inputs), in this column order
 X_T, X_RED, X_NIR, X_CLEAR, X_VV, X_VH, X_ORBIT, X_VH_REF, X_VV_REF, X_B11, X_B12 = range(11)
 X_COLS = 11
 

@@ -21,7 +21,7 @@ from alerts.detectors.kernels.common import (
 
 # -- mowing -----------------------------------------------------------------------------------------
 
-# MowingParams packed into a float64 vector (batch.mowing_param_vector), in this order
+# MowingParams packed into a float64 vector (batch_kernels.MowingKernel.param_vector), in this order
 (
     M_MIN_DROP,
     M_ABRUPT_DROP,
