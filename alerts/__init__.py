@@ -9,7 +9,8 @@ May import ``sits`` only. Public API (what ``monitor`` and ``dashboards`` use)::
     state, events = det.update(state, Observation(...))  # one acquisition; immutable states (checkpoints)
     #   duplicates skipped, out-of-order -> SeriesError (rewind), NaN/cloudy -> state unchanged
     #   HarvestDetector wants Observation.vh_ref = regional median VH (dB) of the same acquisition
-    from alerts.detectors.base import state_to_dict, state_from_dict, states_to_zarr, states_from_zarr
+    from alerts.detectors.state_io import state_to_dict, state_from_dict, states_to_zarr, states_from_zarr
+    from alerts.detectors.batch import AcquisitionInputs, make_batch_detectors  # a tile per acquisition (kernels)
     from alerts.detectors import detect_solar_pixels   # (time, band, y, x) cube + transform -> events with polygons
     from alerts.types import Alert, Event, Status       # Alert.from_event(event, tile_id=..., region=...)
     from alerts.store import open_store, AlertQuery     # "path.sqlite" | "postgresql://..."

@@ -1,6 +1,6 @@
 """Detectors: one module per detector on the shared ``BaseDetector`` workflow.
 
-``DETECTORS`` maps a name to its class; ``run_detectors`` runs several over an interchange table,
+``DETECTORS`` maps a name to its class (``alerts.detectors.registry`` resolves names); ``run_detectors`` runs several over an interchange table,
 each on the parcels whose land use it handles (parcels no detector handles are reported, not errors).
 """
 
@@ -10,25 +10,20 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from alerts.detectors import registry
 from alerts.detectors.base import BaseDetector, DetectorState, Watermark
 from alerts.detectors.harvest import HarvestDetector, HarvestParams
 from alerts.detectors.mowing import MowingDetector, MowingParams
-from alerts.detectors.solar import PixelSolarParams, SolarDetector, SolarParams, detect_solar_pixels
-from alerts.errors import AlertsError
+from alerts.detectors.solar import SolarDetector, SolarParams
+from alerts.detectors.solar_pixels import PixelSolarParams, detect_solar_pixels
 from alerts.types import Event
 
-DETECTORS: dict[str, type[BaseDetector]] = {
-    "mowing": MowingDetector,
-    "harvest": HarvestDetector,
-    "solar": SolarDetector,
-}
+DETECTORS: dict[str, type[BaseDetector]] = {name: registry.detector_class(name) for name in registry.names()}
 
 
 def make_detectors(names: Sequence[str]) -> list[BaseDetector]:
-    unknown = [n for n in names if n not in DETECTORS]
-    if unknown:
-        raise AlertsError(f"unknown detector {unknown[0]!r}; choose from {', '.join(DETECTORS)}")
-    return [DETECTORS[n]() for n in names]
+    """Detectors by registry name (``AlertsError`` naming the choices for an unknown one)."""
+    return [registry.make_detector(n) for n in names]
 
 
 def run_detectors(

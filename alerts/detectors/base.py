@@ -10,7 +10,11 @@ The base ``update`` handles everything around the hook, identically for streamin
 parcel-id check, duplicate re-deliveries (skipped), out-of-order times (refused: the monitor
 rewinds to a checkpoint), unusable observations (NaN, cloudy S2: the state is unchanged apart from
 its time watermark). ``run`` (batch, offline) is literally a loop over ``update``, so streaming and
-offline results are equal by construction.
+offline results are equal by construction. (For a tile of parcels at once, the vectorised kernels
+in ``alerts.detectors.batch`` are held equal to this reference by tests.)
+
+Subclasses register themselves under their ``name`` (``alerts.detectors.registry``); this module
+imports none of them. State persistence lives in ``alerts.detectors.state_io``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pandas as pd
 
+from alerts.detectors import registry
 from alerts.errors import SeriesError, UnsupportedLandUseError
 from alerts.series import Observation, check_known_parcels, group_by_parcel, iter_observations
 from alerts.types import Event
@@ -54,10 +59,16 @@ S = TypeVar("S", bound=DetectorState)
 class BaseDetector(ABC, Generic[S]):
     """One detector; stateless object holding parameters, states are passed in and out."""
 
+    name: ClassVar[str]  # the registry name ("mowing"); subclasses without one are not registered
     event_type: ClassVar[str]
     land_uses: ClassVar[frozenset[str] | None] = None  # None: any land use
     params_type: ClassVar[type]  # the detector's parameters (a dataclass with defaults)
     state_type: ClassVar[type]  # its per-parcel state (built from parcel_id and land_use)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            registry.register(cls.name, cls)
 
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.params_type()
@@ -135,89 +146,4 @@ class BaseDetector(ABC, Generic[S]):
 
 def describe(obj: Any) -> dict[str, Any]:
     """Parameters of a detector as a plain dict (for evidence and reports)."""
-    from dataclasses import asdict, is_dataclass
-
     return asdict(obj) if is_dataclass(obj) else dict(vars(obj))
-
-
-# -- persistence ------------------------------------------------------------------------------------
-
-STATE_SCHEMA = "sitsmon-detector-state/1"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if value == float("-inf") else ("inf" if value == float("inf") else value)
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, frozenset | set):
-        return sorted(_jsonable(v) for v in value)
-    if isinstance(value, Watermark):
-        return {"t_last": _jsonable(value.t_last), "sensors_at_last": sorted(value.sensors_at_last)}
-    return value
-
-
-def state_to_dict(state: DetectorState) -> dict[str, Any]:
-    """A JSON-serialisable dict of a detector state, with the schema version and the state type."""
-    from dataclasses import fields
-
-    body = {f.name: _jsonable(getattr(state, f.name)) for f in fields(state)}
-    return {"schema": STATE_SCHEMA, "type": type(state).__name__, "state": body}
-
-
-def _state_types() -> dict[str, type[DetectorState]]:
-    from alerts.detectors.harvest import HarvestState
-    from alerts.detectors.mowing import MowingState
-    from alerts.detectors.solar import SolarState
-
-    return {c.__name__: c for c in (MowingState, HarvestState, SolarState)}
-
-
-def _untuple(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_untuple(v) for v in value)
-    return value
-
-
-def state_from_dict(data: dict[str, Any]) -> DetectorState:
-    """Inverse of ``state_to_dict``; refuses another schema version or an unknown state type."""
-    from dataclasses import fields
-
-    if data.get("schema") != STATE_SCHEMA:
-        raise SeriesError(f"detector state schema {data.get('schema')!r} is not {STATE_SCHEMA!r}")
-    cls = _state_types().get(data.get("type", ""))
-    if cls is None:
-        raise SeriesError(f"unknown detector state type {data.get('type')!r}")
-    body = dict(data["state"])
-    mark = body.pop("mark")
-    kw: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in body:
-            continue
-        v = body[f.name]
-        if v is None:
-            v = float("-inf")
-        elif v == "inf":
-            v = float("inf")
-        kw[f.name] = _untuple(v)
-    t_last = float("-inf") if mark["t_last"] is None else float(mark["t_last"])
-    return cls(mark=Watermark(t_last, frozenset(mark["sensors_at_last"])), **kw)
-
-
-def states_to_zarr(states: Iterable[DetectorState], path: str) -> None:
-    """Write detector states to a Zarr group (JSON records in the group attributes, schema versioned)."""
-    import zarr
-
-    group = zarr.open_group(path, mode="w")
-    group.attrs.update({"schema": STATE_SCHEMA, "states": [state_to_dict(s) for s in states]})
-
-
-def states_from_zarr(path: str) -> list[DetectorState]:
-    import zarr
-
-    group = zarr.open_group(path, mode="r")
-    if group.attrs.get("schema") != STATE_SCHEMA:
-        raise SeriesError(
-            f"{path}: detector state schema {group.attrs.get('schema')!r} is not {STATE_SCHEMA!r}"
-        )
-    return [state_from_dict(d) for d in group.attrs["states"]]

@@ -165,6 +165,7 @@ def find_step(
 class HarvestDetector(BaseDetector[HarvestState]):
     """Harvest date of arable parcels, from S1 (through clouds) or S2."""
 
+    name = "harvest"
     event_type = "harvest"
     land_uses = frozenset({"cereal", "maize", "rapeseed", "arable", "wheat", "barley", "sunflower", "other"})
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.detectors.base import BaseDetector, DetectorState
+from alerts.detectors.steps import WindowStep, find_window_step
 from alerts.series import Observation, add_regional_reference, day_of_year, from_days
 from alerts.types import Event
 
@@ -99,6 +100,43 @@ class MowingState(DetectorState):
     last_cut: float = float("-inf")
 
 
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    """The terms of a cut's confidence: ``conf = clip(min(1, drop_term * persistence_term +
+    s1_term), 0, 1)`` (``s1_term`` 0 without S1)."""
+
+    drop_term: float  # 1 - exp(-1.2 drop / need): grows with the drop in units of the threshold
+    persistence_term: float  # 0.85 + 0.15 min(1, (envelope - next view) / need): the drop held
+    s1_term: float  # 0.05 min(1, S1 VH drop / 3 dB): S1 saw it too
+
+    with_s1: bool  # S1 was in the buffer (only then does s1_term enter)
+
+    @property
+    def value(self) -> float:
+        conf = self.drop_term * self.persistence_term
+        if self.with_s1:
+            conf = min(1.0, conf + self.s1_term)
+        return float(min(max(conf, 0.0), 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A confirmed cut found by ``scan`` (days since 1970, NDVI, dB)."""
+
+    date: float
+    window: tuple[float, float]  # (last high view, first low view)
+    drop: float  # envelope - NDVI of the first low view
+    envelope: float  # highest kept NDVI in envelope_days before
+    before: float  # NDVI of the last high view
+    after: float  # NDVI of the first low view
+    next: float  # NDVI of the view after (persistence)
+    s1_day: float  # S1 VH drop midpoint in the window (NaN: none)
+    s1_drop_db: float
+    confidence: float
+    terms: Confidence
+    excerpt: tuple[tuple[str, float], ...]  # (date, NDVI) of the kept views around the cut
+
+
 def outlier_mask(t: np.ndarray, v: np.ndarray, p: MowingParams) -> np.ndarray:
     """True where a view is a residual-cloud dip (needs its successor, so never the last view)."""
     n = len(v)
@@ -144,12 +182,12 @@ def scan(
     p: MowingParams,
     after: float,
     full: bool = False,
-) -> list[dict]:
+) -> list[Cut]:
     """Confirmed cuts in a buffer of clear views (days ``t``, NDVI ``v``), dated after ``after``.
 
     A view is usable as a cut only when its successor exists (outlier test and persistence).
     ``full``: scan every candidate of the buffer (default: the newest ones, see below).
-    Returns dicts with date, window, drop, envelope, values, confidence.
+    Returns ``Cut`` records, oldest first.
     """
     n = len(t)
     if n < 3:
@@ -158,7 +196,7 @@ def scan(
     keep = np.flatnonzero(~bad)
     tk, vk = t[keep], v[keep]
     m = len(tk)
-    cuts: list[dict] = []
+    cuts: list[Cut] = []
     last = after
     # the last kept view is provisional (it may still prove an outlier): cuts need a successor.
     # Streaming shortcut: a candidate depends only on views up to two kept views after it, so once
@@ -204,63 +242,60 @@ def scan(
                 and math.isfinite(s1_day)
             ):
                 date = min(max(s1_day, t_hi), t_lo)
-        conf = 1.0 - math.exp(-1.2 * drop / need)
-        conf *= 0.85 + 0.15 * min(1.0, max(0.0, env - vk[nxt]) / need)
-        if p.use_s1 and s1:
-            conf = min(1.0, conf + 0.05 * min(1.0, s1_drop / 3.0))
-        conf = float(min(max(conf, 0.0), 1.0))
+        with_s1 = bool(p.use_s1 and s1)
+        terms = Confidence(
+            drop_term=1.0 - math.exp(-1.2 * drop / need),
+            persistence_term=0.85 + 0.15 * min(1.0, max(0.0, env - vk[nxt]) / need),
+            s1_term=0.05 * min(1.0, s1_drop / 3.0) if with_s1 else 0.0,
+            with_s1=with_s1,
+        )
+        conf = terms.value
         if conf < p.min_confidence:
             continue
         cuts.append(
-            {
-                "date": date,
-                "window": (t_hi, t_lo),
-                "drop": drop,
-                "envelope": env,
-                "before": float(vk[i - 1]),
-                "after": float(vk[i]),
-                "next": float(vk[nxt]),
-                "s1_day": s1_day,
-                "s1_drop_db": s1_drop,
-                "confidence": conf,
-                "excerpt": [
+            Cut(
+                date=date,
+                window=(t_hi, t_lo),
+                drop=float(drop),
+                envelope=env,
+                before=float(vk[i - 1]),
+                after=float(vk[i]),
+                next=float(vk[nxt]),
+                s1_day=s1_day,
+                s1_drop_db=s1_drop,
+                confidence=conf,
+                terms=terms,
+                excerpt=tuple(
                     (from_days(float(a)).date().isoformat(), round(float(b), 3))
                     for a, b in zip(tk[max(0, i - 3) : nxt + 2], vk[max(0, i - 3) : nxt + 2], strict=True)
-                ],
-            }
+                ),
+            )
         )
         last = tk[i]
     return cuts
 
 
-def s1_step(t: np.ndarray, v: np.ndarray, p: MowingParams) -> dict | None:
-    """A VH step down whose windows completed with the newest view (as ``harvest.find_step``)."""
-    n = len(t)
-    for k in range(1, n):
-        if n > 1 and t[k] + p.s1_after_days <= t[-2]:
-            continue
-        if t[-1] < t[k] + p.s1_after_days:
-            break
-        pre = (t >= t[k] - p.s1_before_days) & (t < t[k])
-        post = (t >= t[k]) & (t <= t[k] + p.s1_after_days)
-        if pre.sum() < 2 or post.sum() < 2:
-            continue
-        m_pre, m_post = float(v[pre].mean()), float(v[post].mean())
-        if m_pre - m_post < p.s1_step_db or float(v[post].max()) > m_pre - 1.0 or v[k - 1] < m_pre - 1.0:
-            continue
-        return {
-            "t_hi": float(t[k - 1]),
-            "t_lo": float(t[k]),
-            "drop": m_pre - m_post,
-            "pre": m_pre,
-            "post": m_post,
-        }
-    return None
+def s1_step(t: np.ndarray, v: np.ndarray, p: MowingParams) -> WindowStep | None:
+    """A VH step down whose windows completed with the newest view (the earliest such split)."""
+    if len(t) < 2:
+        return None
+    return find_window_step(
+        t,
+        v,
+        before_days=p.s1_before_days,
+        after_days=p.s1_after_days,
+        min_before=2,
+        min_after=2,
+        min_drop=p.s1_step_db,
+        margin=1.0,
+        pick="first",
+    )
 
 
 class MowingDetector(BaseDetector[MowingState]):
     """Mowing events on grassland parcels (S2 + S1 VH; works with S2 alone)."""
 
+    name = "mowing"
     event_type = "mowing"
     land_uses = frozenset({"grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland"})
 
@@ -284,7 +319,7 @@ class MowingDetector(BaseDetector[MowingState]):
         step = s1_step(arr[:, 0], v, p)
         if step is None:
             return state, []
-        date = 0.5 * (step["t_hi"] + step["t_lo"])
+        date = 0.5 * (step.t_hi + step.t_lo)
         if date - state.last_cut < p.min_separation_days:
             return state, []
         if any(abs(t - date) <= p.s1_blind_days for t, _ in state.s2):
@@ -292,25 +327,25 @@ class MowingDetector(BaseDetector[MowingState]):
         lo, hi = p.season_doy
         if not lo <= day_of_year(date) <= hi:
             return state, []
-        conf = float(min(0.9, max(0.3, 0.5 + 0.1 * (step["drop"] - p.s1_step_db))))
+        conf = float(min(0.9, max(0.3, 0.5 + 0.1 * (step.drop - p.s1_step_db))))
         event = Event(
             parcel_id=state.parcel_id,
             event="mowing",
             date=date,
-            window=(step["t_hi"], step["t_lo"]),
+            window=(step.t_hi, step.t_lo),
             confidence=conf,
             sensor="S1",
             evidence={
                 "sensor": "S1",
                 "reason": f"cloudy spell (no clear S2 view within {p.s1_blind_days:g} days): "
                 "VH step down relative to the region",
-                "vh_rel_before_db": round(step["pre"], 2),
-                "vh_rel_after_db": round(step["post"], 2),
-                "vh_drop_db": round(step["drop"], 2),
+                "vh_rel_before_db": round(step.pre, 2),
+                "vh_rel_after_db": round(step.post, 2),
+                "vh_drop_db": round(step.drop, 2),
                 "series_excerpt": [
                     (from_days(float(a)).date().isoformat(), round(float(b), 2))
                     for a, b in zip(arr[:, 0], v, strict=True)
-                    if step["t_hi"] - 15 <= a <= step["t_lo"] + 15
+                    if step.t_hi - 15 <= a <= step.t_lo + 15
                 ],
             },
         )
@@ -334,29 +369,29 @@ class MowingDetector(BaseDetector[MowingState]):
         events: list[Event] = []
         last_cut = state.last_cut
         for cut in scan(arr[:, 0], arr[:, 1], state.s1, p, after=last_cut):
-            if cut["date"] - last_cut < p.min_separation_days or last_cut >= cut["window"][0]:
+            if cut.date - last_cut < p.min_separation_days or last_cut >= cut.window[0]:
                 continue  # too close, or a cut was already found (from S1) inside this window
-            doy = day_of_year(cut["date"])
+            doy = day_of_year(cut.date)
             if not lo <= doy <= hi:
                 continue
-            last_cut = cut["date"]
-            sensor = "S2+S1" if math.isfinite(cut["s1_day"]) else "S2"
+            last_cut = cut.date
+            sensor = "S2+S1" if math.isfinite(cut.s1_day) else "S2"
             events.append(
                 Event(
                     parcel_id=state.parcel_id,
                     event="mowing",
-                    date=cut["date"],
-                    window=cut["window"],
-                    confidence=cut["confidence"],
+                    date=cut.date,
+                    window=cut.window,
+                    confidence=cut.confidence,
                     sensor=sensor,
                     evidence={
-                        "ndvi_envelope": round(cut["envelope"], 4),
-                        "ndvi_before": round(cut["before"], 4),
-                        "ndvi_after": round(cut["after"], 4),
-                        "ndvi_next": round(cut["next"], 4),
-                        "ndvi_drop": round(cut["drop"], 4),
-                        "s1_vh_drop_db": round(cut["s1_drop_db"], 3),
-                        "series_excerpt": cut["excerpt"],
+                        "ndvi_envelope": round(cut.envelope, 4),
+                        "ndvi_before": round(cut.before, 4),
+                        "ndvi_after": round(cut.after, 4),
+                        "ndvi_next": round(cut.next, 4),
+                        "ndvi_drop": round(cut.drop, 4),
+                        "s1_vh_drop_db": round(cut.s1_drop_db, 3),
+                        "series_excerpt": list(cut.excerpt),
                         "sensor": sensor,
                     },
                 )

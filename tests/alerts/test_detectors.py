@@ -44,37 +44,43 @@ def case(request):
 
 
 class TestDetectorContract:
-    def test_batch_equals_stream(self, case):
-        det, lu, df = case
-        pid = df.parcel_id.iloc[0]
-        batch = det.run(pid, lu, iter_observations(df))
-        assert batch, "the fixture series must produce at least one event"
-        state = det.init_state(pid, lu)
-        stream = []
-        for obs in as_observations(df):
-            state, new = det.update(state, obs)
-            stream.extend(new)
-        assert stream == batch
-        assert [e.evidence for e in stream] == [e.evidence for e in batch]
-        # and through the table API (what `sitsmon detect` runs)
-        events, skipped = det.run_frame(df, pd.DataFrame({"parcel_id": [pid], "land_use": [lu]}))
-        assert events == batch and skipped == []
+    def test_kernel_equals_reference(self, case):
+        """The numba kernel of the detector, fed one acquisition at a time, gives the per-parcel
+        reference's events (through the table API, what `sitsmon detect` runs), evidence included."""
+        from alerts.detectors.batch import KERNELS, iter_acquisitions
 
-    def test_split_run_resumes_from_state(self, case):
         det, lu, df = case
         pid = df.parcel_id.iloc[0]
-        obs = as_observations(df)
-        full = det.run(pid, lu, obs)
-        state = det.init_state(pid, lu)
+        reference, _ = det.run_frame(df, pd.DataFrame({"parcel_id": [pid], "land_use": [lu]}))
+        assert reference, "the fixture series must produce at least one event"
+        kernel = KERNELS[det.name]()
+        states = kernel.init_states([pid], [lu])
         events = []
-        half = len(obs) // 2
-        for o in obs[:half]:
-            state, new = det.update(state, o)
-            events.extend(new)
-        saved = state  # states are immutable: a checkpoint is the object itself
-        for o in obs[half:]:
-            saved, new = det.update(saved, o)
-            events.extend(new)
+        for _, inputs in iter_acquisitions(det.prepare(df), pd.Index([pid])):
+            events.extend(kernel.step(states, inputs))
+        assert events == reference
+        assert [e.evidence for e in events] == [e.evidence for e in reference]
+
+    def test_kernel_resumed_from_dumped_arrays_equals_reference(self, case):
+        """Half the series through the kernel, its state dumped to arrays and loaded into a new
+        detector object, the rest from there: the uninterrupted reference run's events."""
+        from alerts.detectors.batch import KERNELS, iter_acquisitions
+
+        det, lu, df = case
+        pid = df.parcel_id.iloc[0]
+        full = det.run(pid, lu, iter_observations(det.prepare(df)))
+        acqs = list(iter_acquisitions(det.prepare(df), pd.Index([pid])))
+        first = KERNELS[det.name]()
+        states = first.init_states([pid], [lu])
+        events = []
+        for _, inputs in acqs[: len(acqs) // 2]:
+            events.extend(first.step(states, inputs))
+        arrays = {k: np.array(v, copy=True) for k, v in first.dump(states).items()}
+        del states
+        second = KERNELS[det.name]()
+        resumed = second.load(arrays)
+        for _, inputs in acqs[len(acqs) // 2 :]:
+            events.extend(second.step(resumed, inputs))
         assert events == full
 
     def test_nan_observation_leaves_state_unchanged_but_watermark(self, case):
@@ -253,7 +259,7 @@ def test_observation_validation():
 
 
 def test_state_round_trip_through_zarr(tmp_path, case):
-    from alerts.detectors.base import state_from_dict, state_to_dict, states_from_zarr, states_to_zarr
+    from alerts.detectors.state_io import state_from_dict, state_to_dict, states_from_zarr, states_to_zarr
 
     det, lu, df = case
     pid = df.parcel_id.iloc[0]
@@ -378,7 +384,7 @@ def test_solar_works_phase_without_panels_is_found_and_dated():
 
 
 def test_solar_works_phase_streaming_equals_batch_and_survives_a_checkpoint():
-    from alerts.detectors.base import state_from_dict, state_to_dict
+    from alerts.detectors.state_io import state_from_dict, state_to_dict
 
     df, parcels = _region_with_works()
     det = SolarDetector()
@@ -425,3 +431,97 @@ def test_solar_params_validation_of_works_phase():
         SolarParams(works_rise_db=0.5, works_onset_db=1.0)
     with pytest.raises(ValueError, match="works_soil_min_ndvi"):
         SolarParams(works_bare_ndvi=0.6, works_green_ndvi=0.5)
+
+
+# -- mowing: the streaming shortcut of scan --------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _grass_series(draw):
+    """Random clear-view NDVI series: gaps of 1-15 days, plateaus, drops (cuts), dips (clouds)."""
+    n = draw(st.integers(3, 45))
+    gaps = draw(st.lists(st.sampled_from([1.0, 2.0, 3.0, 5.0, 5.0, 7.0, 10.0, 15.0]), min_size=n, max_size=n))
+    t = 19800.0 + np.cumsum(gaps)
+    moves = draw(
+        st.lists(
+            st.sampled_from([0.0, 0.0, 0.0, 0.02, -0.02, -0.3, -0.15, 0.1, "dip"]), min_size=n, max_size=n
+        )
+    )
+    v, level = [], 0.8
+    for m in moves:
+        if m == "dip":
+            v.append(level - 0.3)
+            continue
+        level = float(np.clip(level + m, 0.1, 0.9))
+        v.append(level)
+    return t, np.asarray(v)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_grass_series())
+def test_mowing_scan_shortcut_equals_full_scan(series):
+    """``scan`` on each new view with the shortcut (only the newest candidates), chained as the
+    detector chains it, confirms the same cuts as one full scan of the final series.
+
+    What holds (and what hypothesis found does not): the same cuts, dates, windows, drops and
+    envelopes. The ``next`` view, hence the persistence term of the confidence and the excerpt, are
+    those the stream saw: a cut confirmed on a provisional last view that later proves a cloud dip
+    keeps the confidence it was emitted with (a stream cannot take an alert back); the full scan
+    sees the dip removed. Where the successor stood, the confidence terms are equal too."""
+    from alerts.detectors.mowing import scan
+
+    t, v = series
+    p = MowingParams()
+    stream, last = [], float("-inf")
+    for k in range(1, len(t) + 1):
+        for cut in scan(t[:k], v[:k], (), p, after=last):
+            stream.append(cut)
+            last = cut.window[1]  # scan's own separation runs on the first low view
+    full = scan(t, v, (), p, after=float("-inf"), full=True)
+
+    def decided(c):  # the verdict and the views it rests on
+        return (c.window, c.date, c.drop, c.envelope, c.before, c.after)
+
+    assert [decided(c) for c in stream] == [decided(c) for c in full]
+    for a, b in zip(stream, full, strict=True):
+        if a.next == b.next:  # the successor the stream saw stood: the confidence is the full scan's
+            assert (a.confidence, a.terms) == (b.confidence, b.terms)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(_grass_series(), st.sampled_from([0.1, 0.2, 2.5]))
+def test_harvest_find_step_equals_the_shared_window_step(series, min_drop):
+    """harvest's own ``find_step`` and ``steps.find_window_step(pick="best")`` (which mowing's S1
+    rule uses with ``pick="first"``) agree, so harvest can delegate to the shared finder."""
+    from alerts.detectors.harvest import find_step
+    from alerts.detectors.steps import find_window_step
+
+    t, v = series
+    v = v * (10.0 if min_drop > 1 else 1.0)
+    p = HarvestParams()
+    for k in range(2, len(t) + 1):
+        own = find_step(t[:k], v[:k], p, min_drop, 0.5 * min_drop)
+        shared = find_window_step(
+            t[:k],
+            v[:k],
+            before_days=p.before_days,
+            after_days=p.after_days,
+            min_before=p.min_before,
+            min_after=p.min_after,
+            min_drop=min_drop,
+            margin=0.5 * min_drop,
+            pick="best",
+        )
+        assert (own is None) == (shared is None)
+        if own is not None:
+            assert (own["k"], own["t_hi"], own["t_lo"], own["pre"], own["post"], own["drop"]) == (
+                shared.k,
+                shared.t_hi,
+                shared.t_lo,
+                shared.pre,
+                shared.post,
+                shared.drop,
+            )

@@ -10,7 +10,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import shape
 
 from alerts.detectors import PixelSolarParams, detect_solar_pixels
-from alerts.detectors.solar import _s1_onset
+from alerts.detectors.solar_pixels import _s1_onset
 from alerts.errors import SeriesError
 from alerts.series import S2_BANDS
 
