@@ -39,6 +39,8 @@ def monitor_status(path: Path) -> dict[str, Any]:
     if not isinstance(health, dict) or health.get("schema") != HEALTH_SCHEMA:
         return {**base, "reason": f"monitor not running (health file schema is not {HEALTH_SCHEMA})"}
     pid = health.get("pid")
+    if health.get("stopped_at"):
+        return {**base, "reason": f"monitor not running (stopped at {health['stopped_at']})", "last": health}
     if not isinstance(pid, int) or not _pid_alive(pid):
         return {**base, "reason": f"monitor not running (pid {pid} is not alive)", "last": health}
     age_s = None

@@ -2,7 +2,8 @@
 
 ``health.json`` (under ``<data_dir>/monitor/``) is what ``sitsmon monitor status`` and the dashboard
 read: the pid, when it was last written, per tile the last acquisition folded in, the lag per
-partition, the count processed and the last error. A reader treats a dead pid as "monitor not running".
+partition, the count processed and the last error. A reader treats a dead pid, or a ``stopped_at``
+(written when the monitor closes cleanly), as "monitor not running".
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Health:
         self.lag_by_partition: dict[str, int] = {}
         self.stage_totals = dict.fromkeys(STAGES, 0.0)
         self.metrics_url = None
+        self.stopped_at: str | None = None
         if metrics_port is not None:
             server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=self.registry)
             self.metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
@@ -78,7 +80,12 @@ class Health:
                 "tiles": {t: {k: v for k, v in d.items() if k != "t_last_s"} for t, d in self.tiles.items()},
                 "lag": self.lag_by_partition, "processed": self.processed, "last_error": self.last_error,
                 "stage_seconds": {k: round(v, 4) for k, v in self.stage_totals.items()},
-                "metrics_url": self.metrics_url}
+                "metrics_url": self.metrics_url, "stopped_at": self.stopped_at}
+
+    def stop(self) -> None:
+        """The monitor closed cleanly: readers say "monitor not running" from now on."""
+        self.stopped_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.write()
 
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +103,7 @@ def read_health(path: Path) -> dict[str, Any] | None:
     pid = int(data.get("pid", 0) or 0)
     try:
         os.kill(pid, 0)
-        data["running"] = pid > 0
+        data["running"] = pid > 0 and not data.get("stopped_at")
     except OSError:
         data["running"] = False
     return data

@@ -390,7 +390,7 @@ class Monitor:
     def close(self) -> None:
         self.drop_tiles()
         self.store.close()
-        self.health.write()
+        self.health.stop()
 
 
 # ---- the consumer loop ------------------------------------------------------------------------------

@@ -47,4 +47,6 @@ def test_metrics_health_and_status(tmp_path: Path, synthetic_obs, model, capsys)
     (tiles,) = status["namespaces"].values()
     assert tiles[TILE]["acquisitions"] == len(events) and tiles[TILE]["parcels"] == len(keep)
     assert tiles[TILE]["state_bytes_per_parcel"] > model.init_state(1).nbytes_per_item / 2
-    assert status["health"]["pid"] == os.getpid() and status["health"]["running"] is True  # the writer lives
+    # the process that wrote it lives, but the monitor closed: not running
+    assert status["health"]["pid"] == os.getpid() and status["health"]["stopped_at"]
+    assert status["health"]["running"] is False
