@@ -8,24 +8,15 @@ dashboard never imports the monitor. Missing file, unreadable file or a dead pid
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.locks import pid_alive
+
 HEALTH_SCHEMA = "sitsmon-monitor-health/1"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def monitor_status(path: Path) -> dict[str, Any]:
@@ -41,7 +32,7 @@ def monitor_status(path: Path) -> dict[str, Any]:
     pid = health.get("pid")
     if health.get("stopped_at"):
         return {**base, "reason": f"monitor not running (stopped at {health['stopped_at']})", "last": health}
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if not isinstance(pid, int) or not pid_alive(pid):
         return {**base, "reason": f"monitor not running (pid {pid} is not alive)", "last": health}
     age_s = None
     try:

@@ -55,7 +55,8 @@ def _deadline(wait: bool | float) -> float | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists on this machine (a PID of another user counts)."""
+    """Whether a process with this PID runs on this machine (a PID of another user counts; a zombie,
+    dead but not yet reaped by its parent, does not)."""
     if pid <= 0:
         return False
     try:
@@ -64,7 +65,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
 
 
 class WriterLock:

@@ -17,6 +17,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ingest.locks import pid_alive
+
 HEALTH_SCHEMA = "sitsmon-monitor-health/1"
 STAGES = ("read", "encoder", "detectors", "store", "sinks", "state", "commit")
 
@@ -101,9 +103,5 @@ def read_health(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     pid = int(data.get("pid", 0) or 0)
-    try:
-        os.kill(pid, 0)
-        data["running"] = pid > 0 and not data.get("stopped_at")
-    except OSError:
-        data["running"] = False
+    data["running"] = pid_alive(pid) and not data.get("stopped_at")
     return data

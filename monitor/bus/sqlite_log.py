@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from ingest.locks import pid_alive
 from monitor.bus.base import BusError, CommitError, Message, TopicPartition, decode_record
 from monitor.bus.partitioning import assign_round_robin, partition_for_bytes
 
@@ -29,19 +30,6 @@ _SCHEMA_V1 = "sitsmon-bus/1"  # records and offsets only: upgraded in place (tab
 HOST = socket.gethostname()
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
 
 
 class SqliteLog:
@@ -278,7 +266,7 @@ class SqliteLog:
             for member, host, pid, beat in db.execute(
                 "SELECT member_id, host, pid, heartbeat_s FROM members WHERE group_id = ?", (group_id,)
             )
-            if beat < stale or (host == HOST and not _pid_alive(int(pid)))
+            if beat < stale or (host == HOST and not pid_alive(int(pid)))
         ]
         for member in dead:
             logger.warning("bus group %s: member %s expired (no heartbeat or process gone)", group_id, member)
