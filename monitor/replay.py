@@ -38,7 +38,7 @@ def tiles_of(series_dir: Path) -> list[str]:
 
 
 def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None, lights: bool = True) -> dict[str, Any]:
     """Fold every slot up to ``end`` (inclusive, by day) into the tiles' states; slots before ``start`` come
     from the newest rewind point before it (or are folded again from the start of the store)."""
     t_start = int(pd.Timestamp(start, tz="UTC").timestamp())
@@ -64,7 +64,8 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
         out["alerts"] += n_alerts
         if progress is not None:
             progress(f"replay {tile_id}: {len(results)} acquisitions folded, {n_alerts} alerts")
-    monitor.update_lights(out["tiles"])
+    if lights:
+        monitor.update_lights(out["tiles"])
     out["seconds"] = round(time.perf_counter() - started, 3)
     out["namespace"] = monitor.namespace
     return out
