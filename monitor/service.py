@@ -405,6 +405,7 @@ class RunReport:
     refused: int = 0
     dead_lettered: int = 0
     tiles: set[str] = field(default_factory=set)
+    alert_ids: set[str] = field(default_factory=set)  # a rewind re-raises the same ids: counted once
 
     def to_dict(self) -> dict[str, Any]:
         return {"acquisitions": self.acquisitions, "parcels_updated": self.parcels_updated, "alerts": self.alerts,
@@ -462,7 +463,8 @@ class Service:
                 self.report.acquisitions += 1
                 self.report.rewound += report.status == "rewound"
                 self.report.parcels_updated += report.parcels_updated
-                self.report.alerts += len(report.alerts)
+                self.report.alert_ids.update(a.alert_id for a in report.alerts)
+                self.report.alerts = len(self.report.alert_ids)
                 self.report.new_alerts += report.new_alerts
             if self.on_fold is not None:
                 self.on_fold(report)
