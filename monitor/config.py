@@ -33,6 +33,12 @@ class MonitorConfig:
     webhook_url: str = ""
     webhook_secret: str = ""
     metrics_port: int | None = None  # Prometheus text on this port (None: off)
+    watch_areas: tuple[Path, ...] = ()  # GeoJSON areas monitored per pixel from the cube (monitor/watch_areas.py)
+    cubes_dir: Path | None = None  # tile cubes; None: <data_dir>/cubes
+
+    @property
+    def cubes_root(self) -> Path:
+        return self.cubes_dir or self.data_dir / "cubes"
 
     @property
     def state_root(self) -> Path:

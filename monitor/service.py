@@ -147,6 +147,7 @@ class Monitor:
         self.alert_model_version = f"{Alert.model_fields['model_version'].default}+{self.model.version}"
         self.tiles: dict[str, _Tile] = {}
         self._parcels: pd.DataFrame | None = None
+        self._areas: dict[str, list] = {}
 
     # ---- tiles ------------------------------------------------------------------------------------
     def parcels_of(self, tile_id: str) -> pd.DataFrame:
@@ -162,6 +163,23 @@ class Monitor:
         elif "tile_id" in parcels.columns and parcels["tile_id"].notna().any():
             raise BadEventError(f"unknown tile {tile_id!r}: no parcel of the parcel layer lies on it")
         return parcels.sort_values("parcel_id", kind="stable")
+
+    def areas_of(self, tile_id: str) -> list:
+        """The watch areas on this tile (monitor/watch_areas.py; none without a cube or configured areas)."""
+        if tile_id not in self._areas:
+            from monitor.watch_areas import load_watch_areas
+
+            self._areas[tile_id] = load_watch_areas(tuple(self.config.watch_areas), tile_id,
+                                                    self.config.cubes_root / f"{tile_id}.zarr")
+        return self._areas[tile_id]
+
+    def _new_state(self, tile_id: str) -> TileState:
+        """An empty state: the tile's parcels, then the pixels of its watch areas (rows like parcels)."""
+        from monitor.step import WATCH_AREA
+
+        parcels = self.parcels_of(tile_id)[["parcel_id", "land_use"]]
+        pixels = [pd.DataFrame({"parcel_id": a.pixel_ids(), "land_use": WATCH_AREA}) for a in self.areas_of(tile_id)]
+        return new_tile_state(tile_id, pd.concat([parcels, *pixels], ignore_index=True), self.model, self.detectors)
 
     def tile(self, tile_id: str) -> _Tile:
         """The tile's state, loaded (and brought up to its applied log) on first use."""
@@ -188,7 +206,7 @@ class Monitor:
             self.health.error("corrupt_state", str(e))
             state = self._base_for(store, store.applied(), allow_empty=True, tile_id=tile_id)
         if state is None:
-            state = new_tile_state(tile_id, self.parcels_of(tile_id), self.model, self.detectors)
+            state = self._new_state(tile_id)
         if state.folded:
             state.recent = store.read_expectations(
                 [k for k in state.folded if k.sensor == "S2" and k.time_s >= max(state.folded).time_s - 120 * DAY_S])
@@ -233,7 +251,7 @@ class Monitor:
         if not extends:  # a late arrival, a re-processed slot, or a crash: rewind
             base = self._base_for(tile.store, desired, allow_empty, state.tile_id)
             if base is None:
-                base = new_tile_state(state.tile_id, self.parcels_of(state.tile_id), self.model, self.detectors)
+                base = self._new_state(state.tile_id)
             else:
                 base.recent = tile.store.read_expectations(
                     [k for k in base.folded if k.sensor == "S2" and k.time_s >= max(base.folded).time_s - 120 * DAY_S])
@@ -255,11 +273,26 @@ class Monitor:
         t0 = time.perf_counter()
         raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot)
         rows = prepare_rows(raw, source=f"series {tile.state.tile_id}/{key.sensor}/{key.slot}")
+        areas = self.areas_of(tile.state.tile_id)
+        cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
+        if areas:  # the areas' pixels from the cube, beside the parcels (no regional reference: not parcels)
+            from alerts.series import normalise_observations
+            from monitor.watch_areas import area_rows
+
+            pixels = [area_rows(a, cube, key.sensor, key.slot) for a in areas]
+            pixels = [normalise_observations(p, source=f"cube {cube}", strict=False) for p in pixels if len(p)]
+            rows = pd.concat([rows, *pixels], ignore_index=True) if pixels else rows
         read_s = time.perf_counter() - t0
         result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
         result.seconds["read"] = read_s
+        if areas:
+            result.events.extend(self._area_events(tile.state, areas, cube, key))
         if result.expectations is not None:
-            tile.store.write_expectations(key, result.expectations)
+            expectations = result.expectations
+            if areas:
+                expectations = expectations[expectations["parcel_id"].isin(set(self.parcels_of(tile.state.tile_id)
+                                                                                   ["parcel_id"].astype(str)))]
+            tile.store.write_expectations(key, expectations)
         kill_point("after_step")
         t0 = time.perf_counter()
         alerts = [Alert.from_event(e, tile_id=tile.state.tile_id, model_version=self.alert_model_version,
@@ -275,6 +308,22 @@ class Monitor:
         kill_point("after_sinks")
         self._maybe_checkpoint(tile, key)
         return result
+
+    def _area_events(self, state: TileState, areas, cube: Path, key: SlotKey) -> list[Event]:
+        """Installations in the watch areas seen for the first time at this acquisition."""
+        from dataclasses import replace
+
+        from monitor.watch_areas import area_events, confirm_sites
+
+        if key.sensor != "S2":  # installations are confirmed on successive S2 views (S1 enters their dating)
+            return []
+        out = []
+        for area in areas:
+            mine = [k for k in state.area_sites if k["area_id"] == area.area_id]
+            to_raise, mine = confirm_sites(area_events(area, cube, key.time_s), mine)
+            state.area_sites = [k for k in state.area_sites if k["area_id"] != area.area_id] + mine
+            out.extend(replace(event, parcel_id=site) for event, site in to_raise)
+        return out
 
     def _send(self, alerts: Iterable[Alert]) -> None:
         from alerts.sinks import dispatch

@@ -166,6 +166,7 @@ class TileStore:
             "schema": STATE_SCHEMA, "tile_id": state.tile_id, "versions": versions, "checksum": checksum,
             "n_layers": len(enc.layers), "encoder_model_id": enc.model_id,
             "folded": [[k.time_s, k.sensor, k.slot, ids] for k, ids in sorted(state.folded.items())],
+            "area_sites": state.area_sites,
         })
         if target.exists():
             shutil.rmtree(target)
@@ -210,7 +211,8 @@ class TileStore:
             dets[det.event_type] = det.load({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
         folded = {SlotKey.of(t, s, slot): ids for t, s, slot, ids in attrs["folded"]}
         return TileState(self.tile_id, pd.Index(arrays["parcel_ids"].astype(str), name="parcel_id"),
-                         arrays["land_uses"].astype(str), encoder, dets, folded)
+                         arrays["land_uses"].astype(str), encoder, dets, folded,
+                         area_sites=list(attrs.get("area_sites", [])))
 
     def save(self, state: TileState, versions: dict[str, Any], detectors) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

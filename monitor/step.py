@@ -30,6 +30,7 @@ from monitor.inputs import SlotKey, detector_inputs, encoder_observation
 
 logger = logging.getLogger(__name__)
 
+WATCH_AREA = "watch_area"  # the land use of watch-area pixels in a tile state
 EVIDENCE_HORIZON_DAYS = 30.0  # how far after an event a view may be to carry the model's expectation
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -49,6 +50,7 @@ class TileState:
     detectors: dict[str, Any]
     folded: dict[SlotKey, str] = field(default_factory=dict)
     recent: list[pd.DataFrame] = field(default_factory=list)  # expectation rows of recent S2 views
+    area_sites: list[dict] = field(default_factory=list)  # watch-area installations already raised
 
     @property
     def n(self) -> int:
@@ -125,7 +127,9 @@ def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame,
     seconds["encoder"] = clock() - t0
 
     t0 = clock()
-    inputs = detector_inputs(rows, state.parcel_ids, expected, expected_std)
+    # the parcel detectors see parcels only: watch-area pixels (monitor/watch_areas.py) have their own detector
+    parcel_rows = rows[state.land_uses[state.parcel_ids.get_indexer(rows["parcel_id"])] != WATCH_AREA]
+    inputs = detector_inputs(parcel_rows, state.parcel_ids, expected, expected_std)
     events: list[Event] = []
     for det in detectors:
         events.extend(det.step(state.detectors[det.event_type], inputs))

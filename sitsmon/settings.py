@@ -131,6 +131,7 @@ class MonitorSettings(BaseModel):
     save_every: int = Field(10, gt=0, description="write the whole state every N acquisitions (the applied log: every one)")
     max_records: int = Field(50, gt=0, description="acquisition events per poll")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (0: any free)")
+    watch_areas: list[Path] = Field(default_factory=list, description="GeoJSON areas monitored per pixel from the cube")
 
 
 class AlertsSettings(BaseModel):
