@@ -41,6 +41,7 @@ class Health:
         self.t_last = Gauge("sitsmon_monitor_tile_last_acquisition_seconds", "newest acquisition folded in",
                             ["tile"], registry=self.registry)
         self.tiles: dict[str, dict[str, Any]] = {}
+        self._folded_keys: dict[str, set[tuple[str, int]]] = {}
         self.processed = 0
         self.last_error: str | None = None
         self.lag_by_partition: dict[str, int] = {}
@@ -59,8 +60,13 @@ class Health:
         for stage, s in seconds.items():
             self.latency.labels(stage).observe(s)
             self.stage_totals[stage] = self.stage_totals.get(stage, 0.0) + s
-        tile = self.tiles.setdefault(tile_id, {"acquisitions": 0})
-        tile["acquisitions"] += 1
+        tile = self.tiles.setdefault(tile_id, {"acquisitions": 0, "refolds": 0})
+        seen = self._folded_keys.setdefault(tile_id, set())
+        if (sensor, time_s) in seen:  # folded again after a rewind: not another acquisition
+            tile["refolds"] += 1
+        else:
+            seen.add((sensor, time_s))
+            tile["acquisitions"] += 1
         tile["parcels"] = n_parcels
         if time_s >= tile.get("t_last_s", -1):
             tile["t_last_s"] = time_s
