@@ -40,7 +40,7 @@ from monitor.errors import BadEventError, LateArrivalError, MonitorError, StateS
 from monitor.health import Health
 from monitor.inputs import SlotKey, prepare_rows, read_slot_rows
 from monitor.state_store import TileStore, namespace_for, versions_of
-from monitor.step import StepResult, TileState, new_tile_state, step_tile
+from monitor.step import StepResult, TileState, new_tile_state, recent_s2_keys, step_tile
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +207,7 @@ class Monitor:
             state = self._base_for(store, store.applied(), allow_empty=True, tile_id=tile_id)
         if state is None:
             state = self._new_state(tile_id)
-        if state.folded:
-            state.recent = store.read_expectations(
-                [k for k in state.folded if k.sensor == "S2" and k.time_s >= max(state.folded).time_s - 120 * DAY_S])
+        state.recent = store.read_expectations(recent_s2_keys(state.folded))
         tile = _Tile(state, store, lock)
         points = store.checkpoints()
         tile.last_checkpoint_s = points[-1].key.time_s if points else None
@@ -253,8 +251,7 @@ class Monitor:
             if base is None:
                 base = self._new_state(state.tile_id)
             else:
-                base.recent = tile.store.read_expectations(
-                    [k for k in base.folded if k.sensor == "S2" and k.time_s >= max(base.folded).time_s - 120 * DAY_S])
+                base.recent = tile.store.read_expectations(recent_s2_keys(base.folded))
             for point in tile.store.checkpoints():  # rewind points after the base no longer match the history
                 if base.last_key is None or point.key > base.last_key:
                     import shutil

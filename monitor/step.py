@@ -143,13 +143,24 @@ def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame,
     return StepResult(key, events, len(rows), unknown, expectations, seconds)
 
 
+RECENT_DAYS = 4 * EVIDENCE_HORIZON_DAYS  # how far back the expectations of recent views are kept
+
+
+def recent_s2_keys(folded) -> list[SlotKey]:
+    """The folded S2 acquisitions whose expectations ``TileState.recent`` holds (reloaded with a state)."""
+    if not folded:
+        return []
+    newest = max(folded).time_s
+    return [k for k in folded if k.sensor == "S2" and k.time_s >= newest - RECENT_DAYS * 86400]
+
+
 def _remember(state: TileState, expectations: pd.DataFrame) -> None:
-    """Keep the clear views of the last ``EVIDENCE_HORIZON_DAYS`` + a margin (events look back that far)."""
+    """Keep the clear views of the last ``RECENT_DAYS`` (events look back ``EVIDENCE_HORIZON_DAYS``)."""
     clear = expectations[(expectations["clear"] >= 0.5) & expectations[EXPECTED].notna()]
     if not clear.empty:
         state.recent.append(clear)
     newest = float(expectations["days"].max())
-    state.recent = [f for f in state.recent if float(f["days"].max()) >= newest - 4 * EVIDENCE_HORIZON_DAYS]
+    state.recent = [f for f in state.recent if float(f["days"].max()) >= newest - RECENT_DAYS]
 
 
 def _with_model_evidence(event: Event, recent: list[pd.DataFrame], model_version: str) -> Event:
