@@ -60,6 +60,11 @@ class Archive:
             for t in self.manifest["tiles"]
         ]
 
+    @property
+    def collection_ids(self) -> tuple[str, ...]:
+        """The archive's collections: the manifest's ``collections`` (a republished dialect), else the two defaults."""
+        return tuple(self.manifest.get("collections") or COLLECTIONS)
+
     def collection_path(self, collection_id: str) -> Path:
         return self.root / "collections" / f"{collection_id}.json"
 
@@ -77,7 +82,7 @@ class Archive:
     def collections(self) -> list[dict[str, Any]]:
         """The STAC Collections, without links (a server adds its own)."""
         out = []
-        for cid in COLLECTIONS:
+        for cid in self.collection_ids:
             collection = _read_json(self.collection_path(cid))
             collection["links"] = [link for link in collection.get("links", []) if link.get("rel") == "license"]
             out.append(collection)
@@ -104,7 +109,7 @@ class Archive:
 
     def items(self, href_base: str | None = None) -> list[dict[str, Any]]:
         """Items of every collection (see :meth:`iter_items`)."""
-        return [item for cid in COLLECTIONS for item in self.iter_items(cid, href_base)]
+        return [item for cid in self.collection_ids for item in self.iter_items(cid, href_base)]
 
 
 def open_archive(path: str | Path) -> Archive:
@@ -124,7 +129,7 @@ def open_archive(path: str | Path) -> Archive:
         )
     if not isinstance(manifest.get("tiles"), list) or not manifest["tiles"]:
         raise ArchiveError(f"{manifest_path}: no tiles listed")
-    for cid in COLLECTIONS:
+    for cid in manifest.get("collections") or COLLECTIONS:
         for needed in (root / "collections" / f"{cid}.json", root / "items" / f"{cid}.ndjson"):
             if not needed.is_file():
                 raise ArchiveError(f"archive incomplete: missing {needed.relative_to(root)}")

@@ -9,8 +9,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from ingest.assets import Dialect, baseline_key, resolve_assets, s1_calibration, s2_bands_and_scl
 from ingest.errors import ItemError
-from ingest.types import S1_ASSETS, S2_BANDS, SCL_ASSET, ItemInfo, Sensor, sensor_of_collection
+from ingest.types import S1_ASSETS, ItemInfo, Sensor, sensor_of_collection
+
+__all__ = ["parse_time", "tile_of_item", "epsg_of_item", "required_assets", "parse_item", "baseline_key"]
 
 
 def parse_time(value: Any, what: str = "datetime") -> int:
@@ -55,11 +58,16 @@ def epsg_of_item(item: dict[str, Any]) -> int | None:
 
 
 def required_assets(sensor: Sensor) -> tuple[str, ...]:
-    return (*S2_BANDS, SCL_ASSET) if sensor is Sensor.S2 else S1_ASSETS
+    """The canonical bands ingest needs of a sensor (found in each item by ``ingest.assets.resolve_assets``)."""
+    return s2_bands_and_scl() if sensor is Sensor.S2 else S1_ASSETS
 
 
-def parse_item(item: Any) -> ItemInfo:
-    """Check a raw STAC item and extract what ingest needs; :class:`ItemError` says what is wrong."""
+def parse_item(item: Any, dialect: Dialect | str | None = None) -> ItemInfo:
+    """Check a raw STAC item and extract what ingest needs; :class:`ItemError` says what is wrong.
+
+    ``dialect`` is the publishing catalogue's (``ingest.assets``; default the synthetic archive's):
+    every band must resolve, and an S1 item must come from a calibrated collection.
+    """
     if not isinstance(item, dict):
         raise ItemError(f"item is not a JSON object: {type(item).__name__}")
     item_id = item.get("id")
@@ -82,12 +90,12 @@ def parse_item(item: Any) -> ItemInfo:
     tile_id = tile_of_item(item)
     if not tile_id:
         raise ItemError(f"item {item_id}: no MGRS tile (grid:code, s2:mgrs_tile or mgrs:*)")
-    assets = item.get("assets")
-    if not isinstance(assets, dict):
-        raise ItemError(f"item {item_id}: no assets object")
-    missing = [a for a in required_assets(sensor) if not isinstance(assets.get(a), dict) or not assets[a].get("href")]
-    if missing:
-        raise ItemError(f"item {item_id}: missing asset(s) {', '.join(missing)}")
+    resolve_assets(item, sensor, dialect)
+    if sensor is Sensor.S1:
+        try:
+            s1_calibration(collection, dialect)
+        except ItemError as e:
+            raise ItemError(f"item {item_id}: {e}") from None
     bbox = item.get("bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
         raise ItemError(f"item {item_id}: bbox must be 4 numbers, got {bbox!r}")
@@ -111,11 +119,3 @@ def parse_item(item: Any) -> ItemInfo:
         )
     except ValueError as e:
         raise ItemError(f"item {item_id}: {e}") from e
-
-
-def baseline_key(baseline: str) -> tuple[int, ...]:
-    """Orderable processing baseline: "05.10" -> (5, 10); unknown -> ()."""
-    try:
-        return tuple(int(p) for p in baseline.split("."))
-    except ValueError:
-        return ()

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ingest.assets import Dialect, ResolvedAsset, raster_band, resolve_assets
+from ingest.assets import scale_offset as scale_offset_of
 from ingest.errors import AssetError, ItemError
 from ingest.grid import grid_bbox_4326
-from ingest.items import baseline_key, required_assets
 from ingest.types import (
     REFLECTANCE_SCALE,
     S2_BANDS,
@@ -63,22 +64,17 @@ def resolve_hrefs(item: dict[str, Any], asset_root: str | Path | None) -> dict[s
 
 
 def _scale_offset(info: ItemInfo, asset: dict[str, Any]) -> tuple[float, float]:
-    bands = asset.get("raster:bands")
-    if isinstance(bands, list) and bands and isinstance(bands[0], dict):
-        scale = bands[0].get("scale")
-        offset = bands[0].get("offset")
-        if isinstance(scale, int | float):
-            return float(scale), float(offset) if isinstance(offset, int | float) else 0.0
-    # No raster:bands: the L2A convention per processing baseline.
-    offset = -0.1 if baseline_key(info.baseline) >= (4, 0) else 0.0
-    return REFLECTANCE_SCALE, offset
+    """Scale and offset of one S2 reflectance asset (``ingest.assets`` has the rules)."""
+    item = {"id": info.item_id, "properties": {"s2:processing_baseline": info.baseline}}
+    return scale_offset_of(item, S2_BANDS[0], raster_band(asset))
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid) -> None:
+def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid,
+               resolved: dict[str, ResolvedAsset] | None = None) -> None:
     """Metadata checks against the tile grid: CRS and footprint. :class:`ItemError` on mismatch."""
     if info.tile_id != grid.tile_id:
         raise ItemError(f"item {info.item_id}: tile {info.tile_id} is not tile {grid.tile_id}")
@@ -86,8 +82,9 @@ def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid) -> None:
         raise ItemError(f"item {info.item_id}: CRS EPSG:{info.epsg} differs from tile {grid.tile_id} grid EPSG:{grid.epsg}")
     if not _intersects(info.bbox, grid_bbox_4326(grid)):
         raise ItemError(f"item {info.item_id}: footprint {list(info.bbox)} lies outside tile {grid.tile_id}")
-    for name in required_assets(info.sensor):
-        asset = item["assets"][name]
+    resolved = resolved if resolved is not None else resolve_assets(item, info.sensor)
+    for name, found in resolved.items():
+        asset = item["assets"][found.key]
         transform, shape = asset.get("proj:transform"), asset.get("proj:shape")
         if transform and shape:
             a, _, c, _, e, f = (float(v) for v in transform[:6])
@@ -97,36 +94,53 @@ def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid) -> None:
                 raise ItemError(f"item {info.item_id}: asset {name} bounds {bounds} lie outside tile {grid.tile_id}")
 
 
-GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+                "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2,.JP2",
                 "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
 
 
-def _open_asset(info: ItemInfo, name: str, href: str, grid: TileGrid) -> None:
+def _open_asset(info: ItemInfo, found: ResolvedAsset, grid: TileGrid) -> None:
     import rasterio
 
+    name, href = found.key, found.href
     try:
         with rasterio.Env(**GDAL_OPTIONS), rasterio.open(href) as ds:
             epsg = ds.crs.to_epsg() if ds.crs else None
             count = ds.count
+            dtype, nodata = ds.dtypes[0], ds.nodata
     except Exception as e:  # noqa: BLE001 - rasterio raises RasterioIOError and friends
         raise AssetError(f"item {info.item_id}: asset {name} unreadable ({href}): {' '.join(str(e).split())[:200]}") from e
     if epsg != grid.epsg:
         raise ItemError(f"item {info.item_id}: asset {name} is in EPSG:{epsg}, tile {grid.tile_id} grid is EPSG:{grid.epsg}")
     if count != 1:
         raise AssetError(f"item {info.item_id}: asset {name} has {count} bands, expected 1")
+    # raster:bands is what scale and offset were read from: a file that contradicts it is not trusted.
+    if found.data_type is not None and found.data_type != dtype:
+        raise ItemError(f"item {info.item_id}: asset {name} raster:bands says data_type {found.data_type}, "
+                        f"the file holds {dtype}")
+    if found.nodata is not None and nodata is not None and not (
+            found.nodata == nodata or (np.isnan(found.nodata) and np.isnan(nodata))):
+        raise ItemError(f"item {info.item_id}: asset {name} raster:bands says nodata {found.nodata}, "
+                        f"the file says {nodata}")
 
 
 def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple[int, int],
-              asset_root: str | Path | None = None, open_assets: bool = True) -> LoadedItem:
-    """Check the item and set up its lazy array on the tile grid (nothing is read but asset headers)."""
+              asset_root: str | Path | None = None, open_assets: bool = True,
+              dialect: Dialect | str | None = None) -> LoadedItem:
+    """Check the item and set up its lazy array on the tile grid (nothing is read but asset headers).
+
+    The bands are found by meaning in ``dialect`` (``ingest.assets``); the array's assets are the
+    canonical names (B02..B12, SCL; vv, vh) whatever the catalogue calls them.
+    """
     import stackstac
 
     item = resolve_hrefs(item, asset_root)
-    check_item(info, item, grid)
-    names = list(required_assets(info.sensor))
+    resolved = resolve_assets(item, info.sensor, dialect)
+    check_item(info, item, grid, resolved)
+    names = list(resolved)
     if open_assets:  # headers in parallel (GDAL releases the GIL); errors name the asset
         with ThreadPoolExecutor(min(8, len(names))) as pool:
-            for f in [pool.submit(_open_asset, info, n, item["assets"][n]["href"], grid) for n in names]:
+            for f in [pool.submit(_open_asset, info, resolved[n], grid) for n in names]:
                 f.result()
     s2 = info.sensor is Sensor.S2
     # stackstac reads proj:epsg; give it a minimal item so pystac-style rewrites cannot interfere.
@@ -135,7 +149,7 @@ def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple
         "bbox": list(info.bbox), "geometry": item.get("geometry"), "links": [],
         "properties": {"datetime": item["properties"].get("datetime") or item["properties"].get("start_datetime"),
                        "proj:epsg": grid.epsg},
-        "assets": {n: {"href": item["assets"][n]["href"], "type": item["assets"][n].get("type", "image/tiff")}
+        "assets": {n: {"href": resolved[n].href, "type": item["assets"][resolved[n].key].get("type", "image/tiff")}
                    for n in names},
     }
     try:
@@ -149,13 +163,9 @@ def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple
         raise ItemError(f"item {info.item_id}: cannot place on tile {grid.tile_id} grid: {e}") from e
     if tuple(array.shape[-2:]) != grid.shape:
         raise ItemError(f"item {info.item_id}: loaded shape {array.shape[-2:]} is not the tile grid {grid.shape}")
-    scale, offset = [], []
-    if s2:
-        for band in S2_BANDS:
-            sc, off = _scale_offset(info, item["assets"][band])
-            scale.append(sc)
-            offset.append(off)
-    return LoadedItem(info, item, array, tuple(scale), tuple(offset))
+    scale = tuple(resolved[b].scale for b in S2_BANDS) if s2 else ()
+    offset = tuple(resolved[b].offset for b in S2_BANDS) if s2 else ()
+    return LoadedItem(info, item, array, scale, offset)
 
 
 def read_block(loaded: LoadedItem, window: tuple[int, int, int, int]) -> np.ndarray:

@@ -59,8 +59,9 @@ class TileIngestor:
 
     def __init__(self, grid: TileGrid, cubes_root: str | Path, series_root: str | Path, ledger: Ledger,
                  parcels: ParcelRaster | None = None, publisher: AcquisitionPublisher | None = None,
-                 asset_root: str | Path | None = None, chunk: int = 1024):
+                 asset_root: str | Path | None = None, chunk: int = 1024, dialects: dict[str, Any] | None = None):
         self.grid = grid
+        self.dialects = dict(dialects or {})  # source name -> ingest.assets.Dialect (default: synthetic)
         self.cube = CubeWriter(cube_path(cubes_root, grid.tile_id), grid, chunk=chunk)
         self.series_root = Path(series_root)
         self.ledger = ledger
@@ -99,12 +100,13 @@ class TileIngestor:
         candidates = {c.info.item_id: c for c in new}
         for e in self.ledger.entries(tile_id=self.grid.tile_id, sensor=sensor.value, slot_key=slot):
             if e.status in (ItemStatus.INGESTED, ItemStatus.PENDING) and e.item_id not in candidates:
-                candidates[e.item_id] = Candidate(parse_item(e.item), e.item, e.source)
+                candidates[e.item_id] = Candidate(parse_item(e.item, self.dialects.get(e.source)), e.item, e.source)
         # Metadata and asset headers first: bad items out before anything is written.
         loaded: dict[str, LoadedItem] = {}
         for item_id, c in sorted(candidates.items()):
             try:
-                loaded[item_id] = load_item(c.info, c.item, self.grid, self.cube.chunk, self.asset_root)
+                loaded[item_id] = load_item(c.info, c.item, self.grid, self.cube.chunk, self.asset_root,
+                                            dialect=self.dialects.get(c.source))
             except (ItemError, AssetError) as e:
                 self._quarantine(c, str(e), result)
         while True:

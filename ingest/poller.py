@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.assets import Dialect, check_collections, dialect_named
 from ingest.cube import cube_path, remove_orphan_creations
 from ingest.errors import ConfigError, IngestError, ItemError, SourceError
 from ingest.events import AcquisitionPublisher
@@ -103,6 +104,11 @@ class Poller:
         if not sources:
             raise ConfigError("no catalogue source configured")
         self.sources = list(sources)
+        # Each source's dialect (how its items name bands, which S1 collections are calibrated); refused
+        # here, before anything is searched, when a watched S1 collection is not backscatter.
+        self.dialects: dict[str, Dialect] = {s.name: dialect_named(getattr(s, "dialect", None)) for s in self.sources}
+        for source in self.sources:
+            check_collections(self.dialects[source.name], watch.collections, f"source {source.name}")
         self.ledger = ledger
         self.cubes_root = Path(cubes_root)
         self.series_root = Path(series_root)
@@ -131,7 +137,7 @@ class Poller:
                 raster = rasterize_parcels(self.parcels, grid)
             self._ingestors[grid.tile_id] = TileIngestor(
                 grid, self.cubes_root, self.series_root, self.ledger, raster, self.publisher, self.asset_root,
-                self.chunk,
+                self.chunk, self.dialects,
             )
         return self._ingestors[grid.tile_id]
 
@@ -169,7 +175,7 @@ class Poller:
         for raw in source.search(collection, bbox, start_s, end_s, intersects):
             report.seen += 1
             try:
-                info = parse_item(raw)
+                info = parse_item(raw, self.dialects.get(source.name))
             except ItemError as e:
                 item_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw.get("id") \
                     else "malformed-" + hashlib.sha1(repr(raw).encode()).hexdigest()[:16]
@@ -258,7 +264,7 @@ class Poller:
         cands = []
         for e in pending:
             try:
-                cands.append(Candidate(parse_item(e.item), e.item, e.source))
+                cands.append(Candidate(parse_item(e.item, self.dialects.get(e.source)), e.item, e.source))
             except ItemError as err:
                 self.ledger.set_status(e.collection, [e.item_id], ItemStatus.QUARANTINED, str(err))
         if cands:

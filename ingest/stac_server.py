@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest.archive import COLLECTIONS, Archive, ArchiveError, open_archive
+from ingest.archive import Archive, ArchiveError, open_archive
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def write_catalog_files(archive: Archive, out_dir: Path, href_base: str | None) 
         path = out_dir / f"{collection['id']}.collection.json"
         path.write_text(json.dumps(collection), encoding="utf-8")
         paths.append(path)
-    for cid in COLLECTIONS:
+    for cid in archive.collection_ids:
         path = out_dir / f"{cid}.items.ndjson"
         with path.open("w", encoding="utf-8") as f:
             for item in archive.iter_items(cid, href_base):

@@ -12,6 +12,7 @@ from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
+from ingest.assets import Dialect, dialect_named
 from ingest.errors import IngestError, SourceError
 from ingest.http import RateLimiter, RetryPolicy, call_with_retries, send
 
@@ -51,9 +52,10 @@ class StacApiSource:
     """Searches one STAC API (item-search conformance) by collection, bbox/intersects and datetime."""
 
     def __init__(self, url: str, policy: RetryPolicy = RetryPolicy(), requests_per_second: float = 5.0,
-                 name: str | None = None, page_size: int = 100):
+                 name: str | None = None, page_size: int = 100, dialect: Dialect | str | None = None):
         if not url.startswith(("http://", "https://")):
             raise IngestError(f"STAC API URL must be http(s)://, got {url!r}")
+        self.dialect = dialect_named(dialect)  # how its items name their bands (ingest.assets)
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.policy = policy

@@ -21,6 +21,7 @@ import pandas as pd
 from ingest.synth.clouds import draw_clouds, periodic_noise
 from ingest.synth.cog import write_cog
 from ingest.synth.config import ArchiveExistsError, SynthConfig, SynthError
+from ingest.synth.dialects import DIALECTS, republish
 from ingest.synth.grid import cloud_cover, rng_for, sun_angles
 from ingest.synth.observations import (
     CLEAR_SHARE,
@@ -90,7 +91,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 def generate_archive(
-    out_dir: Path, config: SynthConfig, progress: bool = False, overwrite: bool = False
+    out_dir: Path, config: SynthConfig, progress: bool = False, overwrite: bool = False, dialect: str = "synthetic"
 ) -> dict:
     """Write the archive described in docs/archive-format.md under ``out_dir`` and return its manifest.
 
@@ -99,9 +100,14 @@ def generate_archive(
     unless ``overwrite``.
     """
     out_dir = Path(out_dir)
+    if dialect not in DIALECTS:
+        raise SynthError(f"unknown dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")
     staging = _prepare_out(out_dir, overwrite)
     try:
         manifest = _generate(staging, config, progress)
+        if dialect != "synthetic":
+            republish(staging, dialect)
+            manifest = json.loads((staging / "archive.json").read_text())
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--workers", type=int, default=2, help="threads writing COGs (default 2)")
+    parser.add_argument(
+        "--dialect", choices=("synthetic", "earth-search", "planetary-computer", "cdse"), default="synthetic",
+        help="publish the items as that catalogue does: asset keys, extensions, hrefs, S1 collection "
+             "(docs/catalogues.md; default synthetic, docs/archive-format.md)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -68,12 +73,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     out = args.out if args.out is not None else settings.paths.under("archive")
     t0 = time.perf_counter()
     manifest = generate_archive(
-        out, config, progress=sys.stderr.isatty() or args.verbose > 0, overwrite=args.overwrite
+        out, config, progress=sys.stderr.isatty() or args.verbose > 0, overwrite=args.overwrite,
+        dialect=args.dialect,
     )
     counts = manifest["counts"]
+    s1_collection = (manifest.get("collections") or ["", "sentinel-1-grd"])[1]
     print(
         f"synth: wrote {len(manifest['tiles'])} tile(s), {counts['parcels']} parcels, "
-        f"{counts['sentinel-2-l2a']} S2 + {counts['sentinel-1-grd']} S1 items, {counts['events']} truth events, "
-        f"{counts['solar_sites']} solar sites to {out} in {time.perf_counter() - t0:.1f} s"
+        f"{counts['sentinel-2-l2a']} S2 + {counts[s1_collection]} S1 ({s1_collection}) items, "
+        f"{counts['events']} truth events, {counts['solar_sites']} solar sites to {out} "
+        f"({args.dialect} dialect) in {time.perf_counter() - t0:.1f} s"
     )
     return 0
