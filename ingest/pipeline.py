@@ -59,9 +59,11 @@ class TileIngestor:
 
     def __init__(self, grid: TileGrid, cubes_root: str | Path, series_root: str | Path, ledger: Ledger,
                  parcels: ParcelRaster | None = None, publisher: AcquisitionPublisher | None = None,
-                 asset_root: str | Path | None = None, chunk: int = 1024, dialects: dict[str, Any] | None = None):
+                 asset_root: str | Path | None = None, chunk: int = 1024, dialects: dict[str, Any] | None = None,
+                 signers: dict[str, Any] | None = None):
         self.grid = grid
         self.dialects = dict(dialects or {})  # source name -> ingest.assets.Dialect (default: synthetic)
+        self.signers = dict(signers or {})  # source name -> item signer (hrefs with tokens), or None
         self.cube = CubeWriter(cube_path(cubes_root, grid.tile_id), grid, chunk=chunk)
         self.series_root = Path(series_root)
         self.ledger = ledger
@@ -105,8 +107,9 @@ class TileIngestor:
         loaded: dict[str, LoadedItem] = {}
         for item_id, c in sorted(candidates.items()):
             try:
-                loaded[item_id] = load_item(c.info, c.item, self.grid, self.cube.chunk, self.asset_root,
-                                            dialect=self.dialects.get(c.source))
+                sign = self.signers.get(c.source)
+                loaded[item_id] = load_item(c.info, sign(c.item) if sign else c.item, self.grid, self.cube.chunk,
+                                            self.asset_root, dialect=self.dialects.get(c.source))
             except (ItemError, AssetError) as e:
                 self._quarantine(c, str(e), result)
         while True:

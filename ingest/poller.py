@@ -107,12 +107,13 @@ class Poller:
         # Each source's dialect (how its items name bands, which S1 collections are calibrated); refused
         # here, before anything is searched, when a watched S1 collection is not backscatter.
         self.dialects: dict[str, Dialect] = {s.name: dialect_named(getattr(s, "dialect", None)) for s in self.sources}
-        for source in self.sources:
-            check_collections(self.dialects[source.name], watch.collections, f"source {source.name}")
         self.ledger = ledger
         self.cubes_root = Path(cubes_root)
         self.series_root = Path(series_root)
         self.watch = watch
+        self.signers = {s.name: getattr(s, "sign_item", None) for s in self.sources}
+        for source in self.sources:
+            check_collections(self.dialects[source.name], self._collections(source), f"source {source.name}")
         self.grids = dict(grids or {})
         self.parcels = parcels  # GeoDataFrame from ingest.parcels.read_parcels, or None
         self.publisher = publisher
@@ -137,7 +138,7 @@ class Poller:
                 raster = rasterize_parcels(self.parcels, grid)
             self._ingestors[grid.tile_id] = TileIngestor(
                 grid, self.cubes_root, self.series_root, self.ledger, raster, self.publisher, self.asset_root,
-                self.chunk, self.dialects,
+                self.chunk, self.dialects, self.signers,
             )
         return self._ingestors[grid.tile_id]
 
@@ -148,6 +149,10 @@ class Poller:
         return self.grids[tile_id]
 
     # ------------------------------------------------------------------ search
+    def _collections(self, source: Source) -> tuple[str, ...]:
+        """The source's own collections (``[[ingest.sources]] collections``), else the watched ones."""
+        return tuple(getattr(source, "collections", ()) or ()) or self.watch.collections
+
     def _areas(self) -> list[tuple[str, tuple[float, float, float, float] | None, dict | None]]:
         """(watermark key, bbox, intersects) per watched area."""
         areas: list[tuple[str, tuple | None, dict | None]] = []
@@ -278,7 +283,7 @@ class Poller:
         self.resume_pending(report)
         now = int(self.clock())
         for source in self.sources:
-            for collection in self.watch.collections:
+            for collection in self._collections(source):
                 for area_key, bbox, intersects in self._areas():
                     mark = self.ledger.watermark(source.name, collection, area_key)
                     if mark is None:
@@ -319,7 +324,7 @@ class Poller:
         self.resume_pending(report)
         cands: list[Candidate] = []
         for source in self.sources:
-            for collection in self.watch.collections:
+            for collection in self._collections(source):
                 for area_key, bbox, intersects in self._areas():
                     try:
                         cands += self._collect(source, collection, start_s, end_s, area_key, bbox, intersects, report)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,10 +52,15 @@ class StacApiSource:
     """Searches one STAC API (item-search conformance) by collection, bbox/intersects and datetime."""
 
     def __init__(self, url: str, policy: RetryPolicy = RetryPolicy(), requests_per_second: float = 5.0,
-                 name: str | None = None, page_size: int = 100, dialect: Dialect | str | None = None):
+                 name: str | None = None, page_size: int = 100, dialect: Dialect | str | None = None,
+                 sign_item: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 collections: tuple[str, ...] = (), headers: dict[str, str] | None = None):
         if not url.startswith(("http://", "https://")):
             raise IngestError(f"STAC API URL must be http(s)://, got {url!r}")
         self.dialect = dialect_named(dialect)  # how its items name their bands (ingest.assets)
+        self.sign_item = sign_item  # applied to an item right before its assets are read (e.g. SAS tokens)
+        self.collections = tuple(collections)  # what to watch here; empty: the poller's collections
+        self.headers = dict(headers or {})  # credentials from the environment (never logged)
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.policy = policy
@@ -65,7 +70,7 @@ class StacApiSource:
 
     def _open(self) -> Client:
         if self._client is None:
-            io = _RetryingStacApiIO(self.policy, self.limiter)
+            io = _RetryingStacApiIO(self.policy, self.limiter, headers=self.headers or None)
             try:
                 self._client = Client.open(self.url, stac_io=io)
             except (APIError, ValueError, KeyError) as e:
