@@ -99,6 +99,19 @@ GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
                 "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
 
 
+def contradiction(found: ResolvedAsset, dtype: str, nodata: float | None) -> str | None:
+    """What the file contradicts in the asset's raster:bands (data type, nodata), else None.
+
+    raster:bands is what scale and offset were read from: a file that contradicts it is not trusted.
+    """
+    if found.data_type is not None and found.data_type != dtype:
+        return f"asset {found.key} raster:bands says data_type {found.data_type}, the file holds {dtype}"
+    if found.nodata is not None and nodata is not None and not (
+            found.nodata == nodata or (np.isnan(found.nodata) and np.isnan(nodata))):
+        return f"asset {found.key} raster:bands says nodata {found.nodata}, the file says {nodata}"
+    return None
+
+
 def _open_asset(info: ItemInfo, found: ResolvedAsset, grid: TileGrid) -> None:
     import rasterio
 
@@ -114,14 +127,9 @@ def _open_asset(info: ItemInfo, found: ResolvedAsset, grid: TileGrid) -> None:
         raise ItemError(f"item {info.item_id}: asset {name} is in EPSG:{epsg}, tile {grid.tile_id} grid is EPSG:{grid.epsg}")
     if count != 1:
         raise AssetError(f"item {info.item_id}: asset {name} has {count} bands, expected 1")
-    # raster:bands is what scale and offset were read from: a file that contradicts it is not trusted.
-    if found.data_type is not None and found.data_type != dtype:
-        raise ItemError(f"item {info.item_id}: asset {name} raster:bands says data_type {found.data_type}, "
-                        f"the file holds {dtype}")
-    if found.nodata is not None and nodata is not None and not (
-            found.nodata == nodata or (np.isnan(found.nodata) and np.isnan(nodata))):
-        raise ItemError(f"item {info.item_id}: asset {name} raster:bands says nodata {found.nodata}, "
-                        f"the file says {nodata}")
+    wrong = contradiction(found, dtype, nodata)
+    if wrong:
+        raise ItemError(f"item {info.item_id}: {wrong}")
 
 
 def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple[int, int],

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,6 +79,21 @@ class StacSettings(BaseModel):
     urls: list[str] = Field(default_factory=list, description="STAC API URLs to poll")
 
 
+class IngestSourceSettings(BaseModel):
+    """One ``[[ingest.sources]]`` entry: a STAC API in its catalogue dialect (docs/catalogues.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="STAC API root URL")
+    dialect: Literal["synthetic", "earth-search", "planetary-computer", "cdse"] = "synthetic"
+    name: str = Field("", description="ledger and watermark name; empty: the URL")
+    collections: list[str] = Field(default_factory=list, description="collections here; empty: [ingest] collections")
+    calibration: dict[str, Literal["gamma0", "sigma0"]] = Field(
+        default_factory=dict, description="S1 collections calibrated upstream (lifts the uncalibrated-GRD refusal)")
+    token_env: str = Field("", description="environment variable holding the credential (planetary-computer: "
+                                           "subscription key for the SAS endpoint; else an HTTP bearer token)")
+    sas_url: str = Field("", description="planetary-computer SAS token endpoint; empty: the public one")
+
+
 class IngestSettings(BaseModel):
     tiles: list[str] = Field(default_factory=list, description="MGRS tile ids to watch (empty: all)")
     collections: list[str] = Field(default_factory=lambda: ["sentinel-2-l2a", "sentinel-1-grd"])
@@ -98,6 +113,8 @@ class IngestSettings(BaseModel):
     sentinelhub: bool = Field(False, description="also search the Sentinel Hub catalogue")
     sentinelhub_url: str = "https://services.sentinel-hub.com"
     sentinelhub_asset_template: str = Field("", description="href template of Sentinel Hub band COGs")
+    sources: list[IngestSourceSettings] = Field(
+        default_factory=list, description="[[ingest.sources]]: STAC APIs with their dialects (besides [stac] urls)")
 
 
 class BusSettings(BaseModel):
@@ -243,6 +260,11 @@ def check_keys(data: Mapping[str, Any], where: str, model: type[BaseModel] = Non
         sub = _model_of(field.annotation)
         if sub is not None and isinstance(value, Mapping):
             check_keys(value, where, sub, (*prefix, key))
+        elif sub is not None and typing.get_origin(field.annotation) is list and isinstance(value, list):
+            for entry in value:  # an array of tables ([[ingest.sources]])
+                if not isinstance(entry, Mapping):
+                    raise SettingsError(f"setting {dotted} in {where} must be an array of tables ([[{dotted}]])")
+                check_keys(entry, where, sub, (*prefix, key))
         elif sub is not None:
             raise SettingsError(f"setting {dotted} in {where} must be a table ([{dotted}]), got {value!r}"[:300])
 

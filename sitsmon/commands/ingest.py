@@ -107,6 +107,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="where the acquisition events go (default: [bus] backend)")
     _wait_option(imp)
     imp.set_defaults(handler=run)
+    chk = actions.add_parser(
+        "check", help="search one day of each configured source and resolve every asset of one item",
+        description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
+                    "S1 collection, search one UTC day per collection, and for the first item found resolve every "
+                    "band in the source's dialect and open each asset's header. Prints what it found or exactly "
+                    "what is missing; exit status 1 when anything is missing. Writes nothing.")
+    chk.add_argument("--stac-url", action="append", default=None, metavar="URL",
+                     help="check this STAC API instead of the configured sources (repeatable)")
+    chk.add_argument("--dialect", default="synthetic",
+                     choices=("synthetic", "earth-search", "planetary-computer", "cdse"),
+                     help="dialect of --stac-url (default synthetic)")
+    chk.add_argument("--source", action="append", default=None, metavar="NAME",
+                     help="only the configured source(s) of this name or URL")
+    chk.add_argument("--day", default=None, help="UTC day to search, YYYY-MM-DD (default: yesterday)")
+    chk.add_argument("--collections", nargs="+", default=None, help="collections (default: [ingest] collections)")
+    chk.set_defaults(handler=run)
     st = actions.add_parser("status", help="items per status, quarantined items with reasons, watermarks",
                             description="Read the ledger: what was ingested, quarantined (and why), superseded.")
     st.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
@@ -135,13 +151,50 @@ def _time(value: str, end: bool = False) -> int:
     return parse_time(value, "--end" if end else "--start")
 
 
+def _configured_sources(settings: Settings, max_retries: int | None = None, rps: float | None = None) -> list[Any]:
+    """The [[ingest.sources]] entries as sources (credentials from the environment variables they name)."""
+    from ingest.http import RetryPolicy
+    from ingest.sources.configured import configured_source
+
+    s = settings.ingest
+    policy = RetryPolicy(max_retries=max_retries if max_retries is not None else s.max_retries)
+    return [configured_source(e.url, e.dialect, name=e.name, collections=tuple(e.collections),
+                              calibration=e.calibration, token_env=e.token_env, sas_url=e.sas_url, policy=policy,
+                              requests_per_second=rps or s.requests_per_second)
+            for e in s.sources]
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from ingest.check import check_source
+    from ingest.sources import StacApiSource
+
+    if args.stac_url:
+        sources = [StacApiSource(u, dialect=args.dialect) for u in args.stac_url]
+    else:
+        sources = _configured_sources(settings) + [StacApiSource(u) for u in settings.stac.urls]
+        if args.source:
+            sources = [x for x in sources if x.name in args.source or getattr(x, "url", None) in args.source]
+    if not sources:
+        raise ValueError("nothing to check: give --stac-url, or configure [[ingest.sources]] or [stac] urls"
+                         + (f" named {', '.join(args.source)}" if args.source else ""))
+    day = args.day or (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    ok = True
+    for source in sources:
+        report = check_source(source, tuple(args.collections or settings.ingest.collections), _time(day))
+        print("\n".join(report.lines), flush=True)
+        ok &= report.ok
+    return 0 if ok else 1
+
+
 def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     import ingest
     from ingest.http import RetryPolicy
 
     s = settings.ingest
     urls = args.stac_url if args.stac_url is not None else list(settings.stac.urls)
-    extra = []
+    extra = [] if args.stac_url is not None else _configured_sources(settings, args.max_retries, args.rps)
     if args.sentinelhub or s.sentinelhub:
         from ingest.sources.sentinelhub import SentinelHubSource
 
@@ -150,7 +203,8 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
             policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
             requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None))
     if not urls and not extra:
-        raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls")
+        raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls "
+                         "or [[ingest.sources]]")
     aois = []
     for path in args.aoi or s.aois:
         data = json.loads(Path(path).read_text())
@@ -276,6 +330,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Writers (poll, backfill, import) hold the data dir's ingest lock for their whole run."""
     if args.ingest_action == "status":
         return _status(args, settings)
+    if args.ingest_action == "check":
+        return _check(args, settings)
     from ingest.locks import writer_locks
 
     ledger = getattr(args, "ledger", None) or settings.ingest.ledger_url or None
