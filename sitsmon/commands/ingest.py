@@ -107,6 +107,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="where the acquisition events go (default: [bus] backend)")
     _wait_option(imp)
     imp.set_defaults(handler=run)
+    stat = actions.add_parser(
+        "statistics", help="parcel statistics from the Sentinel Hub Statistical API into the parcel-series store",
+        description="One Statistical API request per parcel (daily S2 L2A band means over clear pixels, SCL 4-7), "
+                    "written as one slot per UTC day with the schema of the cube-based zonal statistics. "
+                    "Credentials from SH_CLIENT_ID / SH_CLIENT_SECRET; 429 waited out, 5xx retried.")
+    stat.add_argument("--parcels", required=True, metavar="LAYER", help="parcel layer (GeoParquet, GeoPackage, GeoJSON)")
+    stat.add_argument("--tile-id", required=True, help="tile the series are filed under (parcels of other tiles skipped)")
+    stat.add_argument("--start", required=True, help="first day (ISO)")
+    stat.add_argument("--end", required=True, help="last day (ISO, inclusive)")
+    stat.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
+    stat.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
+    stat.add_argument("--token-url", default=None, help="OAuth token URL (default: the base URL's)")
+    stat.add_argument("--max-retries", type=int, default=None, help="HTTP retries per request")
+    stat.add_argument("--rps", type=float, default=None, help="requests per second")
+    _wait_option(stat)
+    stat.set_defaults(handler=run)
     chk = actions.add_parser(
         "check", help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
@@ -162,6 +178,29 @@ def _configured_sources(settings: Settings, max_retries: int | None = None, rps:
                               calibration=e.calibration, token_env=e.token_env, sas_url=e.sas_url, policy=policy,
                               requests_per_second=rps or s.requests_per_second)
             for e in s.sources]
+
+
+def _statistics(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.http import RetryPolicy
+    from ingest.parcels import read_parcels
+    from ingest.sources.sh_statistical import parcel_statistics
+
+    s = settings.ingest
+    parcels = read_parcels(args.parcels)[0]
+    if "tile_id" in parcels.columns and parcels["tile_id"].notna().any():
+        parcels = parcels[parcels["tile_id"] == args.tile_id]
+    if parcels.empty:
+        raise ValueError(f"--parcels {args.parcels}: no parcel of tile {args.tile_id}")
+    result = parcel_statistics(
+        parcels, args.tile_id, _time(args.start), _time(args.end, end=True),
+        args.series or s.series_dir or settings.paths.data_dir / "series",
+        client_id=os.environ.get("SH_CLIENT_ID", ""), client_secret=os.environ.get("SH_CLIENT_SECRET", ""),
+        base_url=args.sentinelhub_url or s.sentinelhub_url, token_url=args.token_url,
+        policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
+        requests_per_second=args.rps or s.requests_per_second)
+    print(json.dumps({"parcels": len(parcels), "slots": [p.name for p in result.slots],
+                      "failed": [list(f) for f in result.failed]}))
+    return 0
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
@@ -293,7 +332,7 @@ def _lock_dirs(args: argparse.Namespace, settings: Settings) -> list[Path]:
     """The data dirs an ingest writer writes into: the folders holding its cubes and series."""
     s, data_dir = settings.ingest, settings.paths.data_dir
     series = Path(args.series or s.series_dir or data_dir / "series")
-    if args.ingest_action == "import":
+    if args.ingest_action in ("import", "statistics"):
         return [series.absolute().parent]
     cubes = Path(args.cubes or s.cubes_dir or data_dir / "cubes")
     return [cubes.absolute().parent, series.absolute().parent]
@@ -344,6 +383,8 @@ def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
     action = args.ingest_action
     if action == "import":
         return _import(args, settings)
+    if action == "statistics":
+        return _statistics(args, settings)
     poller = _poller(args, settings, None)  # validates the options before any bus is opened
     publisher = _publisher(args.bus or settings.bus.backend, settings)
     poller.publisher = publisher

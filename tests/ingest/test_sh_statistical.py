@@ -80,3 +80,24 @@ def test_requests_follow_the_documented_payload_and_are_retried(written):
     assert body["aggregation"]["timeRange"]["from"].startswith("2024-05-01")
     assert body["input"]["data"][0]["type"] in ("sentinel-2-l2a", "S2L2A")
     assert "SCL" in body["aggregation"]["evalscript"] and body["input"]["bounds"]["geometry"]["type"] == "Polygon"
+
+
+def test_cli_statistics_writes_the_slots(monkeypatch, tmp_path, capsys):
+    from sitsmon.cli import main
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.setenv("SH_CLIENT_ID", "id")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "secret")
+    layer = tmp_path / "parcels.geojson"
+    parcels_gdf(grid(64), n=2).to_file(layer, driver="GeoJSON")
+    with ScriptedServer() as srv:
+        srv.script("/oauth/token", 200, recorded("sentinelhub_token.json"))
+        srv.script(STATS, 200, recorded("sentinelhub_statistics_parcel_b.json"))
+        code = main(["ingest", "statistics", "--parcels", str(layer), "--tile-id", "33UXP", "--start", "2024-05-01",
+                     "--end", "2024-05-17", "--series", str(tmp_path / "series"), "--sentinelhub-url", srv.url,
+                     "--token-url", srv.url + "/oauth/token"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out == {"parcels": 2, "slots": ["20240503.parquet", "20240508.parquet"], "failed": []}
+    rows = read_series(tmp_path / "series", "33UXP", sensor="S2").to_pandas()
+    assert len(rows) == 4 and set(rows.valid_count) == {1000, 1210}
