@@ -148,6 +148,13 @@ class DashboardSettings(BaseModel):
     stream_poll_s: float = Field(1.0, gt=0, description="how often the live alert stream polls the store")
 
 
+class DaskSettings(BaseModel):
+    scheduler: str = Field("", description="`monitor replay` on Dask: empty: this process; 'local': a LocalCluster; "
+                                           "else a scheduler address (tcp://host:8786)")
+    workers: int = Field(0, ge=0, description="LocalCluster worker processes (0: one per core)")
+    retries: int = Field(2, ge=0, description="re-runs of a replay task that raised (a lost worker's tasks are rescheduled)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SITSMON_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -162,6 +169,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertsSettings = AlertsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

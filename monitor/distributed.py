@@ -1,0 +1,149 @@
+"""``monitor replay`` on a Dask ``distributed`` cluster: one task per tile.
+
+A tile's acquisitions fold in time order into one state (each step needs the state the previous one
+left), so a tile is the unit of work: the tasks are independent tiles, each calling
+:func:`monitor.replay.replay_period` for its tile in a worker process, and the traffic lights are one
+last task over every tile (one writer of ``traffic-lights.csv``). Each worker keeps one loaded model
+(the default checkpoint or ``config.checkpoint``) for all its tasks.
+
+Safety comes from the monitor itself: a task takes its tile's state lock (``Monitor.tile``), alert ids
+are deterministic and stored by upsert, and a state interrupted mid-replay is continued from what is on
+disk. So a task whose worker dies is simply run again — the scheduler reschedules the tasks of a lost
+worker (``distributed.scheduler.allowed-failures``), and ``retries`` re-runs a task that raised — and
+the result equals the single-process replay (tests/monitor/test_distributed.py).
+
+``scheduler``: ``"local"`` starts a :class:`distributed.LocalCluster` of worker processes on this
+machine (bound to 127.0.0.1); anything else is the address of a running scheduler
+(``tcp://host:8786``), whose workers must see the same data dir and series store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from monitor.config import MonitorConfig
+
+
+@dataclass(frozen=True)
+class DaskOptions:
+    """How to reach (or start) the cluster; the command line fills it from ``[dask]``."""
+
+    scheduler: str = "local"  # "local": a LocalCluster here; else a scheduler address
+    workers: int = 0  # LocalCluster worker processes (0: one per core)
+    retries: int = 2  # re-runs of a task that raised (a lost worker's tasks are rescheduled anyway)
+    dashboard: bool = True  # a LocalCluster's dashboard on 127.0.0.1 (when bokeh is installed)
+
+
+@lru_cache(maxsize=2)
+def _model(checkpoint: Path | None, device: str):
+    import sits
+
+    return sits.load_model(checkpoint, device=device)
+
+
+def replay_tile(config: MonitorConfig, start: str, end: str, tile_id: str) -> dict[str, Any]:
+    """One task: ``replay_period`` for one tile in this process (no traffic lights: see :func:`lights_task`)."""
+    from monitor.replay import replay_period
+    from monitor.service import Monitor
+
+    started = time.perf_counter()
+    monitor = Monitor(config, model=_model(config.checkpoint, config.device), sinks=[])
+    try:
+        result = replay_period(monitor, start=start, end=end, tiles=[tile_id], lights=False)
+    finally:
+        monitor.close()
+    tile = result["tiles"][tile_id]
+    return {"tile_id": tile_id, "acquisitions": tile["acquisitions"], "alerts": tile["alerts"],
+            "namespace": result["namespace"], "seconds": round(time.perf_counter() - started, 3),
+            "pid": os.getpid()}
+
+
+def lights_task(config: MonitorConfig, tiles: list[str]) -> int:
+    """The traffic lights of every replayed tile, in one task (the file has one writer)."""
+    from monitor.service import Monitor
+
+    monitor = Monitor(config, model=_model(config.checkpoint, config.device), sinks=[])
+    try:
+        lights = monitor.update_lights(tiles)
+    finally:
+        monitor.close()
+    return 0 if lights is None else len(lights)
+
+
+def series_tiles(series_dir: Path) -> list[str]:
+    """The tiles of the series store (its tile folders)."""
+    root = Path(series_dir)
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+@contextlib.contextmanager
+def connect(options: DaskOptions) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler, or of a LocalCluster started (and stopped) here."""
+    from distributed import Client, LocalCluster
+
+    if options.scheduler != "local":
+        with Client(options.scheduler, timeout="30s") as client:
+            yield client
+        return
+    try:
+        import bokeh  # noqa: F401 - the dashboard needs it
+        dashboard = "127.0.0.1:0" if options.dashboard else None
+    except ImportError:
+        dashboard = None
+    n_workers = options.workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
+        yield client
+
+
+def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Sequence[str] | None = None, *,
+                       options: DaskOptions = DaskOptions(), client: Any = None,
+                       progress: Callable[[str], None] | None = None, lights: bool = True) -> dict[str, Any]:
+    """``monitor replay`` as Dask tasks, one per tile; the same summary as ``replay_period`` plus
+    ``workers`` and per-tile ``seconds``. ``client``: an open ``distributed.Client`` (else ``options``)."""
+    tiles = list(tiles or series_tiles(config.series_dir))
+    if not tiles:
+        raise ValueError(f"no tile in the series store {config.series_dir}")
+    if client is None:
+        with connect(options) as own:
+            return replay_distributed(config, start, end, tiles, options=options, client=own,
+                                      progress=progress, lights=lights)
+    from distributed import as_completed
+
+    say = progress or (lambda _text: None)
+    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    link = getattr(client, "dashboard_link", None) if client.scheduler_info().get("services", {}).get("dashboard") else None
+    say(f"replay on {client.scheduler.address}: {len(tiles)} tile(s), {workers} worker(s)"
+        + (f"; progress on {link}" if link else ""))
+    started = time.perf_counter()
+    futures = {client.submit(replay_tile, config, start, end, tile_id, key=f"replay-{tile_id}-{start}-{end}",
+                             retries=options.retries, pure=False): tile_id for tile_id in tiles}
+    out: dict[str, Any] = {"tiles": {}, "acquisitions": 0, "alerts": 0}
+    namespaces = set()
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            namespaces.add(result.pop("namespace"))
+            result.pop("pid")
+            tile_id = result.pop("tile_id")
+            out["tiles"][tile_id] = result
+            out["acquisitions"] += result["acquisitions"]
+            out["alerts"] += result["alerts"]
+            say(f"replay {tile_id}: {result['acquisitions']} acquisitions folded, {result['alerts']} alerts "
+                f"({done}/{len(tiles)})")
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    if lights:
+        client.submit(lights_task, config, sorted(out["tiles"]), pure=False, retries=options.retries).result()
+    out["seconds"] = round(time.perf_counter() - started, 3)
+    out["namespace"] = namespaces.pop() if len(namespaces) == 1 else sorted(namespaces)
+    out["workers"] = workers
+    return out
