@@ -147,3 +147,72 @@ def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Seque
     out["namespace"] = namespaces.pop() if len(namespaces) == 1 else sorted(namespaces)
     out["workers"] = workers
     return out
+
+
+def bench_scaling(tile_counts: Sequence[int] = (1, 2, 4), n_parcels: int = 2000, n_acquisitions: int = 12,
+                  workdir: Path | None = None) -> dict[str, Any]:
+    """Replay throughput on a LocalCluster of N worker processes for N synthetic tiles (N in
+    ``tile_counts``), against the single-process replay of one tile: parcel-acquisitions per second.
+    Each cluster's workers load the model before the clock starts (``_model``); writing the series is
+    not timed."""
+    import tempfile
+
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    from monitor.bench import TILE, make_workload, write_interchange_slots
+    from monitor.replay import replay_period
+    from monitor.service import Monitor
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="sitsmon-bench-dask-"))
+    obs, parcels = make_workload(n_parcels, n_acquisitions)
+    start, end = str(obs["time"].min().date()), str(obs["time"].max().date())
+
+    def root(name: str, n_tiles: int) -> MonitorConfig:
+        layers = []
+        for k in range(n_tiles):
+            tile_id = f"{TILE}{k}"
+            o, p = obs.copy(), parcels.copy()
+            o["parcel_id"] = o["parcel_id"].str.replace(TILE, tile_id, regex=False)
+            p["parcel_id"] = p["parcel_id"].str.replace(TILE, tile_id, regex=False)
+            p["tile_id"] = tile_id
+            write_interchange_slots(work / name / "series", o, tile_id)
+            layers.append(p)
+        pd.concat(layers, ignore_index=True).to_parquet(work / name / "parcels.parquet", index=False)
+        return MonitorConfig(data_dir=work / name, series_dir=work / name / "series",
+                             parcels=work / name / "parcels.parquet")
+
+    out: dict[str, Any] = {"parcels_per_tile": n_parcels, "acquisitions": n_acquisitions,
+                           "cores": os.cpu_count(), "runs": []}
+    config = root("single", 1)
+    monitor = Monitor(config, model=_model(None, "cpu"), sinks=[])
+    try:
+        t0 = time.perf_counter()
+        replay_period(monitor, start=start, end=end, lights=False)
+        single_s = time.perf_counter() - t0
+    finally:
+        monitor.close()
+    out["single_process"] = {"tiles": 1, "seconds": round(single_s, 2),
+                             "parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / single_s)}
+    for n in tile_counts:
+        config = root(f"dask{n}", n)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.run(_model, None, "cpu")  # the model in every worker before the clock starts
+            t0 = time.perf_counter()
+            result = replay_distributed(config, start, end, client=client, lights=False)
+            wall_s = time.perf_counter() - t0
+        rate = n * n_parcels * n_acquisitions / wall_s
+        out["runs"].append({"tiles": n, "workers": n, "seconds": round(wall_s, 2),
+                            "task_seconds": {t: v["seconds"] for t, v in result["tiles"].items()},
+                            "parcel_acquisitions_per_s": round(rate),
+                            "speed_up_vs_single": round(rate / out["single_process"]["parcel_acquisitions_per_s"], 2)})
+    return out
+
+
+if __name__ == "__main__":  # python -m monitor.distributed [PARCELS ACQUISITIONS]: the scaling run of docs/capacity.md
+    import json
+    import sys
+
+    args = [int(a) for a in sys.argv[1:3]]
+    print(json.dumps(bench_scaling((1, 2, 4), *args), indent=1))
