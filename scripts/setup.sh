@@ -31,6 +31,11 @@ url_reachable() {
   fi
 }
 
+# torch_cuda_index: the wheel index of the CUDA build (SITSMON_TORCH_INDEX, else PyTorch's for SITSMON_TORCH_CUDA).
+torch_cuda_index() {
+  echo "${SITSMON_TORCH_INDEX:-https://download.pytorch.org/whl/${SITSMON_TORCH_CUDA:-cu128}}"
+}
+
 # torch_pip_args VARIANT: the pip arguments that install torch VARIANT (cpu|cuda), one per line.
 torch_pip_args() {
   local variant=$1
@@ -45,9 +50,13 @@ torch_pip_args() {
         printf '%s\n' "torch==$TORCH_VERSION"
       fi ;;
     cuda)
-      local tag=${SITSMON_TORCH_CUDA:-cu128}
-      printf '%s\n' --index-url "${SITSMON_TORCH_INDEX:-https://download.pytorch.org/whl/$tag}" \
-        "torch==$TORCH_VERSION+$tag" ;;
+      local tag=${SITSMON_TORCH_CUDA:-cu128} index
+      index=$(torch_cuda_index)
+      if ! url_reachable "$index/torch/" "${SITSMON_TORCH_PROBE_S:-5}"; then
+        echo "[setup] error: the CUDA wheel index $index is not reachable (SITSMON_TORCH_INDEX names another)" >&2
+        return 3
+      fi
+      printf '%s\n' --index-url "$index" "torch==$TORCH_VERSION+$tag" ;;
     *)
       echo "[setup] error: SITSMON_TORCH must be cpu or cuda, got '$variant'" >&2
       return 2 ;;

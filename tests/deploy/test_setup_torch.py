@@ -65,11 +65,20 @@ def test_a_silent_index_does_not_hang_the_setup():
     assert out.stdout.split() == ["torch==2.13.0"]
 
 
-def test_cuda_is_an_explicit_choice_of_its_own_index():
-    out = _args("cuda")
-    assert out.stdout.split() == ["--index-url", "https://download.pytorch.org/whl/cu128", "torch==2.13.0+cu128"]
-    out = _args("cuda", SITSMON_TORCH_CUDA="cu126")
-    assert out.stdout.split() == ["--index-url", "https://download.pytorch.org/whl/cu126", "torch==2.13.0+cu126"]
+def test_cuda_is_an_explicit_choice_of_its_own_index(index_server):
+    url = subprocess.run(["bash", "-c", f'source "{SETUP}" && torch_cuda_index'], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("SITSMON_TORCH")}, timeout=30)
+    assert url.stdout.strip() == "https://download.pytorch.org/whl/cu128"
+    out = _args("cuda", SITSMON_TORCH_INDEX=index_server, SITSMON_TORCH_CUDA="cu126")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["--index-url", index_server, "torch==2.13.0+cu126"]
+
+
+def test_an_unreachable_cuda_index_is_one_clear_error_not_a_cpu_fallback():
+    url = f"http://127.0.0.1:{_closed_port()}"
+    out = _args("cuda", SITSMON_TORCH_INDEX=url)
+    assert out.returncode == 3 and out.stdout == ""
+    assert f"the CUDA wheel index {url} is not reachable" in out.stderr
 
 
 def test_an_unknown_build_is_refused_before_anything_is_installed():
