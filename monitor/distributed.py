@@ -20,6 +20,7 @@ machine (bound to 127.0.0.1); anything else is the address of a running schedule
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,6 @@ class DaskOptions:
     scheduler: str = "local"  # "local": a LocalCluster here; else a scheduler address
     workers: int = 0  # LocalCluster worker processes (0: one per core)
     retries: int = 2  # re-runs of a task that raised (a lost worker's tasks are rescheduled anyway)
-    dashboard: bool = True  # a LocalCluster's dashboard on 127.0.0.1 (when bokeh is installed)
 
 
 @lru_cache(maxsize=2)
@@ -86,21 +86,32 @@ def series_tiles(series_dir: Path) -> list[str]:
 @contextlib.contextmanager
 def connect(options: DaskOptions) -> Iterator[Any]:
     """A ``distributed.Client`` of the scheduler, or of a LocalCluster started (and stopped) here."""
+    # distributed logs every connection at INFO; the replay says what matters itself. Worker processes
+    # read the level from the environment when they import distributed.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from distributed import Client, LocalCluster
 
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if options.scheduler != "local":
         with Client(options.scheduler, timeout="30s") as client:
             yield client
         return
-    try:
-        import bokeh  # noqa: F401 - the dashboard needs it
-        dashboard = "127.0.0.1:0" if options.dashboard else None
-    except ImportError:
-        dashboard = None
     n_workers = options.workers or os.cpu_count() or 1
+    # The scheduler's HTTP server (dashboard when bokeh is installed, health, metrics) on loopback only,
+    # on a free port: never the default :8787 on every interface.
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         yield client
+
+
+def _dashboard_link(client: Any) -> str | None:
+    """The scheduler's dashboard page, when bokeh (which draws it) is installed here."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return None
+    return getattr(client, "dashboard_link", None)
 
 
 def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Sequence[str] | None = None, *,
@@ -119,7 +130,7 @@ def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Seque
 
     say = progress or (lambda _text: None)
     workers = len(client.scheduler_info(n_workers=-1)["workers"])
-    link = getattr(client, "dashboard_link", None) if client.scheduler_info().get("services", {}).get("dashboard") else None
+    link = _dashboard_link(client)
     say(f"replay on {client.scheduler.address}: {len(tiles)} tile(s), {workers} worker(s)"
         + (f"; progress on {link}" if link else ""))
     started = time.perf_counter()
@@ -197,7 +208,7 @@ def bench_scaling(tile_counts: Sequence[int] = (1, 2, 4), n_parcels: int = 2000,
     for n in tile_counts:
         config = root(f"dask{n}", n)
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
             client.run(_model, None, "cpu")  # the model in every worker before the clock starts
             t0 = time.perf_counter()
             result = replay_distributed(config, start, end, client=client, lights=False)
