@@ -42,6 +42,9 @@ OTHER_VARIABLES: frozenset[str] = frozenset({
     "SITSMON_SITS_REFERENCE",  # sits: force the plain reference path instead of the fused kernels
     "SITSMON_MONITOR_KILL_AT",  # monitor/crash.py: kill points of the crash tests
     "SITSMON_TEST_ARTEFACTS",  # tests/dashboards: where browser screenshots go
+    # scripts/setup.sh: which torch build, from where, into which venv (README "torch: CPU by default")
+    "SITSMON_TORCH", "SITSMON_TORCH_CUDA", "SITSMON_TORCH_INDEX", "SITSMON_TORCH_CPU_INDEX",
+    "SITSMON_TORCH_PROBE_S", "SITSMON_TORCH_STRICT", "SITSMON_VENV",
 })
 """``SITSMON_*`` environment variables that are not settings (add yours here)."""
 

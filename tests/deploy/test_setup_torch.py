@@ -89,3 +89,15 @@ def test_an_unknown_build_is_refused_before_anything_is_installed():
                          env={**os.environ, "SITSMON_VENV": "/nonexistent/venv"})
     assert run.returncode == 2 and "got 'gpu'" in run.stderr
     assert not Path("/nonexistent/venv").exists()
+
+
+def test_every_sitsmon_variable_of_the_script_is_known_to_the_settings_check():
+    # sitsmon refuses unknown SITSMON_* variables: a shell that exported SITSMON_TORCH=cuda for the
+    # set-up must still run sitsmon.
+    import re
+
+    from sitsmon.settings import check_environment
+
+    names = sorted(set(re.findall(r"SITSMON_[A-Z_]+", SETUP.read_text())) - {"SITSMON_SERVICES_DIR"})
+    assert "SITSMON_TORCH" in names and "SITSMON_VENV" in names
+    check_environment({name: "x" for name in names})  # raises SettingsError naming the first unknown one
