@@ -42,6 +42,9 @@ OTHER_VARIABLES: frozenset[str] = frozenset({
     "SITSMON_SITS_REFERENCE",  # sits: force the plain reference path instead of the fused kernels
     "SITSMON_MONITOR_KILL_AT",  # monitor/crash.py: kill points of the crash tests
     "SITSMON_TEST_ARTEFACTS",  # tests/dashboards: where browser screenshots go
+    # scripts/setup.sh: which torch build, from where, into which venv (README "torch: CPU by default")
+    "SITSMON_TORCH", "SITSMON_TORCH_CUDA", "SITSMON_TORCH_INDEX", "SITSMON_TORCH_CPU_INDEX",
+    "SITSMON_TORCH_PROBE_S", "SITSMON_TORCH_STRICT", "SITSMON_VENV",
 })
 """``SITSMON_*`` environment variables that are not settings (add yours here)."""
 
@@ -165,6 +168,13 @@ class DashboardSettings(BaseModel):
     stream_poll_s: float = Field(1.0, gt=0, description="how often the live alert stream polls the store")
 
 
+class DaskSettings(BaseModel):
+    scheduler: str = Field("", description="`monitor replay` on Dask: empty: this process; 'local': a LocalCluster; "
+                                           "else a scheduler address (tcp://host:8786)")
+    workers: int = Field(0, ge=0, description="LocalCluster worker processes (0: one per core)")
+    retries: int = Field(2, ge=0, description="re-runs of a replay task that raised (a lost worker's tasks are rescheduled)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SITSMON_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -179,6 +189,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertsSettings = AlertsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay_p.add_argument("--start", required=True, help="first acquisition date (ISO)")
     replay_p.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
     replay_p.add_argument("--tiles", default="", help="comma-separated tile ids (default: every tile)")
+    replay_p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                          help="run one task per tile on Dask distributed: a scheduler address (tcp://host:8786) "
+                               "or 'local' for a LocalCluster here (default: [dask] scheduler; empty: this process)")
+    replay_p.add_argument("--workers", type=int, default=None,
+                          help="LocalCluster worker processes with --scheduler local (default: [dask] workers)")
     replay_p.set_defaults(handler=replay)
 
     status_p = cmds.add_parser("status", help="states, lag, last error (JSON)")
@@ -133,8 +138,16 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     from monitor.service import Monitor
 
     config = monitor_config(args, settings)
-    monitor = Monitor(config, sinks=[])
     tiles = [t for t in args.tiles.split(",") if t] or None
+    scheduler = settings.dask.scheduler if args.scheduler is None else args.scheduler
+    if scheduler:
+        from monitor.distributed import DaskOptions, replay_distributed
+
+        workers = settings.dask.workers if args.workers is None else args.workers
+        options = DaskOptions(scheduler=scheduler, workers=workers, retries=settings.dask.retries)
+        print(json.dumps(replay_distributed(config, args.start, args.end, tiles, options=options, progress=_say)))
+        return 0
+    monitor = Monitor(config, sinks=[])
     try:
         result = replay_period(monitor, args.start, args.end, tiles, progress=_say)
     finally:
