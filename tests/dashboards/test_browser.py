@@ -169,3 +169,17 @@ def test_browser_flow(server, browser, site, shots) -> None:
     op.wait_for_selector("#monitor-down")
     assert "monitor not running" in op.inner_text("#monitor-down")
     op.screenshot(path=str(shots / "6-operator.png"), full_page=True)
+
+    # a backfill from the operator page: started, seen running with its pid, cancelled from the page
+    op.fill("#bf-tiles", site.tile)
+    op.fill("#bf-start", "2024-05-01")
+    op.fill("#bf-end", "2024-07-10")
+    op.click("#backfill-form button[type=submit]")
+    op.wait_for_selector("#backfill-jobs tr.job-running .bf-cancel")
+    row = op.locator("#backfill-jobs tr.job-running").first
+    assert site.tile in row.inner_text() and "op" in row.inner_text()
+    op.screenshot(path=str(shots / "7-operator-backfill-running.png"), full_page=True)
+    job_id = row.get_attribute("data-job")
+    row.locator(".bf-cancel").click()
+    op.wait_for_selector(f"#backfill-jobs tr.job-cancelled[data-job='{job_id}']")
+    op.screenshot(path=str(shots / "8-operator-backfill-cancelled.png"), full_page=True)
