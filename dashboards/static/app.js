@@ -106,7 +106,8 @@ async function showMap() {
       },
     }).addTo(state.map), alerts: L.layerGroup().addTo(state.map), tiles: L.layerGroup().addTo(state.map),
     quicklook: L.layerGroup().addTo(state.map) };
-    L.control.layers(null, { "cube quicklook": state.layers.quicklook, "tile outlines": state.layers.tiles }).addTo(state.map);
+    L.control.layers(null, { "cube quicklook": state.layers.quicklook, "tile outlines": state.layers.tiles },
+      { collapsed: false }).addTo(state.map);  // expanded: no toggle icon (Leaflet's images are not vendored)
   }
   setTimeout(() => state.map.invalidateSize(), 0);
   const gen = (state.mapGen = (state.mapGen || 0) + 1);  // a newer call supersedes this one

@@ -107,6 +107,9 @@ def test_browser_flow(server, browser, site, shots) -> None:
     fills = ctl.eval_on_selector_all("#map path.leaflet-interactive:not(.alert-marker)", "els => els.map(e => e.getAttribute('fill'))")
     assert len(fills) == len(site.parcel_ids)
     assert {"#2e9d3a", "#f39c12"} <= set(fills), set(fills)  # green and orange parcels both shown
+    # the cube quicklook under the parcels, loaded (a decoded image with its size)
+    ctl.wait_for_function("[...document.querySelectorAll('#map img.leaflet-image-layer')].some(i => i.complete && i.naturalWidth > 0)",
+                          timeout=30000)
     ctl.screenshot(path=str(shots / "1-map.png"))
 
     second = _login(browser, server, site.tokens["admin"])
