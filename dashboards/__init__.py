@@ -18,14 +18,28 @@ def create_app(config, **kwargs):
 
 
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, config=None,
-          with_model: bool = True, log_level: str = "warning") -> None:
-    """Serve the data dir's dashboard on ``host:port`` until interrupted (Ctrl-C)."""
+          with_model: bool = True, log_level: str = "warning", workers: int = 1) -> None:
+    """Serve the data dir's dashboard on ``host:port`` until interrupted (Ctrl-C).
+
+    ``workers`` > 1: that many uvicorn worker processes share the port (the routes are CPU-bound
+    Python, so one process uses one core); each builds its app from the config passed in
+    :data:`dashboards.main.CONFIG_ENV`. Every store they share is on disk (SQLite in WAL mode,
+    Parquet, Zarr), so no state lives in one worker only.
+    """
+    import os
+
     import uvicorn
 
     from dashboards.config import DashboardConfig
+    from dashboards.main import CONFIG_ENV, config_to_env
 
     cfg = config or DashboardConfig.from_data_dir(data_dir)
-    uvicorn.run(create_app(cfg, with_model=with_model), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    if workers <= 1:
+        uvicorn.run(create_app(cfg, with_model=with_model), **common)
+        return
+    os.environ[CONFIG_ENV] = config_to_env(cfg, with_model=with_model)
+    uvicorn.run("dashboards.main:app_from_env", factory=True, workers=workers, **common)
 
 
 DEMO_USERS = (("demo-admin", "admin"), ("demo-controller", "controller"), ("demo-operator", "operator"),

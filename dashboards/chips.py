@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from contracts.indices import ndvi as ndvi_of
 from dashboards.errors import NotFoundError, UnavailableError
 
 KINDS = ("true_color", "ndvi", "vv")
 TRUE_COLOR_MAX = 0.3  # reflectance mapped to white
 VV_DB_RANGE = (-25.0, 0.0)
 NDVI_RANGE = (-0.2, 0.9)
+QUICKLOOK_VIEWS = 12  # how far back a quicklook looks for a clear view of each pixel
 
 
 class Chips:
@@ -30,6 +32,7 @@ class Chips:
         self.margin_px = margin_px
         self._lock = threading.Lock()
         self._cubes: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._quicklooks: dict[str, tuple[tuple, tuple[bytes, list[float], str]]] = {}
 
     def _open(self, tile_id: str, sensor: str):
         from ingest.cube import cube_path, open_cube
@@ -119,9 +122,7 @@ class Chips:
                 rgb = np.stack([refl[bands.index(b)] for b in ("B04", "B03", "B02")], axis=-1)
                 rgb = (np.clip(rgb / TRUE_COLOR_MAX, 0, 1) ** (1 / 1.4) * 255).astype(np.uint8)
             else:
-                red, nir = refl[bands.index("B04")], refl[bands.index("B08")]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ndvi = (nir - red) / (nir + red)
+                ndvi = ndvi_of(refl[bands.index("B04")], refl[bands.index("B08")])
                 lo, hi = NDVI_RANGE
                 import matplotlib
 
@@ -129,6 +130,60 @@ class Chips:
                 rgb = (cmap(np.clip(np.nan_to_num((ndvi - lo) / (hi - lo)), 0, 1))[..., :3] * 255).astype(np.uint8)
         rgb[missing] = (40, 0, 40)
         return self._png(rgb, geom, xs[c0], ys[r0], res)
+
+    def quicklook(self, tile_id: str, max_px: int = 1024) -> tuple[bytes, list[float], str]:
+        """The tile's latest clear true colour: each pixel from the newest S2 view where it was clear
+        (newest first, at most :data:`QUICKLOOK_VIEWS` views looked at), subsampled to ``max_px``;
+        returns the PNG, its WGS84 bounds ``[south, west, north, east]`` (what a Leaflet image
+        overlay takes) and the date of the newest view used. Cached per cube version."""
+        ds = self._open(tile_id, "S2")
+        key = (tile_id, int(ds.sizes["time"]), str(ds["time"].values[-1]) if ds.sizes["time"] else "", max_px)
+        with self._lock:
+            hit = self._quicklooks.get(tile_id)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        if ds.sizes["time"] == 0:
+            raise NotFoundError(f"no S2 acquisition in the cube of tile {tile_id}")
+        grid = ds.attrs.get("grid", {})
+        epsg = int(grid.get("epsg", 0))
+        if not epsg:
+            raise UnavailableError(f"cube of tile {tile_id} has no grid CRS")
+        xs, ys = ds["x"].values, ds["y"].values
+        step = max(1, int(np.ceil(max(len(xs), len(ys)) / max_px)))
+        bands = [str(b) for b in ds["band"].values]
+        rgb_idx = [bands.index(b) for b in ("B04", "B03", "B02")]
+        out = np.zeros((3, len(ys[::step]), len(xs[::step])), np.float32)
+        todo = np.ones(out.shape[1:], bool)
+        newest = None
+        for ti in range(ds.sizes["time"] - 1, max(-1, ds.sizes["time"] - 1 - QUICKLOOK_VIEWS), -1):
+            clear = np.asarray(ds["clear"][ti, ::step, ::step].values) == 1
+            take = todo & clear
+            if not take.any():
+                continue
+            refl = np.asarray(ds["reflectance"][ti, rgb_idx, ::step, ::step].values, np.float32) * 1e-4
+            out[:, take] = refl[:, take]
+            todo &= ~take
+            newest = newest or str(ds["time"].values[ti])[:10]
+            if not todo.any():
+                break
+        if newest is None:
+            raise NotFoundError(f"no clear S2 pixel in the last {QUICKLOOK_VIEWS} views of tile {tile_id}")
+        rgb = (np.clip(np.moveaxis(out, 0, -1) / TRUE_COLOR_MAX, 0, 1) ** (1 / 1.4) * 255).astype(np.uint8)
+        alpha = np.where(todo, 0, 255).astype(np.uint8)  # never clear: transparent
+        from PIL import Image
+        from pyproj import Transformer
+
+        buf = io.BytesIO()
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, "PNG")
+        res = abs(float(xs[1] - xs[0])) if len(xs) > 1 else float(grid.get("resolution", 10.0))
+        x0, x1 = float(xs.min()) - res / 2, float(xs.max()) + res / 2
+        y0, y1 = float(ys.min()) - res / 2, float(ys.max()) + res / 2
+        lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform([x0, x1, x0, x1], [y0, y0, y1, y1])
+        bounds = [round(min(lat), 6), round(min(lon), 6), round(max(lat), 6), round(max(lon), 6)]
+        result = (buf.getvalue(), bounds, newest)
+        with self._lock:
+            self._quicklooks[tile_id] = (key, result)
+        return result
 
     def _png(self, rgb: np.ndarray, geom, x0: float, y0: float, res: float) -> bytes:
         from PIL import Image, ImageDraw

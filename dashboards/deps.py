@@ -2,7 +2,8 @@
 
 Every route but the public ones declares one :class:`Access` (roles and a region scope) through
 :func:`access`; ``tests/dashboards/test_route_auth.py`` walks every route and fails on one without.
-Scopes: ``parcel``/``alert``/``tile`` check the path's resource against the user's tiles (403);
+Scopes: ``parcel``/``alert``/``tile`` check the path's resource against the user's tiles (403),
+``job`` a backfill job's tiles (every one must be the user's);
 ``filtered``: the route filters its answer to the user's tiles itself; ``none``: holds no regional data.
 """
 
@@ -18,7 +19,7 @@ from dashboards.errors import NotFoundError
 from dashboards.security import Role, User
 from dashboards.services import Services
 
-Scope = Literal["parcel", "alert", "tile", "filtered", "none"]
+Scope = Literal["parcel", "alert", "tile", "job", "filtered", "none"]
 
 _bearer = HTTPBearer(auto_error=False, description="token from `sitsmon users add`")
 
@@ -58,24 +59,40 @@ class Access:
             allowed = ", ".join(sorted(r.value for r in self.roles))
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {user.role.value} may not do this (needs {allowed})")
         params = request.path_params
-        tile = None
+        tiles: list[str] = []
+        parcel = None
         try:
             if self.scope == "parcel":
-                tile = services.parcels.tile_of(params["parcel_id"])
+                parcel = params["parcel_id"]
+                tiles = [services.parcels.tile_of(parcel)]
             elif self.scope == "alert":
-                tile = services.alerts.get(params["alert_id"]).tile_id
+                alert = services.alerts.get(params["alert_id"])
+                tiles, parcel = [alert.tile_id], alert.parcel_id
             elif self.scope == "tile":
-                tile = params["tile_id"]
+                tiles = [params["tile_id"]]
+            elif self.scope == "job":
+                job_id = params["job_id"]
+                if not job_id.isdigit():
+                    raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"job id must be a number, got {job_id!r}")
+                tiles = services.backfill.get(int(job_id))["tiles"]
         except (NotFoundError, AlertNotFoundError) as e:
             # an unknown id is a 404; a known one outside the region a 403 (below)
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
-        if tile is not None and not user.may_see(tile):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"tile {tile} is outside your region")
+        foreign = [t for t in tiles if not user.may_see(t)]
+        if foreign:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"tile {foreign[0]} is outside your region")
+        if parcel is not None and user.region is not None and parcel not in services.parcels.ids_in(user.region):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"parcel {parcel} is outside your region polygon")
         return user
 
 
 def access(roles: frozenset[Role], scope: Scope):
     return Depends(Access(roles, scope))
+
+
+def visible_parcels(user: User, services: Services) -> set[str] | None:
+    """The parcels a user with a region polygon may see (None: no polygon, the tiles decide)."""
+    return None if user.region is None else services.parcels.ids_in(user.region)
 
 
 def visible_tiles(user: User, tile_id: str | None = None) -> set[str] | None:

@@ -24,3 +24,7 @@ class UserStoreError(DashboardError, RuntimeError):
 
 class UnavailableError(DashboardError, RuntimeError):
     """A store the request needs is missing (no parcel layer, no cube for the tile)."""
+
+
+class ConflictError(DashboardError, RuntimeError):
+    """The request is well-formed but contradicts the resource's state (409), e.g. cancelling a job that ended."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from alerts.errors import AlertNotFoundError, TransitionError
 from dashboards.config import DashboardConfig
-from dashboards.errors import BadRequestError, NotFoundError, UnavailableError
+from dashboards.errors import BadRequestError, ConflictError, NotFoundError, UnavailableError
 from dashboards.routes import alerts, health, lights, me, ops, parcels, tiles
 from dashboards.services import Services
 
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 1_000_000
 # Reachable without a token: they hold no data (the UI asks for a token before any API call).
+# How `serve(workers=N)` hands the config to its worker processes (not a SITSMON_ setting).
+CONFIG_ENV = "DASHBOARDS_APP_CONFIG"
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/static"})
 
 
@@ -59,6 +63,7 @@ def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
     app.add_exception_handler(NotFoundError, _error(404))
     app.add_exception_handler(AlertNotFoundError, _error(404))
     app.add_exception_handler(TransitionError, _error(409))
+    app.add_exception_handler(ConflictError, _error(409))
     app.add_exception_handler(BadRequestError, _error(422))
     app.add_exception_handler(UnavailableError, _error(503))
 
@@ -68,3 +73,20 @@ def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def config_to_env(config: DashboardConfig, *, with_model: bool) -> str:
+    fields = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    return json.dumps({"config": {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()},
+                       "with_model": with_model})
+
+
+def app_from_env() -> FastAPI:
+    """The app of a uvicorn worker process, from the config :func:`config_to_env` wrote."""
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise RuntimeError(f"{CONFIG_ENV} is not set (start the workers with dashboards.serve)")
+    spec = json.loads(raw)
+    paths = {"data_dir", "series_dir", "cubes_dir", "parcels_path", "users_db", "traffic_lights", "monitor_health"}
+    config = DashboardConfig(**{k: Path(v) if k in paths and v is not None else v for k, v in spec["config"].items()})
+    return create_app(config, with_model=spec["with_model"])

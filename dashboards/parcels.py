@@ -50,6 +50,7 @@ class Parcels:
         self._layer_stamp: tuple | None = None
         self._lights: pd.DataFrame | None = None
         self._lights_stamp: tuple | None = None
+        self._tile_ids: dict[str, tuple[ParcelLayer, list[str]]] = {}
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -104,9 +105,23 @@ class Parcels:
             raise NotFoundError(f"no parcel {parcel_id!r}")
         return str(frame.at[parcel_id, "tile_id"])
 
+    def ids_in(self, region) -> set[str]:
+        """The parcels intersecting a region polygon (WGS84 shapely geometry)."""
+        layer = self.layer()
+        return set(layer.ids[layer.tree.query(region, predicate="intersects")].tolist())
+
     def ids_on_tile(self, tile_id: str) -> list[str]:
-        frame = self.layer().frame
-        return frame.index[frame["tile_id"] == tile_id].tolist()
+        """The tile's parcel ids, cached per layer version (a scan of a million-parcel layer costs
+        ~100 ms, and every series request asks)."""
+        layer = self.layer()
+        with self._lock:
+            hit = self._tile_ids.get(tile_id)
+            if hit is not None and hit[0] is layer:
+                return hit[1]
+        ids = layer.frame.index[layer.frame["tile_id"] == tile_id].tolist()
+        with self._lock:
+            self._tile_ids[tile_id] = (layer, ids)
+        return ids
 
     def tiles(self) -> dict[str, dict[str, Any]]:
         """Per tile: parcel count and WGS84 bounds of its parcels."""
@@ -119,12 +134,15 @@ class Parcels:
 
     def select(self, *, tiles: set[str] | None, bbox: tuple[float, float, float, float] | None = None,
                point: tuple[float, float] | None = None, light: str | None = None,
-               land_use: str | None = None, polygon: Any = None) -> pd.DataFrame:
-        """Parcels (as rows of the layer) visible for ``tiles`` (None: all), filtered, sorted by id."""
+               land_use: str | None = None, polygon: Any = None, region: Any = None) -> pd.DataFrame:
+        """Parcels (as rows of the layer) visible for ``tiles`` (None: all) and intersecting the user's
+        ``region`` polygon (None: no polygon), filtered, sorted by id."""
         import shapely
 
         layer = self.layer()
         frame = layer.frame
+        if region is not None:
+            frame = frame.iloc[np.sort(layer.tree.query(region, predicate="intersects"))]
         if bbox is not None:
             idx = layer.tree.query(shapely.box(*bbox), predicate="intersects")
             frame = frame.iloc[np.sort(idx)]
@@ -182,14 +200,16 @@ class Parcels:
             raise NotFoundError(f"no parcel {parcel_id!r}")
         return frame.at[parcel_id, "geometry"]
 
-    def peers(self, parcel_id: str, limit: int) -> pd.DataFrame:
-        """Parcels of the same declared use on the same tile, nearest first."""
+    def peers(self, parcel_id: str, limit: int, region: Any = None) -> pd.DataFrame:
+        """Parcels of the same declared use on the same tile (and in ``region``), nearest first."""
         frame = self.layer().frame
         if parcel_id not in frame.index:
             raise NotFoundError(f"no parcel {parcel_id!r}")
         me = frame.loc[parcel_id]
         same = frame[(frame["land_use"] == me["land_use"]) & (frame["tile_id"] == me["tile_id"])
                      & (frame["parcel_id"] != parcel_id)]
+        if region is not None:
+            same = same[same["parcel_id"].isin(self.ids_in(region))]
         import shapely
 
         # degrees are fine for ranking neighbours on one tile (no distance is reported)

@@ -82,6 +82,28 @@ class ParcelSearchIn(BaseModel):
     light: Literal["green", "orange", "red", "not_analysable"] | None = None
 
 
+TileStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class BackfillIn(BaseModel):
+    """A replay to start: some tiles, or the tiles of the parcels a polygon touches, and a period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiles: list[TileStr] | None = Field(None, min_length=1, max_length=500)
+    polygon: PolygonIn | None = None
+    start: date
+    end: date
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: date, info) -> date:
+        start = info.data.get("start")
+        if start is not None and end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        return end
+
+
 class Paged(BaseModel):
     count: int
     page: int

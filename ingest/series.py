@@ -11,8 +11,10 @@ duplicates that the override rule hides).
 Columns follow the interchange format of docs/data-contracts.md (``parcel_id, time, sensor, B02..B12, clear, VV, VH,
 orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass`` and ``item_ids``.
 A slot file is replaced atomically (write to a temporary name, then rename), so a re-ingested or
-rewritten slot leaves exactly one version. Reading one parcel's series prunes row groups by the
-``parcel_id`` statistics. A temporary is named ``.<name>.<pid>-<hex>.tmp`` after the process writing
+rewritten slot leaves exactly one version. Reading some parcels' series reads only the compacted
+file's row groups whose ``parcel_id`` statistics span them: the file's footer and its row groups'
+id ranges are parsed once per file version (:func:`compact_index`, keyed by device, inode, mtime
+and size, so a re-compaction, which renames a new file into place, is seen at the next read). A temporary is named ``.<name>.<pid>-<hex>.tmp`` after the process writing
 it; one left by a killed writer is removed by :func:`remove_orphan_temporaries` (the poller calls it
 at the start of each run), never one of a live process.
 """
@@ -21,9 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +172,124 @@ def _slot_files(tile_dir: Path, sensor: Sensor | None = None) -> list[Path]:
     return sorted(p for p in tile_dir.glob(pattern) if not p.name.startswith("."))
 
 
-def _read_tile(tile_dir: Path, flt, sensor: Sensor | None) -> pa.Table:
+@dataclass(frozen=True, slots=True)
+class CompactIndex:
+    """One version of a compacted file: its footer and the ``parcel_id`` range of each row group.
+
+    ``lo``/``hi`` are object arrays of the groups' min/max ids (None where a group has no
+    statistics); ``ordered``: the ranges ascend (a file sorted by parcel id), so a parcel's groups
+    are found by bisection instead of a scan over every group.
+    """
+
+    identity: tuple[int, int, int, int]
+    metadata: pq.FileMetaData
+    lo: np.ndarray
+    hi: np.ndarray
+    ordered: bool
+    same_schema: bool  # the store's columns (the rows of a group are cast to SCHEMA)
+
+    def groups_of(self, ids: Sequence[str]) -> list[int]:
+        """The row groups that may hold any of ``ids``, ascending."""
+        n = len(self.lo)
+        if self.ordered:
+            found: set[int] = set()
+            for pid in ids:
+                first = int(np.searchsorted(self.hi, pid, side="left"))
+                last = int(np.searchsorted(self.lo, pid, side="right"))
+                found.update(range(first, min(last, n)))
+            return sorted(found)
+        unknown = np.array([a is None or b is None for a, b in zip(self.lo, self.hi, strict=True)], dtype=bool)
+        lo, hi = np.where(unknown, "", self.lo), np.where(unknown, "", self.hi)
+        keep = unknown.copy()  # a group without statistics may hold anything
+        for pid in ids:
+            keep |= (lo <= pid) & (hi >= pid)
+        return np.flatnonzero(keep).tolist()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _build_index(identity: tuple[int, int, int, int], metadata: pq.FileMetaData) -> CompactIndex:
+    schema = metadata.schema.to_arrow_schema()
+    col = schema.get_field_index("parcel_id")
+    n = metadata.num_row_groups
+    lo = np.empty(n, dtype=object)
+    hi = np.empty(n, dtype=object)
+    for i in range(n):
+        stats = metadata.row_group(i).column(col).statistics if col >= 0 else None
+        if stats is not None and stats.has_min_max:
+            lo[i], hi[i] = stats.min, stats.max
+    known = n == 0 or not any(v is None for v in lo)
+    ordered = known and all(lo[i] <= hi[i] and (i == 0 or (lo[i - 1] <= lo[i] and hi[i - 1] <= hi[i]))
+                            for i in range(n))
+    # Parquet keeps second timestamps as milliseconds: same columns and types but for that unit
+    return CompactIndex(identity, metadata, lo, hi, ordered, schema.names == SCHEMA.names)
+
+
+class _IndexCache:
+    """The last :data:`INDEX_CACHE_FILES` compacted files' indexes (a long-lived reader, the
+    dashboard, reads the same few tiles over and over; a batch job reads each once)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, CompactIndex] = OrderedDict()
+
+    def get(self, path: Path, f) -> CompactIndex:
+        """The index of the file version open as ``f`` (parsed now when not cached)."""
+        identity = _identity(os.fstat(f.fileno()))
+        key = str(path)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit.identity == identity:
+                self._items.move_to_end(key)
+                return hit
+        index = _build_index(identity, pq.ParquetFile(f).metadata)
+        with self._lock:
+            self._items[key] = index
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return index
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+INDEX_CACHE_FILES = 64
+_INDEX_CACHE = _IndexCache(INDEX_CACHE_FILES)
+
+
+def compact_index(path: str | Path) -> CompactIndex:
+    """The cached index of the compacted file at ``path`` (re-parsed when the file was replaced)."""
+    with open(path, "rb") as f:
+        return _INDEX_CACHE.get(Path(path), f)
+
+
+def _read_compact(compact: Path, flt, ids: list[str] | None) -> pa.Table:
+    """The compacted file's rows matching ``flt``; for some parcels (``ids``) only the row groups
+    whose id range spans them are read, located with the cached index of this file version."""
+    if ids is not None:
+        with open(compact, "rb") as f:  # one handle: the index and the rows are of the same version
+            index = _INDEX_CACHE.get(compact, f)
+            if index.same_schema:
+                groups = index.groups_of(ids)
+                if not groups:
+                    return SCHEMA.empty_table()
+                t = pq.ParquetFile(f, metadata=index.metadata).read_row_groups(groups, use_threads=False)
+                t = t.cast(SCHEMA)  # what the dataset scan gives (the time unit back to seconds)
+                return t.filter(pa.compute.is_in(t["parcel_id"], pa.array(ids, pa.string())))
+    return pads.dataset(str(compact), schema=SCHEMA, format="parquet").to_table(filter=flt)
+
+
+def _read_tile(tile_dir: Path, flt, sensor: Sensor | None, ids: list[str] | None = None) -> pa.Table:
     slot_files = _slot_files(tile_dir, sensor)
     parts = []
     compact = tile_dir / COMPACT
     if compact.exists():
-        t = pads.dataset(str(compact), schema=SCHEMA, format="parquet").to_table(filter=flt)
+        t = _read_compact(compact, flt, ids)
         if sensor is not None:
             t = t.filter(pa.compute.equal(t["sensor"], sensor.value))
         overridden = {f"{p.parent.name}/{p.stem}" for p in _slot_files(tile_dir)}
@@ -236,13 +353,15 @@ def read_series(root: str | Path, tile_id: str | None = None, parcel_id: str | S
     """Rows of the store (one tile or all), optionally for one parcel / some parcels and one sensor, sorted by time."""
     base = Path(root)
     tiles = [base / tile_id] if tile_id is not None else sorted(p for p in base.glob("*") if p.is_dir())
-    flt = None
+    flt = ids = None
     if parcel_id is not None:
         ids = [parcel_id] if isinstance(parcel_id, str) else list(parcel_id)
         flt = pads.field("parcel_id").isin(ids)
     sens = Sensor(sensor) if sensor is not None else None
+    if ids is not None and not ids:
+        return SCHEMA.empty_table()
     try:
-        parts = [_read_tile(t, flt, sens) for t in tiles if t.is_dir()]
+        parts = [_read_tile(t, flt, sens, ids) for t in tiles if t.is_dir()]
     except (OSError, pa.ArrowInvalid) as e:
         raise IngestError(f"cannot read parcel series under {base}: {e}") from e
     table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()

@@ -166,6 +166,7 @@ class DashboardSettings(BaseModel):
     users_db: Path | None = Field(None, description="users and hashed tokens (SQLite); empty: <data_dir>/dashboard.sqlite")
     with_model: bool = Field(True, description="compute the encoder's expected NDVI on the parcel chart")
     stream_poll_s: float = Field(1.0, gt=0, description="how often the live alert stream polls the store")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of `sitsmon serve` (one core each)")
 
 
 class DaskSettings(BaseModel):

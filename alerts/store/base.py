@@ -49,7 +49,7 @@ ALERT_COLUMNS = (
 class AlertQuery:
     """Filters of ``AlertStore.query``; ``None`` means any. Dates inclusive."""
 
-    parcel_id: str | None = None
+    parcel_id: str | Sequence[str] | None = None  # several: the parcels of a polygon region
     status: Status | str | Sequence[Status | str] | None = None
     type: str | None = None
     date_from: date | None = None
@@ -315,8 +315,7 @@ class SqlAlertStore(AlertStore):
             params.extend(vals)
 
         if q.parcel_id is not None:
-            clauses.append(f"parcel_id = {ph}")
-            params.append(q.parcel_id)
+            many("parcel_id", q.parcel_id)
         if q.status is not None:
             many(
                 "status",

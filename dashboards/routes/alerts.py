@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from alerts.errors import AlertNotFoundError, TransitionError
 from alerts.store import AlertQuery
 from alerts.types import EVENT_TYPES, TRANSITIONS, Status
-from dashboards.deps import ServicesDep, access, visible_tiles
+from dashboards.deps import ServicesDep, access, visible_parcels, visible_tiles
 from dashboards.schemas import (
     AlertPublic,
     AlertSort,
@@ -57,7 +57,12 @@ def list_alerts(
     if date_from and date_to and date_to < date_from:
         raise HTTPException(422, f"date_to {date_to} is before date_from {date_from}")
     tiles = visible_tiles(user, tile_id)
-    base = dict(parcel_id=parcel_id, region=region, status=status or None, type=type, date_from=date_from, date_to=date_to,
+    parcels = visible_parcels(user, services)
+    if parcels is not None:  # a region polygon: the alerts of its parcels only
+        parcels = sorted(parcels if parcel_id is None else parcels & {parcel_id})
+        if not parcels:
+            return AlertsPublic(count=0, page=page, page_size=page_size, data=[])
+    base = dict(parcel_id=parcels if parcels is not None else parcel_id, region=region, status=status or None, type=type, date_from=date_from, date_to=date_to,
                 tile_id=sorted(tiles) if tiles is not None else None, min_confidence=min_confidence)
     if tiles is not None and not tiles:
         return AlertsPublic(count=0, page=page, page_size=page_size, data=[])
@@ -84,6 +89,7 @@ async def stream(
     """Server-Sent Events: ``alert`` events ({alert_id, kind: new|<status>, when, ...}) for the caller's
     tiles, from the moment of connecting (or ``Last-Event-ID``). Polls the store; needs no monitor."""
     tiles = visible_tiles(user)
+    parcels = visible_parcels(user, services)
     poll_s = services.config.stream_poll_s
     cursor = datetime.now(UTC)
     last = request.headers.get("last-event-id")
@@ -111,7 +117,7 @@ async def stream(
                     a = await run_in_threadpool(services.alerts.get, alert_id)
                 except AlertNotFoundError:
                     continue
-                if tiles is not None and a.tile_id not in tiles:
+                if (tiles is not None and a.tile_id not in tiles) or (parcels is not None and a.parcel_id not in parcels):
                     continue
                 payload = {"alert_id": a.alert_id, "kind": kind, "when": when.isoformat(), "status": a.status.value,
                            "parcel_id": a.parcel_id, "tile_id": a.tile_id, "type": a.type,
@@ -136,12 +142,13 @@ def bulk_acknowledge(body: BulkAckIn, services: ServicesDep, user: User = access
     """Acknowledge many alerts; all ids are checked (exist, in region) before anything is written.
     Alerts whose status does not allow it are skipped with the reason."""
     found = {}
+    parcels = visible_parcels(user, services)
     for aid in body.alert_ids:
         try:
             found[aid] = services.alerts.get(aid)
         except AlertNotFoundError as e:
             raise HTTPException(404, f"{e}; nothing was changed") from e
-        if not user.may_see(found[aid].tile_id):
+        if not user.may_see(found[aid].tile_id) or (parcels is not None and found[aid].parcel_id not in parcels):
             raise HTTPException(403, f"alert {aid} is outside your region; nothing was changed")
     done, skipped = [], {}
     for aid in body.alert_ids:

@@ -20,7 +20,7 @@ EXPORT_MAX = 200_000
 
 
 def _rows(services, user: User, tile_id: str | None, light: str | None):
-    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), light=light)
+    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), light=light, region=user.region)
     lights = services.parcels.lights()
     return frame[frame["parcel_id"].isin(lights.index)], lights
 

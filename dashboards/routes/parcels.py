@@ -54,7 +54,8 @@ def list_parcels(
         box = parse_bbox(bbox) if bbox is not None else None
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
-    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), bbox=box, light=light, land_use=land_use)
+    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), bbox=box, light=light, land_use=land_use,
+                                    region=user.region)
     return _collection(services, frame, page, page_size)
 
 
@@ -65,7 +66,7 @@ def parcels_at(
     lat: Annotated[float, Query(ge=-90, le=90)],
     user: User = access(READ, "filtered"),
 ) -> dict:
-    frame = services.parcels.select(tiles=visible_tiles(user), point=(lon, lat))
+    frame = services.parcels.select(tiles=visible_tiles(user), point=(lon, lat), region=user.region)
     return _collection(services, frame, 1, 100)
 
 
@@ -79,7 +80,7 @@ def search_parcels(
         polygon = body.geometry.to_shape()
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
-    frame = services.parcels.select(tiles=visible_tiles(user), polygon=polygon, light=body.light)
+    frame = services.parcels.select(tiles=visible_tiles(user), polygon=polygon, light=body.light, region=user.region)
     return _collection(services, frame, page, page_size)
 
 
@@ -138,7 +139,7 @@ def parcel_peers(
 ) -> dict:
     """Parcels of the same declared use on the same tile, nearest first."""
     pid = _id(parcel_id)
-    peers = services.parcels.peers(pid, limit)
+    peers = services.parcels.peers(pid, limit, region=user.region)
     lights = services.parcels.lights()
     return {"type": "FeatureCollection", "count": len(peers),
             "features": [services.parcels.feature(r, lights) for _, r in peers.iterrows()]}

@@ -104,18 +104,23 @@ async function showMap() {
         layer.bindTooltip(`${esc(f.properties.parcel_id)} · ${esc(f.properties.land_use)} · ${esc(f.properties.light || "no light")}`);
         layer.on("click", () => { location.hash = `#/parcel/${encodeURIComponent(f.properties.parcel_id)}`; });
       },
-    }).addTo(state.map), alerts: L.layerGroup().addTo(state.map), tiles: L.layerGroup().addTo(state.map) };
+    }).addTo(state.map), alerts: L.layerGroup().addTo(state.map), tiles: L.layerGroup().addTo(state.map),
+    quicklook: L.layerGroup().addTo(state.map) };
+    L.control.layers(null, { "cube quicklook": state.layers.quicklook, "tile outlines": state.layers.tiles },
+      { collapsed: false }).addTo(state.map);  // expanded: no toggle icon (Leaflet's images are not vendored)
   }
   setTimeout(() => state.map.invalidateSize(), 0);
   const gen = (state.mapGen = (state.mapGen || 0) + 1);  // a newer call supersedes this one
   const tiles = await getJSON("/api/tiles");
   if (gen !== state.mapGen) return;
   state.layers.tiles.clearLayers();
+  state.layers.quicklook.clearLayers();
   let bounds = null;
   for (const t of tiles.data) {
     const [x0, y0, x1, y1] = t.bbox; const b = L.latLngBounds([y0, x0], [y1, x1]);
     L.rectangle(b, { color: "#234", weight: 1, fill: false, dashArray: "4", interactive: false }).addTo(state.layers.tiles);
     bounds = bounds ? bounds.extend(b) : b;
+    loadQuicklook(t.tile_id);
   }
   state.layers.parcels.clearLayers();
   let page = 1, total = 0, loaded = 0;
@@ -128,6 +133,17 @@ async function showMap() {
   $("#map-count").textContent = ` · ${total} parcels`;
   if (bounds) state.map.fitBounds(bounds.pad(0.05)); else state.map.setView([48, 16], 10);
   await loadAlertMarkers();
+}
+
+// the tile's latest clear true colour from the cube, under the parcels (fetched with the token)
+async function loadQuicklook(tileId) {
+  try {
+    const r = await api(`/api/tiles/${encodeURIComponent(tileId)}/quicklook`);
+    const [s, w, n, e] = r.headers.get("X-Bounds").split(",").map(Number);
+    const url = URL.createObjectURL(await r.blob());
+    L.imageOverlay(url, [[s, w], [n, e]], { opacity: 0.85, interactive: false, alt: `quicklook ${tileId} ${r.headers.get("X-Date")}` })
+      .addTo(state.layers.quicklook).bringToBack();
+  } catch (e) { /* no cube for the tile: the map works without it */ }
 }
 
 async function loadAlertMarkers() {
@@ -360,7 +376,37 @@ async function showOps() {
        <table><tr><th>source</th><th>collection</th><th>area</th><th>watermark</th></tr>${ing.watermarks.map((w) => `<tr><td>${esc(w.source)}</td><td>${esc(w.collection)}</td><td>${esc(w.tile_id)}</td><td>${esc(w.watermark)}</td></tr>`).join("")}</table>
        <h4>Quarantined (${ing.quarantined_count})</h4>
        <table><tr><th>item</th><th>tile</th><th>acquired</th><th>reason</th></tr>${ing.quarantined.map((q) => `<tr><td>${esc(q.item_id)}</td><td>${esc(q.tile_id)}</td><td>${esc(q.acquired)}</td><td>${esc(q.reason)}</td></tr>`).join("") || "<tr><td colspan=4>none</td></tr>"}</table>`;
+  await loadBackfill();
 }
+
+// backfill jobs: a `monitor replay` of some tiles (or a polygon's) and a period; progress polled
+async function loadBackfill() {
+  const jobs = await getJSON("/api/ops/backfill?page_size=20");
+  $("#ops-backfill").innerHTML = `<table id="backfill-jobs"><tr><th>job</th><th>by</th><th>tiles</th><th>period</th><th>state</th><th>started</th><th>ended</th><th>progress</th><th></th></tr>${
+    jobs.data.map((j) => `<tr data-job="${esc(j.id)}" class="job-${esc(j.state)}"><td>${esc(j.id)}</td><td>${esc(j.who)}</td><td>${esc(j.tiles.join(", "))}</td><td>${esc(j.start)} – ${esc(j.end)}</td><td class="state">${esc(j.state)}</td><td>${esc(j.started_at || "")}</td><td>${esc(j.ended_at || "")}</td><td class="progress">${esc(j.error && j.state !== "cancelled" ? `${j.error}: ${j.progress || ""}` : j.progress || "")}</td><td>${
+      ["queued", "running"].includes(j.state) ? `<button type="button" class="bf-cancel" data-job="${esc(j.id)}">Cancel</button>` : ""}</td></tr>`).join("")
+    || "<tr><td colspan=9>no jobs yet</td></tr>"}</table>`;
+  document.querySelectorAll(".bf-cancel").forEach((b) => b.addEventListener("click", async () => {
+    try { await api(`/api/ops/backfill/${b.dataset.job}/cancel`, { method: "POST" }); } catch (e) { toast(`cancel refused: ${e.message}`); }
+    loadBackfill();
+  }));
+  clearTimeout(state.backfillTimer);
+  if (jobs.data.some((j) => ["queued", "running"].includes(j.state)) && location.hash.startsWith("#/ops")) {
+    state.backfillTimer = setTimeout(() => loadBackfill().catch(() => {}), 1000);
+  }
+}
+$("#backfill-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault(); $("#bf-error").textContent = "";
+  const body = { start: $("#bf-start").value, end: $("#bf-end").value };
+  const poly = $("#bf-polygon").value.trim();
+  try {
+    if (poly) body.polygon = JSON.parse(poly);
+    else body.tiles = $("#bf-tiles").value.split(",").map((t) => t.trim()).filter(Boolean);
+    const job = await (await api("/api/ops/backfill", { method: "POST", body })).json();
+    toast(`backfill job ${job.id} ${job.state}`);
+  } catch (e) { $("#bf-error").textContent = e.message; }
+  loadBackfill();
+});
 
 // ---- routing --------------------------------------------------------------------------------
 function refreshView() { route(); }

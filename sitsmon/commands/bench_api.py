@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=int, default=400, help="requests per endpoint")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients")
     p.add_argument("--sustain-s", type=float, default=10.0, help="duration of the mixed sustained load")
+    p.add_argument("--server-workers", type=int, default=2, help="worker processes of the server (`serve --workers`)")
     p.set_defaults(handler=run)
 
 
@@ -264,8 +265,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from dashboards.security import UserStore
 
-    if args.parcels < 1 or args.alerts < 1 or args.requests < 1 or args.concurrency < 1:
-        raise ValueError("--parcels, --alerts, --requests and --concurrency must be >= 1")
+    if min(args.parcels, args.alerts, args.requests, args.concurrency, args.server_workers) < 1:
+        raise ValueError("--parcels, --alerts, --requests, --concurrency and --server-workers must be >= 1")
     root = args.data_dir.resolve()
     info = _build(root, args)
     users = UserStore(root / "dashboard.sqlite")
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     env = {**os.environ, "SITSMON_INGEST__PARCELS": str(root / "parcels.parquet"),
            "SITSMON_DASHBOARD__WITH_MODEL": "false"}
     server = subprocess.Popen([sys.executable, "-m", "sitsmon.cli", "serve", "--data-dir", str(root),
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--port", str(port), "--workers", str(args.server_workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -311,7 +312,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                      f"?date={rng.choice(info['cube_days'])}" for _ in range(args.requests)]
         result = {"parcels": args.parcels, "years": args.years, "series_rows": info["series"]["rows"],
                   "rows_per_parcel": info["series"]["rows_per_parcel"], "alerts": args.alerts,
-                  "concurrency": args.concurrency, "cpu_count": os.cpu_count()}
+                  "concurrency": args.concurrency, "server_workers": args.server_workers, "cpu_count": os.cpu_count()}
         # floors of this run: the HTTP round trip (/health) and the store read alone, in this process
         lat, _ = _drive(base, token, ["/health"] * args.requests, args.concurrency)
         result["floor_http_health"] = _stats(lat)

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="data dir to serve (default: [paths] data_dir)")
     parser.add_argument("--host", default=None, help="bind address (default: [dashboard] host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: [dashboard] port)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes, one core each (default: [dashboard] workers)")
     parser.set_defaults(handler=run)
 
 
@@ -48,5 +50,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.dashboard.port if args.port is None else args.port
     print(f"sitsmon dashboard on http://{host}:{port} serving {config.data_dir} (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
-    dashboards.serve(config.data_dir, host, port, config=config, with_model=settings.dashboard.with_model)
+    workers = settings.dashboard.workers if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    dashboards.serve(config.data_dir, host, port, config=config, with_model=settings.dashboard.with_model,
+                     workers=workers)
     return 0

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["viewer", "controller", "operator", "admin"])
     add.add_argument("--tiles", default="*", help="comma-separated tile ids of the user's region ('*': all)")
+    add.add_argument("--region-polygon", type=Path, default=None, metavar="FILE",
+                     help="GeoJSON (WGS84) polygon narrowing the region to the parcels it intersects")
     actions.add_parser("list", help="list users (never tokens)")
     revoke = actions.add_parser("revoke", help="revoke a user's token")
     revoke.add_argument("name")
@@ -32,9 +34,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = UserStore(config.users_db)
     try:
         if args.action == "add":
+            from dashboards.security import region_polygon_from_geojson
+
             tiles = [t.strip() for t in args.tiles.split(",") if t.strip()]
-            token = store.add(args.name, args.role, tiles)
-            print(json.dumps({"name": args.name, "role": args.role, "tiles": sorted(tiles), "token": token}))
+            polygon = None
+            if args.region_polygon is not None:
+                try:
+                    text = args.region_polygon.read_text()
+                except OSError as e:
+                    raise ValueError(f"--region-polygon {args.region_polygon}: cannot read ({e.strerror})") from e
+                polygon = region_polygon_from_geojson(text, f"--region-polygon {args.region_polygon}")
+            token = store.add(args.name, args.role, tiles, polygon=polygon)
+            print(json.dumps({"name": args.name, "role": args.role, "tiles": sorted(tiles),
+                              "region_polygon": polygon is not None, "token": token}))
         elif args.action == "list":
             for user in store.list():
                 print(json.dumps(user.as_dict()))

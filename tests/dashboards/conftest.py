@@ -101,5 +101,28 @@ def client(app):
         yield c
 
 
+def copy_data_dir(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A copy of a data dir whose SQLite files are copied through SQLite's backup API.
+
+    Never a plain file copy of a database this process has open: closing any other descriptor of
+    the file drops every POSIX lock the process holds on it (SQLite's own connections included),
+    so a later server process believes itself alone, checkpoints and deletes the WAL under the
+    open connections, and the file reads as malformed.
+    """
+    import shutil
+    import sqlite3
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-wal", "*.sqlite-shm", *skip))
+    for db in src.rglob("*.sqlite"):
+        rel = db.relative_to(src)
+        if any(part in skip for part in rel.parts):
+            continue
+        with sqlite3.connect(db) as a, sqlite3.connect(dst / rel) as b:
+            a.backup(b)
+        a.close()
+        b.close()
+    return dst
+
+
 def auth(site: Site, who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {site.tokens[who]}"}

@@ -266,3 +266,37 @@ def test_parcels_by_polygon_and_oversized_bodies(client, site):
     huge = {"geometry": {"type": "Polygon", "coordinates": [[[0, 0]] * 200_000]}}
     big = client.post("/api/parcels/search", json=huge, headers=h)
     assert big.status_code == 413
+
+
+def test_tile_quicklook_is_the_newest_clear_view_per_pixel(client, site):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from dashboards.chips import QUICKLOOK_VIEWS
+    from ingest.cube import cube_path, open_cube
+
+    r = client.get(f"/api/tiles/{site.tile}/quicklook", headers=auth(site, "viewer"))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    s, w, n, e = (float(v) for v in r.headers["X-Bounds"].split(","))
+    layer = gpd.read_parquet(site.config.parcels_path).to_crs(4326)
+    x0, y0, x1, y1 = layer.total_bounds
+    assert w <= x0 < x1 <= e and s <= y0 < y1 <= n  # the parcels lie on the tile's overlay
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    ds = open_cube(cube_path(site.config.cubes_dir, site.tile), "S2")
+    assert img.shape[:2] == (ds.sizes["y"], ds.sizes["x"]) and img.shape[2] == 4
+    # reference, one pixel at a time: walk back from the newest view to the first clear one
+    clear = np.asarray(ds["clear"].values)
+    bands = [str(b) for b in ds["band"].values]
+    refl = np.asarray(ds["reflectance"].values)
+    rng = np.random.default_rng(0)
+    for y, x in zip(rng.integers(0, img.shape[0], 20), rng.integers(0, img.shape[1], 20), strict=True):
+        last = clear.shape[0] - 1
+        times = [t for t in range(last, max(-1, last - QUICKLOOK_VIEWS), -1) if clear[t, y, x] == 1][:1]
+        if not times:
+            assert img[y, x, 3] == 0
+            continue
+        want = [refl[times[0], bands.index(b), y, x] * 1e-4 for b in ("B04", "B03", "B02")]
+        want = [int(min(max(v / 0.3, 0), 1) ** (1 / 1.4) * 255) for v in want]
+        assert img[y, x, 3] == 255 and np.abs(img[y, x, :3].astype(int) - want).max() <= 1

@@ -107,6 +107,9 @@ def test_browser_flow(server, browser, site, shots) -> None:
     fills = ctl.eval_on_selector_all("#map path.leaflet-interactive:not(.alert-marker)", "els => els.map(e => e.getAttribute('fill'))")
     assert len(fills) == len(site.parcel_ids)
     assert {"#2e9d3a", "#f39c12"} <= set(fills), set(fills)  # green and orange parcels both shown
+    # the cube quicklook under the parcels, loaded (a decoded image with its size)
+    ctl.wait_for_function("[...document.querySelectorAll('#map img.leaflet-image-layer')].some(i => i.complete && i.naturalWidth > 0)",
+                          timeout=30000)
     ctl.screenshot(path=str(shots / "1-map.png"))
 
     second = _login(browser, server, site.tokens["admin"])
@@ -169,3 +172,17 @@ def test_browser_flow(server, browser, site, shots) -> None:
     op.wait_for_selector("#monitor-down")
     assert "monitor not running" in op.inner_text("#monitor-down")
     op.screenshot(path=str(shots / "6-operator.png"), full_page=True)
+
+    # a backfill from the operator page: started, seen running with its pid, cancelled from the page
+    op.fill("#bf-tiles", site.tile)
+    op.fill("#bf-start", "2024-05-01")
+    op.fill("#bf-end", "2024-07-10")
+    op.click("#backfill-form button[type=submit]")
+    op.wait_for_selector("#backfill-jobs tr.job-running .bf-cancel")
+    row = op.locator("#backfill-jobs tr.job-running").first
+    assert site.tile in row.inner_text() and "op" in row.inner_text()
+    op.screenshot(path=str(shots / "7-operator-backfill-running.png"), full_page=True)
+    job_id = row.get_attribute("data-job")
+    row.locator(".bf-cancel").click()
+    op.wait_for_selector(f"#backfill-jobs tr.job-cancelled[data-job='{job_id}']")
+    op.screenshot(path=str(shots / "8-operator-backfill-cancelled.png"), full_page=True)

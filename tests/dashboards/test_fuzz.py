@@ -7,8 +7,6 @@ it is an endless response by design (it is exercised in test_api and the browser
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -17,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from dashboards import create_app
 from dashboards.config import DashboardConfig
 from dashboards.security import UserStore
+from tests.dashboards.conftest import copy_data_dir
 
 MAX_EXAMPLES = 15
 
 
 @pytest.fixture(scope="module")
 def fuzz_app(site, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz") / "data"
-    shutil.copytree(site.data_dir, root, ignore=shutil.ignore_patterns("*.sqlite-wal", "*.sqlite-shm"))
+    root = copy_data_dir(site.data_dir, tmp_path_factory.mktemp("fuzz") / "data")
     config = DashboardConfig.from_data_dir(root)
     users = UserStore(config.users_db)
     token = users.add("fuzzer", "admin", ["*"])

@@ -47,9 +47,21 @@ def _access(route: APIRoute) -> list[Access]:
     return found
 
 
+JOB: dict[str, str] = {}  # the id of a real backfill job of the site (filled by the fixture below)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backfill_job(client, site):
+    """A backfill job of the site's tile to address (started, then cancelled at once)."""
+    job = client.post("/api/ops/backfill", headers=auth(site, "admin"),
+                      json={"tiles": [site.tile], "start": "2024-05-01", "end": "2024-05-02"}).json()
+    assert client.post(f"/api/ops/backfill/{job['id']}/cancel", headers=auth(site, "admin")).status_code == 200
+    JOB["job_id"] = str(job["id"])
+
+
 def _url(route: APIRoute, site) -> str:
     values = {"parcel_id": quote(site.parcel_ids[1], safe=""), "alert_id": site.alert_ids[0],
-              "tile_id": site.tile, "kind": "true_color"}
+              "tile_id": site.tile, "kind": "true_color", **JOB}
     path = re.sub(r"{(\w+)(:\w+)?}", lambda m: values[m.group(1)], route.path)
     query = {"/api/parcels/at": "?lon=16.61&lat=48.03", "/api/parcels/{parcel_id:path}/chips/{kind}": "?date=2024-05-04"}
     return path + query.get(route.path, "")
@@ -57,6 +69,7 @@ def _url(route: APIRoute, site) -> str:
 
 BODIES = {"/api/alerts/{alert_id}/status": lambda s: {"status": "acknowledged", "note": "x"},
           "/api/alerts/acknowledge": lambda s: {"alert_ids": s.alert_ids[:1]},
+          "/api/ops/backfill": lambda s: {"tiles": [s.tile], "start": "2024-05-01", "end": "2024-05-02"},
           "/api/parcels/search": lambda s: {"geometry": {"type": "Polygon", "coordinates": [
               [[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}}}
 
@@ -120,11 +133,14 @@ def test_foreign_region_is_403_or_sees_nothing(app, client, site):
         rule = _access(route)[0]
         who = "foreign" if Role.CONTROLLER in rule.roles else "foreign_op"
         status, body = _call(client, method, route, site, who)
-        if rule.scope in ("parcel", "alert", "tile"):
+        if rule.scope in ("parcel", "alert", "tile", "job"):
             assert status == 403, f"{method} {route.path} served a foreign region ({status})"
         elif rule.scope == "filtered":
             if route.path == "/api/alerts/acknowledge":
                 assert status == 403, "bulk acknowledge of a foreign alert must be refused"
+                continue
+            if method == "POST" and route.path == "/api/ops/backfill":
+                assert status == 403, "a backfill of a foreign tile must be refused"
                 continue
             assert status == 200, f"{method} {route.path}: {status} {body[:200]}"
             leaked = [i for i in ids if i in body]

@@ -6,13 +6,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import shapely
 
+import ingest.series as series_store
 from ingest.errors import ImportFormatError, ParcelLayerError
 from ingest.importer import import_series
 from ingest.parcels import rasterize_parcels, read_parcels
-from ingest.series import SCHEMA, compact_series, read_series, stats_table, write_slot
+from ingest.series import COMPACT, SCHEMA, compact_index, compact_series, read_series, stats_table, write_slot
 from ingest.types import Sensor
 from tests import SHARED_DATA
 from tests.ingest.helpers import grid
@@ -114,6 +116,60 @@ def test_series_slots_compaction_and_override(tmp_path):
     assert compact_series(tmp_path, "T") == 1
     assert read_series(tmp_path, parcel_id="p1").column("B02").to_pylist() == pytest.approx([0.5, 0.3])
     assert read_series(tmp_path, "T", sensor="S1").num_rows == 0
+
+
+def many_parcel_slot(t: int, seed: int, slot: str, n: int = 300) -> pa.Table:
+    ids = [f"P{i:04d}" for i in range(n)]
+    rng = np.random.default_rng(seed)
+    valid = rng.integers(1, 9, n)
+    return stats_table(ids, Sensor.S2, t, "T", rng.uniform(0, 3000, (n, 10)) * valid[:, None], valid, valid + 1,
+                       [f"i{seed}"], slot=slot)
+
+
+def by_pandas(root, ids):
+    """The reference: the tile's whole table (the dataset scan of every row group) filtered in pandas."""
+    whole = read_series(root, "T").to_pandas()
+    return whole[whole["parcel_id"].isin(ids)].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_parcel_reads_by_row_group_index_match_a_whole_file_scan(tmp_path, monkeypatch, shuffled):
+    monkeypatch.setattr(series_store, "ROW_GROUP", 64)  # many small groups: a parcel spans group edges
+    for k in range(4):
+        write_slot(tmp_path, "T", "S2", f"2024050{k + 1}", many_parcel_slot(1714521600 + k * 86400, k, f"2024050{k + 1}"))
+    compact_series(tmp_path, "T")
+    path = tmp_path / "T" / COMPACT
+    if shuffled:  # a compacted file not sorted by parcel: the index must fall back to a scan of the ranges
+        t = pq.read_table(path)
+        t = t.take(np.random.default_rng(0).permutation(t.num_rows))
+        pq.write_table(t, path, row_group_size=64)
+    index = compact_index(path)
+    assert index.metadata.num_row_groups > 10 and index.ordered is not shuffled
+    rng = np.random.default_rng(1)
+    for ids in (["P0000"], ["P0299"], ["P0150", "P0007", "P0150"], list(rng.choice([f"P{i:04d}" for i in range(300)], 40)),
+                ["nope"], ["P0100", "nope"]):
+        got = read_series(tmp_path, "T", parcel_id=list(ids)).to_pandas()
+        want = by_pandas(tmp_path, ids)
+        assert len(got) == len(want) and got.equals(want), ids
+    assert read_series(tmp_path, "T", parcel_id=[]).num_rows == 0
+
+
+def test_a_read_after_a_recompaction_sees_the_new_rows(tmp_path):
+    write_slot(tmp_path, "T", "S2", "20240501", table(1714521600, [0.1, 0.2], "20240501"))
+    compact_series(tmp_path, "T")
+    path = tmp_path / "T" / COMPACT
+    before = compact_index(path)
+    assert read_series(tmp_path, "T", parcel_id="p1").column("B02").to_pylist() == pytest.approx([0.1])
+    assert compact_index(path) is before  # cached: the footer is not parsed again
+    # the same slot rewritten with values of the same size, then folded: same file size, new version
+    write_slot(tmp_path, "T", "S2", "20240501", table(1714521600, [0.7, 0.8], "20240501"))
+    assert compact_series(tmp_path, "T") == 1
+    assert read_series(tmp_path, "T", parcel_id="p1").column("B02").to_pylist() == pytest.approx([0.7])
+    assert compact_index(path).identity != before.identity
+    # a new slot folded in: its rows are there for the parcel
+    write_slot(tmp_path, "T", "S2", "20240506", table(1714953600, [0.3, 0.4], "20240506"))
+    compact_series(tmp_path, "T")
+    assert read_series(tmp_path, "T", parcel_id="p2").column("B02").to_pylist() == pytest.approx([0.8, 0.4])
 
 
 def test_import_interchange_csv(tmp_path):
