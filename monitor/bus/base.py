@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -253,10 +254,54 @@ class Consumer(ABC):
 
     topics: tuple[str, ...]
     group_id: str
+    _backend: str  # the bus class's name, for repr
 
-    @abstractmethod
+    def __init__(
+        self,
+        bus: Bus,
+        topics: tuple[str, ...],
+        group_id: str,
+        reset: OffsetReset,
+        on_assign: PartitionsHook | None,
+        on_revoke: PartitionsHook | None,
+    ) -> None:
+        self._bus = bus
+        self.topics = topics
+        self.group_id = group_id
+        self._reset = reset
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._held: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{self._backend} consumer group={self.group_id!r} topics={list(self.topics)}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError(f"consumer of group {self.group_id} is closed")
+        if self._bus.closed:
+            raise BusError("the bus is closed")
+
+    def _check_held(self, what: str, topic: str, partition: int) -> TopicPartition:
+        tp = (topic, partition)
+        if tp not in self._held:
+            raise BusError(
+                f"{what} {topic}[{partition}]: not assigned to this consumer of group {self.group_id} "
+                f"(assigned: {sorted(self._held)})"
+            )
+        return tp
+
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         """Wait up to ``timeout_s`` for records; return at most ``max_records`` (maybe none)."""
+        check_poll_args(timeout_s, max_records)
+        self._check_open()
+        return self._poll(timeout_s, max_records)
+
+    @abstractmethod
+    def _poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        """``poll`` with checked arguments on an open consumer."""
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
@@ -267,9 +312,20 @@ class Consumer(ABC):
         not above the committed offset (after a :meth:`seek` back).
         """
 
-    @abstractmethod
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` on (rewind or skip); the partition must be held."""
+        self._check_open()
+        tp, offset = check_offset("seek", (topic, partition), offset)
+        self._check_held("seek", *tp)
+        self._seek(tp, offset)
+
+    @abstractmethod
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """``seek`` of a held partition to a checked offset."""
+
+    def _check_seek_end(self, tp: TopicPartition, offset: int, end: int) -> None:
+        if offset > end:
+            raise BusError(f"seek {tp[0]}[{tp[1]}]: offset {offset} is beyond the end offset {end}")
 
     @abstractmethod
     def position(self) -> dict[TopicPartition, int]:
@@ -279,9 +335,10 @@ class Consumer(ABC):
     def lag(self) -> dict[TopicPartition, int]:
         """``{(topic, partition): end offset - committed}`` (``- position`` where nothing is committed)."""
 
-    @abstractmethod
     def assignment(self) -> set[TopicPartition]:
         """The ``(topic, partition)`` pairs this member currently reads (empty before the first poll)."""
+        self._check_open()
+        return set(self._held)
 
     @abstractmethod
     def close(self) -> None:
@@ -295,26 +352,58 @@ class Consumer(ABC):
 
 
 class Bus(ABC):
-    """Publish keyed JSON records to topics; hand out consumers of consumer groups."""
+    """Publish keyed JSON records to topics; hand out consumers of consumer groups.
 
-    @abstractmethod
+    The public methods check their arguments here, once for both backends (so that both refuse
+    the same input with the same errors), and hand the checked values to the backend's ``_``
+    method. A backend sets ``_closed``, ``_lock`` and ``_consumers`` in its ``__init__``.
+    """
+
+    _closed: bool
+    _lock: threading.Lock
+    _consumers: list[Any]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+    def forget(self, member: Consumer) -> None:
+        """Called by a consumer that closed."""
+        with self._lock:
+            if member in self._consumers:
+                self._consumers.remove(member)
+
     def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
         """Queue one record. Raises :class:`BusError` on a non-string key or a non-JSON value.
 
         On Kafka the send is asynchronous: a record is durable only once :meth:`flush` returns
         (call it before recording the record as published, e.g. in the ingest ledger).
         """
+        key, text = encode_record(topic, key, value)
+        self._publish(topic, key, text)
 
     @abstractmethod
+    def _publish(self, topic: str, key: str, text: str) -> None:
+        """Queue one checked record (``text``: the value as compact JSON)."""
+
     def publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
         """Queue one record as raw bytes, unchecked: what a foreign producer may write (for tools
         and tests of bad input; the services publish with :meth:`publish`)."""
+        check_topic(topic)
+        self._publish_bytes(topic, key, value)
+
+    @abstractmethod
+    def _publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
+        """``publish_bytes`` to a checked topic."""
 
     @abstractmethod
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every queued record is acknowledged (Kafka: by all in-sync replicas)."""
 
-    @abstractmethod
     def consumer(
         self,
         topics: str | Iterable[str],
@@ -328,14 +417,39 @@ class Bus(ABC):
 
         ``auto_offset_reset`` says where a partition without a committed offset starts.
         """
+        checked = tuple(check_topics(topics))
+        check_group(group_id)
+        reset = check_offset_reset(auto_offset_reset)
+        hooks = check_hook("on_assign", on_assign), check_hook("on_revoke", on_revoke)
+        return self._consumer(checked, group_id, reset, *hooks)
 
     @abstractmethod
+    def _consumer(
+        self,
+        topics: tuple[str, ...],
+        group_id: str,
+        reset: OffsetReset,
+        on_assign: PartitionsHook | None,
+        on_revoke: PartitionsHook | None,
+    ) -> Consumer:
+        """``consumer`` with checked arguments."""
+
     def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: offset the next record will get}``; ``{}`` for a topic that does not exist."""
+        return self._end_offsets(check_topic(topic))
 
     @abstractmethod
+    def _end_offsets(self, topic: str) -> dict[int, int]:
+        """``end_offsets`` of a checked topic."""
+
     def committed(self, group_id: str, topic: str) -> dict[int, int]:
         """``{partition: committed offset}`` of a group on a topic (partitions never committed left out)."""
+        check_group(group_id)
+        return self._group_committed(group_id, check_topic(topic))
+
+    @abstractmethod
+    def _group_committed(self, group_id: str, topic: str) -> dict[int, int]:
+        """``committed`` of a checked group and topic."""
 
     @abstractmethod
     def close(self) -> None:
