@@ -8,13 +8,14 @@ never dropped) and check commits the same way (:func:`check_commit`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 __all__ = [
     "Bus",
@@ -22,6 +23,7 @@ __all__ = [
     "BusUnavailableError",
     "CommitError",
     "Consumer",
+    "MemberSpec",
     "Message",
     "OffsetReset",
     "PartitionsHook",
@@ -41,6 +43,8 @@ TopicPartition = tuple[str, int]
 """``(topic, partition)``: how the bus names a partition on both backends."""
 PartitionsHook = Callable[[set[TopicPartition]], None]
 """``on_assign`` / ``on_revoke``: called with the partitions that are given / taken away."""
+
+logger = logging.getLogger(__name__)
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -238,11 +242,35 @@ def check_commit(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class MemberSpec:
+    """A consumer's checked settings (``Bus.consumer`` checks them once for both backends)."""
+
+    topics: tuple[str, ...]
+    group_id: str
+    reset: OffsetReset
+    on_assign: PartitionsHook | None
+    on_revoke: PartitionsHook | None
+
+
 # --------------------------------------------------------------------------------------------------
 # the interface
 
 
-class Consumer(ABC):
+class _ClosedOnExit(ABC):
+    """``with`` closes it."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(_ClosedOnExit):
     """A member of a consumer group, subscribed to some topics. Not thread-safe (one thread each).
 
     Hooks run inside :meth:`poll` (and :meth:`close`): ``on_revoke(partitions)`` BEFORE partitions
@@ -256,21 +284,13 @@ class Consumer(ABC):
     group_id: str
     _backend: str  # the bus class's name, for repr
 
-    def __init__(
-        self,
-        bus: Bus,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> None:
+    def __init__(self, bus: Bus, spec: MemberSpec) -> None:
         self._bus = bus
-        self.topics = topics
-        self.group_id = group_id
-        self._reset = reset
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
+        self.topics = spec.topics
+        self.group_id = spec.group_id
+        self._reset = spec.reset
+        self._on_assign = spec.on_assign
+        self._on_revoke = spec.on_revoke
         self._held: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._closed = False
@@ -344,14 +364,8 @@ class Consumer(ABC):
     def close(self) -> None:
         """Run ``on_revoke`` for what is held, then leave the group WITHOUT committing. Idempotent."""
 
-    def __enter__(self) -> Consumer:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Bus(ABC):
+class Bus(_ClosedOnExit):
     """Publish keyed JSON records to topics; hand out consumers of consumer groups.
 
     The public methods check their arguments here, once for both backends (so that both refuse
@@ -370,6 +384,15 @@ class Bus(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise BusError("the bus is closed")
+
+    @staticmethod
+    def _close_members(members: Iterable[Consumer]) -> None:
+        """Close the consumers handed out, each even when another's hook raises (logged)."""
+        for member in members:
+            try:
+                member.close()
+            except Exception as e:  # one consumer's hook must not keep the others in the group
+                logger.warning("closing consumer of group %s: %s", member.group_id, e)
 
     def forget(self, member: Consumer) -> None:
         """Called by a consumer that closed."""
@@ -417,22 +440,18 @@ class Bus(ABC):
 
         ``auto_offset_reset`` says where a partition without a committed offset starts.
         """
-        checked = tuple(check_topics(topics))
-        check_group(group_id)
-        reset = check_offset_reset(auto_offset_reset)
-        hooks = check_hook("on_assign", on_assign), check_hook("on_revoke", on_revoke)
-        return self._consumer(checked, group_id, reset, *hooks)
+        spec = MemberSpec(
+            topics=tuple(check_topics(topics)),
+            group_id=check_group(group_id),
+            reset=check_offset_reset(auto_offset_reset),
+            on_assign=check_hook("on_assign", on_assign),
+            on_revoke=check_hook("on_revoke", on_revoke),
+        )
+        return self._consumer(spec)
 
     @abstractmethod
-    def _consumer(
-        self,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> Consumer:
-        """``consumer`` with checked arguments."""
+    def _consumer(self, spec: MemberSpec) -> Consumer:
+        """``consumer`` with checked settings."""
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: offset the next record will get}``; ``{}`` for a topic that does not exist."""
@@ -454,9 +473,3 @@ class Bus(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release everything (consumers handed out are closed too). Idempotent."""
-
-    def __enter__(self) -> Bus:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

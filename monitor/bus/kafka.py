@@ -29,9 +29,8 @@ from monitor.bus.base import (
     BusUnavailableError,
     CommitError,
     Consumer,
+    MemberSpec,
     Message,
-    OffsetReset,
-    PartitionsHook,
     TopicPartition,
     check_commit,
     decode_record,
@@ -217,14 +216,7 @@ class KafkaBus(Bus):
                 f"{len(unsent)} record(s) not acknowledged by {self.bootstrap_servers} within {timeout} s"
             )
 
-    def _consumer(
-        self,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> Consumer:
+    def _consumer(self, spec: MemberSpec) -> Consumer:
         with self._lock:
             self._check_open()
         self._check_reachable()
@@ -234,17 +226,17 @@ class KafkaBus(Bus):
             poll_ms = session_ms  # before KIP-62 the session timeout is also the poll bound
         try:
             raw = KafkaConsumer(
-                group_id=group_id,
+                group_id=spec.group_id,
                 enable_auto_commit=False,
-                auto_offset_reset=reset,
+                auto_offset_reset=spec.reset,
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 3),
                 max_poll_interval_ms=poll_ms,
                 **{**self.client_config(), "client_id": f"{self.client_id}-{uuid.uuid4().hex[:8]}"},
             )
         except KafkaError as e:
-            raise self.unavailable(f"cannot join group {group_id}", e) from e
-        member = _KafkaConsumer(self, raw, topics, group_id, reset, on_assign, on_revoke)
+            raise self.unavailable(f"cannot join group {spec.group_id}", e) from e
+        member = _KafkaConsumer(self, raw, spec)
         with self._lock:
             self._consumers.append(member)
         return member
@@ -303,11 +295,7 @@ class KafkaBus(Bus):
             if self._closed:
                 return
             consumers, self._consumers = self._consumers, []
-        for member in consumers:
-            try:
-                member.close()
-            except Exception as e:  # one consumer's hook must not keep the others in the group
-                logger.warning("closing consumer of group %s: %s", member.group_id, e)
+        self._close_members(consumers)
         try:
             if self._producer is not None:
                 try:
@@ -340,17 +328,8 @@ class _KafkaConsumer(Consumer):
     _backend = "KafkaBus"
     _bus: KafkaBus
 
-    def __init__(
-        self,
-        bus: KafkaBus,
-        raw: Any,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> None:
-        super().__init__(bus, topics, group_id, reset, on_assign, on_revoke)
+    def __init__(self, bus: KafkaBus, raw: Any, spec: MemberSpec) -> None:
+        super().__init__(bus, spec)
         self._raw = raw
         # self._positions: known once read from, sought or asked
         self._committed: dict[TopicPartition, int] = {}
@@ -358,7 +337,7 @@ class _KafkaConsumer(Consumer):
         self._in_hook = threading.local()
         self._deferred: dict[TopicPartition, int] = {}  # commits asked for inside a hook
         self._hook_error: BaseException | None = None
-        raw.subscribe(topics=list(topics), listener=_Listener(self))
+        raw.subscribe(topics=list(self.topics), listener=_Listener(self))
 
     def _inside_hook(self) -> bool:
         return getattr(self._in_hook, "active", False)

@@ -37,8 +37,8 @@ from monitor.bus.base import (
     Bus,
     BusError,
     Consumer,
+    MemberSpec,
     Message,
-    OffsetReset,
     PartitionsHook,
     TopicPartition,
     check_commit,
@@ -108,17 +108,10 @@ class InMemoryBus(Bus):
     def flush(self, timeout_s: float | None = None) -> None:
         self._check_open()
 
-    def _consumer(
-        self,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> Consumer:
+    def _consumer(self, spec: MemberSpec) -> Consumer:
         with self._lock:
             self._check_open()
-            member = _MemoryConsumer(self, topics, group_id, reset, on_assign, on_revoke)
+            member = _MemoryConsumer(self, spec)
             self._consumers.append(member)
             if self.log.expire_members and self._heartbeats is None:
                 self._heartbeats = threading.Thread(
@@ -158,11 +151,7 @@ class InMemoryBus(Bus):
                 return
             consumers = list(self._consumers)
         try:
-            for member in consumers:
-                try:
-                    member.close()
-                except Exception as e:  # one consumer's hook must not keep the others in the group
-                    logger.warning("closing consumer of group %s: %s", member.group_id, e)
+            self._close_members(consumers)
         finally:
             with self._lock:
                 self._closed = True
@@ -176,23 +165,15 @@ class _MemoryConsumer(Consumer):
     _backend = "InMemoryBus"
     _bus: InMemoryBus
 
-    def __init__(
-        self,
-        bus: InMemoryBus,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> None:
-        super().__init__(bus, topics, group_id, reset, on_assign, on_revoke)
+    def __init__(self, bus: InMemoryBus, spec: MemberSpec) -> None:
+        super().__init__(bus, spec)
         self._log = bus.log
         self.member_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._seen_generation = -1
         self._waiting = True  # the plan gives this member partitions that others still hold
         self._rotate = 0
         self.last_poll_s = time.monotonic()
-        self._log.join(group_id, self.member_id, topics)
+        self._log.join(self.group_id, self.member_id, self.topics)
 
     @staticmethod
     def _call(hook: PartitionsHook | None, tps: set[TopicPartition]) -> BaseException | None:
