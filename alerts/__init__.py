@@ -2,13 +2,13 @@
 
 May import ``sits`` only. Public API (what ``monitor`` and ``dashboards`` use)::
 
-    from alerts.series import Observation, read_observations, read_parcels, add_regional_reference
+    from alerts.series import ParcelAcquisition, read_observations, read_parcels, add_regional_reference
     from alerts.detectors import MowingDetector, HarvestDetector, SolarDetector, run_detectors
     det = MowingDetector()
     state = det.init_state(parcel_id, land_use)        # UnsupportedLandUseError if not handled
-    state, events = det.update(state, Observation(...))  # one acquisition; immutable states (checkpoints)
+    state, events = det.update(state, ParcelAcquisition(...))  # one acquisition; immutable states (checkpoints)
     #   duplicates skipped, out-of-order -> SeriesError (rewind), NaN/cloudy -> state unchanged
-    #   HarvestDetector wants Observation.vh_ref = regional median VH (dB) of the same acquisition
+    #   HarvestDetector wants ParcelAcquisition.vh_ref = regional median VH (dB) of the same acquisition
     from alerts.detectors.state_io import state_to_dict, state_from_dict, states_to_zarr, states_from_zarr
     from alerts.detectors.batch import AcquisitionInputs, make_batch_detectors  # a tile per acquisition (kernels)
     from alerts.detectors import detect_solar_pixels   # (time, band, y, x) cube + transform -> events with polygons

@@ -13,7 +13,6 @@ The detectors' decisions do not depend on it: their rules are validated on real 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,6 +22,7 @@ import pandas as pd
 
 from alerts.series import from_days
 from alerts.types import Event
+from contracts.indices import ndvi
 
 EXPECTED = "expected_ndvi"
 EXPECTED_STD = "expected_ndvi_std"
@@ -92,7 +92,7 @@ def annotate_events(events: Sequence[Event], obs: pd.DataFrame, model_version: s
             continue
         view = after.iloc[0]
         red, nir = float(view["B04"]), float(view["B08"])
-        observed = (nir - red) / (nir + red) if nir + red > 0 else math.nan
+        observed = ndvi(red, nir)
         expected, std = float(view[EXPECTED]), float(view[EXPECTED_STD])
         evidence = {
             **event.evidence,

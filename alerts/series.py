@@ -56,7 +56,7 @@ def day_of_year(days: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Observation:
+class ParcelAcquisition:
     """One acquisition of one sensor for one parcel.
 
     ``time`` in float days since 1970-01-01 UTC; ``bands`` the ten S2 reflectances in ``S2_BANDS``
@@ -204,8 +204,8 @@ def check_known_parcels(obs: pd.DataFrame, parcels: pd.DataFrame) -> None:
         raise UnknownParcelError(f"observations name unknown parcel id {unknown[0]!r}{more}")
 
 
-def iter_observations(df: pd.DataFrame) -> Iterator[Observation]:
-    """Rows of a normalised table as ``Observation`` records, in table order."""
+def iter_observations(df: pd.DataFrame) -> Iterator[ParcelAcquisition]:
+    """Rows of a normalised table as ``ParcelAcquisition`` records, in table order."""
     bands = df[list(S2_BANDS)].to_numpy(float)
     clear = df["clear"].to_numpy(float)
     vv = df["VV"].to_numpy(float)
@@ -215,7 +215,7 @@ def iter_observations(df: pd.DataFrame) -> Iterator[Observation]:
     vref = df["VV_ref"].to_numpy(float) if "VV_ref" in df.columns else np.full(len(df), np.nan)
     for i, (pid, days, sensor) in enumerate(zip(df["parcel_id"], df["days"], df["sensor"], strict=True)):
         c = None if not math.isfinite(clear[i]) else bool(clear[i] >= 0.5)
-        yield Observation(
+        yield ParcelAcquisition(
             parcel_id=pid,
             time=float(days),
             sensor=sensor,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from contracts.indices import ndvi
 from sits.errors import EmptySeriesError
-from sits.heads import ndvi
 from sits.models import SitsEncoder
 from sits.tokens import S2, Series, batch_series
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contracts.indices import ndvi
 from sits.errors import ShapeError
 
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 5.0
@@ -71,11 +72,6 @@ class Prediction:
             return self.band("NDVI")
         r, sr = self.band("B04")
         n, sn = self.band("B08")
-        s = np.maximum(n + r, 1e-6)
-        ndvi = (n - r) / s
+        s = np.maximum(n + r, 1e-6)  # the derivatives only: the value's guard is ndvi's
         dn, dr = 2 * r / s**2, -2 * n / s**2
-        return ndvi.astype(np.float32), np.sqrt((dn * sn) ** 2 + (dr * sr) ** 2).astype(np.float32)
-
-
-def ndvi(b04: np.ndarray, b08: np.ndarray) -> np.ndarray:
-    return (b08 - b04) / np.maximum(b08 + b04, 1e-6)
+        return ndvi(r, n).astype(np.float32), np.sqrt((dn * sn) ** 2 + (dr * sr) ** 2).astype(np.float32)

@@ -29,7 +29,13 @@ import pandas as pd
 
 from alerts.detectors import registry
 from alerts.errors import SeriesError, UnsupportedLandUseError
-from alerts.series import Observation, check_known_parcels, group_by_parcel, iter_observations
+from alerts.series import (
+    ParcelAcquisition,
+    add_regional_reference,
+    check_known_parcels,
+    group_by_parcel,
+    iter_observations,
+)
 from alerts.types import Event
 
 logger = logging.getLogger(__name__)
@@ -85,9 +91,9 @@ class BaseDetector(ABC, Generic[S]):
         return self.state_type(parcel_id=str(parcel_id), land_use=str(land_use).lower())
 
     @abstractmethod
-    def _step(self, state: S, obs: Observation) -> tuple[S, list[Event]]: ...
+    def _step(self, state: S, obs: ParcelAcquisition) -> tuple[S, list[Event]]: ...
 
-    def update(self, state: S, obs: Observation) -> tuple[S, list[Event]]:
+    def update(self, state: S, obs: ParcelAcquisition) -> tuple[S, list[Event]]:
         """Fold one acquisition in; return the new state and the events it confirms."""
         if obs.parcel_id != state.parcel_id:
             raise SeriesError(
@@ -111,7 +117,7 @@ class BaseDetector(ABC, Generic[S]):
         state = replace(state, mark=new_mark, n_obs=state.n_obs + 1)
         return self._step(state, obs)
 
-    def run(self, parcel_id: str, land_use: str, observations: Iterable[Observation]) -> list[Event]:
+    def run(self, parcel_id: str, land_use: str, observations: Iterable[ParcelAcquisition]) -> list[Event]:
         """Batch (offline) run of one parcel: a loop over ``update``."""
         state = self.init_state(parcel_id, land_use)
         events: list[Event] = []
@@ -120,9 +126,17 @@ class BaseDetector(ABC, Generic[S]):
             events.extend(new)
         return events
 
+    # the regional reference the rules read (``alerts.series.add_regional_reference``): its column
+    # and the parameter that switches it on; None: none
+    reference_column: ClassVar[str | None] = None
+    reference_switch: ClassVar[str] = ""
+
     def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
-        """Hook: add table-level inputs (e.g. a regional reference) before the per-parcel loop."""
-        return obs
+        """Hook: add table-level inputs before the per-parcel loop: the regional reference when the
+        rules read it and the table lacks it."""
+        if self.reference_column is None or not getattr(self.params, self.reference_switch):
+            return obs
+        return obs if self.reference_column in obs.columns else add_regional_reference(obs)
 
     def run_frame(self, obs: pd.DataFrame, parcels: pd.DataFrame) -> tuple[list[Event], list[str]]:
         """Batch run over a normalised interchange table. Returns (events, parcels skipped).

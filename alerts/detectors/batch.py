@@ -5,7 +5,7 @@ fixed by the caller, NaN time where a parcel has no row). A ``BatchDetector`` fo
 states of all N parcels in place and returns the events it confirms:
 
 - ``ReferenceBatch(detector)``: the plain reference — the per-parcel ``BaseDetector.update`` on one
-  ``Observation`` per parcel, states a list of the detector's frozen dataclasses.
+  ``ParcelAcquisition`` per parcel, states a list of the detector's frozen dataclasses.
 - ``MowingKernel``, ``HarvestKernel``, ``SolarKernel``: the same rules as numba kernels over state
   arrays (``alerts.detectors.kernels``); ``Event`` objects and their evidence are built in Python
   only for the parcels that emit. ``tests/alerts/test_batch_kernels.py`` holds each kernel equal to
@@ -35,7 +35,6 @@ from alerts.detectors.batch_kernels import (
     KERNELS,
     PORTED_RULES,
     HarvestKernel,
-    HarvestS2Kernel,
     KernelBatch,
     KernelStates,
     MowingKernel,
@@ -52,7 +51,6 @@ __all__ = [
     "AcquisitionInputs",
     "BatchDetector",
     "HarvestKernel",
-    "HarvestS2Kernel",
     "KERNELS",
     "KernelBatch",
     "KernelStates",

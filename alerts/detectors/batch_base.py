@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.errors import SeriesError
-from alerts.series import S2_BANDS, SENSORS, Observation
+from alerts.series import S2_BANDS, SENSORS, ParcelAcquisition
 from alerts.types import Event
 
 logger = logging.getLogger(__name__)
@@ -126,13 +126,13 @@ class AcquisitionInputs:
             expected_ndvi_std=_column(rows, "expected_ndvi_std", pos, n),
         )
 
-    def observation(self, i: int, parcel_id: str) -> Observation | None:
-        """Parcel i's row as the reference's ``Observation`` (``iter_observations`` semantics);
+    def observation(self, i: int, parcel_id: str) -> ParcelAcquisition | None:
+        """Parcel i's row as the reference's ``ParcelAcquisition`` (``iter_observations`` semantics);
         None where the parcel has no row in this acquisition (NaN time)."""
         if not math.isfinite(float(self.t_days[i])):
             return None
         c = float(self.clear[i])
-        return Observation(
+        return ParcelAcquisition(
             parcel_id=parcel_id,
             time=float(self.t_days[i]),
             sensor=self.sensor,
@@ -220,3 +220,29 @@ def _check_loaded(arrays: dict[str, np.ndarray], version: str, who: str) -> None
         raise SeriesError(
             f"{who}: detector state version {got!r} is not {version!r}; rebuild from the series"
         )
+
+
+def check_tile_inputs(inputs: AcquisitionInputs, parcel_ids: np.ndarray) -> None:
+    """Refuse inputs made for another tile's parcel list (a different parcel count)."""
+    if inputs.n_parcels != len(parcel_ids):
+        raise SeriesError(f"{inputs.n_parcels} inputs for {len(parcel_ids)} parcels")
+
+
+def dump_header(version: str, states: Any) -> dict[str, np.ndarray]:
+    """The columns every ``dump`` starts with: ``state_version`` and the tile's parcel columns."""
+    return {
+        "state_version": _text([version]),
+        "parcel_id": _text(states.parcel_ids),
+        "land_use": _text(states.land_uses),
+        "handled": states.handled.copy(),
+    }
+
+
+def load_header(arrays: dict[str, np.ndarray], version: str, who: str) -> tuple[np.ndarray, ...]:
+    """``(parcel_ids, land_uses, handled)`` of dumped states, after their version is checked."""
+    _check_loaded(arrays, version, who)
+    return (
+        _as_str(arrays["parcel_id"]),
+        _as_str(arrays["land_use"]),
+        np.asarray(arrays["handled"], dtype=bool),
+    )

@@ -11,14 +11,14 @@ import numpy as np
 from alerts.detectors.base import BaseDetector, DetectorState
 from alerts.detectors.batch_base import (
     AcquisitionInputs,
-    _as_str,
     _base_columns,
-    _check_loaded,
     _check_order,
     _text,
+    check_tile_inputs,
+    dump_header,
+    load_header,
 )
 from alerts.detectors.state_io import STATE_SCHEMA, state_from_dict, state_to_dict
-from alerts.errors import SeriesError
 from alerts.types import Event
 
 # -- the plain reference ----------------------------------------------------------------------------
@@ -48,8 +48,7 @@ class ReferenceBatch:
         return ReferenceStates(ids, lus, handled, states)
 
     def step(self, states: ReferenceStates, inputs: AcquisitionInputs) -> list[Event]:
-        if inputs.n_parcels != len(states.parcel_ids):
-            raise SeriesError(f"{inputs.n_parcels} inputs for {len(states.parcel_ids)} parcels")
+        check_tile_inputs(inputs, states.parcel_ids)
         t_last = np.array([s.mark.t_last if s is not None else -np.inf for s in states.states])
         _check_order(inputs.t_days, t_last, states.parcel_ids)
         events: list[Event] = []
@@ -65,22 +64,11 @@ class ReferenceBatch:
 
     def dump(self, states: ReferenceStates) -> dict[str, np.ndarray]:
         blobs = [json.dumps(state_to_dict(s)) if s is not None else "" for s in states.states]
-        return {
-            "state_version": _text([self.state_version]),
-            "parcel_id": _text(states.parcel_ids),
-            "land_use": _text(states.land_uses),
-            "handled": states.handled.copy(),
-            "state_json": _text(blobs),
-        }
+        return {**dump_header(self.state_version, states), "state_json": _text(blobs)}
 
     def load(self, arrays: dict[str, np.ndarray]) -> ReferenceStates:
-        _check_loaded(arrays, self.state_version, type(self).__name__)
+        ids, lus, handled = load_header(arrays, self.state_version, type(self).__name__)
         st = [
             state_from_dict(json.loads(b)) if b else None for b in np.asarray(arrays["state_json"]).tolist()
         ]
-        return ReferenceStates(
-            _as_str(arrays["parcel_id"]),
-            _as_str(arrays["land_use"]),
-            np.asarray(arrays["handled"], dtype=bool),
-            st,
-        )
+        return ReferenceStates(ids, lus, handled, st)

@@ -30,11 +30,12 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from alerts.detectors.base import BaseDetector, DetectorState
-from alerts.series import Observation, add_regional_reference, day_of_year, from_days
+from alerts.detectors.steps import find_window_step
+from alerts.series import ParcelAcquisition, day_of_year, from_days
 from alerts.types import Event
+from contracts.land_use import HARVEST_WATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class HarvestState(DetectorState):
     last_harvest: float = float("-inf")
 
 
-def ndti(obs: Observation) -> float:
+def ndti(obs: ParcelAcquisition) -> float:
     """Normalised difference tillage index (B11 − B12)/(B11 + B12); NaN where a band is missing."""
     b11, b12 = obs.band("B11"), obs.band("B12")
     if not (math.isfinite(b11) and math.isfinite(b12)) or b11 + b12 <= 0:
@@ -117,68 +118,19 @@ def s1_date(s1: tuple[tuple[float, float], ...], t_hi: float, t_lo: float) -> tu
     return best, drop
 
 
-def find_step(
-    t: np.ndarray,
-    v: np.ndarray,
-    p: HarvestParams,
-    min_drop: float,
-    margin: float,
-    newly_complete: bool = True,
-) -> dict | None:
-    """Best confirmed step down in series ``v`` at times ``t`` (sorted), or None.
-
-    A split k (between views k-1 and k) needs ``min_before`` views in ``before_days`` before it and
-    ``min_after`` in ``after_days`` after; drop = mean(before) − mean(after) ≥ ``min_drop``; every
-    view after must lie ≥ ``margin`` below the mean before (persistence).
-    ``newly_complete``: only splits whose after-window completed with the newest view (a split's
-    verdict is fixed once its windows are complete, so older ones were decided by earlier calls).
-    """
-    best = None
-    for k in range(1, len(t)):
-        if newly_complete and len(t) > 1 and t[k] + p.after_days <= t[-2]:
-            continue  # its windows were already complete at the previous view: decided then
-        pre = (t >= t[k] - p.before_days) & (t < t[k])
-        post = (t >= t[k]) & (t <= t[k] + p.after_days)
-        if pre.sum() < p.min_before or post.sum() < p.min_after:
-            continue
-        # confirmation needs the after-window to be complete (a later view exists beyond it)
-        if t[-1] < t[k] + p.after_days:
-            continue
-        m_pre, m_post = float(v[pre].mean()), float(v[post].mean())
-        drop = m_pre - m_post
-        if drop < min_drop or float(v[post].max()) > m_pre - margin:
-            continue
-        if v[k - 1] < m_pre - margin:  # the view before the split was already low: not the step
-            continue
-        if best is None or drop > best["drop"]:
-            best = {
-                "k": k,
-                "drop": drop,
-                "pre": m_pre,
-                "post": m_post,
-                "t_hi": float(t[k - 1]),
-                "t_lo": float(t[k]),
-            }
-    return best
-
-
 class HarvestDetector(BaseDetector[HarvestState]):
     """Harvest date of arable parcels, from S1 (through clouds) or S2."""
 
     name = "harvest"
     event_type = "harvest"
-    land_uses = frozenset({"cereal", "maize", "rapeseed", "arable", "wheat", "barley", "sunflower", "other"})
+    land_uses = HARVEST_WATCH
+    reference_column, reference_switch = "VH_ref", "use_regional_reference"
 
     params_type = HarvestParams
     state_type = HarvestState
     params: HarvestParams
 
-    def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
-        if self.params.use_regional_reference and "VH_ref" not in obs.columns:
-            return add_regional_reference(obs)
-        return obs
-
-    def _step(self, state: HarvestState, obs: Observation) -> tuple[HarvestState, list[Event]]:
+    def _step(self, state: HarvestState, obs: ParcelAcquisition) -> tuple[HarvestState, list[Event]]:
         p = self.params
         horizon = obs.time - p.buffer_days
         if obs.sensor == "S1":
@@ -207,16 +159,19 @@ class HarvestDetector(BaseDetector[HarvestState]):
     def _s1_step(self, state: HarvestState) -> tuple[HarvestState, list[Event]]:
         p = self.params
         arr = np.asarray(state.s1)
-        step = find_step(arr[:, 0], arr[:, 1], p, p.min_drop_db, p.persist_margin_db)
+        step = find_window_step(
+            arr[:, 0], arr[:, 1], before_days=p.before_days, after_days=p.after_days, min_before=p.min_before,
+            min_after=p.min_after, min_drop=p.min_drop_db, margin=p.persist_margin_db, pick="best",
+        )
         if step is None:
             return state, []
-        k = step["k"]
+        k = step.k
         excerpt = [(from_days(a).date().isoformat(), round(float(b), 3)) for a, b in arr[max(0, k - 4) : k + 4]]
         return self._emit(
-            state, 0.5 * (step["t_hi"] + step["t_lo"]), (step["t_hi"], step["t_lo"]),
-            1.0 - math.exp(-1.5 * step["drop"] / p.min_drop_db), "S1",
-            {"quantity": "VH dB", "before": round(step["pre"], 3), "after": round(step["post"], 3),
-             "drop": round(step["drop"], 3), "series_excerpt": excerpt},
+            state, 0.5 * (step.t_hi + step.t_lo), (step.t_hi, step.t_lo),
+            1.0 - math.exp(-1.5 * step.drop / p.min_drop_db), "S1",
+            {"quantity": "VH dB", "before": round(step.pre, 3), "after": round(step.post, 3),
+             "drop": round(step.drop, 3), "series_excerpt": excerpt},
         )
 
     def _s2_step(self, state: HarvestState) -> tuple[HarvestState, list[Event]]:

@@ -43,12 +43,12 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from alerts.detectors.base import BaseDetector, DetectorState
 from alerts.detectors.steps import WindowStep, find_window_step
-from alerts.series import Observation, add_regional_reference, day_of_year, from_days
+from alerts.series import ParcelAcquisition, day_of_year, from_days
 from alerts.types import Event
+from contracts.land_use import GRASSLAND
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,16 +297,12 @@ class MowingDetector(BaseDetector[MowingState]):
 
     name = "mowing"
     event_type = "mowing"
-    land_uses = frozenset({"grassland", "meadow", "pasture", "permanent_grassland", "temporary_grassland"})
+    land_uses = GRASSLAND
+    reference_column, reference_switch = "VH_ref", "s1_spells"
 
     params_type = MowingParams
     state_type = MowingState
     params: MowingParams
-
-    def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
-        if self.params.s1_spells and "VH_ref" not in obs.columns:
-            return add_regional_reference(obs)
-        return obs
 
     def _s1_spell(self, state: MowingState) -> tuple[MowingState, list[Event]]:
         """Cloudy spells: a VH step down (regional reference removed) while S2 saw nothing clear."""
@@ -351,7 +347,7 @@ class MowingDetector(BaseDetector[MowingState]):
         )
         return replace(state, last_cut=date), [event]
 
-    def _step(self, state: MowingState, obs: Observation) -> tuple[MowingState, list[Event]]:
+    def _step(self, state: MowingState, obs: ParcelAcquisition) -> tuple[MowingState, list[Event]]:
         p = self.params
         horizon = obs.time - p.buffer_days
         if obs.sensor == "S1":

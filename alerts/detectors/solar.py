@@ -10,7 +10,7 @@ of works is dated at the onset of the rise (the first view from which VV stays a
 ``onset_db``) minus ``lead_days`` (ground works precede the panels); the window spans from the last
 view at baseline level to the onset. One event per parcel.
 Works begun without panels yet (``works_phase``): a green parcel stripped to bare soil (NDVI) while
-its VV relative to the regional median (``Observation.vv_ref``, added by ``prepare``) rose and stayed up
+its VV relative to the regional median (``ParcelAcquisition.vv_ref``, added by ``prepare``) rose and stayed up
 for ``works_min_days``; see ``_works_phase``. A site bare from the start of the series is dated at its
 VV-vs-region step up (the works roughen the soil) when no VH/NDVI step precedes the panels.
 
@@ -23,11 +23,10 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from alerts.detectors.base import BaseDetector, DetectorState
 from alerts.detectors.steps import step_down_midpoint
-from alerts.series import Observation, add_regional_reference, from_days
+from alerts.series import ParcelAcquisition, from_days
 from alerts.types import Event
 
 
@@ -46,7 +45,7 @@ class SolarParams:
     works_vh_drop_db: float = 2.0
     works_ndvi_drop: float = 0.2
     buffer_days: float = 200.0
-    # works phase (no panels yet): VV relative to the regional median (``Observation.vv_ref``)
+    # works phase (no panels yet): VV relative to the regional median (``ParcelAcquisition.vv_ref``)
     works_phase: bool = True
     works_rise_db: float = 1.5
     works_onset_db: float = 0.75
@@ -86,17 +85,13 @@ class SolarDetector(BaseDetector[SolarState]):
     name = "solar"
     event_type = "solar_construction"
     land_uses = None
+    reference_column, reference_switch = "VV_ref", "works_phase"
 
     params_type = SolarParams
     state_type = SolarState
     params: SolarParams
 
-    def prepare(self, obs: pd.DataFrame) -> pd.DataFrame:
-        if self.params.works_phase and "VV_ref" not in obs.columns:
-            return add_regional_reference(obs)
-        return obs
-
-    def _step(self, state: SolarState, obs: Observation) -> tuple[SolarState, list[Event]]:
+    def _step(self, state: SolarState, obs: ParcelAcquisition) -> tuple[SolarState, list[Event]]:
         p = self.params
         if state.found:
             return state, []

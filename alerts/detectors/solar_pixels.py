@@ -21,6 +21,8 @@ import numpy as np
 from alerts.errors import SeriesError
 from alerts.series import from_days
 from alerts.types import Event
+from contracts.indices import ndvi
+from contracts.time import SECONDS_PER_DAY
 
 CUBE_DIMS = ("time", "band", "y", "x")
 
@@ -100,9 +102,7 @@ def _indices(cube: np.ndarray, bands: tuple[str, ...]) -> tuple[np.ndarray, np.n
         if need not in b:
             raise SeriesError(f"pixel solar detection needs band {need}; cube has {bands}")
     red, nir, swir = cube[:, b["B04"]], cube[:, b["B08"]], cube[:, b["B11"]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ndvi = (nir - red) / (nir + red)
-    return ndvi, nir, swir
+    return ndvi(red, nir), nir, swir
 
 
 def _pv_like(cube: np.ndarray, bands: tuple[str, ...], p: PixelSolarParams) -> np.ndarray:
@@ -285,7 +285,7 @@ def _split(dep: np.ndarray, shape: tuple[int, int], min_px: int) -> tuple[np.nda
 def _as_days(times: Any) -> np.ndarray:
     times = np.asarray(times)
     if np.issubdtype(times.dtype, np.datetime64):
-        times = times.astype("datetime64[s]").astype(np.int64) / 86400.0
+        times = times.astype("datetime64[s]").astype(np.int64) / SECONDS_PER_DAY
     return times.astype(float)
 
 

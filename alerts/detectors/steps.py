@@ -4,9 +4,8 @@
 - ``find_window_step``: a split k (between views k-1 and k) compares the mean of the views in the
   ``before_days`` before it with the mean of those in the ``after_days`` after it; the step must
   persist (every view after lies ``margin`` below the mean before) and the view before the split
-  must not already be low. Used by mowing's S1 cloudy-spell rule (``pick="first"``); harvest's
-  ``find_step`` is the same rule with ``pick="best"`` (``tests/alerts/test_batch_kernels.py`` holds
-  them equal, so harvest can delegate here once its rules settle).
+  must not already be low. Used by mowing's S1 cloudy-spell rule (``pick="first"``) and harvest's
+  S1 rule (``pick="best"``).
 - ``step_down_midpoint``: the ``n`` views before a split against the ``n`` after, within a time
   range; the solar detector dates works with it (latest split, or the earliest with ``first``).
 """

@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from contracts.indices import ndvi
+
 __all__ = ["truecolor_png", "ndvi_png", "vv_png"]
 
 
@@ -36,8 +38,8 @@ def truecolor_png(b04: np.ndarray, b03: np.ndarray, b02: np.ndarray, path: Path)
 def ndvi_png(b08: np.ndarray, b04: np.ndarray, path: Path) -> None:
     """NDVI on the RdYlGn colormap from -0.2 (red) to 0.9 (green)."""
     b08, b04 = _shrink(b08), _shrink(b04)
-    ndvi = (b08 - b04) / np.maximum(b08 + b04, 1e-6)
-    scaled = np.clip((ndvi + 0.2) / 1.1, 0.0, 1.0)
+    nd = np.nan_to_num(ndvi(b04, b08), nan=0.0)  # no signal (or a negative band): drawn as NDVI 0
+    scaled = np.clip((nd + 0.2) / 1.1, 0.0, 1.0)
     _save(colormaps["RdYlGn"](scaled, bytes=True)[..., :3], path)
 
 

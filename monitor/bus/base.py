@@ -8,12 +8,14 @@ never dropped) and check commits the same way (:func:`check_commit`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 __all__ = [
     "Bus",
@@ -21,6 +23,7 @@ __all__ = [
     "BusUnavailableError",
     "CommitError",
     "Consumer",
+    "MemberSpec",
     "Message",
     "OffsetReset",
     "PartitionsHook",
@@ -40,6 +43,8 @@ TopicPartition = tuple[str, int]
 """``(topic, partition)``: how the bus names a partition on both backends."""
 PartitionsHook = Callable[[set[TopicPartition]], None]
 """``on_assign`` / ``on_revoke``: called with the partitions that are given / taken away."""
+
+logger = logging.getLogger(__name__)
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -237,11 +242,35 @@ def check_commit(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class MemberSpec:
+    """A consumer's checked settings (``Bus.consumer`` checks them once for both backends)."""
+
+    topics: tuple[str, ...]
+    group_id: str
+    reset: OffsetReset
+    on_assign: PartitionsHook | None
+    on_revoke: PartitionsHook | None
+
+
 # --------------------------------------------------------------------------------------------------
 # the interface
 
 
-class Consumer(ABC):
+class _ClosedOnExit(ABC):
+    """``with`` closes it."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(_ClosedOnExit):
     """A member of a consumer group, subscribed to some topics. Not thread-safe (one thread each).
 
     Hooks run inside :meth:`poll` (and :meth:`close`): ``on_revoke(partitions)`` BEFORE partitions
@@ -253,10 +282,46 @@ class Consumer(ABC):
 
     topics: tuple[str, ...]
     group_id: str
+    _backend: str  # the bus class's name, for repr
 
-    @abstractmethod
+    def __init__(self, bus: Bus, spec: MemberSpec) -> None:
+        self._bus = bus
+        self.topics = spec.topics
+        self.group_id = spec.group_id
+        self._reset = spec.reset
+        self._on_assign = spec.on_assign
+        self._on_revoke = spec.on_revoke
+        self._held: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{self._backend} consumer group={self.group_id!r} topics={list(self.topics)}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError(f"consumer of group {self.group_id} is closed")
+        if self._bus.closed:
+            raise BusError("the bus is closed")
+
+    def _check_held(self, what: str, topic: str, partition: int) -> TopicPartition:
+        tp = (topic, partition)
+        if tp not in self._held:
+            raise BusError(
+                f"{what} {topic}[{partition}]: not assigned to this consumer of group {self.group_id} "
+                f"(assigned: {sorted(self._held)})"
+            )
+        return tp
+
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         """Wait up to ``timeout_s`` for records; return at most ``max_records`` (maybe none)."""
+        check_poll_args(timeout_s, max_records)
+        self._check_open()
+        return self._poll(timeout_s, max_records)
+
+    @abstractmethod
+    def _poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        """``poll`` with checked arguments on an open consumer."""
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
@@ -267,9 +332,20 @@ class Consumer(ABC):
         not above the committed offset (after a :meth:`seek` back).
         """
 
-    @abstractmethod
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` on (rewind or skip); the partition must be held."""
+        self._check_open()
+        tp, offset = check_offset("seek", (topic, partition), offset)
+        self._check_held("seek", *tp)
+        self._seek(tp, offset)
+
+    @abstractmethod
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """``seek`` of a held partition to a checked offset."""
+
+    def _check_seek_end(self, tp: TopicPartition, offset: int, end: int) -> None:
+        if offset > end:
+            raise BusError(f"seek {tp[0]}[{tp[1]}]: offset {offset} is beyond the end offset {end}")
 
     @abstractmethod
     def position(self) -> dict[TopicPartition, int]:
@@ -279,42 +355,78 @@ class Consumer(ABC):
     def lag(self) -> dict[TopicPartition, int]:
         """``{(topic, partition): end offset - committed}`` (``- position`` where nothing is committed)."""
 
-    @abstractmethod
     def assignment(self) -> set[TopicPartition]:
         """The ``(topic, partition)`` pairs this member currently reads (empty before the first poll)."""
+        self._check_open()
+        return set(self._held)
 
     @abstractmethod
     def close(self) -> None:
         """Run ``on_revoke`` for what is held, then leave the group WITHOUT committing. Idempotent."""
 
-    def __enter__(self) -> Consumer:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class Bus(_ClosedOnExit):
+    """Publish keyed JSON records to topics; hand out consumers of consumer groups.
 
+    The public methods check their arguments here, once for both backends (so that both refuse
+    the same input with the same errors), and hand the checked values to the backend's ``_``
+    method. A backend sets ``_closed``, ``_lock`` and ``_consumers`` in its ``__init__``.
+    """
 
-class Bus(ABC):
-    """Publish keyed JSON records to topics; hand out consumers of consumer groups."""
+    _closed: bool
+    _lock: threading.Lock
+    _consumers: list[Any]
 
-    @abstractmethod
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+    @staticmethod
+    def _close_members(members: Iterable[Consumer]) -> None:
+        """Close the consumers handed out, each even when another's hook raises (logged)."""
+        for member in members:
+            try:
+                member.close()
+            except Exception as e:  # one consumer's hook must not keep the others in the group
+                logger.warning("closing consumer of group %s: %s", member.group_id, e)
+
+    def forget(self, member: Consumer) -> None:
+        """Called by a consumer that closed."""
+        with self._lock:
+            if member in self._consumers:
+                self._consumers.remove(member)
+
     def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
         """Queue one record. Raises :class:`BusError` on a non-string key or a non-JSON value.
 
         On Kafka the send is asynchronous: a record is durable only once :meth:`flush` returns
         (call it before recording the record as published, e.g. in the ingest ledger).
         """
+        key, text = encode_record(topic, key, value)
+        self._publish(topic, key, text)
 
     @abstractmethod
+    def _publish(self, topic: str, key: str, text: str) -> None:
+        """Queue one checked record (``text``: the value as compact JSON)."""
+
     def publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
         """Queue one record as raw bytes, unchecked: what a foreign producer may write (for tools
         and tests of bad input; the services publish with :meth:`publish`)."""
+        check_topic(topic)
+        self._publish_bytes(topic, key, value)
+
+    @abstractmethod
+    def _publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
+        """``publish_bytes`` to a checked topic."""
 
     @abstractmethod
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every queued record is acknowledged (Kafka: by all in-sync replicas)."""
 
-    @abstractmethod
     def consumer(
         self,
         topics: str | Iterable[str],
@@ -328,21 +440,36 @@ class Bus(ABC):
 
         ``auto_offset_reset`` says where a partition without a committed offset starts.
         """
+        spec = MemberSpec(
+            topics=tuple(check_topics(topics)),
+            group_id=check_group(group_id),
+            reset=check_offset_reset(auto_offset_reset),
+            on_assign=check_hook("on_assign", on_assign),
+            on_revoke=check_hook("on_revoke", on_revoke),
+        )
+        return self._consumer(spec)
 
     @abstractmethod
+    def _consumer(self, spec: MemberSpec) -> Consumer:
+        """``consumer`` with checked settings."""
+
     def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: offset the next record will get}``; ``{}`` for a topic that does not exist."""
+        return self._end_offsets(check_topic(topic))
 
     @abstractmethod
+    def _end_offsets(self, topic: str) -> dict[int, int]:
+        """``end_offsets`` of a checked topic."""
+
     def committed(self, group_id: str, topic: str) -> dict[int, int]:
         """``{partition: committed offset}`` of a group on a topic (partitions never committed left out)."""
+        check_group(group_id)
+        return self._group_committed(group_id, check_topic(topic))
+
+    @abstractmethod
+    def _group_committed(self, group_id: str, topic: str) -> dict[int, int]:
+        """``committed`` of a checked group and topic."""
 
     @abstractmethod
     def close(self) -> None:
         """Flush and release everything (consumers handed out are closed too). Idempotent."""
-
-    def __enter__(self) -> Bus:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -29,20 +29,11 @@ from monitor.bus.base import (
     BusUnavailableError,
     CommitError,
     Consumer,
+    MemberSpec,
     Message,
-    OffsetReset,
-    PartitionsHook,
     TopicPartition,
     check_commit,
-    check_group,
-    check_hook,
-    check_offset,
-    check_offset_reset,
-    check_poll_args,
-    check_topic,
-    check_topics,
     decode_record,
-    encode_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,10 +125,6 @@ class KafkaBus(Bus):
     def __repr__(self) -> str:
         return f"KafkaBus({self.bootstrap_servers!r}, api_version={self.api_version})"
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _check_reachable(self) -> None:
         """Fail fast (within ``connect_timeout_s``) when no bootstrap server accepts a connection."""
         errors = []
@@ -171,10 +158,6 @@ class KafkaBus(Bus):
             "reconnect_backoff_max_ms": 1000,
         }
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusError("the bus is closed")
-
     def _get_producer(self) -> Any:
         if self._producer is None:
             try:
@@ -202,12 +185,10 @@ class KafkaBus(Bus):
             if len(self._pending) > 10_000:
                 self._pending = [p for p in self._pending if not p[2].is_done or p[2].failed()]
 
-    def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        key, text = encode_record(topic, key, value)
+    def _publish(self, topic: str, key: str, text: str) -> None:
         self._send(topic, key, key.encode("utf-8"), text.encode("utf-8"))
 
-    def publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
-        check_topic(topic)
+    def _publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
         raw_key = key.encode("utf-8") if isinstance(key, str) else key
         self._send(topic, repr(key), raw_key, value)
 
@@ -235,19 +216,7 @@ class KafkaBus(Bus):
                 f"{len(unsent)} record(s) not acknowledged by {self.bootstrap_servers} within {timeout} s"
             )
 
-    def consumer(
-        self,
-        topics: str | Iterable[str],
-        group_id: str,
-        *,
-        auto_offset_reset: OffsetReset = "earliest",
-        on_assign: PartitionsHook | None = None,
-        on_revoke: PartitionsHook | None = None,
-    ) -> Consumer:
-        checked = check_topics(topics)
-        check_group(group_id)
-        reset = check_offset_reset(auto_offset_reset)
-        hooks = check_hook("on_assign", on_assign), check_hook("on_revoke", on_revoke)
+    def _consumer(self, spec: MemberSpec) -> Consumer:
         with self._lock:
             self._check_open()
         self._check_reachable()
@@ -257,26 +226,20 @@ class KafkaBus(Bus):
             poll_ms = session_ms  # before KIP-62 the session timeout is also the poll bound
         try:
             raw = KafkaConsumer(
-                group_id=group_id,
+                group_id=spec.group_id,
                 enable_auto_commit=False,
-                auto_offset_reset=reset,
+                auto_offset_reset=spec.reset,
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 3),
                 max_poll_interval_ms=poll_ms,
                 **{**self.client_config(), "client_id": f"{self.client_id}-{uuid.uuid4().hex[:8]}"},
             )
         except KafkaError as e:
-            raise self.unavailable(f"cannot join group {group_id}", e) from e
-        member = _KafkaConsumer(self, raw, tuple(checked), group_id, reset, *hooks)
+            raise self.unavailable(f"cannot join group {spec.group_id}", e) from e
+        member = _KafkaConsumer(self, raw, spec)
         with self._lock:
             self._consumers.append(member)
         return member
-
-    def forget(self, member: _KafkaConsumer) -> None:
-        """Called by a consumer that closed."""
-        with self._lock:
-            if member in self._consumers:
-                self._consumers.remove(member)
 
     def _metadata_consumer(self) -> Any:
         with self._lock:
@@ -296,8 +259,7 @@ class KafkaBus(Bus):
         except KafkaError as e:
             raise self.unavailable(f"cannot read the partitions of {topic}", e) from e
 
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        check_topic(topic)
+    def _end_offsets(self, topic: str) -> dict[int, int]:
         meta = self._metadata_consumer()
         tps = [KafkaTopicPartition(topic, p) for p in self._partitions(meta, topic)]
         if not tps:
@@ -308,9 +270,7 @@ class KafkaBus(Bus):
             raise self.unavailable(f"cannot read the end offsets of {topic}", e) from e
         return {tp.partition: int(end) for tp, end in ends.items()}
 
-    def committed(self, group_id: str, topic: str) -> dict[int, int]:
-        check_group(group_id)
-        check_topic(topic)
+    def _group_committed(self, group_id: str, topic: str) -> dict[int, int]:
         partitions = self._partitions(self._metadata_consumer(), topic)
         if not partitions:
             return {}
@@ -335,11 +295,7 @@ class KafkaBus(Bus):
             if self._closed:
                 return
             consumers, self._consumers = self._consumers, []
-        for member in consumers:
-            try:
-                member.close()
-            except Exception as e:  # one consumer's hook must not keep the others in the group
-                logger.warning("closing consumer of group %s: %s", member.group_id, e)
+        self._close_members(consumers)
         try:
             if self._producer is not None:
                 try:
@@ -369,53 +325,22 @@ class _Listener(AsyncConsumerRebalanceListener):
 
 
 class _KafkaConsumer(Consumer):
-    def __init__(
-        self,
-        bus: KafkaBus,
-        raw: Any,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> None:
-        self._bus = bus
+    _backend = "KafkaBus"
+    _bus: KafkaBus
+
+    def __init__(self, bus: KafkaBus, raw: Any, spec: MemberSpec) -> None:
+        super().__init__(bus, spec)
         self._raw = raw
-        self._reset = reset
-        self.topics = topics
-        self.group_id = group_id
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._held: set[TopicPartition] = set()
-        self._positions: dict[TopicPartition, int] = {}  # known once read from, sought or asked
+        # self._positions: known once read from, sought or asked
         self._committed: dict[TopicPartition, int] = {}
         self._unknown_committed: set[TopicPartition] = set()  # assigned since the last refresh
         self._in_hook = threading.local()
         self._deferred: dict[TopicPartition, int] = {}  # commits asked for inside a hook
         self._hook_error: BaseException | None = None
-        self._closed = False
-        raw.subscribe(topics=list(topics), listener=_Listener(self))
-
-    def __repr__(self) -> str:
-        return f"<KafkaBus consumer group={self.group_id!r} topics={list(self.topics)}>"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusError(f"consumer of group {self.group_id} is closed")
-        if self._bus.closed:
-            raise BusError("the bus is closed")
+        raw.subscribe(topics=list(self.topics), listener=_Listener(self))
 
     def _inside_hook(self) -> bool:
         return getattr(self._in_hook, "active", False)
-
-    def _check_held(self, what: str, topic: str, partition: int) -> TopicPartition:
-        tp = (topic, partition)
-        if tp not in self._held:
-            raise BusError(
-                f"{what} {topic}[{partition}]: not assigned to this consumer of group {self.group_id} "
-                f"(assigned: {sorted(self._held)})"
-            )
-        return tp
 
     def _failure(self, what: str, e: Exception) -> BusError:
         return BusError(f"{what} of group {self.group_id} on {self._bus.bootstrap_servers} failed: {e}")
@@ -470,9 +395,7 @@ class _KafkaConsumer(Consumer):
                 self._committed[tp] = int(offset)
             self._unknown_committed.discard(tp)
 
-    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
-        check_poll_args(timeout_s, max_records)
-        self._check_open()
+    def _poll(self, timeout_s: float, max_records: int) -> list[Message]:
         try:
             batches = self._raw.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as e:
@@ -550,14 +473,9 @@ class _KafkaConsumer(Consumer):
             ) from e
         self._committed.update(todo)
 
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._check_open()
-        tp, offset = check_offset("seek", (topic, partition), offset)
-        self._check_held("seek", *tp)
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
         if not self._inside_hook():  # end offsets need the network, refused on kafka-python's IO thread
-            end = self._bus.end_offsets(topic).get(partition, 0)
-            if offset > end:
-                raise BusError(f"seek {topic}[{partition}]: offset {offset} is beyond the end offset {end}")
+            self._check_seek_end(tp, offset, self._bus.end_offsets(tp[0]).get(tp[1], 0))
         self._raw.seek(KafkaTopicPartition(*tp), offset)
         self._positions[tp] = offset
 
@@ -585,10 +503,6 @@ class _KafkaConsumer(Consumer):
                 base = self._position(tp)
             out[tp] = ends[tp] - (base or 0)
         return out
-
-    def assignment(self) -> set[TopicPartition]:
-        self._check_open()
-        return set(self._held)
 
     def close(self) -> None:
         if self._closed:

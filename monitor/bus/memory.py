@@ -32,25 +32,16 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from monitor.bus.base import (
     Bus,
     BusError,
     Consumer,
+    MemberSpec,
     Message,
-    OffsetReset,
     PartitionsHook,
     TopicPartition,
     check_commit,
-    check_group,
-    check_hook,
-    check_offset,
-    check_offset_reset,
-    check_poll_args,
-    check_topic,
-    check_topics,
-    encode_record,
 )
 from monitor.bus.sqlite_log import HOST, SqliteLog
 
@@ -102,47 +93,25 @@ class InMemoryBus(Bus):
     def __repr__(self) -> str:
         return f"InMemoryBus(path={self.path!r}, partitions={self.partitions})"
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusError("the bus is closed")
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     @property
     def poll_step_s(self) -> float:
         return self._POLL_STEP_S if self.path is not None else float("inf")
 
-    def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        key, text = encode_record(topic, key, value)
+    def _publish(self, topic: str, key: str, text: str) -> None:
         self._check_open()
         self.log.append(topic, key, text)
 
-    def publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
-        check_topic(topic)
+    def _publish_bytes(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
         self._check_open()
         self.log.append(topic, key, value)
 
     def flush(self, timeout_s: float | None = None) -> None:
         self._check_open()
 
-    def consumer(
-        self,
-        topics: str | Iterable[str],
-        group_id: str,
-        *,
-        auto_offset_reset: OffsetReset = "earliest",
-        on_assign: PartitionsHook | None = None,
-        on_revoke: PartitionsHook | None = None,
-    ) -> Consumer:
-        checked = check_topics(topics)
-        check_group(group_id)
-        reset = check_offset_reset(auto_offset_reset)
-        hooks = check_hook("on_assign", on_assign), check_hook("on_revoke", on_revoke)
+    def _consumer(self, spec: MemberSpec) -> Consumer:
         with self._lock:
             self._check_open()
-            member = _MemoryConsumer(self, tuple(checked), group_id, reset, *hooks)
+            member = _MemoryConsumer(self, spec)
             self._consumers.append(member)
             if self.log.expire_members and self._heartbeats is None:
                 self._heartbeats = threading.Thread(
@@ -168,20 +137,11 @@ class InMemoryBus(Bus):
             except BusError as e:  # a locked or closing file: the next beat retries
                 logger.warning("bus heartbeat failed: %s", e)
 
-    def forget(self, member: _MemoryConsumer) -> None:
-        """Called by a consumer that closed."""
-        with self._lock:
-            if member in self._consumers:
-                self._consumers.remove(member)
-
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        check_topic(topic)
+    def _end_offsets(self, topic: str) -> dict[int, int]:
         self._check_open()
         return self.log.end_offsets(topic)
 
-    def committed(self, group_id: str, topic: str) -> dict[int, int]:
-        check_group(group_id)
-        check_topic(topic)
+    def _group_committed(self, group_id: str, topic: str) -> dict[int, int]:
         self._check_open()
         return self.log.committed(group_id, topic)
 
@@ -191,11 +151,7 @@ class InMemoryBus(Bus):
                 return
             consumers = list(self._consumers)
         try:
-            for member in consumers:
-                try:
-                    member.close()
-                except Exception as e:  # one consumer's hook must not keep the others in the group
-                    logger.warning("closing consumer of group %s: %s", member.group_id, e)
+            self._close_members(consumers)
         finally:
             with self._lock:
                 self._closed = True
@@ -206,49 +162,18 @@ class InMemoryBus(Bus):
 
 
 class _MemoryConsumer(Consumer):
-    def __init__(
-        self,
-        bus: InMemoryBus,
-        topics: tuple[str, ...],
-        group_id: str,
-        reset: OffsetReset,
-        on_assign: PartitionsHook | None,
-        on_revoke: PartitionsHook | None,
-    ) -> None:
-        self._bus = bus
+    _backend = "InMemoryBus"
+    _bus: InMemoryBus
+
+    def __init__(self, bus: InMemoryBus, spec: MemberSpec) -> None:
+        super().__init__(bus, spec)
         self._log = bus.log
-        self.topics = topics
-        self.group_id = group_id
         self.member_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._reset = reset
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._held: set[TopicPartition] = set()
-        self._positions: dict[TopicPartition, int] = {}
         self._seen_generation = -1
         self._waiting = True  # the plan gives this member partitions that others still hold
         self._rotate = 0
-        self._closed = False
         self.last_poll_s = time.monotonic()
-        self._log.join(group_id, self.member_id, topics)
-
-    def __repr__(self) -> str:
-        return f"<InMemoryBus consumer group={self.group_id!r} topics={list(self.topics)}>"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusError(f"consumer of group {self.group_id} is closed")
-        if self._bus.closed:
-            raise BusError("the bus is closed")
-
-    def _check_held(self, what: str, topic: str, partition: int) -> TopicPartition:
-        tp = (topic, partition)
-        if tp not in self._held:
-            raise BusError(
-                f"{what} {topic}[{partition}]: not assigned to this consumer of group {self.group_id} "
-                f"(assigned: {sorted(self._held)})"
-            )
-        return tp
+        self._log.join(self.group_id, self.member_id, self.topics)
 
     @staticmethod
     def _call(hook: PartitionsHook | None, tps: set[TopicPartition]) -> BaseException | None:
@@ -299,9 +224,7 @@ class _MemoryConsumer(Consumer):
         if error is not None:
             raise error
 
-    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
-        check_poll_args(timeout_s, max_records)
-        self._check_open()
+    def _poll(self, timeout_s: float, max_records: int) -> list[Message]:
         self.last_poll_s = time.monotonic()
         deadline = self.last_poll_s + timeout_s
         while True:
@@ -337,13 +260,8 @@ class _MemoryConsumer(Consumer):
         if todo:
             self._log.commit(self.group_id, self.member_id, todo)
 
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._check_open()
-        tp, offset = check_offset("seek", (topic, partition), offset)
-        self._check_held("seek", *tp)
-        end = self._log.end_offsets(topic).get(partition, 0)
-        if offset > end:
-            raise BusError(f"seek {topic}[{partition}]: offset {offset} is beyond the end offset {end}")
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        self._check_seek_end(tp, offset, self._log.end_offsets(tp[0]).get(tp[1], 0))
         self._positions[tp] = offset
 
     def position(self) -> dict[TopicPartition, int]:
@@ -358,10 +276,6 @@ class _MemoryConsumer(Consumer):
             tp: ends[tp[0]].get(tp[1], 0) - committed.get(tp, self._positions[tp])
             for tp in sorted(self._held)
         }
-
-    def assignment(self) -> set[TopicPartition]:
-        self._check_open()
-        return set(self._held)
 
     def close(self) -> None:
         if self._closed:

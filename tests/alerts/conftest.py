@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.series import S2_BANDS, Observation, normalise_observations
+from alerts.series import S2_BANDS, ParcelAcquisition, normalise_observations
 from tests import SHARED_DATA
 
 REAL = SHARED_DATA / "grassland-sk-dev"
@@ -99,7 +99,7 @@ def solar_series(pid: str = "P1", works: float = 150.0, seed: int = 0) -> pd.Dat
     return normalise_observations(pd.DataFrame(rows))
 
 
-def as_observations(df: pd.DataFrame) -> list[Observation]:
+def as_observations(df: pd.DataFrame) -> list[ParcelAcquisition]:
     from alerts.series import iter_observations
 
     return list(iter_observations(df))
@@ -117,8 +117,8 @@ def real_small() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return obs, parcels.reset_index(drop=True), events[events.parcel_id.isin(parcels.parcel_id)]
 
 
-def nan_obs(pid: str, day: float, sensor: str = "S2") -> Observation:
-    return Observation(
+def nan_obs(pid: str, day: float, sensor: str = "S2") -> ParcelAcquisition:
+    return ParcelAcquisition(
         parcel_id=pid,
         time=day,
         sensor=sensor,

@@ -19,7 +19,7 @@ from alerts.detectors import (
     run_detectors,
 )
 from alerts.errors import SeriesError, UnknownParcelError, UnsupportedLandUseError
-from alerts.series import Observation, add_regional_reference, iter_observations, to_days
+from alerts.series import ParcelAcquisition, add_regional_reference, iter_observations, to_days
 from tests.alerts.conftest import (
     as_observations,
     harvest_series,
@@ -245,9 +245,9 @@ def test_run_detectors_routes_by_land_use():
 
 def test_observation_validation():
     with pytest.raises(SeriesError, match="sensor must be S2 or S1"):
-        Observation(parcel_id="A", time=1.0, sensor="L8")
+        ParcelAcquisition(parcel_id="A", time=1.0, sensor="L8")
     with pytest.raises(SeriesError, match="not finite"):
-        Observation(parcel_id="A", time=math.nan, sensor="S2")
+        ParcelAcquisition(parcel_id="A", time=math.nan, sensor="S2")
     o = next(
         iter_observations(
             pd.DataFrame([s2_row("A", 1.0, 0.6)]).pipe(
@@ -366,7 +366,7 @@ def test_add_regional_reference_adds_vv_too():
     assert first.VV_ref.iloc[0] == pytest.approx(float(np.median(10 * np.log10(first.VV))))
     obs = as_observations(ref[ref.parcel_id == "W"])
     assert all(math.isfinite(o.vv_ref) for o in obs if o.sensor == "S1")
-    assert Observation("P", 1.0, "S1").vv_ref != Observation("P", 1.0, "S1").vv_ref  # NaN by default
+    assert ParcelAcquisition("P", 1.0, "S1").vv_ref != ParcelAcquisition("P", 1.0, "S1").vv_ref  # NaN by default
 
 
 def test_solar_works_phase_without_panels_is_found_and_dated():
@@ -491,19 +491,38 @@ def test_mowing_scan_shortcut_equals_full_scan(series):
             assert (a.confidence, a.terms) == (b.confidence, b.terms)
 
 
+def _plain_window_step(t, v, p: HarvestParams, min_drop: float, margin: float):
+    """The windowed step rule read plainly (the harvest detector's own finder before it delegated to
+    ``steps.find_window_step``): every split tried, windows counted, the best drop kept."""
+    best = None
+    for k in range(1, len(t)):
+        if len(t) > 1 and t[k] + p.after_days <= t[-2]:
+            continue  # its windows were already complete at the previous view: decided then
+        pre = (t >= t[k] - p.before_days) & (t < t[k])
+        post = (t >= t[k]) & (t <= t[k] + p.after_days)
+        if pre.sum() < p.min_before or post.sum() < p.min_after or t[-1] < t[k] + p.after_days:
+            continue
+        m_pre, m_post = float(v[pre].mean()), float(v[post].mean())
+        drop = m_pre - m_post
+        if drop < min_drop or float(v[post].max()) > m_pre - margin or v[k - 1] < m_pre - margin:
+            continue
+        if best is None or drop > best[5]:
+            best = (k, float(t[k - 1]), float(t[k]), m_pre, m_post, drop)
+    return best
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(_grass_series(), st.sampled_from([0.1, 0.2, 2.5]))
-def test_harvest_find_step_equals_the_shared_window_step(series, min_drop):
-    """harvest's own ``find_step`` and ``steps.find_window_step(pick="best")`` (which mowing's S1
-    rule uses with ``pick="first"``) agree, so harvest can delegate to the shared finder."""
-    from alerts.detectors.harvest import find_step
+def test_shared_window_step_best_equals_a_plain_reading(series, min_drop):
+    """``steps.find_window_step(pick="best")`` (harvest's S1 rule; mowing's S1 rule uses
+    ``pick="first"``) equals the rule read plainly, split for split."""
     from alerts.detectors.steps import find_window_step
 
     t, v = series
     v = v * (10.0 if min_drop > 1 else 1.0)
     p = HarvestParams()
     for k in range(2, len(t) + 1):
-        own = find_step(t[:k], v[:k], p, min_drop, 0.5 * min_drop)
+        own = _plain_window_step(t[:k], v[:k], p, min_drop, 0.5 * min_drop)
         shared = find_window_step(
             t[:k],
             v[:k],
@@ -517,11 +536,4 @@ def test_harvest_find_step_equals_the_shared_window_step(series, min_drop):
         )
         assert (own is None) == (shared is None)
         if own is not None:
-            assert (own["k"], own["t_hi"], own["t_lo"], own["pre"], own["post"], own["drop"]) == (
-                shared.k,
-                shared.t_hi,
-                shared.t_lo,
-                shared.pre,
-                shared.post,
-                shared.drop,
-            )
+            assert own == (shared.k, shared.t_hi, shared.t_lo, shared.pre, shared.post, shared.drop)

@@ -76,3 +76,22 @@ def test_ranges_hold_the_real_data_and_catch_wrong_units():
     assert "digital numbers" in wrong_unit("B04", df["B04"].to_numpy(float) * 10000)
     assert "decibels" in wrong_unit("VH", 10 * np.log10(df["VH"].to_numpy(float)))
     assert not REFLECTANCE.contains(np.array([1e30, -5.0, 3.01])).any()
+
+
+@given(finite, finite)
+def test_the_detector_kernels_ndvi_is_the_contract_ndvi(red, nir):
+    """The numba kernels compute NDVI themselves (no Python call inside a kernel): the same guard and
+    the same value as ``contracts.indices.ndvi`` (bit for bit: the kernels must equal the reference)."""
+    from alerts.detectors.kernels.common import _ndvi
+
+    want, got = ndvi(red, nir), _ndvi(red, nir, 1.0)
+    assert (math.isnan(want) and math.isnan(got)) or want == got
+    assert math.isnan(_ndvi(red, nir, 0.0)) and math.isnan(_ndvi(red, nir, math.nan))  # not clear
+
+
+def test_the_detectors_watch_the_contract_land_uses():
+    from alerts.detectors.registry import detector_class
+
+    assert detector_class("harvest").land_uses == HARVEST_WATCH
+    assert detector_class("mowing").land_uses == GRASSLAND
+    assert detector_class("solar").land_uses is None  # any land use

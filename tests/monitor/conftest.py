@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -39,3 +40,15 @@ def synthetic_obs() -> tuple[pd.DataFrame, pd.DataFrame]:
 def write_parcels(path: Path, parcels: pd.DataFrame) -> Path:
     parcels.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture
+def topic() -> str:
+    """A fresh bus topic name (the bus tests share a broker)."""
+    return f"test.bus.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def group() -> str:
+    """A fresh consumer-group id."""
+    return f"group-{uuid.uuid4().hex[:10]}"

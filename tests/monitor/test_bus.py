@@ -74,16 +74,6 @@ def bus(bus_config: dict[str, Any]) -> Iterator[Bus]:
     b.close()
 
 
-@pytest.fixture
-def topic() -> str:
-    return f"test.bus.{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def group() -> str:
-    return f"group-{uuid.uuid4().hex[:10]}"
-
-
 # ---- helpers (also used by test_bus_memory.py / test_bus_kafka.py) ------------------------------
 
 

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ from tests.monitor.test_bus import (
     poll_until,
     publish_batch,
 )
-
-
-@pytest.fixture
-def topic() -> str:
-    return f"test.bus.{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def group() -> str:
-    return f"group-{uuid.uuid4().hex[:10]}"
 
 
 def test_memory_bus_file_survives_a_restart(tmp_path: Path, topic: str, group: str) -> None:

@@ -185,10 +185,11 @@ def _slot(buf, cnt, i, overflow):
 
 @njit(cache=True)
 def _ndvi(red, nir, clear):
-    """``Observation.ndvi`` of a clear S2 view (NaN otherwise)."""
+    """``ParcelAcquisition.ndvi`` of a clear S2 view (NaN otherwise): ``contracts.indices.ndvi``, its guard
+    and arithmetic, in numba."""
     if not (clear >= 0.5):  # NaN (unknown) is not clear
         return np.nan
-    if not (np.isfinite(red) and np.isfinite(nir)) or red + nir <= 0:
+    if not (np.isfinite(red) and np.isfinite(nir)) or red < 0 or nir < 0 or red + nir <= 0:
         return np.nan
     return (nir - red) / (nir + red)
 
@@ -226,6 +227,32 @@ def _append(buf, cnt, i, horizon, overflow, t, a, b):
     buf[i, j, 1] = a
     if buf.shape[2] > 2:
         buf[i, j, 2] = b
+
+
+@njit(cache=True)
+def _distinct_orbits(buf, i, n, orbits):
+    """The distinct orbits (column 2) of parcel i's first ``n`` buffer entries, written to
+    ``orbits`` in first-seen order; returns how many (the reference's ``np.unique`` order does not
+    matter: orbits are disjoint, each one's median is removed from its own views only)."""
+    n_orb = 0
+    for j in range(n):
+        o = buf[i, j, 2]
+        seen = False
+        for q in range(n_orb):
+            if orbits[q] == o:
+                seen = True
+                break
+        if not seen:
+            orbits[n_orb] = o
+            n_orb += 1
+    return n_orb
+
+
+@njit(cache=True)
+def _scratch(cap):
+    """Four work vectors of ``cap`` entries (a parcel's buffer copied out of its state: times,
+    values, a sort scratch, orbits), allocated once per acquisition, not per parcel."""
+    return np.empty(cap), np.empty(cap), np.empty(cap), np.empty(cap)
 
 
 @njit(cache=True)

@@ -1,4 +1,4 @@
-"""The harvest kernels: the S1 rules, and the S1 + S2 rules (``HarvestParams.use_s2``)."""
+"""The harvest kernel: the rules of ``alerts/detectors/harvest.py``, S1 and S2 side by side."""
 
 from __future__ import annotations
 
@@ -15,26 +15,12 @@ from alerts.detectors.kernels.common import (
     _append,
     _emit,
     _fold_in,
+    _scratch,
     day_of_year,
     window_step,
 )
 
-# -- harvest ----------------------------------------------------------------------------------------
-
-(
-    H_BEFORE_DAYS,
-    H_AFTER_DAYS,
-    H_MIN_BEFORE,
-    H_MIN_AFTER,
-    H_MIN_DROP_DB,
-    H_PERSIST_MARGIN_DB,
-    H_MIN_DROP_NDVI,
-    H_DOY_LO,
-    H_DOY_HI,
-    H_MIN_SEPARATION_DAYS,
-    H_BUFFER_DAYS,
-    H_USE_REF,
-) = range(12)
+# parameter vector: HarvestParams packed in HARVEST_PARAM_NAMES order (batch_kernels._pack)
 HARVEST_PARAM_NAMES = (
     "before_days",
     "after_days",
@@ -48,25 +34,55 @@ HARVEST_PARAM_NAMES = (
     "min_separation_days",
     "buffer_days",
     "use_regional_reference",
+    "use_s2",
+    "use_s1",
+    "s2_max_gap_days",
+    "green_ndvi",
+    "green_min_drop_ndti",
+    "min_drop_ndti",
+    "bare_ndti",
+    "confirm_margin_ndti",
 )
-HARVEST_SENSOR_S1, HARVEST_SENSOR_S2 = 0, 1
-HC_PRE, HC_POST, HC_DROP, HC_K = 5, 6, 7, 8
-HARVEST_EVENT_COLS = 9
+(
+    H_BEFORE_DAYS,
+    H_AFTER_DAYS,
+    H_MIN_BEFORE,
+    H_MIN_AFTER,
+    H_MIN_DROP_DB,
+    H_PERSIST_MARGIN_DB,
+    H_MIN_DROP_NDVI,
+    H_DOY_LO,
+    H_DOY_HI,
+    H_MIN_SEPARATION_DAYS,
+    H_BUFFER_DAYS,
+    H_USE_REF,
+    H_USE_S2,
+    H_USE_S1,
+    H_S2_MAX_GAP_DAYS,
+    H_GREEN_NDVI,
+    H_GREEN_MIN_DROP_NDTI,
+    H_MIN_DROP_NDTI,
+    H_BARE_NDTI,
+    H_CONFIRM_MARGIN_NDTI,
+) = range(len(HARVEST_PARAM_NAMES))
+HARVEST_SENSOR_S1, HARVEST_SENSOR_S2, HARVEST_SENSOR_S2S1 = 0, 1, 2
+# event rows after the common columns: S1 events: mean before/after, drop, split index;
+# S2 events: kind (0 green, 1 dry), NDVI before/after, NDTI before/after, drop, S1 drop, confirming day
+HC_PRE, HC_POST, HC_DROP, HC_K = range(5, 9)
+HC_KIND, HC_N0, HC_N1, HC_D0, HC_D1, HC_NDROP, HC_S1DROP, HC_CONFIRMED = range(5, 13)
+HARVEST_EVENT_COLS = 13
 
 
 @njit(cache=True)
 def _harvest_accept(P, i, date, last_harvest):
-    """The season and separation test of a harvest dated ``date`` (``H_*`` indices are the first of
-    both harvest parameter vectors)."""
+    """The season and separation test of a harvest dated ``date``."""
     doy = day_of_year(date)
     return P[H_DOY_LO] <= doy <= P[H_DOY_HI] and not (date - last_harvest[i] < P[H_MIN_SEPARATION_DAYS])
 
 
 @njit(cache=True)
-def _harvest_window(
-    P, i, buf, n, min_drop, margin, scale, sensor, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch
-):
-    """``find_step`` on parcel i's buffer and its event (``HarvestDetector``'s step rule)."""
+def _harvest_s1(P, i, buf, n, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch):
+    """``HarvestDetector._s1_step``: the best windowed VH step down of parcel i and its event."""
     for j in range(n):
         tv[j] = buf[i, j, 0]
         xv[j] = buf[i, j, 1]
@@ -78,8 +94,8 @@ def _harvest_window(
         P[H_AFTER_DAYS],
         P[H_MIN_BEFORE],
         P[H_MIN_AFTER],
-        min_drop,
-        margin,
+        P[H_MIN_DROP_DB],
+        P[H_PERSIST_MARGIN_DB],
         True,
         scratch,
     )
@@ -88,8 +104,8 @@ def _harvest_window(
     date = 0.5 * (tv[k - 1] + tv[k])
     if not _harvest_accept(P, i, date, last_harvest):
         return n_ev
-    conf = 1.0 - math.exp(-1.5 * drop / scale)  # in [0, 1): drop >= min_drop > 0
-    _emit(ev_parcel, ev_f, n_ev, i, date, tv[k - 1], tv[k], min(max(conf, 0.0), 1.0), sensor)
+    conf = 1.0 - math.exp(-1.5 * drop / P[H_MIN_DROP_DB])  # in [0, 1): drop >= min_drop > 0
+    _emit(ev_parcel, ev_f, n_ev, i, date, tv[k - 1], tv[k], min(max(conf, 0.0), 1.0), HARVEST_SENSOR_S1)
     ev_f[n_ev, HC_PRE] = pre
     ev_f[n_ev, HC_POST] = post
     ev_f[n_ev, HC_DROP] = drop
@@ -99,87 +115,7 @@ def _harvest_window(
 
 
 @njit(cache=True)
-def harvest_step(
-    P, is_s2, X, t_last, sensors, n_obs, last_harvest, s1, n1, s2, n2, overflow, ev_parcel, ev_f
-):
-    """Fold one acquisition into the harvest states; returns the number of event rows."""
-    cap = max(s1.shape[1], s2.shape[1]) + 2
-    tv = np.empty(cap)
-    xv = np.empty(cap)
-    scratch = np.empty(cap)
-    n_ev = 0
-    for i in range(X.shape[0]):
-        value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
-        if np.isnan(value):
-            continue
-        t = X[i, X_T]
-        horizon = t - P[H_BUFFER_DAYS]
-        if is_s2:
-            _append(s2, n2, i, horizon, overflow, t, value, 0.0)
-        else:
-            db = 10.0 * math.log10(value)
-            if P[H_USE_REF] > 0 and np.isfinite(X[i, X_VH_REF]):
-                db -= X[i, X_VH_REF]
-            _append(s1, n1, i, horizon, overflow, t, db, 0.0)
-        if t - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]:
-            continue
-        if n1[i] > 0:  # S1 decides once the parcel has S1; S2 only for S2-only parcels
-            if not is_s2:
-                n_ev = _harvest_window(
-                    P, i, s1, n1[i], P[H_MIN_DROP_DB], P[H_PERSIST_MARGIN_DB], P[H_MIN_DROP_DB],
-                    HARVEST_SENSOR_S1, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
-                )  # fmt: skip
-        else:
-            n_ev = _harvest_window(
-                P, i, s2, n2[i], P[H_MIN_DROP_NDVI], 0.5 * P[H_MIN_DROP_NDVI], P[H_MIN_DROP_NDVI],
-                HARVEST_SENSOR_S2, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
-            )  # fmt: skip
-    return n_ev
-
-
-# -- harvest, S1 and S2 side by side (the rules of alerts/detectors/harvest.py with ``use_s2``) ---------
-
-(
-    H2_BEFORE_DAYS,
-    H2_AFTER_DAYS,
-    H2_MIN_BEFORE,
-    H2_MIN_AFTER,
-    H2_MIN_DROP_DB,
-    H2_PERSIST_MARGIN_DB,
-    H2_MIN_DROP_NDVI,
-    H2_DOY_LO,
-    H2_DOY_HI,
-    H2_MIN_SEPARATION_DAYS,
-    H2_BUFFER_DAYS,
-    H2_USE_REF,
-    H2_USE_S2,
-    H2_USE_S1,
-    H2_S2_MAX_GAP_DAYS,
-    H2_GREEN_NDVI,
-    H2_GREEN_MIN_DROP_NDTI,
-    H2_MIN_DROP_NDTI,
-    H2_BARE_NDTI,
-    H2_CONFIRM_MARGIN_NDTI,
-) = range(20)
-HARVEST2_PARAM_NAMES = (
-    *HARVEST_PARAM_NAMES,
-    "use_s2",
-    "use_s1",
-    "s2_max_gap_days",
-    "green_ndvi",
-    "green_min_drop_ndti",
-    "min_drop_ndti",
-    "bare_ndti",
-    "confirm_margin_ndti",
-)
-HARVEST_SENSOR_S2S1 = 2
-# S2 rows: kind (0 green, 1 dry), NDVI before/after, NDTI before/after, drop, S1 drop, confirming day
-H2_KIND, H2_N0, H2_N1, H2_D0, H2_D1, H2_DROP, H2_S1DROP, H2_CONFIRMED = range(5, 13)
-HARVEST2_EVENT_COLS = 13
-
-
-@njit(cache=True)
-def _harvest2_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
+def _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
     """``s2_harvest`` on the three newest clear views, ``s1_date`` and the S2 event."""
     n = n2[i]
     if n < 3:
@@ -187,33 +123,29 @@ def _harvest2_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
     t0, n0, d0 = s2[i, n - 3, 0], s2[i, n - 3, 1], s2[i, n - 3, 2]
     t1, nv1, d1 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
     nv2, d2 = s2[i, n - 1, 1], s2[i, n - 1, 2]
-    if t1 - t0 > P[H2_S2_MAX_GAP_DAYS]:
+    if t1 - t0 > P[H_S2_MAX_GAP_DAYS]:
         return n_ev
     if not (np.isfinite(n0) and np.isfinite(nv1) and np.isfinite(nv2)):
         return n_ev
     if not (np.isfinite(d0) and np.isfinite(d1) and np.isfinite(d2)):
         return n_ev
-    if n0 >= P[H2_GREEN_NDVI]:
+    if n0 >= P[H_GREEN_NDVI]:
         kind = 0
-        ok = (
-            n0 - nv1 >= P[H2_MIN_DROP_NDVI]
-            and d0 - d1 >= P[H2_GREEN_MIN_DROP_NDTI]
-            and nv1 < P[H2_GREEN_NDVI]
-        )
-        ok = ok and d1 <= P[H2_BARE_NDTI]
-        drop, scale = n0 - nv1, P[H2_MIN_DROP_NDVI]
+        ok = n0 - nv1 >= P[H_MIN_DROP_NDVI] and d0 - d1 >= P[H_GREEN_MIN_DROP_NDTI] and nv1 < P[H_GREEN_NDVI]
+        ok = ok and d1 <= P[H_BARE_NDTI]
+        drop, scale = n0 - nv1, P[H_MIN_DROP_NDVI]
     else:
         kind = 1
-        ok = d0 - d1 >= P[H2_MIN_DROP_NDTI] and d1 <= P[H2_BARE_NDTI]
-        drop, scale = d0 - d1, P[H2_MIN_DROP_NDTI]
-    if not ok or d2 > d1 + P[H2_CONFIRM_MARGIN_NDTI] or nv2 > nv1 + P[H2_MIN_DROP_NDVI] / 2:
+        ok = d0 - d1 >= P[H_MIN_DROP_NDTI] and d1 <= P[H_BARE_NDTI]
+        drop, scale = d0 - d1, P[H_MIN_DROP_NDTI]
+    if not ok or d2 > d1 + P[H_CONFIRM_MARGIN_NDTI] or nv2 > nv1 + P[H_MIN_DROP_NDVI] / 2:
         return n_ev
     date = 0.5 * (t0 + t1)
     sensor = HARVEST_SENSOR_S2
     conf = 0.9 * (1.0 - math.exp(-1.5 * drop / scale))
     s1_day = np.nan
     s1_drop = 0.0
-    if P[H2_USE_S1] > 0:  # s1_date: the largest VH drop between consecutive S1 views inside (t0, t1]
+    if P[H_USE_S1] > 0:  # s1_date: the largest VH drop between consecutive S1 views inside (t0, t1]
         prev = -1
         for j in range(n1[i]):
             tj = s1[i, j, 0]
@@ -228,38 +160,35 @@ def _harvest2_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
     if np.isfinite(s1_day):
         date = s1_day
         sensor = HARVEST_SENSOR_S2S1
-        conf = 1.0 - (1.0 - conf) * (1.0 - min(0.9, max(0.0, s1_drop / (2 * P[H2_MIN_DROP_DB]))))
+        conf = 1.0 - (1.0 - conf) * (1.0 - min(0.9, max(0.0, s1_drop / (2 * P[H_MIN_DROP_DB]))))
     if not _harvest_accept(P, i, date, last_harvest):
         return n_ev
     _emit(ev_parcel, ev_f, n_ev, i, date, t0, t1, min(max(conf, 0.0), 1.0), sensor)
-    ev_f[n_ev, H2_KIND] = kind
-    ev_f[n_ev, H2_N0] = n0
-    ev_f[n_ev, H2_N1] = nv1
-    ev_f[n_ev, H2_D0] = d0
-    ev_f[n_ev, H2_D1] = d1
-    ev_f[n_ev, H2_DROP] = drop
-    ev_f[n_ev, H2_S1DROP] = s1_drop
-    ev_f[n_ev, H2_CONFIRMED] = s2[i, n - 1, 0]
+    ev_f[n_ev, HC_KIND] = kind
+    ev_f[n_ev, HC_N0] = n0
+    ev_f[n_ev, HC_N1] = nv1
+    ev_f[n_ev, HC_D0] = d0
+    ev_f[n_ev, HC_D1] = d1
+    ev_f[n_ev, HC_NDROP] = drop
+    ev_f[n_ev, HC_S1DROP] = s1_drop
+    ev_f[n_ev, HC_CONFIRMED] = s2[i, n - 1, 0]
     last_harvest[i] = date
     return n_ev + 1
 
 
 @njit(cache=True)
-def harvest_step_s2(
+def harvest_step(
     P, is_s2, X, t_last, sensors, n_obs, last_harvest, s1, n1, s2, n2, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the harvest states (S1 and S2 side by side); returns event rows."""
-    cap = max(s1.shape[1], s2.shape[1]) + 2
-    tv = np.empty(cap)
-    xv = np.empty(cap)
-    scratch = np.empty(cap)
+    tv, xv, scratch, _ = _scratch(max(s1.shape[1], s2.shape[1]) + 2)
     n_ev = 0
     for i in range(X.shape[0]):
         value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
         if np.isnan(value):
             continue
         t = X[i, X_T]
-        horizon = t - P[H2_BUFFER_DAYS]
+        horizon = t - P[H_BUFFER_DAYS]
         if is_s2:
             b11, b12 = X[i, X_B11], X[i, X_B12]
             nd = (
@@ -268,17 +197,14 @@ def harvest_step_s2(
                 else np.nan
             )
             _append(s2, n2, i, horizon, overflow, t, value, nd)
-            if P[H2_USE_S2] > 0 and not (t - last_harvest[i] < P[H2_MIN_SEPARATION_DAYS]):
-                n_ev = _harvest2_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev)
+            if P[H_USE_S2] > 0 and not (t - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]):
+                n_ev = _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev)
             continue
         db = 10.0 * math.log10(value)
-        if P[H2_USE_REF] > 0 and np.isfinite(X[i, X_VH_REF]):
+        if P[H_USE_REF] > 0 and np.isfinite(X[i, X_VH_REF]):
             db -= X[i, X_VH_REF]
         _append(s1, n1, i, horizon, overflow, t, db, 0.0)
-        if P[H2_USE_S1] <= 0 or t - last_harvest[i] < P[H2_MIN_SEPARATION_DAYS]:
+        if P[H_USE_S1] <= 0 or t - last_harvest[i] < P[H_MIN_SEPARATION_DAYS]:
             continue
-        n_ev = _harvest_window(
-            P, i, s1, n1[i], P[H2_MIN_DROP_DB], P[H2_PERSIST_MARGIN_DB], P[H2_MIN_DROP_DB],
-            HARVEST_SENSOR_S1, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch,
-        )  # fmt: skip
+        n_ev = _harvest_s1(P, i, s1, n1[i], last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scratch)
     return n_ev

@@ -12,9 +12,11 @@ from alerts.detectors.kernels.common import (
     X_T,
     X_VH_REF,
     _append,
+    _distinct_orbits,
     _emit,
     _fold_in,
     _median,
+    _scratch,
     day_of_year,
     window_step,
 )
@@ -240,18 +242,8 @@ def _mowing_s1_spell(P, i, s1n, n1n, s2, n2, last_cut, ev_parcel, ev_f, n_ev, tv
         tv[j] = s1n[i, j, 0]
         vv[j] = s1n[i, j, 1]
     # per-orbit median removed (orbits are disjoint, so the order of removal does not matter)
-    n_orb = 0
-    for j in range(n):
-        o = s1n[i, j, 2]
-        seen = False
-        for q in range(n_orb):
-            if orbits[q] == o:
-                seen = True
-                break
-        if seen:
-            continue
-        orbits[n_orb] = o
-        n_orb += 1
+    for oi in range(_distinct_orbits(s1n, i, n, orbits)):
+        o = orbits[oi]
         c = 0
         for q in range(n):
             if s1n[i, q, 2] == o:
@@ -302,11 +294,7 @@ def mowing_step(
     P, is_s2, X, t_last, sensors, n_obs, last_cut, s2, n2, s1, n1, s1n, n1n, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the mowing states of all parcels; returns the number of event rows."""
-    cap = max(s2.shape[1], s1.shape[1], s1n.shape[1]) + 2
-    tk = np.empty(cap)
-    vk = np.empty(cap)
-    scratch = np.empty(cap)
-    orbits = np.empty(cap)
+    tk, vk, scratch, orbits = _scratch(max(s2.shape[1], s1.shape[1], s1n.shape[1]) + 2)
     n_ev = 0
     for i in range(X.shape[0]):
         value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)

@@ -13,9 +13,11 @@ from alerts.detectors.kernels.common import (
     X_VV,
     X_VV_REF,
     _append,
+    _distinct_orbits,
     _emit,
     _fold_in,
     _median,
+    _scratch,
     step_down,
 )
 
@@ -87,18 +89,8 @@ def _solar_works(P, i, now, s1a, n1a, s2, n2, ev_parcel, ev_f, n_ev, x, scratch,
     b_hi = now - P[S_BASELINE_GAP_DAYS]
     for j in range(n):
         x[j] = s1a[i, j, 1]
-    n_orb = 0
-    for j in range(n):
-        o = s1a[i, j, 2]
-        seen = False
-        for q in range(n_orb):
-            if orbits[q] == o:
-                seen = True
-                break
-        if seen:
-            continue
-        orbits[n_orb] = o
-        n_orb += 1
+    for oi in range(_distinct_orbits(s1a, i, n, orbits)):
+        o = orbits[oi]
         c = 0
         for q in range(n):
             tq = s1a[i, q, 0]
@@ -179,11 +171,7 @@ def solar_step(
     P, is_s2, X, t_last, sensors, n_obs, found, s1, n1, s2, n2, s1a, n1a, overflow, ev_parcel, ev_f
 ):
     """Fold one acquisition into the parcel solar states; returns the number of event rows."""
-    cap = max(s1.shape[1], s2.shape[1], s1a.shape[1]) + 2
-    tv = np.empty(cap)
-    xv = np.empty(cap)
-    scratch = np.empty(cap)
-    orbits = np.empty(cap)
+    tv, xv, scratch, orbits = _scratch(max(s1.shape[1], s2.shape[1], s1a.shape[1]) + 2)
     n_ev = 0
     for i in range(X.shape[0]):
         value = _fold_in(i, is_s2, X, t_last, sensors, n_obs)
