@@ -39,6 +39,7 @@ import pandas as pd
 
 from alerts.errors import SeriesError, UnknownParcelError
 from alerts.series import S2_BANDS, normalise_observations
+from contracts.indices import ndvi
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +212,8 @@ def _parcel_design(
 
 
 def _ndvi(x: np.ndarray) -> np.ndarray:
-    red, nir = x[..., I_RED], x[..., I_NIR]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (nir - red) / (nir + red)
+    """NDVI of a (…, bands) array, by the project's one definition (``contracts.indices.ndvi``)."""
+    return ndvi(x[..., I_RED], x[..., I_NIR])
 
 
 def fit(obs: pd.DataFrame, params: GapFillParams | None = None) -> GapFillModel:
