@@ -450,7 +450,8 @@ PORTED_RULES: dict[str, tuple[str, ...]] = {
     "mowing": ("03046702def01c84",),
     # harvest: the S1 rules (HarvestKernel), and the S1 + S2 rules of the "lights" branch
     # (HarvestS2Kernel, held equal to that branch's harvest.py before the merge)
-    "harvest": ("e6f4fd73e27ea75a", "302be161c9ba4f35"),
+    "harvest": ("e6f4fd73e27ea75a", "302be161c9ba4f35",
+                "cd5dfe17ff5f6af5"),  # HarvestParams.buffer_days 60 -> 120 (lights2; equality tests rerun)
     "solar": ("e453a26f09bd2f5f",),
 }
 
