@@ -195,7 +195,30 @@ DEFAULT_SCHEME: dict[str, Any] = {
          **_CROP_DECISION},
     ],
 }
-DEFAULT_RULES: dict[str, Any] = {"default": "default", "schemes": {"default": DEFAULT_SCHEME}}
+# A scenario where grassland must be mown (grazing does not count): a grazed parcel is then
+# non-compliant, so a small persistent drop no longer protects it, and red may come from a looser
+# drop. Constants: the joint choice of `sitsmon eval lights --scheme mowing-required` over
+# grassland-sk-dev and the demo archive's truth (docs/traffic-light.md, "mowing-required").
+MOWING_REQUIRED_SCHEME: dict[str, Any] = {
+    **DEFAULT_SCHEME,
+    "name": "mowing-required",
+    "rules": [
+        {
+            **DEFAULT_SCHEME["rules"][0],
+            "events": ["mowing"],
+            "coverage_window": ["05-01", "09-15"],
+            "max_s2_gap_days": 30.0,
+            "max_s2_gap_with_s1_days": 30.0,
+            "max_red_drop": 0.15,
+            "red_drop": "any",
+        },
+        *DEFAULT_SCHEME["rules"][1:],
+    ],
+}
+DEFAULT_RULES: dict[str, Any] = {
+    "default": "default",
+    "schemes": {"default": DEFAULT_SCHEME, "mowing-required": MOWING_REQUIRED_SCHEME},
+}
 
 
 def _errors(e: ValidationError) -> str:

@@ -202,3 +202,14 @@ def test_a_drop_after_a_cloudy_spell_longer_than_the_envelope_still_counts():
     row = one(obs, [], date(2024, 10, 15), rules=rules_from_dict(rule))
     assert row.max_s2_gap_days == 40.0
     assert row.light == Light.ORANGE and Reason.POSSIBLE_ACTIVITY in codes(row) and row.max_ndvi_drop > 0.25
+
+
+def test_mowing_required_scheme_does_not_count_grazing():
+    obs = season(s2_every=5.0)
+    grazed = [ev("G", "grazing", "2024-07-01")]
+    assert one(obs, grazed, date(2024, 10, 15)).light == Light.GREEN  # default: mowing or grazing
+    row = one(obs, grazed, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required")
+    assert row.light == Light.RED and row.scheme == "mowing-required"  # flat, well observed, no mowing
+    assert "between 2024-05-01 and 2024-09-15" in row.reasons  # its coverage window
+    mown = [ev("G", "mowing", "2024-07-01")]
+    assert one(obs, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required").light == Light.GREEN
