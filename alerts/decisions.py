@@ -19,6 +19,7 @@ Times are float days since 1970-01-01 UTC (``alerts.series``).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -26,11 +27,26 @@ import numpy as np
 import pandas as pd
 
 from alerts.expectation import EXPECTED, EXPECTED_STD
+from contracts.indices import ndvi as index_ndvi
 
 ENVELOPE_DAYS = 25.0  # a cut or harvest is measured against the last month's green level
+BRIDGE_DAYS = 60.0  # after a longer cloudy spell, against the last view before it (else a cut hidden
+# in a gap longer than ENVELOPE_DAYS would leave no measurable drop and could turn red)
 PERSIST_DAYS = 15.0  # a successor later than this cannot tell a cloud dip from a cut
 RESIDUAL_DAYS = 30.0  # an event is compared with the first clear view at most this long after it
 MIN_STD = 0.02  # NDVI; the model's std is floored so a confident model cannot make noise significant
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How densely ``[start, stop]`` (days) was observed: view counts and longest gaps (days)."""
+
+    start: float
+    stop: float
+    n_clear_s2: int
+    max_s2_gap_days: float
+    n_s1: int
+    max_s1_gap_days: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +69,16 @@ class WindowEvidence:
     s1_pixels: int = -1
     n_rows: int = 0
     residuals: tuple[tuple[float, float], ...] = ()  # (day, z) of clear views up to as_of, with the model
+    s2_days: tuple[float, ...] = ()  # clear S2 views and S1 views up to as_of (any time: a rule's
+    s1_days: tuple[float, ...] = ()  # coverage window may differ from its event window)
+    as_of_day: float = math.inf
+
+    def coverage_in(self, start: float, end: float) -> Coverage:
+        """Views and longest gaps inside ``[start, min(end, as_of)]`` (edges count as boundaries)."""
+        stop = min(end, self.as_of_day)
+        n2, gap2 = _count_gap(self.s2_days, start, stop)
+        n1, gap1 = _count_gap(self.s1_days, start, stop)
+        return Coverage(start, stop, n2, gap2, n1, gap1)
 
     def residual_after(self, day: float, within_days: float = RESIDUAL_DAYS) -> float:
         """The encoder residual z at the first clear view on or after ``day`` (NaN if none within)."""
@@ -60,6 +86,16 @@ class WindowEvidence:
             if day <= t <= day + within_days:
                 return z
         return math.nan
+
+
+def _count_gap(days: tuple[float, ...], start: float, end: float) -> tuple[int, float]:
+    """Views of sorted ``days`` inside ``[start, end]`` and the longest gap (edges count); plain
+    Python, as the CV calls it once per parcel-year and constant combination."""
+    inside = days[bisect.bisect_left(days, start):bisect.bisect_right(days, end)]
+    if end <= start:
+        return len(inside), 0.0
+    edges = (start, *inside, end)
+    return len(inside), max(b - a for a, b in zip(edges, edges[1:], strict=False))
 
 
 def max_gap(days: np.ndarray, start: float, end: float) -> float:
@@ -73,13 +109,16 @@ def max_gap(days: np.ndarray, start: float, end: float) -> float:
 
 def persistent_drops(t: np.ndarray, v: np.ndarray, persist: bool = True) -> np.ndarray:
     """Per clear view: envelope − max(view, successor within ``PERSIST_DAYS``) (``persist``) or
-    envelope − view; NaN without envelope."""
+    envelope − view; NaN without envelope. The envelope is the highest view of the previous
+    ``ENVELOPE_DAYS``, or, after a longer gap, the last view before it (within ``BRIDGE_DAYS``)."""
     n = len(t)
     out = np.full(n, np.nan)
     for i in range(n):
         prev = (t >= t[i] - ENVELOPE_DAYS) & (t < t[i])
         if not prev.any():
-            continue
+            if i == 0 or t[i] - t[i - 1] > BRIDGE_DAYS:
+                continue
+            prev = np.arange(n) == i - 1
         low = v[i]
         if persist and i + 1 < n and t[i + 1] - t[i] <= PERSIST_DAYS:
             low = max(low, v[i + 1])
@@ -106,15 +145,13 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
     stop = min(end, as_of)
     sensor = g["sensor"].to_numpy()
     days = g["days"].to_numpy(float)
-    red, nir = g["B04"].to_numpy(float), g["B08"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ndvi = (nir - red) / (nir + red)
+    ndvi = index_ndvi(g["B04"].to_numpy(float), g["B08"].to_numpy(float))
     clear = (sensor == "S2") & (g["clear"].to_numpy(float) >= 0.5) & np.isfinite(ndvi)
     vh = g["VH"].to_numpy(float)
     s1 = (sensor == "S1") & np.isfinite(vh) & (vh > 0)
     t2, v2 = days[clear], ndvi[clear]
     in_win = (t2 >= start) & (t2 <= stop)
-    near = t2 >= start - ENVELOPE_DAYS
+    near = t2 >= start - BRIDGE_DAYS
     drops = persistent_drops(t2[near], v2[near])
     win_near = in_win[near]
     d = drops[win_near]
@@ -153,6 +190,9 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         n_rows=len(g),
         residuals=residuals,
         max_dip=max_dip,
+        s2_days=tuple(sorted(float(x) for x in t2)),
+        s1_days=tuple(sorted(float(x) for x in days[s1])),
+        as_of_day=float(as_of),
     )
 
 

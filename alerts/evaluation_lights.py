@@ -36,10 +36,12 @@ from alerts.types import Event
 # Each axis lists partial settings; the grid is their product (merged dicts).
 LIGHT_GRID: list[list[dict]] = [
     [{"min_green_confidence": c} for c in (0.0, 0.8, 0.85, 0.9)],
-    [{"max_red_drop": d} for d in (0.04, 0.06, 0.08, 0.1, 0.15)],
+    [{"max_red_drop": d} for d in (0.04, 0.06, 0.08, 0.1, 0.12, 0.15)],
     [{"max_s2_gap_days": g, "max_s2_gap_with_s1_days": g + extra} for g, extra in
-     ((15.0, 0.0), (20.0, 0.0), (20.0, 15.0), (30.0, 15.0))],
+     ((15.0, 0.0), (20.0, 0.0), (20.0, 15.0), (25.0, 0.0), (25.0, 10.0), (30.0, 0.0), (30.0, 15.0))],
     [{"red_drop": r} for r in ("persistent", "any")],
+    # where coverage is counted: the event window, or the core of the season (the activity's months)
+    [{"coverage_window": w} for w in (None, ("05-01", "09-15"), ("05-15", "08-31"))],
 ]
 NO_ENCODER: list[list[dict]] = [[{"max_green_residual_z": None, "min_red_residual_z": None}]]
 ENCODER_GRID: list[list[dict]] = [

@@ -5,6 +5,10 @@ Model (non-neural, fitted per dataset on the *visible clear* observations only):
 1. Seasonal climatology per band ``C_b(doy)``: a Gaussian-kernel mean over day of year of every
    visible clear view of the dataset (``clim_sigma_days``), so a long gap follows the season's
    shape instead of a straight line.
+1b. The parcel's own seasonal prior (``parcel_prior_days`` > 0): the kernel mean over day of year of
+   the parcel's anomaly in its *other* years (never the year being filled), shrunk towards 0 by
+   ``parcel_prior_count`` pseudo-views, added to the climatology; a parcel mown at the same time
+   every year keeps that shape through a cloudy spell.
 2. Time smoother on the anomaly ``r = y − C_b(doy)``: linear interpolation between the neighbouring
    visible clear views, shrunk towards the parcel's mean anomaly as the gap grows
    (``shrink_days``). With no shrink and a flat climatology this *is* linear interpolation.
@@ -39,6 +43,7 @@ import pandas as pd
 
 from alerts.errors import SeriesError, UnknownParcelError
 from alerts.series import S2_BANDS, normalise_observations
+from contracts.indices import ndvi
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ class GapFillParams:
     ridge: float = 10.0
     max_extrapolate_days: float = 0.0
     s1_extrapolate_days: float = 12.0
+    parcel_prior_days: float = 20.0  # the parcel's own seasonal anomaly from its other years (kernel σ; 0: off)
+    parcel_prior_count: float = 3.0  # pseudo-views shrinking that prior towards 0 where the years are few
 
     def __post_init__(self) -> None:
         if self.clim_sigma_days <= 0:
@@ -142,6 +149,19 @@ def _interp_anomaly(
     return r, weight
 
 
+def parcel_prior(t_vis: np.ndarray, r_vis: np.ndarray, tq: np.ndarray, p: GapFillParams) -> np.ndarray:
+    """(nq, bands) the parcel's seasonal anomaly at ``tq`` from its views of *other* years: a
+    Gaussian-kernel mean over day of year (σ ``parcel_prior_days``), shrunk towards 0 by
+    ``parcel_prior_count`` pseudo-views (a parcel mown early every year keeps that shape in a gap)."""
+    r = np.where(np.isfinite(r_vis), r_vis, 0.0)
+    years_v = pd.to_datetime(t_vis * 86400.0, unit="s").year.to_numpy()
+    years_q = pd.to_datetime(np.asarray(tq) * 86400.0, unit="s").year.to_numpy()
+    d = np.abs(_doy(tq)[:, None] - _doy(t_vis)[None, :]).astype(float)
+    d = np.minimum(d, 366 - d)
+    w = np.exp(-0.5 * (d / p.parcel_prior_days) ** 2) * (years_q[:, None] != years_v[None, :])
+    return (w @ r) / (w.sum(1, keepdims=True) + p.parcel_prior_count)
+
+
 def _s1_db(s1: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ok = np.isfinite(s1["VH"]) & (s1["VH"] > 0) & np.isfinite(s1["VV"]) & (s1["VV"] > 0)
     s1 = s1[ok]
@@ -186,6 +206,10 @@ def _parcel_design(
     y_vis = _values(vis)
     r_vis = y_vis - clim[_doy(t_vis) - 1]
     r_vis = np.where(np.isfinite(r_vis), r_vis, 0.0)
+    prior_q = np.zeros((len(tq), r_vis.shape[1]))
+    if p.parcel_prior_days > 0 and len(t_vis):
+        r_vis = r_vis - parcel_prior(t_vis, r_vis, t_vis, p)
+        prior_q = parcel_prior(t_vis, y_vis - clim[_doy(t_vis) - 1], tq, p)
     if exclude_self:  # leave-one-out at the visible views themselves
         preds = np.empty((len(tq), NB + 1))
         weights = np.empty(len(tq))
@@ -203,7 +227,7 @@ def _parcel_design(
         preds, weights = _interp_anomaly(t_vis, r_vis, tq, p.shrink_days)
         dists = np.min(np.abs(t_vis[None, :] - tq[:, None]), axis=1)
         feats_tv = t_vis
-    pred = clim[_doy(tq) - 1] + preds
+    pred = clim[_doy(tq) - 1] + prior_q + preds
     s1 = g[g["sensor"] == "S1"]
     t1, vh, vv = _s1_db(s1)
     feats = _s1_change(t1, vh, vv, feats_tv, tq, p.s1_window_days)
@@ -211,9 +235,8 @@ def _parcel_design(
 
 
 def _ndvi(x: np.ndarray) -> np.ndarray:
-    red, nir = x[..., I_RED], x[..., I_NIR]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (nir - red) / (nir + red)
+    """NDVI of a (…, bands) array, by the project's one definition (``contracts.indices.ndvi``)."""
+    return ndvi(x[..., I_RED], x[..., I_NIR])
 
 
 def fit(obs: pd.DataFrame, params: GapFillParams | None = None) -> GapFillModel:
@@ -286,13 +309,15 @@ def _block_residuals(clim: np.ndarray, p: GapFillParams, obs: pd.DataFrame) -> t
         y = _values(v)[:, -1]
         r = y - clim[_doy(t) - 1, -1]
         r = np.where(np.isfinite(r), r, 0.0)
+        prior = parcel_prior(t, r[:, None], t, p)[:, 0] if p.parcel_prior_days > 0 else np.zeros(len(t))
+        r = r - prior  # the prior comes from the parcel's other years: no view predicts itself
         for w in CAL_HALF_WIDTHS:
             for i in range(len(t)):
                 keep = np.abs(t - t[i]) > w
                 if keep.sum() < 2 or not (t[keep] < t[i]).any() or not (t[keep] > t[i]).any():
                     continue  # the observed range only; the edges are calibrated apart
                 a, _ = _interp_anomaly(t[keep], r[keep, None], t[i : i + 1], p.shrink_days)
-                errs.append(abs(clim[_doy(t[i : i + 1])[0] - 1, -1] + a[0, 0] - y[i]))
+                errs.append(abs(clim[_doy(t[i : i + 1])[0] - 1, -1] + prior[i] + a[0, 0] - y[i]))
                 dists.append(float(np.min(np.abs(t[keep] - t[i]))))
     return np.asarray(dists), np.asarray(errs)
 

@@ -83,6 +83,27 @@ def add_intervals(events: Sequence[Event], obs: pd.DataFrame, as_of_day: float |
         pid: (g["days"].to_numpy(float), nd[g.index].to_numpy(float))
         for pid, g in table[ok].sort_values("days").groupby("parcel_id", sort=False)
     }
+    return _with_intervals(events, views)
+
+
+def add_view_intervals(
+    events: Sequence[Event], frames: Sequence[pd.DataFrame], ndvi_column: str = "observed_ndvi"
+) -> list[Event]:
+    """The same from already computed clear views: frames of ``parcel_id, days`` and ``ndvi_column``
+    (the monitor's recent views, ``monitor.step.TileState.recent``); NaN NDVI is skipped."""
+    if not events or not frames:
+        return list(events)
+    table = pd.concat([f[["parcel_id", "days", ndvi_column]] for f in frames], ignore_index=True)
+    table = table[table["parcel_id"].isin({e.parcel_id for e in events}) & table[ndvi_column].notna()]
+    table = table.drop_duplicates(["parcel_id", "days"], keep="last").sort_values("days")
+    views = {
+        pid: (g["days"].to_numpy(float), g[ndvi_column].to_numpy(float))
+        for pid, g in table.groupby("parcel_id", sort=False)
+    }
+    return _with_intervals(events, views)
+
+
+def _with_intervals(events: Sequence[Event], views: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Event]:
     out = []
     for e in events:
         tv = views.get(e.parcel_id)

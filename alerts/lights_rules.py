@@ -45,7 +45,9 @@ class LandUseRule(_Strict):
     ``events``: detected event types that confirm the declaration (any of them);
     ``window``: (start, end) in which they count — an event outside it or after ``as_of`` never counts;
     ``deadline``: from this date on, a missing activity may be red (default: the window's end);
-    coverage (for red only, counted inside the window): at least ``min_clear_s2`` clear S2 views and
+    coverage (for red only, counted inside ``coverage_window``, default the event window: the part
+    of the season where the activity is expected, so clouds in April or late September do not keep
+    a light orange when the mowing season itself was well observed): at least ``min_clear_s2`` clear S2 views and
     no gap between them (window edges included) longer than ``max_s2_gap_days``, or, where S1 views
     come at most ``max_s1_gap_days`` apart, no S2 gap longer than ``max_s2_gap_with_s1_days``;
     decisions: a detected event is green from ``min_green_confidence`` on the detectors' word alone;
@@ -61,6 +63,7 @@ class LandUseRule(_Strict):
     land_uses: tuple[str, ...] = Field(min_length=1)
     events: tuple[str, ...] = Field(min_length=1)
     window: tuple[str, str]
+    coverage_window: tuple[str, str] | None = None
     deadline: str | None = None
     min_clear_s2: int = Field(6, ge=0)
     max_s2_gap_days: float = Field(30.0, gt=0)
@@ -78,9 +81,11 @@ class LandUseRule(_Strict):
     def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(x.strip().lower() for x in v)
 
-    @field_validator("window")
+    @field_validator("window", "coverage_window")
     @classmethod
-    def _window(cls, v: tuple[str, str]) -> tuple[str, str]:
+    def _window(cls, v: tuple[str, str] | None) -> tuple[str, str] | None:
+        if v is None:
+            return v
         a, b = _month_day(v[0]), _month_day(v[1])
         if b < a:
             raise ValueError(f"window end {v[1]} before its start {v[0]}")
@@ -95,6 +100,11 @@ class LandUseRule(_Strict):
 
     def window_dates(self, campaign: int) -> tuple[date, date]:
         return date(campaign, *_month_day(self.window[0])), date(campaign, *_month_day(self.window[1]))
+
+    def coverage_dates(self, campaign: int) -> tuple[date, date]:
+        """Where the coverage for a red is counted: ``coverage_window``, default the event window."""
+        w = self.coverage_window or self.window
+        return date(campaign, *_month_day(w[0])), date(campaign, *_month_day(w[1]))
 
     def deadline_date(self, campaign: int) -> date:
         return date(campaign, *_month_day(self.deadline or self.window[1]))
@@ -185,7 +195,30 @@ DEFAULT_SCHEME: dict[str, Any] = {
          **_CROP_DECISION},
     ],
 }
-DEFAULT_RULES: dict[str, Any] = {"default": "default", "schemes": {"default": DEFAULT_SCHEME}}
+# A scenario where grassland must be mown (grazing does not count): a grazed parcel is then
+# non-compliant, so a small persistent drop no longer protects it, and red may come from a looser
+# drop. Constants: the joint choice of `sitsmon eval lights --scheme mowing-required` over
+# grassland-sk-dev and the demo archive's truth (docs/traffic-light.md, "mowing-required").
+MOWING_REQUIRED_SCHEME: dict[str, Any] = {
+    **DEFAULT_SCHEME,
+    "name": "mowing-required",
+    "rules": [
+        {
+            **DEFAULT_SCHEME["rules"][0],
+            "events": ["mowing"],
+            "coverage_window": ["05-01", "09-15"],
+            "max_s2_gap_days": 30.0,
+            "max_s2_gap_with_s1_days": 30.0,
+            "max_red_drop": 0.15,
+            "red_drop": "any",
+        },
+        *DEFAULT_SCHEME["rules"][1:],
+    ],
+}
+DEFAULT_RULES: dict[str, Any] = {
+    "default": "default",
+    "schemes": {"default": DEFAULT_SCHEME, "mowing-required": MOWING_REQUIRED_SCHEME},
+}
 
 
 def _errors(e: ValidationError) -> str:

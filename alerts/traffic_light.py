@@ -27,7 +27,7 @@ from enum import StrEnum
 
 import pandas as pd
 
-from alerts.decisions import NO_SERIES, WindowEvidence, window_evidence
+from alerts.decisions import NO_SERIES, Coverage, WindowEvidence, window_evidence
 from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
 from alerts.series import from_days
 from alerts.types import Event
@@ -112,14 +112,24 @@ def _iso(day: float) -> str:
     return from_days(day).date().isoformat()
 
 
-def _coverage_text(ev: WindowEvidence) -> str:
+def _coverage_text(ev: Coverage) -> str:
     s2 = f"{ev.n_clear_s2} clear S2 views (longest gap {ev.max_s2_gap_days:.0f} days)"
     s1 = f"{ev.n_s1} S1 views" + (f" (longest gap {ev.max_s1_gap_days:.0f} days)" if ev.n_s1 else "")
     return f"{s2}, {s1}"
 
 
-def coverage(rule: LandUseRule, ev: WindowEvidence) -> tuple[bool, list[Reason]]:
-    """Whether the window was observed well enough for a red, and what was missing."""
+def observed(rule: LandUseRule, ev: WindowEvidence, campaign: int) -> Coverage:
+    """The coverage of the rule's coverage window (the event window's figures when the evidence
+    carries no view days, e.g. hand-built evidence)."""
+    if not ev.s2_days and not ev.s1_days:
+        ws, we = rule.window_dates(campaign)
+        return Coverage(day_number(ws), day_number(we), ev.n_clear_s2, ev.max_s2_gap_days, ev.n_s1, ev.max_s1_gap_days)
+    cs, ce = rule.coverage_dates(campaign)
+    return ev.coverage_in(day_number(cs), day_number(ce) + 1.0 - 1e-9)
+
+
+def coverage(rule: LandUseRule, ev: Coverage) -> tuple[bool, list[Reason]]:
+    """Whether the coverage window was observed well enough for a red, and what was missing."""
     missing: list[Reason] = []
     if ev.n_clear_s2 < rule.min_clear_s2:
         missing.append(Reason.TOO_FEW_CLEAR_S2)
@@ -231,14 +241,16 @@ def assess(
             Light.ORANGE, [Reason.WEAK_ACTIVITY, *codes],
             [f"weak signal: {described(best)}; {need}", *notes], counted,
         )
-    seen = _coverage_text(ev)
-    window_text = f"between {ws.isoformat()} and {min(we, as_of).isoformat()}"
+    cov = observed(rule, ev, campaign)
+    seen = _coverage_text(cov)
+    cs, ce = rule.coverage_dates(campaign)
+    window_text = f"between {cs.isoformat()} and {min(ce, as_of).isoformat()}"
     if as_of < deadline:
         return light(
             Light.ORANGE, [Reason.BEFORE_DEADLINE, *codes],
             [f"no {kinds} detected yet; deadline {deadline.isoformat()} ({seen} {window_text})", *notes],
         )
-    covered, missing = coverage(rule, ev)
+    covered, missing = coverage(rule, cov)
     if not covered:
         return light(
             Light.ORANGE, [*missing, *codes],
@@ -263,8 +275,8 @@ def assess(
         )
     return light(
         Light.RED, [Reason.NO_ACTIVITY, Reason.COVERAGE_OK, *codes],
-        [f"declared {lu}: no {kinds} {window_text} although observed: {seen}; largest NDVI drop "
-         f"{drop:.2f}", *notes],
+        [f"declared {lu}: no {kinds} between {ws.isoformat()} and {min(we, as_of).isoformat()} although "
+         f"observed: {seen} {window_text}; largest NDVI drop {drop:.2f}", *notes],
     )
 
 
@@ -316,6 +328,7 @@ def assess_frame(
             ev = window_evidence(g, day_number(ws), day_number(we) + 1.0 - 1e-9, as_of_day)
         tl = assess(pid, lu, campaign, by_parcel.get(pid, []), as_of=as_of, evidence=ev, scheme=sc)
         e = ev or NO_SERIES
+        cov = observed(rule, e, campaign) if rule and ev else e
         rows.append({
             "parcel_id": pid,
             "land_use": lu.lower(),
@@ -330,10 +343,10 @@ def assess_frame(
             "window_end": win[1].isoformat() if win else "",
             "deadline": rule.deadline_date(campaign).isoformat() if rule else "",
             "events": ",".join(tl.events),
-            "n_clear_s2": e.n_clear_s2,
-            "max_s2_gap_days": round(e.max_s2_gap_days, 1) if math.isfinite(e.max_s2_gap_days) else None,
-            "n_s1": e.n_s1,
-            "max_s1_gap_days": round(e.max_s1_gap_days, 1) if math.isfinite(e.max_s1_gap_days) else None,
+            "n_clear_s2": cov.n_clear_s2,
+            "max_s2_gap_days": round(cov.max_s2_gap_days, 1) if math.isfinite(cov.max_s2_gap_days) else None,
+            "n_s1": cov.n_s1,
+            "max_s1_gap_days": round(cov.max_s1_gap_days, 1) if math.isfinite(cov.max_s1_gap_days) else None,
             "max_ndvi_drop": round(e.max_drop, 4),
             "min_residual_z": round(e.min_residual_z, 2) if math.isfinite(e.min_residual_z) else None,
         })

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.expectation import EXPECTED, EXPECTED_STD
+from alerts.intervals import add_view_intervals
 from alerts.series import from_days
 from alerts.types import Event
 from monitor.inputs import SlotKey, detector_inputs, encoder_observation
@@ -139,6 +140,7 @@ def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame,
     if expectations is not None:
         _remember(state, expectations)
     events = [_with_model_evidence(e, state.recent, model.version) for e in events]
+    events = add_view_intervals(events, state.recent)  # evidence["interval"]: start, bottom, end (so far)
     events.sort(key=lambda e: (e.parcel_id, e.date, e.event))
     return StepResult(key, events, len(rows), unknown, expectations, seconds)
 

@@ -49,7 +49,7 @@ class HarvestParams:
     min_drop_ndvi: float = 0.15
     season_doy: tuple[int, int] = (140, 330)
     min_separation_days: float = 120.0
-    buffer_days: float = 60.0
+    buffer_days: float = 120.0  # a confirming view after a long cloudy spell still finds the split
     use_regional_reference: bool = True
     use_s2: bool = True
     use_s1: bool = True

@@ -118,6 +118,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         model = sits.load_model(args.checkpoint or settings.encoder.checkpoint)
         expected = add_model_expectations(obs, model)
         events = annotate_events(events, expected, model.version)
+    from alerts.intervals import add_intervals
+
+    events = add_intervals(events, obs)  # start, confirmation, bottom, end of each event (evidence["interval"])
     alerts = [Alert.from_event(e, tile_id=args.tile_id) for e in events]
     if store_url:
         from alerts.store import open_store

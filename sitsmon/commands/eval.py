@@ -75,6 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--only", choices=("real", "synthetic"), default=None, help="lights: one of the two datasets"
     )
+    parser.add_argument(
+        "--sensors", default=None, metavar="S2",
+        help="lights: use only these sensors' rows (e.g. S2: the S2-only path, as on plots without S1)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.set_defaults(handler=run)
 
@@ -193,17 +197,22 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
     kw = {"scheme": scheme, "model": model, "folds": args.folds, "seed": args.seed, "target": args.target,
           "progress": progress}
     out: dict = {"task": "lights", "scheme": scheme.name, "target_precision": args.target}
+    keep = _sensor_filter(getattr(args, "sensors", None))
+    if keep:
+        out["sensors"] = sorted(keep)
     cases: dict[str, list] = {}
     if args.only in (None, "real"):
         folder = args.data or settings.paths.reference_data / DEFAULT_DATASET
         obs, parcels, events = _load(folder)
         if events is None:
             raise FileNotFoundError(f"{folder / 'events.csv'} (reference events) is required for eval lights")
+        obs = obs[obs["sensor"].isin(keep)].reset_index(drop=True) if keep else obs
         kept: list = []
         out["real"] = {"data": str(folder), **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["real"] = kept[0]
     if args.only in (None, "synthetic"):
         obs, parcels, events, source = _lights_synthetic(args, settings)
+        obs = obs[obs["sensor"].isin(keep)].reset_index(drop=True) if keep else obs
         kept = []
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
@@ -213,6 +222,15 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         progress("joint choice of the constants over both datasets (rule only)")
         out["joint_choice_rule_only"] = joint_choice(cases, scheme, [*LIGHT_GRID, *NO_ENCODER], args.target)
     return out
+
+
+def _sensor_filter(text: str | None) -> set[str]:
+    """``--sensors`` of eval lights as a set (empty: every sensor)."""
+    if not text:
+        return set()
+    from contracts.sensors import parse_sensor_set
+
+    return {str(getattr(s, "value", s)) for s in parse_sensor_set(text) or ()}
 
 
 def _lights_synthetic(args: argparse.Namespace, settings: Settings):

@@ -76,3 +76,16 @@ def test_eval_lights_command_prints_per_fold_figures(tmp_path, real_small, capsy
         assert key in cv["plot_kfold"]["pooled"] and key in r["shipped_defaults_in_sample"]["per_campaign"]["2022"]
     assert sum(r["shipped_defaults_in_sample"]["all"]["counts"].values()) == 36
     assert set(r["shipped_defaults_in_sample"]["all"]["counts"]) == {x.value for x in Light}
+
+
+def test_eval_lights_s2_only_drops_the_s1_rows(tmp_path, real_small, capsys):
+    obs, parcels, events = real_small
+    out = obs.drop(columns=["days"]).copy()
+    out["time"] = out["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.to_csv(tmp_path / "observations.csv", index=False)
+    parcels.to_csv(tmp_path / "parcels.csv", index=False)
+    pd.DataFrame(events).to_csv(tmp_path / "events.csv", index=False)
+    args = ["eval", "lights", "--data", str(tmp_path), "--only", "real", "--folds", "3", "--no-encoder"]
+    assert main([*args, "--sensors", "S2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["sensors"] == ["S2"] and printed["real"]["parcel_years"] == 36

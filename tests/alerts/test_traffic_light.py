@@ -174,3 +174,42 @@ def test_rules_are_configuration(tmp_path):
     with pytest.raises(RulesError, match="max_red_dorp: Extra inputs are not permitted"):
         rules_from_dict({"rules": [{"land_uses": ["a"], "events": ["mowing"], "window": ["04-01", "05-01"],
                                     "max_red_dorp": 0.1}]})
+
+
+def _grass_rule(**kw) -> dict:
+    return {"name": "g", "rules": [{"land_uses": ["grassland"], "events": ["mowing"], "window": ["04-15", "09-30"],
+                                    "min_clear_s2": 6, "max_s2_gap_days": 20.0, "max_s2_gap_with_s1_days": 20.0,
+                                    "max_red_drop": 0.06, **kw}]}
+
+
+def test_coverage_is_counted_in_the_coverage_window_only():
+    # cloudy from 10 April to 20 May: the season's core (05-25..08-31) is densely observed, the event window not
+    obs = season(s2_every=5.0, gap=("2024-04-10", "2024-05-20"))
+    whole = one(obs, [], date(2024, 10, 15), rules=rules_from_dict(_grass_rule()))
+    assert whole.light == Light.ORANGE and Reason.S2_GAP_TOO_LONG in codes(whole)
+    core = one(obs, [], date(2024, 10, 15), rules=rules_from_dict(_grass_rule(coverage_window=["05-25", "08-31"])))
+    assert core.light == Light.RED and codes(core) == {Reason.NO_ACTIVITY, Reason.COVERAGE_OK}
+    assert "between 2024-05-25 and 2024-08-31" in core.reasons and core.max_s2_gap_days <= 5.0
+    with pytest.raises(RulesError, match="coverage_window"):
+        rules_from_dict(_grass_rule(coverage_window=["08-31", "05-25"]), "r.toml")
+
+
+def test_a_drop_after_a_cloudy_spell_longer_than_the_envelope_still_counts():
+    # flat 0.8, no clear view for 40 days (25 Jun .. 3 Aug), then two views at 0.5: a cut hidden in the
+    # gap; the envelope of the last 25 days is empty there, so the drop is measured from the view before
+    obs = season(s2_every=5.0, gap=("2024-06-26", "2024-07-30"), dip=("2024-08-05", 0.5))
+    rule = _grass_rule(max_s2_gap_days=45.0, max_s2_gap_with_s1_days=45.0)
+    row = one(obs, [], date(2024, 10, 15), rules=rules_from_dict(rule))
+    assert row.max_s2_gap_days == 40.0
+    assert row.light == Light.ORANGE and Reason.POSSIBLE_ACTIVITY in codes(row) and row.max_ndvi_drop > 0.25
+
+
+def test_mowing_required_scheme_does_not_count_grazing():
+    obs = season(s2_every=5.0)
+    grazed = [ev("G", "grazing", "2024-07-01")]
+    assert one(obs, grazed, date(2024, 10, 15)).light == Light.GREEN  # default: mowing or grazing
+    row = one(obs, grazed, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required")
+    assert row.light == Light.RED and row.scheme == "mowing-required"  # flat, well observed, no mowing
+    assert "between 2024-05-01 and 2024-09-15" in row.reasons  # its coverage window
+    mown = [ev("G", "mowing", "2024-07-01")]
+    assert one(obs, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required").light == Light.GREEN

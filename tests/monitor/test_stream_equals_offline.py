@@ -49,3 +49,4 @@ def test_streamed_alerts_equal_offline_on_synthetic_series(tmp_path: Path, synth
     assert report.acquisitions == obs.groupby(["time", "sensor"]).ngroups
     assert comparable(streamed) == comparable(offline)
     assert any("model" in a.evidence for a in streamed)  # the encoder's expectation is in the evidence
+    assert any("interval" in a.evidence for a in streamed)  # and the event's interval (alerts.intervals)
