@@ -304,6 +304,14 @@ class SqlAlertStore(AlertStore):
             hist = self._histories(cur, [alert_id])
         return self._row_to_alert(row, hist[alert_id])
 
+    # Past this many values a filter is sent as one array parameter (a polygon region may hold more
+    # parcels than the bound parameters allow: PostgreSQL 65 535, SQLite 32 766 by default).
+    MAX_INLINE_VALUES = 500
+
+    def _in_array(self, col: str, vals: list[str]) -> tuple[str, Any]:
+        """``col`` in ``vals`` with ``vals`` as one parameter (SQLite: a JSON array read by json_each)."""
+        return f"{col} IN (SELECT value FROM json_each({self.ph}))", json.dumps(vals)
+
     def _where(self, q: AlertQuery) -> tuple[str, list[Any]]:
         ph = self.ph
         clauses, params = [], []
@@ -311,8 +319,13 @@ class SqlAlertStore(AlertStore):
         def many(col: str, value: Any) -> None:
             vals = [value] if isinstance(value, str) else list(value)
             vals = [v.value if isinstance(v, Status) else str(v) for v in vals]
-            clauses.append(f"{col} IN ({', '.join([ph] * len(vals))})")
-            params.extend(vals)
+            if len(vals) > self.MAX_INLINE_VALUES:
+                clause, param = self._in_array(col, vals)
+                clauses.append(clause)
+                params.append(param)
+            else:
+                clauses.append(f"{col} IN ({', '.join([ph] * len(vals))})")
+                params.extend(vals)
 
         if q.parcel_id is not None:
             many("parcel_id", q.parcel_id)

@@ -15,6 +15,9 @@ from alerts.store.base import INDEX_DDL, SqlAlertStore, register_backend
 class PostgresAlertStore(SqlAlertStore):
     ph = "%s"
 
+    def _in_array(self, col: str, vals: list[str]) -> tuple[str, Any]:
+        return f"{col} = ANY({self.ph})", vals
+
     @classmethod
     def from_url(cls, url: str) -> PostgresAlertStore:
         return cls(url)
