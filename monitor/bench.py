@@ -7,7 +7,9 @@ the committed offset (read slice → encoder step → detectors → store → si
 ``end_to_end_s`` is the median after the warm-up; the mean and the maximum show what the acquisitions
 that also write a rewind point or the whole state cost. Replay: the same period folded by ``monitor
 replay`` into a fresh namespace (traffic lights left out, as in the streamed loop). The floor, measured in
-the same run: copying the tile's encoder state once (the least any state update must move).
+the same run: copying the tile's encoder state once (the least any state update must move). The replay
+runs the chunkwise block path by default (``replay_form``), and both report their seconds per stage
+summed over the period (``replay.stages_s`` against ``replay.streaming_stages_s``).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def _floor_s(state, repeats: int = 5) -> float:
 
 
 def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int = 2,
-                  workdir: str | Path | None = None, keep: bool = False) -> dict[str, Any]:
+                  workdir: str | Path | None = None, keep: bool = False, replay_form: str = "chunk") -> dict[str, Any]:
     from ingest.bench import PeakRSS
     from monitor.bus import make_bus
     from monitor.config import MonitorConfig
@@ -166,9 +168,11 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
         replay_cfg = MonitorConfig(data_dir=work / "replay", series_dir=series, parcels=work / "parcels.parquet")
         replay_monitor = Monitor(replay_cfg, sinks=[])
         t0 = time.perf_counter()
-        replay_period(replay_monitor, "2000-01-01", "2100-01-01", lights=False)  # the stream computes none either
+        # the chunkwise block path (monitor/replay_block.py); the stream computes no lights either
+        replayed = replay_period(replay_monitor, "2000-01-01", "2100-01-01", lights=False, form=replay_form)
         replay_s = time.perf_counter() - t0
         replay_monitor.close()
+        stream_stages = {n: round(sum(s.get(n, 0.0) for s in stages), 3) for n in names}
         end_to_end = statistics.median(timed)
         return {
             "parcels": n_parcels,
@@ -181,7 +185,9 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
             "stages_s": {n: round(v, 4) for n, v in stage_median.items()},
             "stage_share": {n: round(v / known, 3) for n, v in stage_median.items()},
             "floor": {"state_copy_s": round(floor, 5), "ratio": round(end_to_end / floor, 1) if floor else None},
-            "replay": {"seconds": round(replay_s, 3), "streaming_seconds": round(stream_total, 3),
+            "replay": {"form": replay_form, "block_size": replayed.get("block_size"),
+                       "seconds": round(replay_s, 3), "streaming_seconds": round(stream_total, 3),
+                       "stages_s": replayed["stages_s"], "streaming_stages_s": stream_stages,
                        "parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / replay_s, 1),
                        "streaming_parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / stream_total, 1),
                        "speedup": round(stream_total / replay_s, 2)},
