@@ -55,6 +55,9 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
 
     if form not in FORMS:
         raise ValueError(f"replay form {form!r} is not one of {', '.join(FORMS)}")
+    block_size = BLOCK_SIZE if block_size is None else int(block_size)
+    if block_size < 1:
+        raise ValueError(f"replay block_size must be >= 1, got {block_size}")
     t_start = int(pd.Timestamp(start, tz="UTC").timestamp())
     t_end = int((pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)).timestamp()) - 1
     if t_end < t_start:
@@ -72,7 +75,7 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
         if form == "recurrent":
             results = monitor.converge(tile, desired, allow_empty=True)
         else:
-            results = fold_period(monitor, tile, desired, block_size=block_size or BLOCK_SIZE, mode=form)
+            results = fold_period(monitor, tile, desired, block_size=block_size, mode=form)
         for key in sorted(set(slots) - before):
             tile.store.append_applied(key, slots[key])
         tile.unsaved += len(results)
@@ -91,6 +94,6 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
     out["seconds"] = round(time.perf_counter() - started, 3)
     out["namespace"] = monitor.namespace
     out["form"] = form
-    out["block_size"] = None if form == "recurrent" else block_size or BLOCK_SIZE
+    out["block_size"] = None if form == "recurrent" else block_size
     out["stages_s"] = {k: round(v, 3) for k, v in sorted(stages.items())}
     return out

@@ -221,3 +221,19 @@ def test_blocks_end_at_the_rewind_points_the_stream_keeps() -> None:
     assert sorted(k.time_s // day for k in kept) == [25, 41, 52]
     cut = blocks(keys, 3, kept)
     assert [[k.time_s // day for k in b] for b in cut] == [[0, 3, 9], [11, 14, 25], [26, 41], [52]]
+
+
+def test_an_unknown_replay_form_or_block_size_is_refused_before_anything_is_folded(tmp_path: Path, season,
+                                                                                    model) -> None:
+    obs, parcels = season
+    write_slots(tmp_path / "series", obs)
+    monitor = _monitor(tmp_path, parcels, model)
+    try:
+        with pytest.raises(ValueError, match="replay form 'fast' is not one of chunk, parallel, recurrent"):
+            replay_period(monitor, "2024-01-01", "2024-12-31", form="fast")
+        with pytest.raises(ValueError, match="block_size must be >= 1"):
+            replay_period(monitor, "2024-01-01", "2024-12-31", block_size=0)
+        assert not monitor.tile(TILE).state.folded  # nothing folded, nothing written
+        assert not (_tile_dir(tmp_path) / "CURRENT").exists()
+    finally:
+        monitor.close()
