@@ -45,12 +45,14 @@ FORMS = ("chunk", "parallel", "recurrent")
 
 def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = None,
                   progress: Callable[[str], None] | None = None, lights: bool = True, *, form: str = "chunk",
-                  block_size: int | None = None) -> dict[str, Any]:
+                  block_size: int | None = None, rewind_points: str = "stream") -> dict[str, Any]:
     """Fold every slot up to ``end`` (inclusive, by day) into the tiles' states; slots before ``start`` come
     from the newest rewind point before it (or are folded again from the start of the store).
 
     ``form``: "chunk" or "parallel" (the encoder's block forms, ``block_size`` acquisitions per call,
-    default :data:`monitor.replay_block.BLOCK_SIZE`) or "recurrent" (the stream's step)."""
+    default :data:`monitor.replay_block.BLOCK_SIZE`) or "recurrent" (the stream's step). ``rewind_points``
+    (block forms): "stream" (the stream's, the default) or "blocks" (at block ends; see
+    :func:`monitor.replay_block.fold_period`)."""
     from monitor.replay_block import BLOCK_SIZE, fold_period
 
     if form not in FORMS:
@@ -75,7 +77,8 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
         if form == "recurrent":
             results = monitor.converge(tile, desired, allow_empty=True)
         else:
-            results = fold_period(monitor, tile, desired, block_size=block_size, mode=form)
+            results = fold_period(monitor, tile, desired, block_size=block_size, mode=form,
+                                  rewind_points=rewind_points)
         for key in sorted(set(slots) - before):
             tile.store.append_applied(key, slots[key])
         tile.unsaved += len(results)

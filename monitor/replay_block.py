@@ -146,16 +146,26 @@ def blocks(keys: Sequence[SlotKey], block_size: int, stops: set[SlotKey]) -> lis
     return [b for b in out if b]
 
 
+REWIND_POINTS = ("stream", "blocks")
+
+
 def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BLOCK_SIZE,
-                mode: str = "chunk") -> list[StepResult]:
-    """``Monitor.converge`` for a replay: rewind if needed, then fold the rest of ``desired`` block by block."""
+                mode: str = "chunk", rewind_points: str = "stream") -> list[StepResult]:
+    """``Monitor.converge`` for a replay: rewind if needed, then fold the rest of ``desired`` block by block.
+
+    ``rewind_points``: "stream" — the rewind points the stream would keep (blocks end there, so in the
+    last ``retention_days`` blocks are short); "blocks" — a rewind point at a block's end when a new
+    ``checkpoint_days`` period began in it (fewer, coarser points: a later late arrival refolds more)."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if rewind_points not in REWIND_POINTS:
+        raise ValueError(f"rewind_points {rewind_points!r} is not one of {', '.join(REWIND_POINTS)}")
     monitor.rewind_for(tile, desired, allow_empty=True)
     last = tile.state.last_key
     keys = sorted(k for k in desired if last is None or k > last)
     cfg = monitor.config
-    stops = kept_checkpoints(keys, tile.last_checkpoint_s, cfg.checkpoint_days, cfg.retention_days)
+    stops = kept_checkpoints(keys, tile.last_checkpoint_s, cfg.checkpoint_days, cfg.retention_days) \
+        if rewind_points == "stream" else set()
     results: list[StepResult] = []
     for block in blocks(keys, block_size, stops):
         t0 = time.perf_counter()
@@ -166,7 +176,7 @@ def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BL
         for key, result in zip(block, done, strict=True):
             result.seconds["read"] = read_s
             monitor.fold_effects(tile, key, result)
-        if block[-1] in stops:
+        if rewind_points == "blocks" or block[-1] in stops:
             monitor._maybe_checkpoint(tile, block[-1])
         results.extend(done)
     return results

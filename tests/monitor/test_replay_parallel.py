@@ -209,6 +209,23 @@ def test_replay_in_chunkwise_blocks_equals_the_stream(tmp_path: Path, season, mo
     assert len(checkpoints) >= 2
     assert sorted(p.name for p in (_tile_dir(root) / "checkpoints").iterdir()) == checkpoints
 
+    # rewind points at block ends only: long blocks, the same state and alerts, fewer rewind points, the
+    # last one the final state
+    coarse = tmp_path / "coarse"
+    write_slots(coarse / "series", obs)
+    monitor = _monitor(coarse, parcels, model)
+    try:
+        replay_period(monitor, "2024-01-01", "2024-12-31", rewind_points="blocks")
+        state = monitor.tiles[TILE].state
+        assert state.folded == streamed.folded
+        assert_close_state(state.encoder, streamed.encoder)
+        assert [a.alert_id for a in _alerts(monitor)] == [a.alert_id for a in streamed_alerts]
+        points = monitor.tiles[TILE].store.checkpoints()
+        assert points[-1].key == max(streamed.folded) and all(p.key in streamed.folded for p in points)
+        assert len(points) < len(checkpoints)
+    finally:
+        monitor.close()
+
 
 def test_blocks_end_at_the_rewind_points_the_stream_keeps() -> None:
     from monitor.inputs import SlotKey
