@@ -7,7 +7,9 @@ the committed offset (read slice → encoder step → detectors → store → si
 ``end_to_end_s`` is the median after the warm-up; the mean and the maximum show what the acquisitions
 that also write a rewind point or the whole state cost. Replay: the same period folded by ``monitor
 replay`` into a fresh namespace (traffic lights left out, as in the streamed loop). The floor, measured in
-the same run: copying the tile's encoder state once (the least any state update must move).
+the same run: copying the tile's encoder state once (the least any state update must move). The replay
+runs the chunkwise block path by default (``replay_form``), and both report their seconds per stage
+summed over the period (``replay.stages_s`` against ``replay.streaming_stages_s``).
 """
 
 from __future__ import annotations
@@ -103,12 +105,27 @@ def _floor_s(state, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def _replay(root: Path, series: Path, parcels: Path, form: str, rewind_points: str) -> tuple[float, dict[str, Any]]:
+    """Seconds to replay the whole period into a fresh namespace, and replay's report (no lights: the
+    streamed loop computes none either)."""
+    from monitor.config import MonitorConfig
+    from monitor.replay import replay_period
+    from monitor.service import Monitor
+
+    monitor = Monitor(MonitorConfig(data_dir=root, series_dir=series, parcels=parcels), sinks=[])
+    try:
+        t0 = time.perf_counter()
+        out = replay_period(monitor, "2000-01-01", "2100-01-01", lights=False, form=form, rewind_points=rewind_points)
+        return time.perf_counter() - t0, out
+    finally:
+        monitor.close()
+
+
 def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int = 2,
-                  workdir: str | Path | None = None, keep: bool = False) -> dict[str, Any]:
+                  workdir: str | Path | None = None, keep: bool = False, replay_form: str = "chunk") -> dict[str, Any]:
     from ingest.bench import PeakRSS
     from monitor.bus import make_bus
     from monitor.config import MonitorConfig
-    from monitor.replay import replay_period
     from monitor.service import Monitor, Service
 
     if n_acquisitions <= warmup:
@@ -163,12 +180,11 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
         stage_median = {n: statistics.median(s.get(n, 0.0) for s in timed_stages) for n in names}
         known = sum(stage_median.values()) or 1.0
 
-        replay_cfg = MonitorConfig(data_dir=work / "replay", series_dir=series, parcels=work / "parcels.parquet")
-        replay_monitor = Monitor(replay_cfg, sinks=[])
-        t0 = time.perf_counter()
-        replay_period(replay_monitor, "2000-01-01", "2100-01-01", lights=False)  # the stream computes none either
-        replay_s = time.perf_counter() - t0
-        replay_monitor.close()
+        encoder_bytes = state.encoder.nbytes_per_item
+        del state  # the streamed state is no longer needed: the replays' peak is their own
+        replay_s, replayed = _replay(work / "replay", series, work / "parcels.parquet", replay_form, "stream")
+        coarse_s, coarse = _replay(work / "replay-blocks", series, work / "parcels.parquet", replay_form, "blocks")
+        stream_stages = {n: round(sum(s.get(n, 0.0) for s in stages), 3) for n in names}
         end_to_end = statistics.median(timed)
         return {
             "parcels": n_parcels,
@@ -181,11 +197,18 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
             "stages_s": {n: round(v, 4) for n, v in stage_median.items()},
             "stage_share": {n: round(v / known, 3) for n, v in stage_median.items()},
             "floor": {"state_copy_s": round(floor, 5), "ratio": round(end_to_end / floor, 1) if floor else None},
-            "replay": {"seconds": round(replay_s, 3), "streaming_seconds": round(stream_total, 3),
+            "replay": {"form": replay_form, "block_size": replayed.get("block_size"),
+                       "seconds": round(replay_s, 3), "streaming_seconds": round(stream_total, 3),
+                       "stages_s": replayed["stages_s"], "streaming_stages_s": stream_stages,
                        "parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / replay_s, 1),
                        "streaming_parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / stream_total, 1),
-                       "speedup": round(stream_total / replay_s, 2)},
-            "state_bytes_per_parcel": {"encoder": state.encoder.nbytes_per_item,
+                       "speedup": round(stream_total / replay_s, 2),
+                       # the same replay with rewind points at block ends only (fewer state copies written)
+                       "rewind_points_at_block_ends": {
+                           "seconds": round(coarse_s, 3), "stages_s": coarse["stages_s"],
+                           "parcel_acquisitions_per_s": round(n_parcels * n_acquisitions / coarse_s, 1),
+                           "speedup": round(stream_total / coarse_s, 2)}},
+            "state_bytes_per_parcel": {"encoder": encoder_bytes,
                                        "detectors": round(det_bytes / n_parcels, 1) if det_bytes else None},
             "peak_rss_mb": round(mem.peak_mb, 1),
             "detectors": {d.event_type: d.state_version for d in monitor.detectors},

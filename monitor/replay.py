@@ -1,10 +1,13 @@
 """``monitor replay``: fold a period of the parcel-series store into the tiles' states, without the bus.
 
 The acquisitions come from the series store itself (every slot ingest or ``ingest import`` wrote), in
-the same canonical order the stream uses, through the same ``Monitor.converge`` — so a replay produces
-the states and alerts the stream did (tested), and a replay after a model upgrade (another checkpoint)
-writes a namespace of its own. Replay saves the state once per tile instead of once per acquisition and
-commits nothing, which is where it is faster than streaming the same period.
+the same canonical order the stream uses. By default (``form="chunk"``) they are folded block by block
+with the chunkwise form of the encoder (``monitor.replay_block``: one encoder call per block of
+acquisitions instead of one recurrent step per acquisition; the detectors still step per acquisition),
+which gives the stream's states to fp32 tolerance and its alerts (tested); ``form="recurrent"`` folds
+them through ``Monitor.converge``, the stream's own path, bit for bit. A replay after a model upgrade
+(another checkpoint) writes a namespace of its own. Replay saves the state once per tile instead of
+once per acquisition and commits nothing.
 """
 
 from __future__ import annotations
@@ -37,27 +40,52 @@ def tiles_of(series_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(series_dir).iterdir() if p.is_dir()) if Path(series_dir).is_dir() else []
 
 
+FORMS = ("chunk", "parallel", "recurrent")
+
+
 def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = None,
-                  progress: Callable[[str], None] | None = None, lights: bool = True) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None, lights: bool = True, *, form: str = "chunk",
+                  block_size: int | None = None, rewind_points: str = "stream") -> dict[str, Any]:
     """Fold every slot up to ``end`` (inclusive, by day) into the tiles' states; slots before ``start`` come
-    from the newest rewind point before it (or are folded again from the start of the store)."""
+    from the newest rewind point before it (or are folded again from the start of the store).
+
+    ``form``: "chunk" or "parallel" (the encoder's block forms, ``block_size`` acquisitions per call,
+    default :data:`monitor.replay_block.BLOCK_SIZE`) or "recurrent" (the stream's step). ``rewind_points``
+    (block forms): "stream" (the stream's, the default) or "blocks" (at block ends; see
+    :func:`monitor.replay_block.fold_period`)."""
+    from monitor.replay_block import BLOCK_SIZE, fold_period
+
+    if form not in FORMS:
+        raise ValueError(f"replay form {form!r} is not one of {', '.join(FORMS)}")
+    block_size = BLOCK_SIZE if block_size is None else int(block_size)
+    if block_size < 1:
+        raise ValueError(f"replay block_size must be >= 1, got {block_size}")
     t_start = int(pd.Timestamp(start, tz="UTC").timestamp())
     t_end = int((pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)).timestamp()) - 1
     if t_end < t_start:
         raise ValueError(f"--end {end} is before --start {start}")
     out: dict[str, Any] = {"tiles": {}, "acquisitions": 0, "alerts": 0}
     started = time.perf_counter()
+    stages: dict[str, float] = {}
     for tile_id in tiles or tiles_of(monitor.config.series_dir):
         slots = {k: v for k, v in series_slots(monitor.config.series_dir, tile_id).items() if k.time_s <= t_end}
         if not slots:
             raise ValueError(f"tile {tile_id}: no acquisition in the series store up to {end}")
         tile = monitor.tile(tile_id)
         before = set(tile.state.folded)
-        results = monitor.converge(tile, {**{k: v for k, v in tile.state.folded.items() if k.time_s < t_start},
-                                          **slots}, allow_empty=True)
+        desired = {**{k: v for k, v in tile.state.folded.items() if k.time_s < t_start}, **slots}
+        if form == "recurrent":
+            results = monitor.converge(tile, desired, allow_empty=True)
+        else:
+            results = fold_period(monitor, tile, desired, block_size=block_size, mode=form,
+                                  rewind_points=rewind_points)
         for key in sorted(set(slots) - before):
             tile.store.append_applied(key, slots[key])
+        tile.unsaved += len(results)
         monitor._save(tile, force=True)
+        for r in results:
+            for stage, sec in r.seconds.items():
+                stages[stage] = stages.get(stage, 0.0) + sec
         n_alerts = sum(len(r.alerts) for r in results)
         out["tiles"][tile_id] = {"acquisitions": len(results), "alerts": n_alerts}
         out["acquisitions"] += len(results)
@@ -68,4 +96,7 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
         monitor.update_lights(out["tiles"])
     out["seconds"] = round(time.perf_counter() - started, 3)
     out["namespace"] = monitor.namespace
+    out["form"] = form
+    out["block_size"] = None if form == "recurrent" else block_size
+    out["stages_s"] = {k: round(v, 3) for k, v in sorted(stages.items())}
     return out

@@ -242,6 +242,13 @@ class Monitor:
 
     def converge(self, tile: _Tile, desired: dict[SlotKey, str], allow_empty: bool = False) -> list[StepResult]:
         """Bring ``tile.state`` to the fold of ``desired`` (key → item ids), with the alert effects of each fold."""
+        self.rewind_for(tile, desired, allow_empty)
+        last = tile.state.last_key
+        return [self._fold(tile, key, desired[key]) for key in sorted(k for k in desired if last is None or k > last)]
+
+    def rewind_for(self, tile: _Tile, desired: dict[SlotKey, str], allow_empty: bool = False) -> None:
+        """Unless ``desired`` extends what ``tile.state`` folded, rewind it to the newest valid rewind point
+        (or an empty state); what is left to fold is then every key of ``desired`` after its last key."""
         state = tile.state
         last = state.last_key
         extends = all(desired.get(k) == v for k, v in state.folded.items()) and all(
@@ -257,17 +264,22 @@ class Monitor:
                     import shutil
 
                     shutil.rmtree(point.path, ignore_errors=True)
-            tile.state, state = base, base
+            tile.state = base
             tile.last_checkpoint_s = base.last_key.time_s if base.last_key else None
             tile.unsaved += 1
-        results = []
-        last = state.last_key
-        for key in sorted(k for k in desired if last is None or k > last):
-            results.append(self._fold(tile, key, desired[key]))
-        return results
 
     def _fold(self, tile: _Tile, key: SlotKey, item_ids: str) -> StepResult:
         t0 = time.perf_counter()
+        rows = self.read_rows(tile, key)
+        read_s = time.perf_counter() - t0
+        result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
+        result.seconds["read"] = read_s
+        self.fold_effects(tile, key, result)
+        self._maybe_checkpoint(tile, key)
+        return result
+
+    def read_rows(self, tile: _Tile, key: SlotKey) -> pd.DataFrame:
+        """One acquisition's prepared rows: the slot's parcels, then the watch areas' pixels from the cube."""
         raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot)
         rows = prepare_rows(raw, source=f"series {tile.state.tile_id}/{key.sensor}/{key.slot}")
         areas = self.areas_of(tile.state.tile_id)
@@ -279,9 +291,13 @@ class Monitor:
             pixels = [area_rows(a, cube, key.sensor, key.slot) for a in areas]
             pixels = [normalise_observations(p, source=f"cube {cube}", strict=False) for p in pixels if len(p)]
             rows = pd.concat([rows, *pixels], ignore_index=True) if pixels else rows
-        read_s = time.perf_counter() - t0
-        result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
-        result.seconds["read"] = read_s
+        return rows
+
+    def fold_effects(self, tile: _Tile, key: SlotKey, result: StepResult) -> None:
+        """What one folded acquisition does besides the state: watch-area events, the expectations, the
+        alerts in the store, the sinks (the rewind point is ``_maybe_checkpoint``'s)."""
+        areas = self.areas_of(tile.state.tile_id)
+        cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
         if areas:
             result.events.extend(self._area_events(tile.state, areas, cube, key))
         if result.expectations is not None:
@@ -303,8 +319,6 @@ class Monitor:
         self._send(alerts)
         result.seconds["sinks"] = time.perf_counter() - t0
         kill_point("after_sinks")
-        self._maybe_checkpoint(tile, key)
-        return result
 
     def _area_events(self, state: TileState, areas, cube: Path, key: SlotKey) -> list[Event]:
         """Installations in the watch areas seen for the first time at this acquisition."""

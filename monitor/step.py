@@ -95,6 +95,28 @@ def _observed_ndvi(rows: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(v) & (nir + red > 0), v, np.nan)
 
 
+def known_rows(state: TileState, key: SlotKey, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``rows`` without those of parcels outside the tile's parcel layer (logged), and how many there were."""
+    known = state.parcel_ids.get_indexer(rows["parcel_id"]) >= 0
+    unknown = int((~known).sum())
+    if unknown:
+        logger.warning("tile %s slot %s: %d row(s) of parcels outside the tile's parcel layer skipped",
+                       state.tile_id, key.slot, unknown)
+        rows = rows[known]
+    return rows, unknown
+
+
+def expectation_frame(state: TileState, rows: pd.DataFrame, expected: np.ndarray,
+                      expected_std: np.ndarray) -> pd.DataFrame:
+    """What ``expected/S2-<slot>.parquet`` holds for an S2 view: per row, observed and expected NDVI and std
+    (``expected``/``expected_std``: ``[N]`` over the tile's rows)."""
+    at = state.parcel_ids.get_indexer(rows["parcel_id"])
+    return pd.DataFrame({
+        "parcel_id": rows["parcel_id"].to_numpy(), "days": rows["days"].to_numpy(np.float64),
+        "clear": rows["clear"].to_numpy(np.float64), "observed_ndvi": _observed_ndvi(rows),
+        EXPECTED: expected[at].astype(np.float32), EXPECTED_STD: expected_std[at].astype(np.float32)})
+
+
 def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame, model, detectors,
               clock=None) -> StepResult:
     """Fold one acquisition (``rows``: prepared rows of one slot, see ``monitor.inputs.prepare_rows``)."""
@@ -102,12 +124,7 @@ def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame,
 
     clock = clock or time.perf_counter
     seconds: dict[str, float] = {}
-    known = state.parcel_ids.get_indexer(rows["parcel_id"]) >= 0
-    unknown = int((~known).sum())
-    if unknown:
-        logger.warning("tile %s slot %s: %d row(s) of parcels outside the tile's parcel layer skipped",
-                       state.tile_id, key.slot, unknown)
-        rows = rows[known]
+    rows, unknown = known_rows(state, key, rows)
     if rows.empty:
         state.folded[key] = item_ids
         return StepResult(key, [], 0, unknown, None, seconds)
@@ -115,18 +132,20 @@ def step_tile(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame,
     t0 = clock()
     obs, _ = encoder_observation(rows, state.parcel_ids, model, _t_last_seconds(state.encoder))
     expected = expected_std = None
-    expectations = None
     if key.sensor == "S2":
         prediction = model.forecast(state.encoder, obs.time, "S2")
         expected, expected_std = prediction.ndvi()
-        at = state.parcel_ids.get_indexer(rows["parcel_id"])
-        expectations = pd.DataFrame({
-            "parcel_id": rows["parcel_id"].to_numpy(), "days": rows["days"].to_numpy(np.float64),
-            "clear": rows["clear"].to_numpy(np.float64), "observed_ndvi": _observed_ndvi(rows),
-            EXPECTED: expected[at].astype(np.float32), EXPECTED_STD: expected_std[at].astype(np.float32)})
     state.encoder, _ = model.step(state.encoder, obs, inplace=True)
     seconds["encoder"] = clock() - t0
+    return detect_step(state, key, item_ids, rows, unknown, expected, expected_std, model, detectors, seconds, clock)
 
+
+def detect_step(state: TileState, key: SlotKey, item_ids: str, rows: pd.DataFrame, unknown: int,
+                expected: np.ndarray | None, expected_std: np.ndarray | None, model, detectors,
+                seconds: dict[str, float], clock) -> StepResult:
+    """Steps 3 and 4 of the module docstring, once the encoder has folded ``rows`` in (``expected``: the
+    S2 forecast made before, ``[N]``; None for S1): the detectors, the folded map, the model's evidence."""
+    expectations = expectation_frame(state, rows, expected, expected_std) if key.sensor == "S2" else None
     t0 = clock()
     # the parcel detectors see parcels only: watch-area pixels (monitor/watch_areas.py) have their own detector
     parcel_rows = rows[state.land_uses[state.parcel_ids.get_indexer(rows["parcel_id"])] != WATCH_AREA]

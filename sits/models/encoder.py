@@ -180,12 +180,15 @@ class SitsEncoder(nn.Module):
         """``[B, T]`` float32 days since the previous VALID token (first: since ``t_last``; 0 if none)."""
         B, T = tb.shape
         t = tb.t_days
+        # a row without history starts at its first valid token (t[:, 0] for right-padded series; a block
+        # of acquisitions, sits.models.block_fold, may open with "no observation" tokens)
+        first = t.gather(1, tb.valid.to(torch.uint8).argmax(dim=1, keepdim=True))[:, 0] if T else None
         if state is not None:
             has = state.count > 0
-            t0 = torch.where(has, state.t_last, t[:, 0] if T else state.t_last)
+            t0 = torch.where(has, state.t_last, first if T else state.t_last)
         else:
             has = torch.zeros(B, dtype=torch.bool, device=t.device)
-            t0 = t[:, 0] if T else torch.zeros(B, dtype=torch.float64, device=t.device)
+            t0 = first if T else torch.zeros(B, dtype=torch.float64, device=t.device)
         prev_valid = torch.where(tb.valid, t, torch.full_like(t, -math.inf))
         prev_valid = torch.cummax(prev_valid, dim=1).values
         prev = torch.cat([t0[:, None], prev_valid[:, :-1]], dim=1)
@@ -411,9 +414,21 @@ class SitsEncoder(nn.Module):
             raise UnsortedTimesError("forecast time is before the state's t_last")
         if bool((state.count == 0).any()):
             logger.debug("forecast for %d rows with an empty history", int((state.count == 0).sum()))
-        t_prev = torch.where(state.count > 0, state.t_last, t)
-        mean, logvar = self._forecast_raw(state.h_last, t_prev, t, torch.full_like(orbit_t, code), orbit_t,
-                                          state.last_clear, state.t_last_clear)
+        return self.forecast_fields(state.h_last, state.t_last, state.count, state.last_clear, state.t_last_clear,
+                                    t, sensor, orbit_t)
+
+    @torch.no_grad()
+    def forecast_fields(self, h_last: torch.Tensor, t_last: torch.Tensor, count: torch.Tensor,
+                        last_clear: torch.Tensor, t_last_clear: torch.Tensor, t: torch.Tensor, sensor: str = "S2",
+                        orbit: torch.Tensor | None = None) -> Prediction:
+        """:meth:`forecast` from a state's row fields (``[M, ...]``, as :class:`EncoderState` holds them) at
+        float64 days ``t [M]``, unchecked: what a block fold (:mod:`sits.models.block_fold`) gives as the
+        fields before each token."""
+        code = S1 if str(sensor).upper() == "S1" else S2
+        orbit_t = torch.zeros_like(count) if orbit is None else orbit
+        t_prev = torch.where(count > 0, t_last, t)
+        mean, logvar = self._forecast_raw(h_last, t_prev, t, torch.full_like(orbit_t, code), orbit_t,
+                                          last_clear, t_last_clear)
         cols = self.bands.channel_columns(code)
         return self.to_physical(mean[:, cols], logvar[:, cols], cols)
 

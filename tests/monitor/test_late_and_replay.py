@@ -56,9 +56,16 @@ def _namespace(root: Path) -> Path:
     return next(p for p in (root / "monitor").iterdir() if p.is_dir())
 
 
-def _same_state(a, b) -> None:
+def _same_state(a, b, encoder_tolerance: bool = False) -> None:
+    """Equal states; ``encoder_tolerance``: a replay (the encoder's chunkwise form, not the stream's
+    recurrent step) holds the encoder arrays to fp32 tolerance (tests/monitor/test_replay_parallel.py)."""
     assert a.folded == b.folded
-    assert a.encoder.equals(b.encoder), "encoder states differ"
+    if encoder_tolerance:
+        from tests.monitor.test_replay_parallel import assert_close_state
+
+        assert_close_state(a.encoder, b.encoder)
+    else:
+        assert a.encoder.equals(b.encoder), "encoder states differ"
     for name in a.detectors:
         x, y = a.detectors[name], b.detectors[name]
         if isinstance(x, list):  # the per-parcel reference: frozen dataclasses
@@ -119,7 +126,7 @@ def test_an_acquisition_older_than_the_retained_window_is_refused_recorded_then_
     monitor = _monitor(root, parcels, model, retention_days=20, checkpoint_days=5)
     try:
         replay_period(monitor, "2024-01-01", "2024-12-31")
-        _same_state(monitor.tiles[TILE].state, on_time)
+        _same_state(monitor.tiles[TILE].state, on_time, encoder_tolerance=True)
         assert sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in monitor.store.query()) == alerts
     finally:
         monitor.close()
@@ -132,9 +139,9 @@ def test_replay_produces_the_states_and_alerts_of_the_stream(tmp_path: Path, sma
     write_slots(root / "series", obs)
     monitor = _monitor(root, parcels, model)
     try:
-        result = replay_period(monitor, "2024-01-01", "2024-12-31")
+        result = replay_period(monitor, "2024-01-01", "2024-12-31")  # the chunkwise block path
         assert result["acquisitions"] == len(streamed.folded)
-        _same_state(monitor.tiles[TILE].state, streamed)
+        _same_state(monitor.tiles[TILE].state, streamed, encoder_tolerance=True)
         assert sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in monitor.store.query()) == alerts
     finally:
         monitor.close()
