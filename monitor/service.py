@@ -33,7 +33,7 @@ import pandas as pd
 
 from alerts.series import to_days
 from alerts.types import Alert, Event
-from monitor.bus import dead_letter
+from monitor.bus import CommitError, dead_letter
 from monitor.config import MonitorConfig
 from monitor.crash import kill_point
 from monitor.errors import BadEventError, LateArrivalError, MonitorError, StateStoreError, StateVersionError
@@ -519,17 +519,37 @@ class Service:
     def commit(self) -> None:
         t0 = time.perf_counter()
         self.bus.flush()
-        self._consumer().commit()
+        kill_point("before_commit")
+        try:
+            self._consumer().commit()
+        except CommitError as e:  # e.g. a batch outlasted a Kafka 0.9 session: the group moved on without us
+            logger.warning("%s; the batch's events come back as duplicates and are skipped", e)
+            self.monitor.health.error("commit", str(e))
         self.monitor.health.latency.labels("commit").observe(time.perf_counter() - t0)
         self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in self._consumer().lag().items()})
         self.monitor.health.write()
 
-    def run_once(self, timeout_s: float = 0.5) -> RunReport:
-        """Drain what is on the bus now, then return (``monitor run --once``)."""
+    def _undrained(self) -> bool:
+        """Whether the group has uncommitted messages on the topic (read without joining the group)."""
+        cfg = self.monitor.config
+        done = self.bus.committed(cfg.group_id, cfg.topic)
+        return any(end > done.get(p, 0) for p, end in self.bus.end_offsets(cfg.topic).items())
+
+    def run_once(self, timeout_s: float = 0.5, join_timeout_s: float = 60.0) -> RunReport:
+        """Drain what is on the bus now, then return (``monitor run --once``).
+
+        An empty poll ends the drain only once nothing is left uncommitted, or after ``join_timeout_s``:
+        on Kafka the first polls come back empty while the group is (re)joined, which waits up to the
+        session timeout for a member that was killed."""
         consumer = self._consumer()
-        while batch := consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records):
-            self.process(batch)
-            self.commit()
+        deadline = time.monotonic() + join_timeout_s
+        while True:
+            batch = consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records)
+            if batch:
+                self.process(batch)
+                self.commit()
+            elif time.monotonic() >= deadline or not self._undrained():
+                break
         self.monitor.save_all()
         return self.report
 

@@ -76,6 +76,8 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
         h.update(name.encode())
         if a.dtype == object or a.dtype.kind in "US":
             h.update("\x1f".join(map(str, a.ravel().tolist())).encode())
+        elif a.size == 0:  # memoryview cannot cast an empty view (a tile with one parcel, no event yet)
+            h.update(repr(a.shape).encode())
         else:
             h.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # no copy of a large state
     return h.hexdigest()
