@@ -1,7 +1,8 @@
 """What operators look at: the ingest ledger and the monitor's health file.
 
-The monitor writes ``<data_dir>/monitor/health.json`` (schema ``sitsmon-monitor-health/1``); the
-dashboard never imports the monitor. Missing file, unreadable file or a dead pid all read as
+The monitor writes ``<data_dir>/monitor/health-<worker>.json``, one per worker (schema
+``sitsmon-monitor-health/1``, merged by ``contracts.monitor_health``; older data dirs: ``health.json``);
+the dashboard never imports the monitor. Missing file, unreadable file or a dead pid all read as
 "monitor not running", with the reason.
 """
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.monitor_health import WORKER_PREFIX, merge_reports, read_reports
 from ingest.locks import pid_alive
 
 HEALTH_SCHEMA = "sitsmon-monitor-health/1"
@@ -20,6 +22,8 @@ HEALTH_SCHEMA = "sitsmon-monitor-health/1"
 
 
 def monitor_status(path: Path) -> dict[str, Any]:
+    if any(path.parent.glob(f"{WORKER_PREFIX}*.json")):  # one file per worker: merged
+        return workers_status(path.parent)
     base = {"running": False, "health_file": str(path)}
     if not path.is_file():
         return {**base, "reason": "monitor not running (no health file)"}
@@ -45,6 +49,16 @@ def monitor_status(path: Path) -> dict[str, Any]:
             "age_s": age_s, "tiles": health.get("tiles") or {}, "lag": lag,
             "total_lag": sum(int(v) for v in lag.values() if isinstance(v, int | float)),
             "processed": health.get("processed"), "last_error": health.get("last_error")}
+
+
+def workers_status(state_root: Path) -> dict[str, Any]:
+    """The health files of every monitor worker merged: per-worker lines, summed acquisitions, each
+    partition's lag from the worker that owns it, dead workers shown as stopped."""
+    merged = merge_reports(read_reports(state_root, pid_alive))
+    out = {**merged, "health_file": str(state_root / f"{WORKER_PREFIX}*.json")}
+    if not merged["running"]:
+        out["reason"] = f"monitor not running (no live worker of {len(merged['workers'])})"
+    return out
 
 
 def ingest_status(ledger_url: str, tiles: set[str] | None, limit: int, offset: int) -> dict[str, Any]:
