@@ -527,6 +527,11 @@ class Service:
             logger.warning("%s; the batch's events come back as duplicates and are skipped", e)
             self.monitor.health.error("commit", str(e))
         self.monitor.health.latency.labels("commit").observe(time.perf_counter() - t0)
+        self._write_health()
+
+    def _write_health(self) -> None:
+        """This worker's health file, with the lag of the partitions it owns now."""
+        self._health_written_s = time.monotonic()
         self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in self._consumer().lag().items()})
         self.monitor.health.write()
 
@@ -539,12 +544,8 @@ class Service:
     def _idle_health(self, every_s: float = 5.0) -> None:
         """While idle, refresh this worker's health file now and then (its partitions and their lag):
         a worker that owns partitions without traffic still shows up, and a rebalance shows at once."""
-        now = time.monotonic()
-        if now - self._health_written_s < every_s:
-            return
-        self._health_written_s = now
-        self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in self._consumer().lag().items()})
-        self.monitor.health.write()
+        if time.monotonic() - self._health_written_s >= every_s:
+            self._write_health()
 
     def run_once(self, timeout_s: float = 0.5, join_timeout_s: float = 60.0) -> RunReport:
         """Drain what is on the bus now, then return (``monitor run --once``).
