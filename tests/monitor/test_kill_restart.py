@@ -34,7 +34,7 @@ def _setup(root: Path, obs, parcels) -> None:
 
 def _run(root: Path, kill_at: str | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__PATH": str(root / "bus.sqlite"),
-           "SITSMON_MONITOR__SAVE_EVERY": "3"}
+           "SITSMON_MONITOR__SAVE_EVERY": "3", "SITSMON_MONITOR__MAX_RECORDS": "3"}
     env.pop("SITSMON_MONITOR_KILL_AT", None)
     if kill_at:
         env["SITSMON_MONITOR_KILL_AT"] = kill_at
@@ -63,13 +63,18 @@ def _outcome(root: Path):
     return alerts, arrays, sorted(store.applied()), sent
 
 
+def _tiny_season():
+    """One mown grassland over 45 days: 17 acquisitions, one mowing alert (small enough for 11 runs)."""
+    obs, parcels = synthetic_season()
+    d0 = obs.days.min()
+    keep = parcels[parcels.parcel_id == "G2"].reset_index(drop=True)
+    obs = obs[(obs.parcel_id == "G2") & (obs.days >= d0 + 120) & (obs.days <= d0 + 165)].reset_index(drop=True)
+    return obs, keep
+
+
 @pytest.fixture()
-def season(synthetic_obs):
-    obs, parcels = synthetic_obs
-    keep = parcels[parcels.parcel_id.isin(["G2", "C1", "P1"])]
-    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 80)
-              & (obs.days <= obs.days.min() + 200)]
-    return obs.reset_index(drop=True), keep.reset_index(drop=True)
+def season():
+    return _tiny_season()
 
 
 @pytest.mark.slow
@@ -85,7 +90,7 @@ def test_a_kill_at_any_point_then_a_restart_equals_the_uninterrupted_run(tmp_pat
     for i, point in enumerate(POINTS):
         root = tmp_path / point
         _setup(root, obs, parcels)
-        n = 2 if point == "before_commit" else 4 + 3 * i  # inside the run, after at least one state write
+        n = 3 if point == "before_commit" else 4 + 3 * i  # inside the run (17 folds, 6 commits), after a state write
         assert _run(root, f"{point}:{n}") == -9, f"the run was meant to die at {point}:{n}"
         assert _run(root) == 0
         got_alerts, got_arrays, got_applied, got_sent = _outcome(root)
@@ -189,10 +194,7 @@ def _clean_kafka_run(root: Path, bootstrap: str, run_id: str, model) -> list[int
 def kafka_sweep(tmp_path_factory, kafka_bootstrap: str, model):
     """The uninterrupted run, then every kill point at once (separate topics, groups and data dirs: the
     restarts overlap their waits for the killed member's session to expire), then every restart."""
-    obs, parcels = synthetic_season()
-    d0 = obs.days.min()
-    keep = parcels[parcels.parcel_id == "G2"].reset_index(drop=True)
-    obs = obs[(obs.parcel_id == "G2") & (obs.days >= d0 + 120) & (obs.days <= d0 + 165)].reset_index(drop=True)
+    obs, keep = _tiny_season()
     base = tmp_path_factory.mktemp("kafka-kill")
     runs = {name: (base / name, uuid.uuid4().hex[:10]) for name in ("clean", *KAFKA_POINTS)}
     for root, run_id in runs.values():
