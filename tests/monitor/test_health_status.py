@@ -90,8 +90,12 @@ def test_two_workers_write_their_own_health_and_status_merges_them(tmp_path: Pat
     env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__PATH": str(tmp_path / "bus.sqlite")}
     cmd = [sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir", str(tmp_path),
            "--parcels", str(tmp_path / "parcels.csv")]
-    workers = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    logs = [open(tmp_path / f"worker-{i}.log", "w") for i in range(2)]  # noqa: SIM115 - closed below
+    # output to files, never pipes: a full pipe would block a worker that the test does not read
+    workers = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+
+    def tail(i: int) -> str:
+        return (tmp_path / f"worker-{i}.log").read_text()[-3000:]
 
     def status() -> dict:
         assert main(["monitor", "status", "--data-dir", str(tmp_path)]) == 0
@@ -107,8 +111,8 @@ def test_two_workers_write_their_own_health_and_status_merges_them(tmp_path: Pat
                     and owned == sorted(health["lag"])  # both report, each partition from one owner
                     and all(w["partitions"] for w in health["workers"])):  # the group shares them
                 break
-            for w in workers:
-                assert w.poll() is None, w.stderr.read()[-3000:]
+            for i, w in enumerate(workers):
+                assert w.poll() is None, tail(i)
             time.sleep(1.0)
         else:
             raise AssertionError(f"the workers never caught up: {status()}")
@@ -121,7 +125,7 @@ def test_two_workers_write_their_own_health_and_status_merges_them(tmp_path: Pat
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=30)
         workers[1].send_signal(signal.SIGINT)
-        workers[1].wait(timeout=60)
+        assert workers[1].wait(timeout=180) == 0, tail(1)
         health = status()
         states = {w["pid"]: w["state"] for w in health["workers"]}
         assert states == {workers[0].pid: "dead", workers[1].pid: "stopped"}
@@ -133,3 +137,5 @@ def test_two_workers_write_their_own_health_and_status_merges_them(tmp_path: Pat
             if w.poll() is None:
                 w.kill()
                 w.wait(timeout=30)
+        for log in logs:
+            log.close()
