@@ -38,24 +38,29 @@ def monitor_status(path: Path) -> dict[str, Any]:
         return {**base, "reason": f"monitor not running (stopped at {health['stopped_at']})", "last": health}
     if not isinstance(pid, int) or not pid_alive(pid):
         return {**base, "reason": f"monitor not running (pid {pid} is not alive)", "last": health}
-    age_s = None
-    try:
-        updated = datetime.fromisoformat(str(health.get("updated_at")))
-        age_s = round((datetime.now(UTC) - (updated if updated.tzinfo else updated.replace(tzinfo=UTC))).total_seconds(), 1)
-    except ValueError:
-        pass
     lag = health.get("lag") or {}
     return {"running": True, "health_file": str(path), "pid": pid, "updated_at": health.get("updated_at"),
-            "age_s": age_s, "tiles": health.get("tiles") or {}, "lag": lag,
+            "age_s": _age_s(health.get("updated_at")), "tiles": health.get("tiles") or {}, "lag": lag,
             "total_lag": sum(int(v) for v in lag.values() if isinstance(v, int | float)),
             "processed": health.get("processed"), "last_error": health.get("last_error")}
+
+
+def _age_s(updated_at: Any) -> float | None:
+    """Seconds since an ISO time (None when it is not one)."""
+    try:
+        updated = datetime.fromisoformat(str(updated_at))
+    except ValueError:
+        return None
+    return round((datetime.now(UTC) - (updated if updated.tzinfo else updated.replace(tzinfo=UTC))).total_seconds(), 1)
 
 
 def workers_status(state_root: Path) -> dict[str, Any]:
     """The health files of every monitor worker merged: per-worker lines, summed acquisitions, each
     partition's lag from the worker that owns it, dead workers shown as stopped."""
     merged = merge_reports(read_reports(state_root, pid_alive))
-    out = {**merged, "health_file": str(state_root / f"{WORKER_PREFIX}*.json")}
+    pids = ", ".join(str(w["pid"]) for w in merged["workers"] if w["running"])  # the operator page's line
+    out = {**merged, "health_file": str(state_root / f"{WORKER_PREFIX}*.json"), "pid": pids,
+           "age_s": _age_s(merged["updated_at"])}
     if not merged["running"]:
         out["reason"] = f"monitor not running (no live worker of {len(merged['workers'])})"
     return out
