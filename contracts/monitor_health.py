@@ -4,7 +4,7 @@ Each ``monitor run`` process (worker) writes its own ``<data_dir>/monitor/health
 (worker = host and pid; files beside the namespace folders, never a folder among them), so several workers of one consumer group sharing a data dir never overwrite
 each other. A reader merges them: one line per worker (running, stopped cleanly, or dead: its pid is
 gone), the acquisitions summed over workers, the lag of each partition from the worker that owns it
-now, and the newest error. Older data dirs hold one ``health.json``; it reads as a single worker.
+now, and the newest error. A ``health.json`` (a monitor of an earlier version) reads as one more worker.
 
 Liveness is checked by pid on this host only: a worker on another host counts as running until it
 writes ``stopped_at``.
@@ -38,8 +38,8 @@ def read_reports(state_root: Path, alive: Callable[[int], bool]) -> list[dict[st
     ``state`` = running | stopped | dead and ``running``; unreadable files come back with ``error``."""
     root = Path(state_root)
     files = sorted(root.glob(f"{WORKER_PREFIX}*.json")) if root.is_dir() else []
-    if not files and (root / LEGACY_FILE).is_file():
-        files = [root / LEGACY_FILE]
+    if (root / LEGACY_FILE).is_file():  # written by a monitor of an earlier version: one more worker
+        files.append(root / LEGACY_FILE)
     here = socket.gethostname()
     out = []
     for path in files:
@@ -98,7 +98,9 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 "stopped_at": r.get("stopped_at"), "processed": r.get("processed", 0),
                 "partitions": sorted(r.get("lag") or {}), "last_error": r.get("last_error") or r.get("error"),
                 "metrics_url": r.get("metrics_url"), "file": r["file"]} for r in reports]
-    return {"schema": HEALTH_SCHEMA, "running": any(r["running"] for r in good),
+    why = [f"pid {w['pid']} is not alive" if w["state"] == "dead" else f"{w['worker']} stopped at {w['stopped_at']}"
+           if w["state"] == "stopped" else f"{w['file']}: {w['last_error']}" for w in workers if not w["running"]]
+    return {"schema": HEALTH_SCHEMA, "running": any(r["running"] for r in good), "not_running": why,
             "workers_running": sum(r["running"] for r in good), "workers": workers,
             "processed": sum(int(r.get("processed", 0) or 0) for r in good), "tiles": tiles, "lag": lag,
             "lag_owner": lag_owner, "total_lag": sum(int(v) for v in lag.values() if isinstance(v, int | float)),

@@ -62,7 +62,7 @@ def workers_status(state_root: Path) -> dict[str, Any]:
     out = {**merged, "health_file": str(state_root / f"{WORKER_PREFIX}*.json"), "pid": pids,
            "age_s": _age_s(merged["updated_at"])}
     if not merged["running"]:
-        out["reason"] = f"monitor not running (no live worker of {len(merged['workers'])})"
+        out["reason"] = f"monitor not running (no live worker of {len(merged['workers'])}: {'; '.join(merged['not_running'])})"
     return out
 
 
