@@ -168,6 +168,10 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
                 stages.append(stage)
         state = monitor.tiles[TILE].state
         floor = _floor_s(state.encoder)
+        tile_store = monitor.tiles[TILE].store
+        checkpoints = {"count": len(tile_store.checkpoints()),  # rewind points: retained state generations
+                       "state_bytes_per_parcel_on_disk": round(tile_store.state_bytes() / n_parcels, 1),
+                       "retained_bytes_per_parcel": round(tile_store.checkpoint_bytes() / n_parcels, 1)}
         det_bytes = sum(np.asarray(a).nbytes for d in monitor.detectors
                         for a in d.dump(state.detectors[d.event_type]).values()
                         if np.asarray(a).dtype != object)
@@ -211,6 +215,7 @@ def run_benchmark(n_parcels: int = 100_000, n_acquisitions: int = 8, warmup: int
             "state_bytes_per_parcel": {"encoder": encoder_bytes,
                                        "detectors": round(det_bytes / n_parcels, 1) if det_bytes else None},
             "peak_rss_mb": round(mem.peak_mb, 1),
+            "checkpoints": checkpoints,
             "detectors": {d.event_type: d.state_version for d in monitor.detectors},
             "setup_s": round(setup_s, 2),
             "workdir": str(work) if keep else None,

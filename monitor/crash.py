@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after_step", "after_alerts", "after_sinks", "after_state")
+POINTS = ("after_step", "after_alerts", "after_sinks", "after_state", "before_commit")
 _seen: dict[str, int] = {}
 
 

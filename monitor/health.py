@@ -1,15 +1,17 @@
-"""Health of the running monitor: Prometheus metrics (prometheus-client) and ``health.json`` for operators.
+"""Health of the running monitor: Prometheus metrics (prometheus-client) and a health file per worker.
 
-``health.json`` (under ``<data_dir>/monitor/``) is what ``sitsmon monitor status`` and the dashboard
-read: the pid, when it was last written, per tile the last acquisition folded in, the lag per
-partition, the count processed and the last error. A reader treats a dead pid, or a ``stopped_at``
-(written when the monitor closes cleanly), as "monitor not running".
+Each worker writes ``<data_dir>/monitor/health-<host>-<pid>.json`` (contracts/monitor_health.py):
+the pid, when it was last written, per tile the acquisitions folded in and the last one, the lag of
+the partitions it owns, the count processed and the last error; ``stopped_at`` when it closes
+cleanly. ``sitsmon monitor status`` and the dashboard merge the workers' files: a dead pid or a
+``stopped_at`` reads as a stopped worker, and "monitor not running" when no worker runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +19,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from contracts.monitor_health import HEALTH_SCHEMA, merge_reports, read_reports, worker_id, worker_path
 from ingest.locks import pid_alive
 
-HEALTH_SCHEMA = "sitsmon-monitor-health/1"
 STAGES = ("read", "encoder", "detectors", "store", "sinks", "state", "commit")
 
 
@@ -28,6 +30,7 @@ class Health:
 
     def __init__(self, path: Path, metrics_port: int | None = None) -> None:
         self.path = Path(path)
+        self.worker = worker_id(os.getpid())
         self.registry = CollectorRegistry()
         self.acquisitions = Counter("sitsmon_monitor_acquisitions", "acquisitions folded in", ["sensor"],
                                     registry=self.registry)
@@ -83,7 +86,7 @@ class Health:
             self.lag.labels(partition).set(n)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"schema": HEALTH_SCHEMA, "pid": os.getpid(),
+        return {"schema": HEALTH_SCHEMA, "pid": os.getpid(), "worker": self.worker, "host": socket.gethostname(),
                 "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "tiles": {t: {k: v for k, v in d.items() if k != "t_last_s"} for t, d in self.tiles.items()},
                 "lag": self.lag_by_partition, "processed": self.processed, "last_error": self.last_error,
@@ -102,12 +105,12 @@ class Health:
         os.replace(tmp, self.path)
 
 
-def read_health(path: Path) -> dict[str, Any] | None:
-    """The last ``health.json`` with ``running`` set from its pid (None when there is none)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = int(data.get("pid", 0) or 0)
-    data["running"] = pid_alive(pid) and not data.get("stopped_at")
-    return data
+def for_worker(state_root: Path, metrics_port: int | None = None) -> Health:
+    """The health of this process, written to its own file ``<state_root>/health-<host>-<pid>.json``."""
+    return Health(worker_path(state_root, os.getpid()), metrics_port)
+
+
+def read_health(state_root: Path) -> dict[str, Any] | None:
+    """Every worker's last report, merged (None when no worker ever wrote one)."""
+    reports = read_reports(state_root, pid_alive)
+    return merge_reports(reports) if reports else None

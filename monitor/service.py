@@ -33,11 +33,11 @@ import pandas as pd
 
 from alerts.series import to_days
 from alerts.types import Alert, Event
-from monitor.bus import dead_letter
+from monitor.bus import CommitError, dead_letter
 from monitor.config import MonitorConfig
 from monitor.crash import kill_point
 from monitor.errors import BadEventError, LateArrivalError, MonitorError, StateStoreError, StateVersionError
-from monitor.health import Health
+from monitor.health import Health, for_worker
 from monitor.inputs import SlotKey, prepare_rows, read_slot_rows
 from monitor.state_store import TileStore, namespace_for, versions_of
 from monitor.step import StepResult, TileState, new_tile_state, recent_s2_keys, step_tile
@@ -140,7 +140,7 @@ class Monitor:
         self.namespace = namespace_for(self.model, self.detectors)
         self.store = store if store is not None else open_store(config.alert_store_url)
         self.sinks = list(sinks)
-        self.health = health or Health(config.state_root / "health.json", config.metrics_port)
+        self.health = health or for_worker(config.state_root, config.metrics_port)
         # Alerts of the packaged default model keep the plain deterministic ids (equal to `sitsmon detect`);
         # a reprocessing with another checkpoint gets ids of its own, so the old alerts stay readable.
         self.scope = scope if scope is not None else ("" if config.checkpoint is None else self.namespace)
@@ -261,9 +261,7 @@ class Monitor:
                 base.recent = tile.store.read_expectations(recent_s2_keys(base.folded))
             for point in tile.store.checkpoints():  # rewind points after the base no longer match the history
                 if base.last_key is None or point.key > base.last_key:
-                    import shutil
-
-                    shutil.rmtree(point.path, ignore_errors=True)
+                    tile.store.drop_checkpoint(point)
             tile.state = base
             tile.last_checkpoint_s = base.last_key.time_s if base.last_key else None
             tile.unsaved += 1
@@ -273,6 +271,7 @@ class Monitor:
         rows = self.read_rows(tile, key)
         read_s = time.perf_counter() - t0
         result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
+        tile.unsaved += 1  # counts steps: a rewind point's save is also the regular save
         result.seconds["read"] = read_s
         self.fold_effects(tile, key, result)
         self._maybe_checkpoint(tile, key)
@@ -353,7 +352,9 @@ class Monitor:
         every = int(self.config.checkpoint_days * DAY_S)
         if tile.last_checkpoint_s is not None and key.time_s // every <= tile.last_checkpoint_s // every:
             return
+        # the state is written now anyway (as CURRENT) and that generation kept: a rewind point costs no copy
         tile.store.write_checkpoint(tile.state, self.versions, self.detectors)
+        tile.unsaved = 0
         tile.last_checkpoint_s = key.time_s
         tile.store.prune_checkpoints(key.time_s - int(self.config.retention_days * DAY_S))
 
@@ -393,7 +394,6 @@ class Monitor:
             self.health.error("late_refused", str(e))
             return FoldReport(acq, "refused", reason=str(e))
         tile.store.append_applied(key, acq.item_ids)
-        tile.unsaved += 1
         t0 = time.perf_counter()
         self._save(tile, force=late)
         state_s = time.perf_counter() - t0
@@ -483,6 +483,7 @@ class Service:
         self.on_fold = on_fold
         self.consumer = None
         self.report = RunReport()
+        self._health_written_s = -1e9
 
     def _consumer(self):
         if self.consumer is None:
@@ -533,17 +534,48 @@ class Service:
     def commit(self) -> None:
         t0 = time.perf_counter()
         self.bus.flush()
-        self._consumer().commit()
+        kill_point("before_commit")
+        try:
+            self._consumer().commit()
+        except CommitError as e:  # e.g. a batch outlasted a Kafka 0.9 session: the group moved on without us
+            logger.warning("%s; the batch's events come back as duplicates and are skipped", e)
+            self.monitor.health.error("commit", str(e))
         self.monitor.health.latency.labels("commit").observe(time.perf_counter() - t0)
+        self._write_health()
+
+    def _write_health(self) -> None:
+        """This worker's health file, with the lag of the partitions it owns now."""
+        self._health_written_s = time.monotonic()
         self.monitor.health.set_lag({f"{t}/{p}": int(n) for (t, p), n in self._consumer().lag().items()})
         self.monitor.health.write()
 
-    def run_once(self, timeout_s: float = 0.5) -> RunReport:
-        """Drain what is on the bus now, then return (``monitor run --once``)."""
+    def _undrained(self) -> bool:
+        """Whether the group has uncommitted messages on the topic (read without joining the group)."""
+        cfg = self.monitor.config
+        done = self.bus.committed(cfg.group_id, cfg.topic)
+        return any(end > done.get(p, 0) for p, end in self.bus.end_offsets(cfg.topic).items())
+
+    def _idle_health(self, every_s: float = 5.0) -> None:
+        """While idle, refresh this worker's health file now and then (its partitions and their lag):
+        a worker that owns partitions without traffic still shows up, and a rebalance shows at once."""
+        if time.monotonic() - self._health_written_s >= every_s:
+            self._write_health()
+
+    def run_once(self, timeout_s: float = 0.5, join_timeout_s: float = 60.0) -> RunReport:
+        """Drain what is on the bus now, then return (``monitor run --once``).
+
+        An empty poll ends the drain only once nothing is left uncommitted, or after ``join_timeout_s``:
+        on Kafka the first polls come back empty while the group is (re)joined, which waits up to the
+        session timeout for a member that was killed."""
         consumer = self._consumer()
-        while batch := consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records):
-            self.process(batch)
-            self.commit()
+        deadline = time.monotonic() + join_timeout_s
+        while True:
+            batch = consumer.poll(timeout_s=timeout_s, max_records=self.monitor.config.max_records)
+            if batch:
+                self.process(batch)
+                self.commit()
+            elif time.monotonic() >= deadline or not self._undrained():
+                break
         self.monitor.save_all()
         return self.report
 
@@ -559,6 +591,7 @@ class Service:
                 self.commit()
                 pending_lights |= self.report.tiles | before
                 continue
+            self._idle_health()
             if pending_lights:  # caught up: the lights of the tiles that changed
                 self.monitor.save_all()
                 self.monitor.update_lights(pending_lights)

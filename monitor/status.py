@@ -1,4 +1,4 @@
-"""``monitor status``: what the state store and the last health report say, as one JSON object."""
+"""``monitor status``: what the state store and the workers' health reports (merged) say, as one JSON object."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from monitor.state_store import TileStore
 
 def monitor_status(root: Path) -> dict[str, Any]:
     root = Path(root)
-    out: dict[str, Any] = {"namespaces": {}, "health": read_health(root / "health.json")}
+    out: dict[str, Any] = {"namespaces": {}, "health": read_health(root)}
     if not root.is_dir():
         out["note"] = f"no monitor state under {root}"
         return out

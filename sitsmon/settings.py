@@ -144,6 +144,7 @@ class EncoderSettings(BaseModel):
 
 class MonitorSettings(BaseModel):
     topic: str = Field("sits.acquisitions", description="the acquisition events' topic")
+    alerts_topic: str = Field("sits.alerts", description="the topic the monitor publishes its alerts to")
     detectors: list[str] = Field(default_factory=lambda: ["mowing", "harvest", "solar"])
     parcels: str = Field("", description="parcel layer of the watched tiles; empty: [ingest] parcels")
     checkpoint_days: float = Field(10.0, gt=0, description="a rewind point every N days of acquisition time")

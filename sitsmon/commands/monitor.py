@@ -68,7 +68,7 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
     return MonitorConfig(
         data_dir=root, series_dir=(settings.ingest.series_dir or root / "series"),
         parcels=Path(parcels) if parcels else None, store_url=settings.alerts.store_url,
-        group_id=settings.bus.group_id, topic=settings.monitor.topic,
+        group_id=settings.bus.group_id, topic=settings.monitor.topic, alerts_topic=settings.monitor.alerts_topic,
         dead_letter_topic=f"{settings.monitor.topic}.dlq",
         detectors=tuple(detectors.split(",")) if detectors else tuple(settings.monitor.detectors),
         checkpoint=checkpoint, device="cpu" if settings.encoder.device == "auto" else settings.encoder.device,

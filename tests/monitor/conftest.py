@@ -22,6 +22,11 @@ def model():
 @pytest.fixture()
 def synthetic_obs() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Three mown grasslands, two harvested cereals, a solar works site and an unmown meadow, one tile."""
+    return synthetic_season()
+
+
+def synthetic_season() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The observations and parcels of ``synthetic_obs`` (for fixtures of a wider scope)."""
     frames = [mowing_series("G1", cuts=(160.0,), seed=1), mowing_series("G2", cuts=(150.0, 210.0), seed=2),
               mowing_series("G3", cuts=(180.0,), seed=3, with_s1=False), mowing_series("G4", cuts=(), seed=4),
               harvest_series("C1", harvest=200.0, seed=5), harvest_series("C2", harvest=215.0, seed=6),

@@ -120,3 +120,48 @@ def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
         stored = store.query(AlertQuery(limit=100_000))
     assert len({a.alert_id for a in stored}) == len(stored)
     assert comparable(stored) == comparable(expected)
+
+
+@pytest.mark.integration
+def test_a_late_s1_through_kafka_equals_the_on_time_run(tmp_path: Path, kafka_bootstrap: str, synthetic_obs,
+                                                        model) -> None:
+    """Item 6 on the real broker: an S1 delivered after three later S2 rewinds and ends where the
+    on-time run (the in-process bus) ends, states bit for bit and alerts."""
+    from monitor.config import MonitorConfig
+    from monitor.service import Monitor, Service
+    from tests.monitor.helpers import TILE
+    from tests.monitor.test_late_and_replay import _first, _move, _same_state
+
+    obs, parcels = synthetic_obs
+    keep = parcels[parcels.parcel_id == "G2"].reset_index(drop=True)
+    d0 = obs.days.min()
+    obs = obs[(obs.parcel_id == "G2") & (obs.days >= d0 + 110) & (obs.days <= d0 + 170)].reset_index(drop=True)
+
+    def stream(root: Path, bus, topic: str, events) -> tuple:
+        keep.to_csv(root / "parcels.csv", index=False)
+        config = MonitorConfig(data_dir=root, series_dir=root / "series", parcels=root / "parcels.csv",
+                               topic=topic, group_id=f"late-{uuid.uuid4().hex[:8]}", save_every=3)
+        for value in events:
+            bus.publish(topic, value["tile_id"], value)
+        bus.flush()
+        service = Service(Monitor(config, model=model), bus)
+        try:
+            report = service.run_once()
+            alerts = sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in service.monitor.store.query())
+            return report, service.monitor.tiles[TILE].state, alerts
+        finally:
+            service.close()
+            bus.close()
+
+    events = write_slots(tmp_path / "on-time" / "series", obs)
+    _, on_time, alerts = stream(tmp_path / "on-time", make_bus("memory", path=tmp_path / "bus.sqlite"),
+                                "sits.acquisitions", events)
+    assert alerts
+    i = _first(events, "S1", 3)
+    after = [j for j in range(i + 1, len(events)) if events[j]["sensor"] == "S2"][2] - i
+    write_slots(tmp_path / "late" / "series", obs)
+    report, late, late_alerts = stream(tmp_path / "late", make_bus("kafka", kafka_bootstrap, "0.9"),
+                                       f"test.late.{uuid.uuid4().hex[:8]}", _move(events, i, after))
+    assert report.rewound == 1 and report.acquisitions == len(events)
+    _same_state(late, on_time)
+    assert late_alerts == alerts
