@@ -48,15 +48,17 @@ def _model(checkpoint: Path | None, device: str):
     return sits.load_model(checkpoint, device=device)
 
 
-def replay_tile(config: MonitorConfig, start: str, end: str, tile_id: str) -> dict[str, Any]:
-    """One task: ``replay_period`` for one tile in this process (no traffic lights: see :func:`lights_task`)."""
+def replay_tile(config: MonitorConfig, start: str, end: str, tile_id: str,
+                fold: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One task: ``replay_period`` for one tile in this process (no traffic lights: see :func:`lights_task`);
+    ``fold``: ``replay_period``'s form, block_size and rewind_points."""
     from monitor.replay import replay_period
     from monitor.service import Monitor
 
     started = time.perf_counter()
     monitor = Monitor(config, model=_model(config.checkpoint, config.device), sinks=[])
     try:
-        result = replay_period(monitor, start=start, end=end, tiles=[tile_id], lights=False)
+        result = replay_period(monitor, start=start, end=end, tiles=[tile_id], lights=False, **(fold or {}))
     finally:
         monitor.close()
     tile = result["tiles"][tile_id]
@@ -116,7 +118,8 @@ def _dashboard_link(client: Any) -> str | None:
 
 def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Sequence[str] | None = None, *,
                        options: DaskOptions = DaskOptions(), client: Any = None,
-                       progress: Callable[[str], None] | None = None, lights: bool = True) -> dict[str, Any]:
+                       progress: Callable[[str], None] | None = None, lights: bool = True,
+                       fold: dict[str, Any] | None = None) -> dict[str, Any]:
     """``monitor replay`` as Dask tasks, one per tile; the same summary as ``replay_period`` plus
     ``workers`` and per-tile ``seconds``. ``client``: an open ``distributed.Client`` (else ``options``)."""
     tiles = list(tiles or series_tiles(config.series_dir))
@@ -134,7 +137,7 @@ def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Seque
     say(f"replay on {client.scheduler.address}: {len(tiles)} tile(s), {workers} worker(s)"
         + (f"; progress on {link}" if link else ""))
     started = time.perf_counter()
-    futures = {client.submit(replay_tile, config, start, end, tile_id, key=f"replay-{tile_id}-{start}-{end}",
+    futures = {client.submit(replay_tile, config, start, end, tile_id, fold, key=f"replay-{tile_id}-{start}-{end}",
                              retries=options.retries, pure=False): tile_id for tile_id in tiles}
     out: dict[str, Any] = {"tiles": {}, "acquisitions": 0, "alerts": 0}
     namespaces = set()

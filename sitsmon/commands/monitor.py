@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "or 'local' for a LocalCluster here (default: [dask] scheduler; empty: this process)")
     replay_p.add_argument("--workers", type=int, default=None,
                           help="LocalCluster worker processes with --scheduler local (default: [dask] workers)")
+    replay_p.add_argument("--form", choices=("chunk", "parallel", "recurrent"), default="chunk",
+                          help="the encoder's form: blocks of acquisitions through the chunkwise (default) or "
+                               "parallel form, or the stream's recurrent step (docs/streaming.md, Replay)")
+    replay_p.add_argument("--block-size", type=int, default=None,
+                          help="acquisitions per block (default 32)")
+    replay_p.add_argument("--rewind-points", choices=("stream", "blocks"), default="stream",
+                          help="'stream': keep the rewind points the stream would keep (blocks end there); "
+                               "'blocks': one at each block's end (fewer state writes, faster)")
     replay_p.set_defaults(handler=replay)
 
     status_p = cmds.add_parser("status", help="states, lag, last error (JSON)")
@@ -139,17 +147,19 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
 
     config = monitor_config(args, settings)
     tiles = [t for t in args.tiles.split(",") if t] or None
+    fold = {"form": args.form, "block_size": args.block_size, "rewind_points": args.rewind_points}
     scheduler = settings.dask.scheduler if args.scheduler is None else args.scheduler
     if scheduler:
         from monitor.distributed import DaskOptions, replay_distributed
 
         workers = settings.dask.workers if args.workers is None else args.workers
         options = DaskOptions(scheduler=scheduler, workers=workers, retries=settings.dask.retries)
-        print(json.dumps(replay_distributed(config, args.start, args.end, tiles, options=options, progress=_say)))
+        print(json.dumps(replay_distributed(config, args.start, args.end, tiles, options=options, progress=_say,
+                                            fold=fold)))
         return 0
     monitor = Monitor(config, sinks=[])
     try:
-        result = replay_period(monitor, args.start, args.end, tiles, progress=_say)
+        result = replay_period(monitor, args.start, args.end, tiles, progress=_say, **fold)
     finally:
         monitor.close()
     print(json.dumps(result))
