@@ -90,7 +90,9 @@ def reference(tmp_path_factory, two_tiles, model):
 def _assert_same(got, want) -> None:
     (states, alerts, lights), (ref_states, ref_alerts, ref_lights) = got, want
     for tile_id in TILES:
-        _same_state(states[tile_id], ref_states[tile_id])
+        # Dask's workers run torch with one thread (its nanny sets OMP_NUM_THREADS=1): the chunkwise form's
+        # sums then run in another order than in this process, so the encoder arrays agree to fp32 tolerance.
+        _same_state(states[tile_id], ref_states[tile_id], encoder_tolerance=True)
     assert alerts == ref_alerts and alerts, "alerts differ (or none was raised: the comparison would be empty)"
     pd.testing.assert_frame_equal(lights, ref_lights)
 
