@@ -59,13 +59,18 @@ def test_cross_validation_chooses_on_training_folds_only():
     assert score(cases, strict)["red_precision"] == 1.0 and score(cases, strict)["counts"]["red"] == 10
 
 
-def test_eval_lights_command_prints_per_fold_figures(tmp_path, real_small, capsys):
+def _write_dataset(folder, real_small) -> None:
+    """The small real set as a dataset folder of the kind ``eval lights --data`` reads."""
     obs, parcels, events = real_small
     out = obs.drop(columns=["days"]).copy()
     out["time"] = out["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.to_csv(tmp_path / "observations.csv", index=False)
-    parcels.to_csv(tmp_path / "parcels.csv", index=False)
-    pd.DataFrame(events).to_csv(tmp_path / "events.csv", index=False)
+    out.to_csv(folder / "observations.csv", index=False)
+    parcels.to_csv(folder / "parcels.csv", index=False)
+    pd.DataFrame(events).to_csv(folder / "events.csv", index=False)
+
+
+def test_eval_lights_command_prints_per_fold_figures(tmp_path, real_small, capsys):
+    _write_dataset(tmp_path, real_small)
     assert main(["eval", "lights", "--data", str(tmp_path), "--only", "real", "--folds", "3", "--no-encoder"]) == 0
     r = json.loads(capsys.readouterr().out)["real"]
     assert r["parcel_years"] == 36
@@ -79,12 +84,7 @@ def test_eval_lights_command_prints_per_fold_figures(tmp_path, real_small, capsy
 
 
 def test_eval_lights_s2_only_drops_the_s1_rows(tmp_path, real_small, capsys):
-    obs, parcels, events = real_small
-    out = obs.drop(columns=["days"]).copy()
-    out["time"] = out["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.to_csv(tmp_path / "observations.csv", index=False)
-    parcels.to_csv(tmp_path / "parcels.csv", index=False)
-    pd.DataFrame(events).to_csv(tmp_path / "events.csv", index=False)
+    _write_dataset(tmp_path, real_small)
     args = ["eval", "lights", "--data", str(tmp_path), "--only", "real", "--folds", "3", "--no-encoder"]
     assert main([*args, "--sensors", "S2"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -43,7 +43,8 @@ def _run(root: Path, kill_at: str | None = None) -> int:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO).returncode
 
 
-def _outcome(root: Path):
+def _stored(root: Path) -> tuple[list[tuple], dict[str, np.ndarray], list]:
+    """The alerts in the store, the current state's encoder arrays and the applied log of a run's data dir."""
     import sqlite3
 
     with sqlite3.connect(root / "alerts.sqlite") as db:
@@ -53,6 +54,11 @@ def _outcome(root: Path):
     store = TileStore(root / "monitor", ns, TILE)
     group = zarr.open_group(str(store.dir / store._current()["state"]), mode="r")
     arrays = {name: np.asarray(group["encoder"][name][...]) for name in group["encoder"].array_keys()}
+    return alerts, arrays, sorted(store.applied())
+
+
+def _outcome(root: Path):
+    alerts, arrays, applied = _stored(root)
     bus = make_bus("memory", path=root / "bus.sqlite")
     consumer = bus.consumer(["sits.alerts"], group_id="test-reader")
     sent = []
@@ -60,7 +66,7 @@ def _outcome(root: Path):
         sent.extend(m.value["alert_id"] for m in batch)
     consumer.close()
     bus.close()
-    return alerts, arrays, sorted(store.applied()), sent
+    return alerts, arrays, applied, sent
 
 
 def _tiny_season():
@@ -135,15 +141,7 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def _kafka_outcome(root: Path, bootstrap: str, run_id: str):
-    import sqlite3
-
-    with sqlite3.connect(root / "alerts.sqlite") as db:
-        alerts = sorted(db.execute("select alert_id, type, event_date, window_start, window_end, confidence "
-                                   "from alerts").fetchall())
-    ns = next(p.name for p in (root / "monitor").iterdir() if p.is_dir())
-    store = TileStore(root / "monitor", ns, TILE)
-    group = zarr.open_group(str(store.dir / store._current()["state"]), mode="r")
-    arrays = {name: np.asarray(group["encoder"][name][...]) for name in group["encoder"].array_keys()}
+    alerts, arrays, applied = _stored(root)
     topic = f"test.kill-alerts.{run_id}"
     bus = make_bus("kafka", bootstrap, "0.9")
     try:
@@ -156,7 +154,7 @@ def _kafka_outcome(root: Path, bootstrap: str, run_id: str):
         consumer.close()
     finally:
         bus.close()
-    return alerts, arrays, sorted(store.applied()), sent
+    return alerts, arrays, applied, sent
 
 
 def _publish_kafka(bootstrap: str, topic: str, events: list[dict]) -> None:
