@@ -27,6 +27,7 @@ from alerts.expectation import EXPECTED, EXPECTED_STD
 from alerts.intervals import add_view_intervals
 from alerts.series import from_days
 from alerts.types import Event
+from contracts.indices import ndvi
 from monitor.inputs import SlotKey, detector_inputs, encoder_observation
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,7 @@ def _t_last_seconds(encoder) -> np.ndarray:
 
 
 def _observed_ndvi(rows: pd.DataFrame) -> np.ndarray:
-    red, nir = rows["B04"].to_numpy(np.float64), rows["B08"].to_numpy(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        v = (nir - red) / (nir + red)
-    return np.where(np.isfinite(v) & (nir + red > 0), v, np.nan)
+    return ndvi(rows["B04"].to_numpy(np.float64), rows["B08"].to_numpy(np.float64))
 
 
 def known_rows(state: TileState, key: SlotKey, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
