@@ -81,8 +81,7 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
                                   rewind_points=rewind_points)
         for key in sorted(set(slots) - before):
             tile.store.append_applied(key, slots[key])
-        tile.unsaved += len(results)
-        monitor._save(tile, force=True)
+        monitor._save(tile, force=True)  # unless the last rewind point already wrote this state
         for r in results:
             for stage, sec in r.seconds.items():
                 stages[stage] = stages.get(stage, 0.0) + sec

@@ -176,6 +176,7 @@ def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BL
         for key, result in zip(block, done, strict=True):
             result.seconds["read"] = read_s
             monitor.fold_effects(tile, key, result)
+        tile.unsaved += len(block)  # counted as Monitor._fold counts steps: a rewind point here is also the save
         if rewind_points == "blocks" or block[-1] in stops:
             monitor._maybe_checkpoint(tile, block[-1])
         results.extend(done)
