@@ -75,6 +75,14 @@ class LandUseRule(_Strict):
     max_red_drop: float = Field(0.15, ge=0.0)
     min_red_residual_z: float | None = None
     red_drop: Literal["persistent", "any"] = "persistent"
+    # "calibrated": the green/red call is made on a calibrated probability of the activity
+    # (alerts.confidence: a logistic model over the evidence above), green from
+    # ``green_probability`` with a counted event, red up to ``red_probability`` on a covered window;
+    # ``calibration``: the packaged model ("mowing-sk-dev") or a JSON file of one.
+    decision: Literal["rule", "calibrated"] = "rule"
+    calibration: str = "mowing-sk-dev"
+    green_probability: float = Field(0.8, ge=0.0, le=1.0)
+    red_probability: float = Field(0.15, ge=0.0, le=1.0)
 
     @field_validator("land_uses")
     @classmethod
@@ -207,10 +215,17 @@ MOWING_REQUIRED_SCHEME: dict[str, Any] = {
             **DEFAULT_SCHEME["rules"][0],
             "events": ["mowing"],
             "coverage_window": ["05-01", "09-15"],
-            "max_s2_gap_days": 30.0,
-            "max_s2_gap_with_s1_days": 30.0,
             "max_red_drop": 0.15,
             "red_drop": "any",
+            # the calibrated light (alerts.confidence): fitted on the whole of grassland-sk-dev after
+            # its cross-validation (docs/traffic-light.md, "calibrated"); the thresholds and the
+            # coverage gap are that fit's choice, recorded in alerts/confidence_mowing.json
+            "decision": "calibrated",
+            "calibration": "mowing-sk-dev",
+            "green_probability": 0.818,
+            "red_probability": 0.1729,
+            "max_s2_gap_days": 45.0,
+            "max_s2_gap_with_s1_days": 45.0,
         },
         *DEFAULT_SCHEME["rules"][1:],
     ],

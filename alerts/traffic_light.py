@@ -27,6 +27,7 @@ from enum import StrEnum
 
 import pandas as pd
 
+from alerts.confidence import LogisticModel, features, load_calibration
 from alerts.decisions import NO_SERIES, Coverage, WindowEvidence, window_evidence
 from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
 from alerts.series import from_days
@@ -66,6 +67,7 @@ class Reason(StrEnum):
     NO_S1_PIXEL = "no_s1_pixel"
     EVENTS_AFTER_AS_OF_IGNORED = "events_after_as_of_ignored"
     EVENTS_OUTSIDE_WINDOW_IGNORED = "events_outside_window_ignored"
+    LOW_ACTIVITY_PROBABILITY = "low_activity_probability"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +153,14 @@ def assess(
     as_of: date,
     evidence: WindowEvidence | None,
     scheme: Scheme | None = None,
+    calibration: LogisticModel | None = None,
 ) -> TrafficLight:
     """The light of one parcel for ``campaign`` as of ``as_of``.
 
     ``events``: the parcel's detected events (any date: only those inside the rule's window, dated
     and known by ``as_of``, count); ``evidence``: :func:`alerts.decisions.window_evidence` of the
-    parcel's series for the rule's window (None: no series).
+    parcel's series for the rule's window (None: no series); ``calibration``: the model of a rule
+    with ``decision = "calibrated"`` (default: the rule's ``calibration``; the CV passes its fold's).
     """
     sc = scheme or default_scheme()
     lu = str(land_use).strip().lower()
@@ -222,6 +226,9 @@ def assess(
         return f"{e.event} {e.date_iso} (confidence {e.confidence:.3f}" + (
             f", {z:+.1f} std from the encoder's expectation)" if math.isfinite(z) else ")")
 
+    if rule.decision == "calibrated":
+        model = calibration or load_calibration(rule.calibration)
+        return _calibrated(rule, model, ev, counted, campaign, as_of, lu, described, light, codes, notes)
     strong = [e for e in counted if confirmed(e)]
     if strong:
         dates = ", ".join(described(e) for e in strong)
@@ -277,6 +284,55 @@ def assess(
         Light.RED, [Reason.NO_ACTIVITY, Reason.COVERAGE_OK, *codes],
         [f"declared {lu}: no {kinds} between {ws.isoformat()} and {min(we, as_of).isoformat()} although "
          f"observed: {seen} {window_text}; largest NDVI drop {drop:.2f}", *notes],
+    )
+
+
+def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, counted: list[Event], campaign: int,
+                as_of: date, lu: str, described, light, codes: list[Reason], notes: list[str]) -> TrafficLight:
+    """The light of a ``decision = "calibrated"`` rule: green on a counted event whose parcel-year
+    probability of the activity reaches ``green_probability``; red, after the deadline on a covered
+    window, up to ``red_probability`` (a weak detection the calibration finds unlikely included, and
+    named); orange in between, with the probability."""
+    cov = observed(rule, ev, campaign)
+    p = model.probability(features(ev, counted, cov))
+    kinds = " or ".join(rule.events)
+    said = f"probability of {kinds} {p:.2f} (calibrated"
+    best = max(counted, key=lambda e: e.confidence) if counted else None
+    if best is not None and p >= rule.green_probability:
+        return light(
+            Light.GREEN, [Reason.ACTIVITY_DETECTED, *codes],
+            [f"{described(best)}: {said}, green from {rule.green_probability:.2f}); consistent with declared {lu}",
+             *notes], counted,
+        )
+    weak = [Reason.WEAK_ACTIVITY] if best is not None else []
+    seen = _coverage_text(cov)
+    cs, ce = rule.coverage_dates(campaign)
+    window_text = f"between {cs.isoformat()} and {min(ce, as_of).isoformat()}"
+    found = f"weak signal: {described(best)}; " if best is not None else f"no {kinds} detected; "
+    deadline = rule.deadline_date(campaign)
+    if as_of < deadline:
+        return light(
+            Light.ORANGE, [*(weak or [Reason.BEFORE_DEADLINE]), *codes],
+            [f"{found}{said}); deadline {deadline.isoformat()} ({seen} {window_text})", *notes], counted,
+        )
+    covered, missing = coverage(rule, cov)
+    if not covered:
+        return light(
+            Light.ORANGE, [*weak, *missing, *codes],
+            [f"{found}not observed well enough to decide: {seen} {window_text} (need {rule.min_clear_s2} clear "
+             f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days)", *notes], counted,
+        )
+    if p <= rule.red_probability:
+        judged = f"the detection {described(best)} judged unlikely; " if best is not None else ""
+        return light(
+            Light.RED, [Reason.NO_ACTIVITY, Reason.COVERAGE_OK, Reason.LOW_ACTIVITY_PROBABILITY, *codes],
+            [f"declared {lu}: {judged}{said}, red up to {rule.red_probability:.2f}) although observed: {seen} "
+             f"{window_text}; largest NDVI drop {max(ev.max_drop, ev.max_dip):.2f}", *notes],
+        )
+    return light(
+        Light.ORANGE, [*(weak or [Reason.POSSIBLE_ACTIVITY]), Reason.COVERAGE_OK, *codes],
+        [f"{found}{said}: green from {rule.green_probability:.2f}, red up to {rule.red_probability:.2f})", *notes],
+        counted,
     )
 
 

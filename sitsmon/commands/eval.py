@@ -79,6 +79,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sensors", default=None, metavar="S2",
         help="lights: use only these sensors' rows (e.g. S2: the S2-only path, as on plots without S1)",
     )
+    parser.add_argument(
+        "--fit-calibration", type=Path, default=None, metavar="FILE",
+        help="lights: after the CV, fit the calibrated mowing light on the whole real set and write its "
+        "model and thresholds to FILE (JSON, with provenance): how alerts/confidence_mowing.json was made",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.set_defaults(handler=run)
 
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from sitsmon.outputs import atomic_output, refuse_overwrite
 
     folder = args.data or settings.paths.reference_data / DEFAULT_DATASET
-    refuse_overwrite({"--out": args.out},
+    refuse_overwrite({"--out": args.out, "--fit-calibration": getattr(args, "fit_calibration", None)},
                      {f"--data ({name})": folder / name for name in ("observations.csv", "parcels.csv", "events.csv")})
     if args.task == "mowing":
         obs, parcels, events = _load(args.data or settings.paths.reference_data / DEFAULT_DATASET)
@@ -217,11 +222,37 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
     if len(cases) > 1:
-        from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice
+        from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice, with_params
 
         progress("joint choice of the constants over both datasets (rule only)")
-        out["joint_choice_rule_only"] = joint_choice(cases, scheme, [*LIGHT_GRID, *NO_ENCODER], args.target)
+        out["joint_choice_rule_only"] = joint_choice(
+            cases, with_params(scheme, {"decision": "rule"}), [*LIGHT_GRID, *NO_ENCODER], args.target)
+    if getattr(args, "fit_calibration", None) and "real" in cases:
+        out["fitted_calibration"] = _fit_calibration(args, scheme, cases["real"], out)
     return out
+
+
+def _fit_calibration(args: argparse.Namespace, scheme, cases: list, out: dict) -> dict:
+    """The calibrated light fitted on every real parcel-year (after the CV above), written to
+    ``--fit-calibration`` with its provenance and the CV figures it comes with."""
+    from alerts.confidence_cv import fit_shipped
+    from alerts.evaluation_lights import with_params
+    from sitsmon.outputs import atomic_output
+
+    chosen = fit_shipped(cases, with_params(scheme, {"decision": "rule"}), target=args.target, seed=args.seed)
+    model = chosen.pop("model")
+    cv = out["real"].get("cv_calibrated", {})
+    provenance = {
+        "command": "sitsmon " + " ".join(sys.argv[1:]) if sys.argv[1:] else "sitsmon eval lights",
+        "data": out["real"]["data"], "sensors": out.get("sensors", "all"), "parcel_years": len(cases),
+        "fitted_on": "every parcel-year of the real set, after the cross-validation",
+        "thresholds": chosen, "target_precision": args.target,
+        "cv_pooled": {k: cv[k]["pooled"] for k in ("plot_kfold", "leave_one_year_out") if k in cv},
+    }
+    body = {"model": {**model.as_dict(), "provenance": provenance}}
+    with atomic_output(args.fit_calibration) as tmp:
+        tmp.write_text(json.dumps(body, indent=2, default=str))
+    return {"file": str(args.fit_calibration), **chosen}
 
 
 def _sensor_filter(text: str | None) -> set[str]:

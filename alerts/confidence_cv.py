@@ -1,0 +1,241 @@
+"""Cross-validation of the calibrated lights: every constant chosen inside the training folds.
+
+For one outer split (plot-blocked k-fold, or leave-one-year-out), on the training parcel-years only:
+
+1. out-of-fold probabilities by an inner plot-blocked k-fold, for each candidate feature set;
+2. per candidate set and coverage gap limit, the thresholds ``red_probability`` and
+   ``green_probability`` that decide the most training parcel-years while red and green precision
+   stay at or above ``target`` (on those inner out-of-fold probabilities: an in-sample fit would
+   look better than it is and choose thresholds too loose);
+3. the best (set, gap, thresholds) is refitted on the whole training part and the held-out
+   parcel-years get their lights from ``alerts.traffic_light.assess`` itself.
+
+Variants: ``calibrated`` (the rule's own evidence, ``alerts.confidence.RULE_FEATURES``),
+``calibrated_encoder`` (plus the encoder's residuals) and ``head`` (a logistic head on the encoder's
+representation over the window, ``alerts.heads``, with the event's confidence so green keeps its
+"detected" meaning). Only the cases of the calibrated rule (grassland) are judged by the variant; the
+other rules' lights are the scheme's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alerts.confidence import FEATURES, LogisticModel, features, fit_logistic
+from alerts.evaluation import kfold_groups
+from alerts.evaluation_lights import Case, _per_campaign, _spread, score
+from alerts.lights_rules import LandUseRule, Scheme
+from alerts.traffic_light import Light, assess, coverage, day_number, known_by, observed
+
+DROPS = ("event_confidence", "max_drop_ndvi", "max_dip_ndvi")
+CANDIDATES: dict[str, list[tuple[str, ...]]] = {
+    "calibrated": [DROPS, (*DROPS, "event_drop_ndvi"), (*DROPS, "event_drop_ndvi", "n_clear_s2", "max_s2_gap_days")],
+}
+CANDIDATES["calibrated_encoder"] = [(*s, "min_residual_z", "event_residual_z") for s in CANDIDATES["calibrated"]]
+GAPS_DAYS = (30.0, 45.0)  # the coverage a red needs: longest S2 gap of the coverage window
+L2 = 1.0
+INNER_FOLDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """The calibrated rule's cases as arrays: features ``x`` ``[N, F]`` (``FEATURES`` plus any extra
+    columns), labels, whether an event counted, whether each gap limit's coverage held."""
+
+    x: np.ndarray
+    names: tuple[str, ...]
+    active: np.ndarray
+    has_event: np.ndarray
+    covered: dict[float, np.ndarray]
+    after_deadline: np.ndarray
+
+
+def counted_events(case: Case, rule: LandUseRule):
+    """The case's events that count for ``rule`` (inside its window, dated and known by ``as_of``)."""
+    ws, we = rule.window_dates(case.campaign)
+    w0, w1 = day_number(ws), day_number(we) + 1.0 - 1e-9
+    as_of_day = day_number(case.as_of) + 1.0 - 1e-9
+    return [e for e in case.events if e.event in rule.events and w0 <= e.date <= w1
+            and e.date <= as_of_day and known_by(e) <= as_of_day]
+
+
+def table(cases: Sequence[Case], rule: LandUseRule, extra: np.ndarray | None = None,
+          extra_names: Sequence[str] = ()) -> Table:
+    rows, has, cov_by, after = [], [], {g: [] for g in GAPS_DAYS}, []
+    for c in cases:
+        counted = counted_events(c, rule)
+        cov = observed(rule, c.evidence, c.campaign)
+        rows.append(features(c.evidence, counted, cov))
+        has.append(bool(counted))
+        for g in GAPS_DAYS:
+            cov_by[g].append(coverage(rule.model_copy(update={"max_s2_gap_days": g, "max_s2_gap_with_s1_days": g}),
+                                      cov)[0])
+        after.append(c.as_of >= rule.deadline_date(c.campaign))
+    x = np.asarray([[r[k] for k in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
+    names = FEATURES
+    if extra is not None:
+        x = np.c_[x, extra]
+        names = (*FEATURES, *extra_names)
+    return Table(x, tuple(names), np.asarray([c.active and not c.contradicted for c in cases]),
+                 np.asarray(has, bool), {g: np.asarray(v, bool) for g, v in cov_by.items()}, np.asarray(after, bool))
+
+
+def lights_of(p: np.ndarray, has_event: np.ndarray, covered: np.ndarray, after: np.ndarray,
+              red_p: float, green_p: float) -> np.ndarray:
+    """The calibrated rule's lights from probabilities (vectorised; ``assess`` is the reference):
+    2 green, 0 red, 1 orange."""
+    out = np.ones(len(p), np.int8)
+    out[after & covered & (p <= red_p)] = 0
+    out[has_event & (p >= green_p)] = 2
+    return out
+
+
+def thresholds(p: np.ndarray, active: np.ndarray, has_event: np.ndarray, covered: np.ndarray,
+               after: np.ndarray, target: float) -> tuple[float, float, int]:
+    """(red_probability, green_probability, decided): the most parcel-years decided with red and
+    green precision ≥ ``target``. Green first (it wins over red in ``assess``), red among the rest,
+    below the green threshold. Thresholds sit halfway between neighbouring probabilities."""
+    cand = np.unique(p)
+    mids = np.r_[cand[0] - 1e-6, 0.5 * (cand[1:] + cand[:-1]), cand[-1] + 1e-6] if len(cand) else np.array([0.5])
+    green_p, n_green = 1.0 + 1e-9, 0
+    for t in mids[::-1]:
+        g = has_event & (p >= t)
+        if g.any() and active[g].mean() >= target and g.sum() > n_green:
+            green_p, n_green = float(t), int(g.sum())
+    red_p, n_red = -1e-9, 0
+    base = after & covered & ~(has_event & (p >= green_p))
+    for t in mids:
+        r = base & (p <= t)
+        if r.any() and (~active[r]).mean() >= target and r.sum() > n_red:
+            red_p, n_red = float(t), int(r.sum())
+    return red_p, min(max(green_p, 0.0), 1.0), n_green + n_red
+
+
+def _columns(tab: Table, names: Sequence[str]) -> np.ndarray:
+    return tab.x[:, [tab.names.index(n) for n in names]]
+
+
+def choose(tab: Table, plots: np.ndarray, train: np.ndarray, candidates: Sequence[Sequence[str]],
+           target: float, seed: int, l2s: Sequence[float] = (L2,)) -> dict:
+    """The feature set, L2 weight, gap limit and thresholds chosen on ``train`` (indices), and the
+    model refitted on all of ``train``."""
+    inner = kfold_groups(list(plots[train]), INNER_FOLDS, seed + 1)
+    best: tuple | None = None
+    y = tab.active[train]
+    for k, names in enumerate(candidates):
+        x = _columns(tab, names)[train]
+        for l2 in l2s:
+            oof = np.zeros(len(train))
+            for ids in inner:
+                held = np.isin(plots[train], ids)
+                if held.all() or not held.any():
+                    continue
+                oof[held] = fit_logistic(x[~held], y[~held], names, l2).predict(x[held])
+            for gap in GAPS_DAYS:
+                red_p, green_p, decided = thresholds(oof, y, tab.has_event[train], tab.covered[gap][train],
+                                                     tab.after_deadline[train], target)
+                val = (decided, -len(names), -gap, l2)  # ties: fewer features, stricter coverage, smoother
+                if best is None or val > best[0]:
+                    best = (val, k, l2, gap, red_p, green_p)
+    _, k, l2, gap, red_p, green_p = best
+    names = tuple(candidates[k])
+    model = fit_logistic(_columns(tab, names)[train], y, names, l2)
+    return {"features": list(names) if len(names) <= 12 else f"{len(names)} columns", "l2": l2,
+            "max_s2_gap_days": gap, "red_probability": round(red_p, 4), "green_probability": round(green_p, 4),
+            "model": model}
+
+
+def calibrated_rule(rule: LandUseRule, chosen: dict) -> LandUseRule:
+    gap = chosen["max_s2_gap_days"]
+    return rule.model_copy(update={
+        "decision": "calibrated", "max_s2_gap_days": gap, "max_s2_gap_with_s1_days": gap,
+        "red_probability": chosen["red_probability"], "green_probability": chosen["green_probability"]})
+
+
+def cross_validate_calibrated(
+    cases: Sequence[Case],
+    scheme: Scheme,
+    *,
+    variant: str = "calibrated",
+    extra: np.ndarray | None = None,
+    extra_names: Sequence[str] = (),
+    candidates: Sequence[Sequence[str]] | None = None,
+    l2s: Sequence[float] = (L2,),
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.92,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Plot-blocked k-fold and leave-one-year-out CV of a calibrated variant, per fold and pooled.
+
+    ``scheme``: the rule-only scheme; its first grassland-like rule (the one naming "mowing") is
+    judged calibrated, the others as they are. ``extra``: per case, additional feature columns
+    (``[N, E]``, the encoder representation of ``alerts.heads``) named ``extra_names``.
+    """
+    rule = next(r for r in scheme.rules if "mowing" in r.events)
+    mine = np.asarray([scheme.rule_for(c.land_use) is rule for c in cases])
+    idx_all = np.arange(len(cases))
+    members = idx_all[mine]
+    sub = [cases[j] for j in members]
+    tab = table(sub, rule, None if extra is None else np.asarray(extra)[members], extra_names)
+    cand = candidates or CANDIDATES[variant]
+    plots = np.asarray([c.parcel_id for c in sub])
+    years = np.asarray([c.campaign for c in sub])
+    base_lights = [assess(c.parcel_id, c.land_use, c.campaign, c.events, as_of=c.as_of, evidence=c.evidence,
+                          scheme=scheme).light for c in cases]
+    local = np.arange(len(sub))
+    splits = {"plot_kfold": [(f"fold{k + 1}", np.isin(plots, ids))
+                             for k, ids in enumerate(kfold_groups(list(plots), folds, seed))]}
+    if len(set(years)) > 1:
+        splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
+    out: dict = {"variant": variant, "candidates": [list(c) if len(c) <= 12 else f"{len(c)} columns" for c in cand], "gaps_days": list(GAPS_DAYS),
+                 "target_precision": target, "inner_folds": INNER_FOLDS, "l2_choices": list(l2s)}
+    for name, parts in splits.items():
+        pooled = list(base_lights)
+        per_fold = []
+        for label, test_mask in parts:
+            chosen = choose(tab, plots, local[~test_mask], cand, target, seed, l2s)
+            held = _judge(sub, local[test_mask], rule, scheme, chosen, tab)
+            for j, lt in zip(local[test_mask], held, strict=True):
+                pooled[members[j]] = lt
+            test_cases = [sub[j] for j in local[test_mask]]
+            per_fold.append({"fold": label, "chosen": {k: v for k, v in chosen.items() if k != "model"},
+                             **score(test_cases, held)})
+            if progress:
+                progress(f"{variant} {name} {label}")
+        out[name] = {"pooled": score(cases, pooled), "per_campaign": _per_campaign(cases, pooled),
+                     "pooled_calibrated_rule": score(sub, [pooled[j] for j in members]),
+                     "per_fold": per_fold, "spread": _spread(per_fold)}
+    return out
+
+
+def _judge(sub: Sequence[Case], where: np.ndarray, rule: LandUseRule, scheme: Scheme, chosen: dict,
+           tab: Table) -> list[Light]:
+    """Held-out lights through ``assess`` (the code that ships); the representation head's model
+    reads extra columns ``assess`` does not compute, so its lights come from ``lights_of``."""
+    model: LogisticModel = chosen["model"]
+    cal = calibrated_rule(rule, chosen)
+    if all(n in FEATURES for n in model.names):
+        sc = scheme.model_copy(update={"rules": tuple(cal if r is rule else r for r in scheme.rules)})
+        return [assess(sub[j].parcel_id, sub[j].land_use, sub[j].campaign, sub[j].events, as_of=sub[j].as_of,
+                       evidence=sub[j].evidence, scheme=sc, calibration=model).light for j in where]
+    p = model.predict(_columns(tab, model.names)[where])
+    codes = lights_of(p, tab.has_event[where], tab.covered[chosen["max_s2_gap_days"]][where],
+                      tab.after_deadline[where], chosen["red_probability"], chosen["green_probability"])
+    return [(Light.RED, Light.ORANGE, Light.GREEN)[int(k)] for k in codes]
+
+
+def fit_shipped(cases: Sequence[Case], scheme: Scheme, variant: str = "calibrated", target: float = 0.92,
+                seed: int = 0) -> dict:
+    """The same choice on every case (the whole dev set): what ships, after the CV is recorded."""
+    rule = next(r for r in scheme.rules if "mowing" in r.events)
+    sub = [c for c in cases if scheme.rule_for(c.land_use) is rule]
+    tab = table(sub, rule)
+    plots = np.asarray([c.parcel_id for c in sub])
+    return choose(tab, plots, np.arange(len(sub)), CANDIDATES[variant], target, seed)
+
+
+__all__ = ["CANDIDATES", "choose", "cross_validate_calibrated", "fit_shipped", "lights_of", "table", "thresholds"]
