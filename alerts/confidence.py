@@ -16,6 +16,8 @@ Features of one parcel-year (``FEATURES``; names carry their units):
 - ``event_drop_ndvi``: that event's NDVI drop below its envelope (0: none, or seen by S1 only);
 - ``max_drop_ndvi``, ``max_dip_ndvi``: ``WindowEvidence.max_drop`` / ``max_dip``;
 - ``n_clear_s2``, ``max_s2_gap_days``: the coverage of the rule's coverage window;
+- ``max_step_drop_ndvi``, ``regrowth_ndvi``, ``max_swir_rise``: the shape of the largest fall
+  between two close views (``WindowEvidence``: how far, whether it regrew, whether SWIR rose);
 - with the encoder: ``min_residual_z`` (the lowest persistent residual of the window) and
   ``event_residual_z`` (at the first clear view after the best event), clipped to [-10, 3], 0
   where unknown (no model, no view).
@@ -35,8 +37,9 @@ import numpy as np
 from alerts.decisions import Coverage, WindowEvidence
 from alerts.types import Event
 
+SHAPE_FEATURES = ("max_step_drop_ndvi", "regrowth_ndvi", "max_swir_rise")
 RULE_FEATURES = ("event_confidence", "event_drop_ndvi", "max_drop_ndvi", "max_dip_ndvi", "n_clear_s2",
-                 "max_s2_gap_days")
+                 "max_s2_gap_days", *SHAPE_FEATURES)
 ENCODER_FEATURES = ("min_residual_z", "event_residual_z")
 FEATURES = (*RULE_FEATURES, *ENCODER_FEATURES)
 Z_RANGE = (-10.0, 3.0)  # a residual beyond -10 std says no more than -10 (clouds, a bad forecast)
@@ -59,6 +62,9 @@ def features(ev: WindowEvidence, counted: Sequence[Event], cov: Coverage) -> dic
         "max_dip_ndvi": float(ev.max_dip),
         "n_clear_s2": float(cov.n_clear_s2),
         "max_s2_gap_days": float(gap),
+        "max_step_drop_ndvi": float(ev.max_step_drop_ndvi),
+        "regrowth_ndvi": float(ev.regrowth_ndvi),
+        "max_swir_rise": float(ev.max_swir_rise),
         "min_residual_z": _z(ev.min_residual_z),
         "event_residual_z": _z(ev.residual_after(best.date)) if best is not None else 0.0,
     }

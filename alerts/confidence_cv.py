@@ -21,19 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
+import pandas as pd
 
-from alerts.confidence import FEATURES, LogisticModel, features, fit_logistic
+from alerts.confidence import FEATURES, SHAPE_FEATURES, LogisticModel, features, fit_logistic
 from alerts.evaluation import kfold_groups
-from alerts.evaluation_lights import Case, _per_campaign, _spread, score
+from alerts.evaluation_lights import Case, _per_campaign, _spread, score, with_params
 from alerts.lights_rules import LandUseRule, Scheme
+from alerts.series import to_days
 from alerts.traffic_light import Light, assess, coverage, day_number, known_by, observed
 
 DROPS = ("event_confidence", "max_drop_ndvi", "max_dip_ndvi")
-CANDIDATES: dict[str, list[tuple[str, ...]]] = {
-    "calibrated": [DROPS, (*DROPS, "event_drop_ndvi"), (*DROPS, "event_drop_ndvi", "n_clear_s2", "max_s2_gap_days")],
-}
+_BASE = [DROPS, (*DROPS, "event_drop_ndvi"), (*DROPS, "event_drop_ndvi", "n_clear_s2", "max_s2_gap_days")]
+CANDIDATES: dict[str, list[tuple[str, ...]]] = {"calibrated": [*_BASE, *((*s, *SHAPE_FEATURES) for s in _BASE)]}
 CANDIDATES["calibrated_encoder"] = [(*s, "min_residual_z", "event_residual_z") for s in CANDIDATES["calibrated"]]
 GAPS_DAYS = (30.0, 45.0)  # the coverage a red needs: longest S2 gap of the coverage window
 L2 = 1.0
@@ -238,4 +240,71 @@ def fit_shipped(cases: Sequence[Case], scheme: Scheme, variant: str = "calibrate
     return choose(tab, plots, np.arange(len(sub)), CANDIDATES[variant], target, seed)
 
 
-__all__ = ["CANDIDATES", "choose", "cross_validate_calibrated", "fit_shipped", "lights_of", "table", "thresholds"]
+
+VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head")
+
+
+def add_variants(out: dict, cases: Sequence[Case], obs: pd.DataFrame, scheme: Scheme, model: object | None = None,
+                 variants: Sequence[str] = VARIANTS, **kw) -> dict:
+    """``out`` (one dataset's ``evaluate_lights``) with the calibrated variants' CV beside the rule's:
+    ``cv_calibrated``, with the encoder ``cv_calibrated_encoder`` and ``cv_head``, and the
+    ``comparison`` table. ``kw``: folds, seed, target, progress."""
+    rule_scheme = with_params(scheme, {"decision": "rule"})
+    if any("mowing" in r.events for r in scheme.rules):
+        if "calibrated" in variants:
+            out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated", **kw)
+        if model is not None and "calibrated_encoder" in variants:
+            out["cv_calibrated_encoder"] = cross_validate_calibrated(
+                cases, rule_scheme, variant="calibrated_encoder", **kw)
+        if model is not None and "head" in variants:
+            out["cv_head"] = _head_cv(obs, model, cases, rule_scheme, kw)
+    out["comparison"] = comparison(out)
+    return out
+
+
+HEAD_L2 = (10.0, 100.0, 1000.0)  # the representation has 128 columns for a few hundred parcel-years
+
+
+def _head_cv(obs: pd.DataFrame, model: object, cases: Sequence[Case], scheme: Scheme, kw: dict) -> dict:
+    """The learned head on the encoder's representation of each parcel-year's window (with the
+    detected event's confidence, so that a green still needs a detection), and the same head with
+    the rule's drops beside it."""
+    from alerts.heads import representation_names, window_representation
+
+    wins = []
+    for c in cases:
+        rule = scheme.rule_for(c.land_use)
+        ws, we = rule.window_dates(c.campaign) if rule else (date(c.campaign, 1, 1), date(c.campaign, 12, 31))
+        wins.append((c.parcel_id, to_days(pd.Timestamp(ws)), min(to_days(pd.Timestamp(we)), to_days(pd.Timestamp(c.as_of))) + 1.0))
+    rep = window_representation(obs, model, wins)
+    names = representation_names(rep.shape[1] // 2)
+    return {
+        "representation": cross_validate_calibrated(
+            cases, scheme, variant="head", extra=rep, extra_names=names, candidates=[("event_confidence", *names)],
+            l2s=HEAD_L2, **kw),
+        "representation_plus_drops": cross_validate_calibrated(
+            cases, scheme, variant="head_plus_drops", extra=rep, extra_names=names, candidates=[(*DROPS, *names)],
+            l2s=HEAD_L2, **kw),
+    }
+
+
+def comparison(out: dict) -> list[dict]:
+    """One row per variant, split and fold (and pooled): orange share, red and green precision."""
+    variants = {"rule": out.get("cv_rule_only"), "rule_plus_encoder_residuals_grid": out.get("cv_rule_plus_encoder"),
+                "calibrated": out.get("cv_calibrated"), "calibrated_plus_encoder_residuals": out.get("cv_calibrated_encoder"),
+                **{f"head_{k}": v for k, v in (out.get("cv_head") or {}).items()}}
+    rows = []
+    for name, cv in variants.items():
+        if not cv:
+            continue
+        for split in ("plot_kfold", "leave_one_year_out"):
+            if split not in cv:
+                continue
+            for f in [*cv[split]["per_fold"], {"fold": "pooled", **cv[split]["pooled"]}]:
+                rows.append({"variant": name, "split": split, "fold": f["fold"], "orange": f["share"]["orange"],
+                             "red_precision": f["red_precision"], "reds": f["counts"]["red"],
+                             "green_precision": f["green_precision"], "greens": f["counts"]["green"]})
+    return rows
+
+
+__all__ = ["CANDIDATES", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated", "fit_shipped", "lights_of", "table", "thresholds"]

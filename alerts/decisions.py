@@ -34,6 +34,8 @@ BRIDGE_DAYS = 60.0  # after a longer cloudy spell, against the last view before 
 # in a gap longer than ENVELOPE_DAYS would leave no measurable drop and could turn red)
 PERSIST_DAYS = 15.0  # a successor later than this cannot tell a cloud dip from a cut
 RESIDUAL_DAYS = 30.0  # an event is compared with the first clear view at most this long after it
+SHAPE_GAP_DAYS = 20.0  # views further apart cannot tell a cut's fall from a season's decline
+REGROWTH_DAYS = 45.0  # cut grass is back near its level within about six weeks
 MIN_STD = 0.02  # NDVI; the model's std is floored so a confident model cannot make noise significant
 
 
@@ -72,6 +74,13 @@ class WindowEvidence:
     s2_days: tuple[float, ...] = ()  # clear S2 views and S1 views up to as_of (any time: a rule's
     s1_days: tuple[float, ...] = ()  # coverage window may differ from its event window)
     as_of_day: float = math.inf
+    # the shape of the largest fall between two clear views of the window at most SHAPE_GAP_DAYS
+    # apart: the fall (NDVI), the regrowth after it within REGROWTH_DAYS (NDVI), and the largest
+    # rise of the SWIR/NIR index (B11 - B08) / (B11 + B08) between such views (cut grass shows litter
+    # and soil; a cloud shadow or a slow drought decline does not rise as fast)
+    max_step_drop_ndvi: float = 0.0
+    regrowth_ndvi: float = 0.0
+    max_swir_rise: float = 0.0
 
     def coverage_in(self, start: float, end: float) -> Coverage:
         """Views and longest gaps inside ``[start, min(end, as_of)]`` (edges count as boundaries)."""
@@ -135,6 +144,23 @@ def persistent_min(t: np.ndarray, z: np.ndarray) -> np.ndarray:
     return out
 
 
+def drop_shape(t: np.ndarray, v: np.ndarray, swir: np.ndarray, start: float) -> tuple[float, float, float]:
+    """(largest fall, regrowth after it, largest SWIR-index rise) between consecutive clear views
+    ``t`` (sorted days) at most ``SHAPE_GAP_DAYS`` apart, the later one on or after ``start``."""
+    if len(t) < 2:
+        return 0.0, 0.0, 0.0
+    close = (np.diff(t) <= SHAPE_GAP_DAYS) & (t[1:] >= start)
+    if not close.any():
+        return 0.0, 0.0, 0.0
+    fall = v[:-1] - v[1:]
+    k = int(np.flatnonzero(close)[np.argmax(fall[close])]) + 1
+    later = (t > t[k]) & (t <= t[k] + REGROWTH_DAYS)
+    regrowth = float(v[later].max() - v[k]) if later.any() else 0.0
+    rise = np.diff(swir)[close]
+    rise = rise[np.isfinite(rise)]
+    return float(fall[close].max()), regrowth, float(rise.max()) if len(rise) else 0.0
+
+
 def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> WindowEvidence:
     """Evidence of one parcel's normalised rows ``g`` for the window ``[start, end]`` seen at ``as_of``.
 
@@ -171,6 +197,11 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         min_z = float(zp.min()) if len(zp) else math.nan
         keep = (t2 >= start) & (t2 <= stop + RESIDUAL_DAYS) & np.isfinite(z)
         residuals = tuple((float(a), round(float(b), 3)) for a, b in zip(t2[keep], z[keep], strict=True))
+    b08, b11 = g["B08"].to_numpy(float)[clear], g["B11"].to_numpy(float)[clear]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        swir = (b11 - b08) / (b11 + b08)
+    shape_views = (t2 >= start - BRIDGE_DAYS) & (t2 <= stop)
+    step_drop, regrowth, swir_rise = drop_shape(t2[shape_views], v2[shape_views], swir[shape_views], start)
     pix = g["pixel_count"].to_numpy(float) if "pixel_count" in g.columns else None
     s2_pixels = s1_pixels = -1
     if pix is not None:
@@ -193,6 +224,9 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         s2_days=tuple(sorted(float(x) for x in t2)),
         s1_days=tuple(sorted(float(x) for x in days[s1])),
         as_of_day=float(as_of),
+        max_step_drop_ndvi=step_drop,
+        regrowth_ndvi=regrowth,
+        max_swir_rise=swir_rise,
     )
 
 

@@ -332,13 +332,14 @@ def evaluate_lights(
     grid: Sequence[Sequence[dict]] | None = None,
     progress: Callable[[str], None] | None = None,
     keep_cases: list | None = None,
+    variants: Sequence[str] = ("rule", "rule_encoder"),
 ) -> dict:
     """The lights of one dataset: shipped defaults (in sample) and the CV of rule only vs rule + encoder.
 
     ``obs``: a normalised table; ``reference``: ``parcel_id, event, date``; ``model``: a
-    ``sits.SitsEncoder`` for the encoder variant (None: rule only).
+    ``sits.SitsEncoder`` for the encoder variant (None: rule only); ``variants``: which grid CVs run
+    ("rule", "rule_encoder"; the calibrated ones are ``alerts.confidence_cv.add_variants``).
     """
-    from alerts.confidence_cv import cross_validate_calibrated
     from alerts.detectors import make_detectors, run_detectors
 
     grid = list(LIGHT_GRID if grid is None else grid)
@@ -358,63 +359,11 @@ def evaluate_lights(
         "with_activity": int(sum(c.active for c in cases)),
         "detectors": list(detector_names),
         "shipped_defaults_in_sample": shipped(cases, scheme),
-        "cv_rule_only": cross_validate(cases, rule_scheme, [*grid, *NO_ENCODER], **kw),
     }
-    has_mowing_rule = any("mowing" in r.events for r in scheme.rules)
-    if has_mowing_rule:
-        out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated", **kw)
+    if "rule" in variants:
+        out["cv_rule_only"] = cross_validate(cases, rule_scheme, [*grid, *NO_ENCODER], **kw)
     if model is not None:
         out["model_version"] = getattr(model, "version", "")
-        out["cv_rule_plus_encoder"] = cross_validate(cases, rule_scheme, [*grid, *ENCODER_GRID], **kw)
-        if has_mowing_rule:
-            out["cv_calibrated_encoder"] = cross_validate_calibrated(
-                cases, rule_scheme, variant="calibrated_encoder", **kw)
-            out["cv_head"] = _head_cv(obs, model, cases, rule_scheme, kw)
-    out["comparison"] = comparison(out)
+        if "rule_encoder" in variants:
+            out["cv_rule_plus_encoder"] = cross_validate(cases, rule_scheme, [*grid, *ENCODER_GRID], **kw)
     return out
-
-
-HEAD_L2 = (10.0, 100.0, 1000.0)  # the representation has 128 columns for a few hundred parcel-years
-
-
-def _head_cv(obs: pd.DataFrame, model: object, cases: Sequence[Case], scheme: Scheme, kw: dict) -> dict:
-    """The learned head on the encoder's representation of each parcel-year's window (with the
-    detected event's confidence, so that a green still needs a detection), and the same head with
-    the rule's drops beside it."""
-    from alerts.confidence_cv import DROPS, cross_validate_calibrated
-    from alerts.heads import representation_names, window_representation
-
-    wins = []
-    for c in cases:
-        rule = scheme.rule_for(c.land_use)
-        ws, we = rule.window_dates(c.campaign) if rule else (date(c.campaign, 1, 1), date(c.campaign, 12, 31))
-        wins.append((c.parcel_id, to_days(pd.Timestamp(ws)), min(to_days(pd.Timestamp(we)), to_days(pd.Timestamp(c.as_of))) + 1.0))
-    rep = window_representation(obs, model, wins)
-    names = representation_names(rep.shape[1] // 2)
-    return {
-        "representation": cross_validate_calibrated(
-            cases, scheme, variant="head", extra=rep, extra_names=names, candidates=[("event_confidence", *names)],
-            l2s=HEAD_L2, **kw),
-        "representation_plus_drops": cross_validate_calibrated(
-            cases, scheme, variant="head_plus_drops", extra=rep, extra_names=names, candidates=[(*DROPS, *names)],
-            l2s=HEAD_L2, **kw),
-    }
-
-
-def comparison(out: dict) -> list[dict]:
-    """One row per variant, split and fold (and pooled): orange share, red and green precision."""
-    variants = {"rule": out.get("cv_rule_only"), "rule_plus_encoder_residuals_grid": out.get("cv_rule_plus_encoder"),
-                "calibrated": out.get("cv_calibrated"), "calibrated_plus_encoder_residuals": out.get("cv_calibrated_encoder"),
-                **{f"head_{k}": v for k, v in (out.get("cv_head") or {}).items()}}
-    rows = []
-    for name, cv in variants.items():
-        if not cv:
-            continue
-        for split in ("plot_kfold", "leave_one_year_out"):
-            if split not in cv:
-                continue
-            for f in [*cv[split]["per_fold"], {"fold": "pooled", **cv[split]["pooled"]}]:
-                rows.append({"variant": name, "split": split, "fold": f["fold"], "orange": f["share"]["orange"],
-                             "red_precision": f["red_precision"], "reds": f["counts"]["red"],
-                             "green_precision": f["green_precision"], "greens": f["counts"]["green"]})
-    return rows

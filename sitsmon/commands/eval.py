@@ -84,6 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lights: after the CV, fit the calibrated mowing light on the whole real set and write its "
         "model and thresholds to FILE (JSON, with provenance): how alerts/confidence_mowing.json was made",
     )
+    parser.add_argument(
+        "--variants", default=None, metavar="LIST",
+        help="lights: which cross-validations run, comma-separated, of rule, rule_encoder, calibrated, "
+        "calibrated_encoder, head (default: all; the encoder ones only without --no-encoder)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.set_defaults(handler=run)
 
@@ -186,6 +191,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _lights(args: argparse.Namespace, settings: Settings) -> dict:
+    from alerts.confidence_cv import add_variants
     from alerts.evaluation_lights import evaluate_lights
     from alerts.lights_rules import load_rules
 
@@ -199,8 +205,10 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
     def progress(what: str) -> None:
         print(f"  lights: {what}", file=sys.stderr, flush=True)
 
-    kw = {"scheme": scheme, "model": model, "folds": args.folds, "seed": args.seed, "target": args.target,
-          "progress": progress}
+    variants = _variants(getattr(args, "variants", None))
+    cv_kw = {"folds": args.folds, "seed": args.seed, "target": args.target, "progress": progress,
+             "variants": variants}
+    kw = {"scheme": scheme, "model": model, **cv_kw}
     out: dict = {"task": "lights", "scheme": scheme.name, "target_precision": args.target}
     keep = _sensor_filter(getattr(args, "sensors", None))
     if keep:
@@ -215,12 +223,14 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         kept: list = []
         out["real"] = {"data": str(folder), **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["real"] = kept[0]
+        add_variants(out["real"], kept[0], obs, scheme, model, **cv_kw)
     if args.only in (None, "synthetic"):
         obs, parcels, events, source = _lights_synthetic(args, settings)
         obs = obs[obs["sensor"].isin(keep)].reset_index(drop=True) if keep else obs
         kept = []
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
+        add_variants(out["synthetic"], kept[0], obs, scheme, model, **cv_kw)
     if len(cases) > 1:
         from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice, with_params
 
@@ -253,6 +263,19 @@ def _fit_calibration(args: argparse.Namespace, scheme, cases: list, out: dict) -
     with atomic_output(args.fit_calibration) as tmp:
         tmp.write_text(json.dumps(body, indent=2, default=str))
     return {"file": str(args.fit_calibration), **chosen}
+
+
+def _variants(text: str | None) -> tuple[str, ...]:
+    """``--variants`` of eval lights (all when not given); an unknown name is refused."""
+    from alerts.confidence_cv import VARIANTS
+
+    if not text:
+        return VARIANTS
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in VARIANTS]
+    if bad:
+        raise ValueError(f"--variants: unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    return names
 
 
 def _sensor_filter(text: str | None) -> set[str]:

@@ -70,11 +70,11 @@ def test_thresholds_hold_the_target_and_none_decides_more():
 def real_cases(real_small):
     obs, parcels, events = real_small
     detected, _ = run_detectors(obs, parcels, make_detectors(["mowing"]))
-    return build_cases(obs, parcels, detected, events, load_rules().scheme("mowing-required"))
+    return build_cases(obs, parcels, detected, events, load_rules().scheme("mowing-calibrated"))
 
 
 def test_vectorised_lights_equal_assess_on_real_plots(real_cases):
-    scheme = load_rules().scheme("mowing-required")
+    scheme = load_rules().scheme("mowing-calibrated")
     rule = scheme.rules[0]
     tab = table(real_cases, rule)
     model = fit_logistic(tab.x, tab.active, FEATURES, 1.0)
@@ -104,7 +104,7 @@ def _cut_season() -> pd.DataFrame:
 
 def test_calibrated_light_red_green_and_as_of():
     flat = season(s2_every=5.0)
-    sc = "mowing-required"
+    sc = "mowing-calibrated"
     rules = load_rules()
     row = one(flat, [], date(2024, 10, 15), rules=rules, scheme=sc)
     assert row.light == Light.RED
@@ -130,7 +130,7 @@ def test_calibrated_light_red_green_and_as_of():
 def test_an_event_outside_the_window_does_not_make_a_calibrated_green():
     cut = _cut_season()
     late = [ev("G", "mowing", "2024-10-10", 0.99)]
-    row = one(cut, late, date(2024, 10, 31), rules=load_rules(), scheme="mowing-required")
+    row = one(cut, late, date(2024, 10, 31), rules=load_rules(), scheme="mowing-calibrated")
     assert row.light != Light.GREEN and Reason.EVENTS_OUTSIDE_WINDOW_IGNORED in codes(row)
 
 
@@ -138,6 +138,12 @@ def test_packaged_calibration_and_bad_files(tmp_path):
     m = load_calibration()
     assert set(m.names) <= set(FEATURES) and "eval lights" in m.provenance["command"]
     assert m.provenance["parcel_years"] == 348
+    # the shipped scheme's thresholds are the ones the fit chose and recorded beside the model
+    rule = load_rules().scheme("mowing-calibrated").rules[0]
+    fit = m.provenance["thresholds"]
+    assert (rule.green_probability, rule.red_probability, rule.max_s2_gap_days) == (
+        fit["green_probability"], fit["red_probability"], fit["max_s2_gap_days"])
+    assert list(m.names) == fit["features"]
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
@@ -156,7 +162,7 @@ def test_eval_lights_compares_the_variants_and_fits_the_calibration(tmp_path, re
     _write_dataset(tmp_path, real_small)
     fitted = tmp_path / "cal.json"
     args = ["eval", "lights", "--data", str(tmp_path), "--only", "real", "--folds", "3", "--no-encoder",
-            "--scheme", "mowing-required", "--fit-calibration", str(fitted)]
+            "--scheme", "mowing-calibrated", "--fit-calibration", str(fitted)]
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
     cv = r["real"]["cv_calibrated"]
@@ -167,3 +173,26 @@ def test_eval_lights_compares_the_variants_and_fits_the_calibration(tmp_path, re
     assert variants == {"rule", "calibrated"}
     model = load_calibration(fitted)
     assert model.provenance["parcel_years"] == 36 and r["fitted_calibration"]["file"] == str(fitted)
+
+
+def test_detect_lights_with_the_calibrated_scheme(tmp_path, real_small):
+    _write_dataset(tmp_path, real_small)
+    lights = tmp_path / "lights.csv"
+    argv = ["detect", "--observations", str(tmp_path / "observations.csv"), "--parcels", str(tmp_path / "parcels.csv"),
+            "--out", str(tmp_path / "alerts.csv"), "--lights", str(lights), "--campaign", "2022",
+            "--as-of", "2022-10-15", "--lights-scheme", "mowing-calibrated"]
+    assert main(argv) == 0
+    tl = pd.read_csv(lights, keep_default_na=False)
+    assert len(tl) == 12 and set(tl.scheme) == {"mowing-calibrated"}
+    assert tl[tl.light == "red"].reason_codes.str.contains("low_activity_probability").all()
+    assert tl.reasons.str.contains("calibrated").sum() >= 6
+    _, _, truth = real_small  # in sample for the packaged fit, so only a regression check
+    mown = set(truth[truth.date.str.startswith("2022")].parcel_id)
+    assert not set(tl[tl.light == "red"].parcel_id) & mown and len(tl[tl.light == "red"]) >= 5
+    detected = pd.read_csv(tmp_path / "alerts.csv")
+    assert set(tl[tl.light == "green"].parcel_id) <= set(detected[detected.date.str.startswith("2022")].parcel_id)
+    # as of 1 June nothing of the season is known yet: no green, no red
+    early = tmp_path / "early.csv"
+    assert main([*argv[:-8], "--lights", str(early), "--campaign", "2022", "--as-of", "2022-06-01",
+                 "--lights-scheme", "mowing-calibrated"]) == 0
+    assert set(pd.read_csv(early).light) == {"orange"}

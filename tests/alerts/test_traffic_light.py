@@ -212,8 +212,9 @@ def test_mowing_required_scheme_does_not_count_grazing():
     assert row.light == Light.RED and row.scheme == "mowing-required"  # flat, well observed, no mowing
     assert "between 2024-05-01 and 2024-09-15" in row.reasons  # its coverage window
     mown = [ev("G", "mowing", "2024-07-01")]
-    # its light is calibrated (alerts.confidence): a mowing needs its drop in the series to be green
+    assert one(obs, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required").light == Light.GREEN
+    # the calibrated scheme (alerts.confidence) weighs the event with the series: a mowing needs its drop
     cut = season(s2_every=5.0, dip=("2024-07-05", 0.4))
-    assert one(cut, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required").light == Light.GREEN
-    flat = one(obs, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-required")
+    assert one(cut, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-calibrated").light == Light.GREEN
+    flat = one(obs, mown, date(2024, 10, 15), rules=load_rules(), scheme="mowing-calibrated")
     assert flat.light == Light.RED and "judged unlikely" in flat.reasons
