@@ -14,7 +14,9 @@
 
 Events after ``as_of`` (or known only after it: the end of their window) and events outside the
 rule's window never count. Every light carries machine-readable ``reason_codes`` beside the text.
-The rules are configuration (``alerts.lights_rules``: per scheme and declared land use).
+The rules are configuration (``alerts.lights_rules``: per scheme and declared land use). A rule
+with ``decision = "calibrated"`` makes the green/red call on a calibrated probability of the
+activity (``alerts.confidence``) instead of the detectors' confidence and the drop thresholds.
 """
 
 from __future__ import annotations
