@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="also search the Sentinel Hub catalogue (credentials from SH_CLIENT_ID/SH_CLIENT_SECRET)")
     p.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
     p.add_argument("--sentinelhub-assets", default=None, metavar="TEMPLATE",
-                   help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif")
+                   help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif "
+                        "(default: the pixels come from the Process API on each tile's grid)")
     p.add_argument("--tiles", nargs="+", default=None, metavar="TILE", help="MGRS tile ids (default: [ingest] tiles)")
     p.add_argument("--aoi", action="append", default=None, metavar="GEOJSON",
                    help="GeoJSON file of an area of interest (EPSG:4326), mapped onto the tiles found over it")
@@ -240,7 +241,8 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
         extra.append(SentinelHubSource(
             os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url or s.sentinelhub_url,
             policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
-            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None))
+            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None,
+            cache_dir=settings.paths.data_dir / "sentinelhub-process"))  # Process API answers, kept 3 days
     if not urls and not extra:
         raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls "
                          "or [[ingest.sources]]")
