@@ -1,4 +1,4 @@
-"""`sitsmon ingest poll|backfill|import`: STAC catalogues -> per-tile Zarr cubes and parcel series.
+"""`sitsmon ingest poll|backfill|import|parcels import`: STAC catalogues -> per-tile Zarr cubes and parcel series.
 
 Settings used: ``[ingest]`` tiles, collections, poll_interval_s, lookback_days, max_retries,
 requests_per_second, ledger_url; ``[stac] urls``; ``[paths] data_dir``; ``[bus]``. Options given on
@@ -124,6 +124,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     stat.add_argument("--rps", type=float, default=None, help="requests per second")
     _wait_option(stat)
     stat.set_defaults(handler=run)
+    par = actions.add_parser(
+        "parcels", help="parcel layers per campaign: import one with its per-parcel report",
+        description="Parcel layers change every campaign (ids, outlines, land use); each is imported for its year.")
+    par_actions = par.add_subparsers(dest="parcels_action", metavar="ACTION", required=True)
+    pimp = par_actions.add_parser(
+        "import", help="import a parcel layer for a campaign, with its per-parcel report",
+        description="Read and check the layer (empty or duplicate ids and empty or non-polygon geometries rejected, "
+                    "invalid geometries repaired with make_valid), then report per parcel: status and reason, area, "
+                    "the area shared with other parcels (and their ids), and the S2 10 m, S2 20 m and S1 pixels fully "
+                    "inside. Writes <root>/<YEAR>/parcels.parquet (the kept parcels with their counts: give it as "
+                    "the parcel layer, and the traffic light judges 'not analysable' on these counts) and "
+                    "<root>/<YEAR>/report.csv (every row). Other campaigns are left alone.")
+    pimp.add_argument("path", help="parcel layer (GeoParquet, GeoPackage, GeoJSON)")
+    pimp.add_argument("--campaign", required=True, type=int, metavar="YEAR", help="the campaign (year) it declares")
+    pimp.add_argument("--root", default=None, help="campaign layers folder (default: <data_dir>/parcels)")
+    pimp.add_argument("--id-column", default="parcel_id", help="the parcel id column (default parcel_id)")
+    pimp.add_argument("--s1-resolution", type=float, default=20.0, metavar="M",
+                      help="S1 pixel size in m for the pixels-inside count (default 20: IW GRD-HR resolution)")
+    pimp.set_defaults(handler=run)
     chk = actions.add_parser(
         "check", help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
@@ -201,6 +220,16 @@ def _statistics(args: argparse.Namespace, settings: Settings) -> int:
         requests_per_second=args.rps or s.requests_per_second)
     print(json.dumps({"parcels": len(parcels), "slots": [p.name for p in result.slots],
                       "failed": [list(f) for f in result.failed]}))
+    return 0
+
+
+def _parcels_import(args: argparse.Namespace, settings: Settings) -> int:
+    """The summary on stdout; each repaired or rejected row is logged (stderr) by ingest.parcels."""
+    from ingest.parcel_campaign import import_campaign_layer
+
+    result = import_campaign_layer(args.path, args.campaign, args.root or settings.paths.data_dir / "parcels",
+                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution)
+    print(json.dumps(result.to_dict()))
     return 0
 
 
@@ -373,6 +402,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _status(args, settings)
     if args.ingest_action == "check":
         return _check(args, settings)
+    if args.ingest_action == "parcels":  # writes only its campaign's folder, each file moved in place
+        return _parcels_import(args, settings)
     from ingest.locks import writer_locks
 
     ledger = getattr(args, "ledger", None) or settings.ingest.ledger_url or None
