@@ -1,7 +1,7 @@
 """Parcel layers imported per campaign, with the per-parcel report the traffic light reads.
 
-Pixel counts (raster, exact on the boundary's pixels) against a plain reference (every pixel of the
-bounding box tested with shapely); the report's statuses, areas, overlaps and counts on a layer with
+Pixel counts (vectorised candidates, then shapely's contains) against a plain reference (every pixel
+of the bounding box by overlay area); the report's statuses, areas, overlaps and counts on a layer with
 known answers; a bad layer refused in one line with the campaign's earlier files unchanged; and the
 light calling a parcel not analysable from the import's counts where the series' pixel centres say
 it could be judged.
@@ -26,11 +26,12 @@ X0, Y0 = 500000.0, 5300000.0
 
 
 def _reference(geom, res):
+    """Every pixel of the bounding box by overlay: inside when its intersection with the parcel is all of it."""
     minx, miny, maxx, maxy = geom.bounds
     n = 0
     for x in np.arange(math.floor(minx / res) * res, maxx, res):
         for y in np.arange(math.floor(miny / res) * res, maxy, res):
-            n += bool(geom.contains(shapely.box(x, y, x + res, y + res)))
+            n += abs(geom.intersection(shapely.box(x, y, x + res, y + res)).area - res * res) < 1e-6
     return n
 
 
