@@ -156,6 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="dialect of --stac-url (default synthetic)")
     chk.add_argument("--source", action="append", default=None, metavar="NAME",
                      help="only the configured source(s) of this name or URL")
+    chk.add_argument("--sentinelhub", action="store_true",
+                     help="also check the Sentinel Hub catalogue and its Process API (SH_CLIENT_ID/SH_CLIENT_SECRET)")
+    chk.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
+    chk.add_argument("--token-url", default=None, help="Sentinel Hub OAuth token URL (default: the base URL's)")
     chk.add_argument("--day", default=None, help="UTC day to search, YYYY-MM-DD (default: yesterday)")
     chk.add_argument("--collections", nargs="+", default=None, help="collections (default: [ingest] collections)")
     chk.set_defaults(handler=run)
@@ -243,8 +247,12 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         sources = [StacApiSource(u, dialect=args.dialect) for u in args.stac_url]
     else:
         sources = _configured_sources(settings) + [StacApiSource(u) for u in settings.stac.urls]
+        if settings.ingest.sentinelhub and not args.sentinelhub:
+            sources.append(_sentinelhub_source(args, settings))
         if args.source:
             sources = [x for x in sources if x.name in args.source or getattr(x, "url", None) in args.source]
+    if args.sentinelhub:
+        sources.append(_sentinelhub_source(args, settings))
     if not sources:
         raise ValueError("nothing to check: give --stac-url, or configure [[ingest.sources]] or [stac] urls"
                          + (f" named {', '.join(args.source)}" if args.source else ""))
@@ -257,21 +265,30 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def _sentinelhub_source(args: argparse.Namespace, settings: Settings) -> Any:
+    """The Sentinel Hub catalogue (credentials from SH_CLIENT_ID / SH_CLIENT_SECRET), pixels from its Process API."""
+    from ingest.http import RetryPolicy
+    from ingest.sources.sentinelhub import SentinelHubSource
+
+    s = settings.ingest
+    retries = getattr(args, "max_retries", None)
+    return SentinelHubSource(
+        os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""),
+        base_url=args.sentinelhub_url or s.sentinelhub_url, token_url=getattr(args, "token_url", None),
+        policy=RetryPolicy(max_retries=retries if retries is not None else s.max_retries),
+        requests_per_second=getattr(args, "rps", None) or s.requests_per_second,
+        asset_template=getattr(args, "sentinelhub_assets", None) or s.sentinelhub_asset_template or None,
+        cache_dir=settings.paths.data_dir / "sentinelhub-process")  # Process API answers, kept 3 days
+
+
 def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     import ingest
-    from ingest.http import RetryPolicy
 
     s = settings.ingest
     urls = args.stac_url if args.stac_url is not None else list(settings.stac.urls)
     extra = [] if args.stac_url is not None else _configured_sources(settings, args.max_retries, args.rps)
     if args.sentinelhub or s.sentinelhub:
-        from ingest.sources.sentinelhub import SentinelHubSource
-
-        extra.append(SentinelHubSource(
-            os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url or s.sentinelhub_url,
-            policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
-            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None,
-            cache_dir=settings.paths.data_dir / "sentinelhub-process"))  # Process API answers, kept 3 days
+        extra.append(_sentinelhub_source(args, settings))
     if not urls and not extra:
         raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls "
                          "or [[ingest.sources]]")

@@ -162,3 +162,24 @@ def test_a_persisting_5xx_quarantines_the_item_and_the_poll_goes_on(archive, tmp
     assert entry.status.value == "quarantined" and entry.reason == reason
     assert datetime.fromtimestamp(entry.acq_time, UTC).date() == datetime.fromisoformat(
         late["properties"]["datetime"].replace("Z", "+00:00")).date()
+
+
+def test_ingest_check_fetches_a_block_of_each_scene(archive, monkeypatch, tmp_path, capsys):
+    from sitsmon.cli import main
+
+    monkeypatch.setenv("SH_CLIENT_ID", "id")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("SITSMON_PATHS__DATA_DIR", str(tmp_path))
+    with SentinelHubStandIn(archive) as standin:
+        common = ["ingest", "check", "--sentinelhub", "--sentinelhub-url", standin.url, "--token-url",
+                  standin.url + TOKEN]
+        s2 = main([*common, "--day", "2024-05-03", "--collections", "sentinel-2-l2a"])
+        s2_out = capsys.readouterr().out
+        s1 = main([*common, "--day", "2024-05-04", "--collections", "sentinel-1-grd"])
+        s1_out = capsys.readouterr().out
+    assert (s2, s1) == (0, 0), s2_out + s1_out
+    assert "ok       B8A = asset B8A: uint16 32x32 EPSG:32633 1 band(s), scale 0.0001 offset -0.1" in s2_out
+    assert "ok       SCL = asset SCL: uint16 32x32" in s2_out and "MISSING" not in s2_out
+    assert "no MGRS tile: placed on tiles by footprint when polled" in s1_out
+    assert "ok       vh = asset vh: float32 32x32 EPSG:32633 1 band(s)" in s1_out
+    assert standin.count(PROCESS, 200) == 2  # one 32 x 32 block per scene checked
