@@ -187,19 +187,19 @@ class ProcessFetcher:
         self.limiter = RateLimiter(requests_per_second)
         self.cache_days = cache_days
         self.tokens = tokens or TokenKeeper(config)
-        self._client: Any = None
+        self._local = threading.local()  # one download client per thread (tiles are ingested in parallel)
 
     def _download(self, request: Any, what: str) -> bytes:
         """One request's body: sentinelhub's retry loop (429, 5xx), the token renewed once on a 401."""
         from sentinelhub import SentinelHubDownloadClient
 
-        if self._client is None:
-            self._client = SentinelHubDownloadClient(config=self.config, session=self.tokens.session())
-
         def send(session: Any) -> bytes:
-            self._client.session = session
+            client = getattr(self._local, "client", None)
+            if client is None:
+                client = self._local.client = SentinelHubDownloadClient(config=self.config, session=session)
+            client.session = session
             self.limiter.acquire()
-            return self._client.download([request], decode_data=False)[0].content
+            return client.download([request], decode_data=False)[0].content
 
         return self.tokens.call(send, f"{what}: Process API")
 
