@@ -191,7 +191,12 @@ class Poller:
         try:
             untiled = isinstance(raw, dict) and tile_of_item(raw) is None and \
                 sensor_of_collection(str(raw.get("collection") or collection)) is Sensor.S1
-            return [item_on_tile(raw, t) for t in tiles_of_footprint(raw, self.grids)] if untiled else [raw]
+            if not untiled:
+                return [raw]
+            tiles = tiles_of_footprint(raw, self.grids)
+            if not tiles:  # found again by the look-back once a grid over it is known
+                logger.debug("S1 item %s covers no known tile grid (%s): skipped", raw.get("id"), ", ".join(self.grids))
+            return [item_on_tile(raw, t) for t in tiles]
         except (ItemError, ValueError):
             return [raw]  # parse_item names what is wrong with it
 
