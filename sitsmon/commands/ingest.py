@@ -41,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="archive folder or archive.json with the tile grids (default: from the items)")
     p.add_argument("--parcels", default=None, metavar="LAYER",
                    help="parcel layer (GeoParquet, GeoPackage, GeoJSON) for the parcel series")
+    p.add_argument("--campaign", type=int, default=None, metavar="YEAR",
+                   help="use the parcel layer imported for this campaign (sitsmon ingest parcels import)")
     p.add_argument("--cubes", default=None, help="cube folder (default: <data_dir>/cubes)")
     p.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
     p.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
@@ -265,6 +267,19 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def campaign_parcels(args: argparse.Namespace, settings: Settings) -> Path | str | None:
+    """The parcel layer: --parcels, else the one imported for --campaign, else [ingest] parcels."""
+    if args.parcels or getattr(args, "campaign", None) is None:
+        return args.parcels or settings.ingest.parcels or None
+    from ingest.parcel_campaign import campaign_dir
+
+    path = campaign_dir(settings.paths.data_dir / "parcels", args.campaign) / "parcels.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"--campaign {args.campaign}: no parcel layer imported at {path} "
+                                f"(sitsmon ingest parcels import LAYER --campaign {args.campaign})")
+    return path
+
+
 def _sentinelhub_source(args: argparse.Namespace, settings: Settings) -> Any:
     """The Sentinel Hub catalogue (credentials from SH_CLIENT_ID / SH_CLIENT_SECRET), pixels from its Process API."""
     from ingest.http import RetryPolicy
@@ -308,7 +323,7 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
         start=getattr(args, "since", None) or s.since or None,
         lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
         interval_s=getattr(args, "interval", None) or s.poll_interval_s,
-        parcels_path=args.parcels or s.parcels or None, grids_from=args.grids or s.grids or None, publisher=publisher,
+        parcels_path=campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
         chunk=args.chunk or s.chunk,
         workers=args.workers or s.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
         requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,

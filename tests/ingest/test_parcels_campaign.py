@@ -130,3 +130,19 @@ def test_the_light_calls_not_analysable_from_the_import(tmp_path):
     lights = assess_frame(obs, imported, [], campaign=2024, as_of=date(2024, 10, 1))
     assert lights.light[0] == Light.NOT_ANALYSABLE
     assert set(lights.reason_codes[0].split(",")) == {Reason.TOO_FEW_S2_PIXELS, Reason.NO_S1_PIXEL}
+
+
+def test_poll_takes_the_layer_of_its_campaign(tmp_path, monkeypatch):
+    import argparse
+
+    from sitsmon.commands.ingest import campaign_parcels
+    from sitsmon.settings import Settings
+
+    monkeypatch.setenv("SITSMON_PATHS__DATA_DIR", str(tmp_path))
+    settings = Settings()
+    _layer(tmp_path / "lpis.parquet")
+    with pytest.raises(FileNotFoundError, match=r"--campaign 2024: no parcel layer imported at .*2024/parcels.parquet"):
+        campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings)
+    result = import_campaign_layer(tmp_path / "lpis.parquet", 2024, tmp_path / "parcels")
+    assert campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings) == result.parcels_path
+    assert campaign_parcels(argparse.Namespace(parcels="other.gpkg", campaign=2024), settings) == "other.gpkg"
