@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 
@@ -346,6 +346,15 @@ def _scheme(rules: LightsConfig | Scheme | str | None, scheme: str | None) -> Sc
     return load_rules(rules).scheme(scheme)
 
 
+def _pixels_inside(parcels: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """parcel_id -> (S2 10 m, S1) pixels fully inside, when the parcels table is a campaign import's
+    (``ingest.parcel_campaign``: columns ``s2_10m_pixels``, ``s1_pixels``); else empty."""
+    if not {"s2_10m_pixels", "s1_pixels"} <= set(parcels.columns):
+        return {}
+    return {str(p): (int(a), int(b)) for p, a, b in
+            zip(parcels["parcel_id"], parcels["s2_10m_pixels"], parcels["s1_pixels"], strict=True)}
+
+
 def assess_frame(
     obs: pd.DataFrame,
     parcels: pd.DataFrame,
@@ -362,6 +371,8 @@ def assess_frame(
     With the encoder's ``expected_ndvi``/``expected_ndvi_std`` columns
     (``alerts.expectation.add_model_expectations``) its residuals enter the red/orange call where the
     rule sets ``min_red_residual_z``. ``rules``: a config, a scheme, a TOML path, or None (defaults).
+    When ``parcels`` is a campaign's imported layer (``sitsmon ingest parcels import``: columns
+    ``s2_10m_pixels``, ``s1_pixels``), "not analysable" is judged on its pixels fully inside the parcel.
     Columns: ``LIGHT_COLUMNS`` (``reasons`` joined by "; ", ``reason_codes`` and ``markers`` by ",").
     """
     sc = _scheme(rules, scheme)
@@ -374,6 +385,7 @@ def assess_frame(
         by_parcel.setdefault(e.parcel_id, []).append(e)
     as_of_day = day_number(as_of) + 1.0 - 1e-9
     groups = dict(tuple(obs[obs["days"] <= as_of_day].groupby("parcel_id", sort=False))) if len(obs) else {}
+    inside = _pixels_inside(parcels)
     rows = []
     for pid, lu in zip(parcels["parcel_id"].astype(str), parcels["land_use"].astype(str), strict=True):
         rule = sc.rule_for(lu)
@@ -384,6 +396,8 @@ def assess_frame(
         else:
             ws, we = win or (date(campaign, 1, 1), date(campaign, 12, 31))
             ev = window_evidence(g, day_number(ws), day_number(we) + 1.0 - 1e-9, as_of_day)
+            if pid in inside:  # the campaign import's pixels fully inside, not the series' pixel centres
+                ev = replace(ev, s2_pixels=inside[pid][0], s1_pixels=inside[pid][1])
         tl = assess(pid, lu, campaign, by_parcel.get(pid, []), as_of=as_of, evidence=ev, scheme=sc)
         e = ev or NO_SERIES
         cov = observed(rule, e, campaign) if rule and ev else e

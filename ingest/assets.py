@@ -70,6 +70,10 @@ DIALECTS: dict[str, Dialect] = {
                             {"sentinel-1-grd": UNCALIBRATED}),
     "planetary-computer": Dialect("planetary-computer", {SCL_ASSET: ("SCL",), "vv": ("vv",), "vh": ("vh",)},
                                   {"sentinel-1-rtc": "gamma0", "sentinel-1-grd": UNCALIBRATED}),
+    # Sentinel Hub: band assets fetched from the Process API (ingest.sources.sh_process), S1 asked as
+    # terrain-corrected gamma0 (backCoeff GAMMA0_TERRAIN).
+    "sentinel-hub": Dialect("sentinel-hub", {SCL_ASSET: ("SCL",), "vv": ("vv",), "vh": ("vh",)},
+                            {"sentinel-1-grd": "gamma0"}),
     "cdse": Dialect("cdse", {SCL_ASSET: ("SCL_20m",), "vv": ("VV", "vv"), "vh": ("VH", "vh")},
                     {"sentinel-1-grd": UNCALIBRATED}),
 }

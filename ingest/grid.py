@@ -74,3 +74,51 @@ def mgrs_coarse_bbox(tile_id: str) -> tuple[float, float, float, float]:
     # S2 tiles reach up to ~1 degree beyond their zone and ~1 degree beyond their band
     return (max(-180.0, west - 1.5), max(-90.0, south - 1.0), min(180.0, west + 7.5), min(90.0, north + 1.0))
 
+
+
+def _footprint_in(item: dict[str, Any], epsg: int) -> Any:
+    """The item's footprint (``geometry``, else ``bbox``; EPSG:4326) as a shapely geometry in EPSG:``epsg``."""
+    import shapely
+    from rasterio.warp import transform_geom
+
+    geometry = item.get("geometry")
+    if not isinstance(geometry, dict) or "coordinates" not in geometry:
+        bbox = item.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise ItemError(f"item {item.get('id')}: neither geometry nor bbox to place it on a tile grid")
+        geometry = shapely.geometry.mapping(shapely.box(*(float(v) for v in bbox)))
+    try:
+        return shapely.geometry.shape(transform_geom("EPSG:4326", f"EPSG:{epsg}", geometry))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ItemError(f"item {item.get('id')}: unusable footprint: {' '.join(str(e).split())[:160]}") from e
+
+
+def tiles_of_footprint(item: dict[str, Any], grids: dict[str, TileGrid]) -> list[str]:
+    """The tiles among ``grids`` whose area the item's footprint covers (more than a shared edge), sorted.
+
+    For items that carry no MGRS tile (Planetary Computer ``sentinel-1-rtc``, Sentinel Hub S1 scenes):
+    an S1 scene spans many tiles, so its tiles come from where it lies, not from a property.
+    """
+    import shapely
+
+    out = []
+    for tile_id, grid in sorted(grids.items()):
+        box = shapely.box(*grid.bounds)
+        if _footprint_in(item, grid.epsg).intersection(box).area > 0:
+            out.append(tile_id)
+    return out
+
+
+#: Where the original catalogue id of an item placed on a derived tile is kept.
+SOURCE_ID = "sitsmon:source_id"
+
+
+def item_on_tile(item: dict[str, Any], tile_id: str) -> dict[str, Any]:
+    """A copy of an item without an MGRS tile, placed on ``tile_id``: ``grid:code`` set, id ``<id>@<tile>``.
+
+    The ledger keys items by (collection, id) and an S1 scene covers several tiles, so each tile gets
+    its own ledger row; the catalogue id stays in ``properties["sitsmon:source_id"]``.
+    """
+    source_id = str(item.get("id") or "")
+    props = {**(item.get("properties") or {}), "grid:code": f"MGRS-{tile_id}", SOURCE_ID: source_id}
+    return {**item, "id": f"{source_id}@{tile_id}", "properties": props}

@@ -60,8 +60,11 @@ class TileIngestor:
     def __init__(self, grid: TileGrid, cubes_root: str | Path, series_root: str | Path, ledger: Ledger,
                  parcels: ParcelRaster | None = None, publisher: AcquisitionPublisher | None = None,
                  asset_root: str | Path | None = None, chunk: int = 1024, dialects: dict[str, Any] | None = None,
-                 signers: dict[str, Any] | None = None):
+                 signers: dict[str, Any] | None = None, fetchers: dict[str, Any] | None = None):
         self.grid = grid
+        # source name -> fetch(item, grid): the item with its pixels on this grid as local files (Sentinel Hub
+        # Process API), called right before its assets are read; None for sources whose items point at files
+        self.fetchers = dict(fetchers or {})
         self.dialects = dict(dialects or {})  # source name -> ingest.assets.Dialect (default: synthetic)
         self.signers = dict(signers or {})  # source name -> item signer (hrefs with tokens), or None
         self.cube = CubeWriter(cube_path(cubes_root, grid.tile_id), grid, chunk=chunk)
@@ -107,9 +110,10 @@ class TileIngestor:
         loaded: dict[str, LoadedItem] = {}
         for item_id, c in sorted(candidates.items()):
             try:
-                sign = self.signers.get(c.source)
-                loaded[item_id] = load_item(c.info, sign(c.item) if sign else c.item, self.grid, self.cube.chunk,
-                                            self.asset_root, dialect=self.dialects.get(c.source))
+                sign, fetch = self.signers.get(c.source), self.fetchers.get(c.source)
+                item = sign(c.item) if sign else c.item
+                loaded[item_id] = load_item(c.info, fetch(item, self.grid) if fetch else item, self.grid,
+                                            self.cube.chunk, self.asset_root, dialect=self.dialects.get(c.source))
             except (ItemError, AssetError) as e:
                 self._quarantine(c, str(e), result)
         while True:

@@ -24,8 +24,8 @@ from ingest.assets import Dialect, check_collections, dialect_named
 from ingest.cube import cube_path, remove_orphan_creations
 from ingest.errors import ConfigError, IngestError, ItemError, SourceError
 from ingest.events import AcquisitionPublisher
-from ingest.grid import grid_bbox_4326, grid_from_item, mgrs_coarse_bbox
-from ingest.items import parse_item
+from ingest.grid import grid_bbox_4326, grid_from_item, item_on_tile, mgrs_coarse_bbox, tiles_of_footprint
+from ingest.items import parse_item, tile_of_item
 from ingest.ledger import Ledger
 from ingest.parcels import ParcelRaster, rasterize_parcels
 from ingest.pipeline import Candidate, SlotResult, TileIngestor, read_stored_grid
@@ -112,6 +112,7 @@ class Poller:
         self.series_root = Path(series_root)
         self.watch = watch
         self.signers = {s.name: getattr(s, "sign_item", None) for s in self.sources}
+        self.fetchers = {s.name: getattr(s, "fetch_item", None) for s in self.sources}  # pixels on a tile grid
         for source in self.sources:
             check_collections(self.dialects[source.name], self._collections(source), f"source {source.name}")
         self.grids = dict(grids or {})
@@ -138,7 +139,7 @@ class Poller:
                 raster = rasterize_parcels(self.parcels, grid)
             self._ingestors[grid.tile_id] = TileIngestor(
                 grid, self.cubes_root, self.series_root, self.ledger, raster, self.publisher, self.asset_root,
-                self.chunk, self.dialects, self.signers,
+                self.chunk, self.dialects, self.signers, self.fetchers,
             )
         return self._ingestors[grid.tile_id]
 
@@ -177,33 +178,55 @@ class Poller:
                  bbox: tuple | None, intersects: dict | None, report: PollReport) -> list[Candidate]:
         """Search one area; malformed items are quarantined, duplicates skipped, other tiles ignored."""
         out: list[Candidate] = []
-        for raw in source.search(collection, bbox, start_s, end_s, intersects):
+        for found in source.search(collection, bbox, start_s, end_s, intersects):
             report.seen += 1
-            try:
-                info = parse_item(raw, self.dialects.get(source.name))
-            except ItemError as e:
-                item_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw.get("id") \
-                    else "malformed-" + hashlib.sha1(repr(raw).encode()).hexdigest()[:16]
-                coll = raw.get("collection") if isinstance(raw, dict) and isinstance(raw.get("collection"), str) \
-                    else collection
-                known = self.ledger.get(coll, item_id)
-                if known is not None and known.status is ItemStatus.QUARANTINED:
-                    report.duplicates += 1
-                    continue
-                self.ledger.quarantine_raw(source.name, coll, item_id, raw, str(e))
-                report.quarantined.append((item_id, str(e)))
-                logger.warning("quarantined %s: %s", item_id, e, extra={"item_id": item_id})
-                continue
-            if self.watch.tiles and info.tile_id not in self.watch.tiles:
-                continue
-            if area_key not in (ALL_TILES,) and not area_key.startswith("aoi-") and info.tile_id != area_key:
-                continue
-            known = self.ledger.get(info.collection, info.item_id)
-            if known is not None and known.status is not ItemStatus.PENDING:
-                report.duplicates += 1
-                continue
-            out.append(Candidate(info, raw, source.name))
+            for raw in self._on_tiles(found, collection):
+                cand = self._candidate(source, collection, area_key, raw, report)
+                if cand is not None:
+                    out.append(cand)
         return out
+
+    def _on_tiles(self, raw: Any, collection: str) -> list[Any]:
+        """The item, or for an S1 item without an MGRS tile one copy per known tile grid its footprint covers."""
+        try:
+            untiled = isinstance(raw, dict) and tile_of_item(raw) is None and \
+                sensor_of_collection(str(raw.get("collection") or collection)) is Sensor.S1
+            if not untiled:
+                return [raw]
+            tiles = tiles_of_footprint(raw, self.grids)
+            if not tiles:  # found again by the look-back once a grid over it is known
+                logger.debug("S1 item %s covers no known tile grid (%s): skipped", raw.get("id"), ", ".join(self.grids))
+            return [item_on_tile(raw, t) for t in tiles]
+        except (ItemError, ValueError):
+            return [raw]  # parse_item names what is wrong with it
+
+    def _candidate(self, source: Source, collection: str, area_key: str, raw: Any,
+                   report: PollReport) -> Candidate | None:
+        """One found item: quarantined when malformed, None when a duplicate or of another tile."""
+        try:
+            info = parse_item(raw, self.dialects.get(source.name))
+        except ItemError as e:
+            item_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw.get("id") \
+                else "malformed-" + hashlib.sha1(repr(raw).encode()).hexdigest()[:16]
+            coll = raw.get("collection") if isinstance(raw, dict) and isinstance(raw.get("collection"), str) \
+                else collection
+            known = self.ledger.get(coll, item_id)
+            if known is not None and known.status is ItemStatus.QUARANTINED:
+                report.duplicates += 1
+                return None
+            self.ledger.quarantine_raw(source.name, coll, item_id, raw, str(e))
+            report.quarantined.append((item_id, str(e)))
+            logger.warning("quarantined %s: %s", item_id, e, extra={"item_id": item_id})
+            return None
+        if self.watch.tiles and info.tile_id not in self.watch.tiles:
+            return None
+        if area_key not in (ALL_TILES,) and not area_key.startswith("aoi-") and info.tile_id != area_key:
+            return None
+        known = self.ledger.get(info.collection, info.item_id)
+        if known is not None and known.status is not ItemStatus.PENDING:
+            report.duplicates += 1
+            return None
+        return Candidate(info, raw, source.name)
 
     def _ingest(self, candidates: Iterable[Candidate], report: PollReport, progress: Any = None) -> None:
         """Group by tile and slot, then ingest each tile's slots in acquisition order (tiles in parallel)."""

@@ -26,6 +26,7 @@ from ingest.errors import IngestError, SourceError
 from ingest.http import RateLimiter, RetryPolicy
 from ingest.items import parse_time
 from ingest.series import stats_table, write_slot
+from ingest.sources.sentinelhub import collection_at, sh_config
 from ingest.types import REFLECTANCE_SCALE, S2_BANDS, SCL_CLEAR, Sensor
 
 __all__ = ["EVALSCRIPT", "StatisticalResult", "parcel_statistics"]
@@ -55,17 +56,6 @@ class StatisticalResult:
         self.failed: list[tuple[str, str]] = []  # (parcel_id, reason)
 
 
-_COLLECTIONS: dict[str, Any] = {}
-
-
-def _collection_at(data_collection: Any, base: str) -> Any:
-    """S2 L2A served by ``base`` (sentinelhub names each defined collection once per process)."""
-    if base not in _COLLECTIONS:
-        name = f"sentinel-2-l2a-at-{len(_COLLECTIONS)}"
-        _COLLECTIONS[base] = data_collection.SENTINEL2_L2A.define_from(name, service_url=base)
-    return _COLLECTIONS[base]
-
-
 def _stats(interval: dict[str, Any]) -> tuple[np.ndarray, int, int]:
     """Band means (reflectance), pixels in the parcel, clear pixels of one interval's answer."""
     bands = interval["outputs"]["bands"]["bands"]
@@ -89,16 +79,13 @@ def parcel_statistics(parcels: Any, tile_id: str, start_s: int, end_s: int, seri
     """
     if not client_id or not client_secret:
         raise IngestError("Sentinel Hub Statistical API needs a client id and secret (SH_CLIENT_ID, SH_CLIENT_SECRET)")
-    from sentinelhub import CRS, DataCollection, Geometry, SentinelHubStatistical, SHConfig
+    from sentinelhub import CRS, Geometry, SentinelHubStatistical
     from sentinelhub.download.sentinelhub_statistical_client import SentinelHubStatisticalDownloadClient
     from sentinelhub.exceptions import BaseSentinelHubException
 
     base = base_url.rstrip("/")
-    config = SHConfig(sh_client_id=client_id, sh_client_secret=client_secret, sh_base_url=base,
-                      sh_token_url=token_url or f"{base}/auth/realms/main/protocol/openid-connect/token",
-                      max_download_attempts=policy.max_retries + 1, download_sleep_time=policy.initial_wait_s,
-                      download_timeout_seconds=policy.timeout_s)
-    collection = _collection_at(DataCollection, base)
+    config = sh_config(client_id, client_secret, base, token_url, policy)
+    collection = collection_at("sentinel-2-l2a", base)
     time_range = (datetime.fromtimestamp(start_s, UTC).replace(tzinfo=None),
                   datetime.fromtimestamp(end_s, UTC).replace(tzinfo=None))
     utm = parcels.to_crs(parcels.estimate_utm_crs())

@@ -15,10 +15,12 @@ real catalogues do differently:
   ``proj:code`` only, JPEG 2000 (lossless) inside a SAFE-style folder; S1 as ``sentinel-1-grd``
   (uncalibrated: refused).
 
-Two deliberate departures from the real catalogues, because the synthetic scenes exist only on their
-tile grid: every item keeps its MGRS tile (``grid:code`` or ``s2:mgrs_tile``; real S1 RTC items
-carry none), and the S1 files of the GRD collections hold the calibrated values (ingest refuses them by
-what the catalogue declares, never reads them).
+Planetary Computer ``sentinel-1-rtc`` items carry no MGRS tile, as the real ones: ingest places them
+on the configured tile grids by their footprint (``ingest.grid.tiles_of_footprint``). Two deliberate
+departures from the real catalogues, because the synthetic scenes exist only on their tile grid: the
+S1 RTC ids still name their tile (one synthetic scene per tile), and the S1 files of the GRD
+collections hold the calibrated values (ingest refuses them by what the catalogue declares, never
+reads them).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ JP2_TYPE = "image/jp2"
 #: 10 m bands CDSE also publishes resampled to 20 m (R20m folder of the SAFE).
 CDSE_EXTRA_20M = ("B02", "B03", "B04")
 BOA_ADD_OFFSET_DN = 1000
+#: The MGRS tile fields; real Planetary Computer ``sentinel-1-rtc`` items carry none of them.
+TILE_PROPERTIES = ("grid:code", "s2:mgrs_tile", "mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square")
 
 
 def republish(root: Path, dialect: str) -> None:
@@ -208,6 +212,8 @@ def _s1_item(root: Path, item: dict[str, Any], dialect: str, cid: str) -> dict[s
     tile = props["grid:code"][5:]
     if dialect == "planetary-computer":
         props.pop("proj:code")
+        for name in TILE_PROPERTIES:  # as the real sentinel-1-rtc items: ingest places them by footprint
+            props.pop(name, None)
         item_id = f"S1A_IW_GRDH_1SDV_{when}_{tile}_{props['sat:orbit_state'][0].upper()}{props['sat:relative_orbit']:03d}_rtc"
         folder = f"sentinel1-grd-rtc/GRD/{when[:4]}/{int(when[4:6])}/{int(when[6:8])}/IW/DV/{item_id}/measurement"
         names = {"vv": "iw-vv.rtc.tiff", "vh": "iw-vh.rtc.tiff"}

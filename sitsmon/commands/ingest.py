@@ -1,4 +1,4 @@
-"""`sitsmon ingest poll|backfill|import`: STAC catalogues -> per-tile Zarr cubes and parcel series.
+"""`sitsmon ingest poll|backfill|import|parcels import`: STAC catalogues -> per-tile Zarr cubes and parcel series.
 
 Settings used: ``[ingest]`` tiles, collections, poll_interval_s, lookback_days, max_retries,
 requests_per_second, ledger_url; ``[stac] urls``; ``[paths] data_dir``; ``[bus]``. Options given on
@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="also search the Sentinel Hub catalogue (credentials from SH_CLIENT_ID/SH_CLIENT_SECRET)")
     p.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
     p.add_argument("--sentinelhub-assets", default=None, metavar="TEMPLATE",
-                   help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif")
+                   help="href template for Sentinel Hub items' band COGs, e.g. https://host/{tile}/{date}/{band}.tif "
+                        "(default: the pixels come from the Process API on each tile's grid)")
     p.add_argument("--tiles", nargs="+", default=None, metavar="TILE", help="MGRS tile ids (default: [ingest] tiles)")
     p.add_argument("--aoi", action="append", default=None, metavar="GEOJSON",
                    help="GeoJSON file of an area of interest (EPSG:4326), mapped onto the tiles found over it")
@@ -40,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="archive folder or archive.json with the tile grids (default: from the items)")
     p.add_argument("--parcels", default=None, metavar="LAYER",
                    help="parcel layer (GeoParquet, GeoPackage, GeoJSON) for the parcel series")
+    p.add_argument("--campaign", type=int, default=None, metavar="YEAR",
+                   help="use the parcel layer imported for this campaign (sitsmon ingest parcels import)")
     p.add_argument("--cubes", default=None, help="cube folder (default: <data_dir>/cubes)")
     p.add_argument("--series", default=None, help="parcel-series folder (default: <data_dir>/series)")
     p.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
@@ -123,6 +126,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     stat.add_argument("--rps", type=float, default=None, help="requests per second")
     _wait_option(stat)
     stat.set_defaults(handler=run)
+    par = actions.add_parser(
+        "parcels", help="parcel layers per campaign: import one with its per-parcel report",
+        description="Parcel layers change every campaign (ids, outlines, land use); each is imported for its year.")
+    par_actions = par.add_subparsers(dest="parcels_action", metavar="ACTION", required=True)
+    pimp = par_actions.add_parser(
+        "import", help="import a parcel layer for a campaign, with its per-parcel report",
+        description="Read and check the layer (empty or duplicate ids and empty or non-polygon geometries rejected, "
+                    "invalid geometries repaired with make_valid), then report per parcel: status and reason, area, "
+                    "the area shared with other parcels (and their ids), and the S2 10 m, S2 20 m and S1 pixels fully "
+                    "inside. Writes <root>/<YEAR>/parcels.parquet (the kept parcels with their counts: give it as "
+                    "the parcel layer, and the traffic light judges 'not analysable' on these counts) and "
+                    "<root>/<YEAR>/report.csv (every row). Other campaigns are left alone.")
+    pimp.add_argument("path", help="parcel layer (GeoParquet, GeoPackage, GeoJSON)")
+    pimp.add_argument("--campaign", required=True, type=int, metavar="YEAR", help="the campaign (year) it declares")
+    pimp.add_argument("--root", default=None, help="campaign layers folder (default: <data_dir>/parcels)")
+    pimp.add_argument("--id-column", default="parcel_id", help="the parcel id column (default parcel_id)")
+    pimp.add_argument("--s1-resolution", type=float, default=20.0, metavar="M",
+                      help="S1 pixel size in m for the pixels-inside count (default 20: IW GRD-HR resolution)")
+    pimp.set_defaults(handler=run)
     chk = actions.add_parser(
         "check", help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
@@ -136,6 +158,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="dialect of --stac-url (default synthetic)")
     chk.add_argument("--source", action="append", default=None, metavar="NAME",
                      help="only the configured source(s) of this name or URL")
+    chk.add_argument("--sentinelhub", action="store_true",
+                     help="also check the Sentinel Hub catalogue and its Process API (SH_CLIENT_ID/SH_CLIENT_SECRET)")
+    chk.add_argument("--sentinelhub-url", default=None, help="Sentinel Hub base URL (default: [ingest] sentinelhub_url)")
+    chk.add_argument("--token-url", default=None, help="Sentinel Hub OAuth token URL (default: the base URL's)")
     chk.add_argument("--day", default=None, help="UTC day to search, YYYY-MM-DD (default: yesterday)")
     chk.add_argument("--collections", nargs="+", default=None, help="collections (default: [ingest] collections)")
     chk.set_defaults(handler=run)
@@ -203,6 +229,16 @@ def _statistics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _parcels_import(args: argparse.Namespace, settings: Settings) -> int:
+    """The summary on stdout; each repaired or rejected row is logged (stderr) by ingest.parcels."""
+    from ingest.parcel_campaign import import_campaign_layer
+
+    result = import_campaign_layer(args.path, args.campaign, args.root or settings.paths.data_dir / "parcels",
+                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution)
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
@@ -213,8 +249,12 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         sources = [StacApiSource(u, dialect=args.dialect) for u in args.stac_url]
     else:
         sources = _configured_sources(settings) + [StacApiSource(u) for u in settings.stac.urls]
+        if settings.ingest.sentinelhub and not args.sentinelhub:
+            sources.append(_sentinelhub_source(args, settings))
         if args.source:
             sources = [x for x in sources if x.name in args.source or getattr(x, "url", None) in args.source]
+    if args.sentinelhub:
+        sources.append(_sentinelhub_source(args, settings))
     if not sources:
         raise ValueError("nothing to check: give --stac-url, or configure [[ingest.sources]] or [stac] urls"
                          + (f" named {', '.join(args.source)}" if args.source else ""))
@@ -227,20 +267,43 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def campaign_parcels(args: argparse.Namespace, settings: Settings) -> Path | str | None:
+    """The parcel layer: --parcels, else the one imported for --campaign, else [ingest] parcels."""
+    if args.parcels or getattr(args, "campaign", None) is None:
+        return args.parcels or settings.ingest.parcels or None
+    from ingest.parcel_campaign import campaign_dir
+
+    path = campaign_dir(settings.paths.data_dir / "parcels", args.campaign) / "parcels.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"--campaign {args.campaign}: no parcel layer imported at {path} "
+                                f"(sitsmon ingest parcels import LAYER --campaign {args.campaign})")
+    return path
+
+
+def _sentinelhub_source(args: argparse.Namespace, settings: Settings) -> Any:
+    """The Sentinel Hub catalogue (credentials from SH_CLIENT_ID / SH_CLIENT_SECRET), pixels from its Process API."""
+    from ingest.http import RetryPolicy
+    from ingest.sources.sentinelhub import SentinelHubSource
+
+    s = settings.ingest
+    retries = getattr(args, "max_retries", None)
+    return SentinelHubSource(
+        os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""),
+        base_url=args.sentinelhub_url or s.sentinelhub_url, token_url=getattr(args, "token_url", None),
+        policy=RetryPolicy(max_retries=retries if retries is not None else s.max_retries),
+        requests_per_second=getattr(args, "rps", None) or s.requests_per_second,
+        asset_template=getattr(args, "sentinelhub_assets", None) or s.sentinelhub_asset_template or None,
+        cache_dir=settings.paths.data_dir / "sentinelhub-process")  # Process API answers, kept 3 days
+
+
 def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     import ingest
-    from ingest.http import RetryPolicy
 
     s = settings.ingest
     urls = args.stac_url if args.stac_url is not None else list(settings.stac.urls)
     extra = [] if args.stac_url is not None else _configured_sources(settings, args.max_retries, args.rps)
     if args.sentinelhub or s.sentinelhub:
-        from ingest.sources.sentinelhub import SentinelHubSource
-
-        extra.append(SentinelHubSource(
-            os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", ""), base_url=args.sentinelhub_url or s.sentinelhub_url,
-            policy=RetryPolicy(max_retries=args.max_retries if args.max_retries is not None else s.max_retries),
-            requests_per_second=args.rps or s.requests_per_second, asset_template=args.sentinelhub_assets or s.sentinelhub_asset_template or None))
+        extra.append(_sentinelhub_source(args, settings))
     if not urls and not extra:
         raise ValueError("no catalogue to search: give --stac-url, --sentinelhub, or set [stac] urls "
                          "or [[ingest.sources]]")
@@ -260,7 +323,7 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
         start=getattr(args, "since", None) or s.since or None,
         lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
         interval_s=getattr(args, "interval", None) or s.poll_interval_s,
-        parcels_path=args.parcels or s.parcels or None, grids_from=args.grids or s.grids or None, publisher=publisher,
+        parcels_path=campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
         chunk=args.chunk or s.chunk,
         workers=args.workers or s.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
         requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,
@@ -371,6 +434,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _status(args, settings)
     if args.ingest_action == "check":
         return _check(args, settings)
+    if args.ingest_action == "parcels":  # writes only its campaign's folder, each file moved in place
+        return _parcels_import(args, settings)
     from ingest.locks import writer_locks
 
     ledger = getattr(args, "ledger", None) or settings.ingest.ledger_url or None

@@ -113,3 +113,17 @@ def test_uncalibrated_grd_is_refused_at_configuration(runs, dialect, tmp_path):
     declared = dialect_named(dialect).with_calibration({"sentinel-1-grd": "sigma0"})
     Poller([StacApiSource("http://127.0.0.1:9", dialect=declared)], open_ledger(tmp_path / "m.sqlite"),
            tmp_path / "c", tmp_path / "s", WatchConfig(tiles=("33UXP",), collections=("sentinel-1-grd",)))
+
+
+def test_planetary_computer_rtc_items_carry_no_tile_and_are_placed_by_footprint(runs):
+    """As the real catalogue: no MGRS field on sentinel-1-rtc items; ingest places them by footprint."""
+    from ingest.archive import open_archive
+    from ingest.items import tile_of_item
+
+    run = runs["planetary-computer"]
+    items = list(open_archive(run["work"] / "archive").iter_items("sentinel-1-rtc"))
+    assert items and all(tile_of_item(i) is None for i in items)
+    ledger = open_ledger(run["work"] / "ledger.sqlite")
+    rows = [e for e in ledger.entries() if e.collection == "sentinel-1-rtc"]
+    assert sorted(e.item_id for e in rows) == sorted(f"{i['id']}@{run['tile']}" for i in items)
+    assert {e.status.value for e in rows} == {"ingested"}

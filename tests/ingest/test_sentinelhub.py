@@ -50,10 +50,18 @@ def test_search_pages_and_normalises(insecure_oauth):
         assert items[0]["assets"]["B04"]["href"] == "https://cogs.example/33UXP/2024-05-03/B04.tif"
 
 
-def test_without_asset_template_items_say_what_is_missing():
+def test_without_asset_template_items_carry_process_api_bands():
+    from ingest.assets import resolve_assets
+    from ingest.grid import grid_from_item
+    from ingest.sources.sh_process import PROCESS_SCHEME
+
     item = normalise_feature(recorded("sentinelhub_search_page1.json")["features"][0], "sentinel-2-l2a")
-    with pytest.raises(IngestError, match="missing asset"):
-        parse_item(item)
+    info = parse_item(item, "sentinel-hub")
+    resolved = resolve_assets(item, info.sensor, "sentinel-hub")
+    assert resolved["B8A"].href == f"{PROCESS_SCHEME}{item['id']}/B8A" and "data" not in item["assets"]
+    assert (resolved["B04"].scale, resolved["B04"].offset) == (0.0001, -0.1)  # baseline 05.10: the DN carry the offset
+    grid = grid_from_item(item)  # the item's proj:bbox is its tile, at 10 m
+    assert (grid.tile_id, grid.epsg, grid.bounds) == ("33UXP", 32633, (500000.0, 5300000.0, 609780.0, 5409780.0))
 
 
 def test_server_errors_are_retried_then_reported(insecure_oauth):
