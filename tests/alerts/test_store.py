@@ -10,9 +10,9 @@ import pytest
 from alerts.errors import AlertNotFoundError, TransitionError
 from alerts.series import to_days
 from alerts.store import AlertQuery, AlertStore
-from alerts.store.postgres import PostgresAlertStore
 from alerts.store.sqlite import SqliteAlertStore
 from alerts.types import Alert, Event, Status
+from tests.alerts.stores import emptied_postgres_store
 
 
 def make_alert(pid="P1", kind="mowing", day="2024-06-10", conf=0.8, tile="33UXP", region="SK01") -> Alert:
@@ -126,9 +126,8 @@ class StoreContract:
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path):
-        s = SqliteAlertStore(tmp_path / "alerts.sqlite")
-        yield s
-        s.close()
+        with SqliteAlertStore(tmp_path / "alerts.sqlite") as s:
+            yield s
 
     def test_reopen_keeps_alerts(self, tmp_path):
         path = tmp_path / "a.sqlite"
@@ -142,11 +141,8 @@ class TestSqliteStore(StoreContract):
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def store(self, postgres_dsn):
-        s = PostgresAlertStore(postgres_dsn)
-        with s._tx() as cur:
-            cur.execute("TRUNCATE alerts CASCADE")
-        yield s
-        s.close()
+        with emptied_postgres_store(postgres_dsn) as s:
+            yield s
 
 
 def test_unreachable_postgres_and_unwritable_sqlite_are_clear_errors(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 
 from alerts.errors import TransitionError
 from alerts.store import AlertQuery, AlertStore
-from alerts.store.postgres import PostgresAlertStore
 from alerts.store.sqlite import SqliteAlertStore
 from alerts.types import Alert, Status, make_alert_id
+from tests.alerts.stores import emptied_postgres_store
 
 
 def _alert(i: int, tile: str, conf: float, day: int, detected: datetime) -> Alert:
@@ -68,17 +68,13 @@ class QueryContract:
 class TestSqlite(QueryContract):
     @pytest.fixture
     def store(self, tmp_path):
-        s = SqliteAlertStore(tmp_path / "alerts.sqlite")
-        yield s
-        s.close()
+        with SqliteAlertStore(tmp_path / "alerts.sqlite") as s:
+            yield s
 
 
 @pytest.mark.integration
 class TestPostgres(QueryContract):
     @pytest.fixture
     def store(self, postgres_dsn):
-        s = PostgresAlertStore(postgres_dsn)
-        with s._tx() as cur:
-            cur.execute("TRUNCATE alerts CASCADE")
-        yield s
-        s.close()
+        with emptied_postgres_store(postgres_dsn) as s:
+            yield s
