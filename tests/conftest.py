@@ -25,6 +25,8 @@ from tests.services import (
     unique_db_name,
 )
 
+pytest_plugins = ["tests.alerts.stores"]  # any_store: the alert store suites' engines, for alerts and dashboards
+
 T = TypeVar("T")
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
+from alerts.store.base import AlertStore
 from alerts.store.postgres import PostgresAlertStore
+from alerts.store.sqlite import SqliteAlertStore
 
 
 def emptied_postgres_store(dsn: str) -> PostgresAlertStore:
@@ -12,3 +18,15 @@ def emptied_postgres_store(dsn: str) -> PostgresAlertStore:
     with store._tx() as cur:
         cur.execute("TRUNCATE alerts CASCADE")
     return store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def any_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[AlertStore]:
+    """An empty alert store of each engine in turn: a new SQLite file, then the module's PostgreSQL
+    database emptied (closed at the end of the test)."""
+    if request.param == "sqlite":
+        store: AlertStore = SqliteAlertStore(tmp_path / "alerts.sqlite")
+    else:
+        store = emptied_postgres_store(request.getfixturevalue("postgres_dsn"))
+    with store:
+        yield store

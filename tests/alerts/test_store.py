@@ -12,7 +12,6 @@ from alerts.series import to_days
 from alerts.store import AlertQuery, AlertStore
 from alerts.store.sqlite import SqliteAlertStore
 from alerts.types import Alert, Event, Status
-from tests.alerts.stores import emptied_postgres_store
 
 
 def make_alert(pid="P1", kind="mowing", day="2024-06-10", conf=0.8, tile="33UXP", region="SK01") -> Alert:
@@ -123,26 +122,18 @@ class StoreContract:
         assert len(store.get(a.alert_id).history) == 1
 
 
-class TestSqliteStore(StoreContract):
+class TestStore(StoreContract):
     @pytest.fixture
-    def store(self, tmp_path):
-        with SqliteAlertStore(tmp_path / "alerts.sqlite") as s:
-            yield s
-
-    def test_reopen_keeps_alerts(self, tmp_path):
-        path = tmp_path / "a.sqlite"
-        with SqliteAlertStore(path) as s:
-            s.upsert(make_alert())
-        with SqliteAlertStore(path) as s:
-            assert s.count() == 1
+    def store(self, any_store):
+        return any_store
 
 
-@pytest.mark.integration
-class TestPostgresStore(StoreContract):
-    @pytest.fixture
-    def store(self, postgres_dsn):
-        with emptied_postgres_store(postgres_dsn) as s:
-            yield s
+def test_a_reopened_sqlite_store_keeps_its_alerts(tmp_path):
+    path = tmp_path / "a.sqlite"
+    with SqliteAlertStore(path) as s:
+        s.upsert(make_alert())
+    with SqliteAlertStore(path) as s:
+        assert s.count() == 1
 
 
 def test_unreachable_postgres_and_unwritable_sqlite_are_clear_errors(tmp_path):

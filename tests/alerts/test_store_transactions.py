@@ -103,16 +103,6 @@ def test_a_run_failing_midway_stores_nothing_sqlite(tmp_path):
         assert [a.parcel_id for a in store.query()] == ["EARLIER"]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteAlertStore(tmp_path / "a.sqlite")
-    else:
-        s = emptied_postgres_store(request.getfixturevalue("postgres_dsn"))
-    yield s
-    s.close()
-
-
 def test_a_run_failing_midway_stores_nothing(any_store):
     """An alert that cannot be encoded (a detector's bug) in the middle of a run: both backends roll
     the whole run back, the alerts stored before stay as they were."""

@@ -10,9 +10,7 @@ import pytest
 
 from alerts.errors import TransitionError
 from alerts.store import AlertQuery, AlertStore
-from alerts.store.sqlite import SqliteAlertStore
 from alerts.types import Alert, Status, make_alert_id
-from tests.alerts.stores import emptied_postgres_store
 
 
 def _alert(i: int, tile: str, conf: float, day: int, detected: datetime) -> Alert:
@@ -65,16 +63,7 @@ class QueryContract:
         assert [h.status for h in store.get(a).history] == [Status.PHOTO_REQUEST, Status.FIELD_CHECK]
 
 
-class TestSqlite(QueryContract):
+class TestQueries(QueryContract):
     @pytest.fixture
-    def store(self, tmp_path):
-        with SqliteAlertStore(tmp_path / "alerts.sqlite") as s:
-            yield s
-
-
-@pytest.mark.integration
-class TestPostgres(QueryContract):
-    @pytest.fixture
-    def store(self, postgres_dsn):
-        with emptied_postgres_store(postgres_dsn) as s:
-            yield s
+    def store(self, any_store):
+        return any_store
