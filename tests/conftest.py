@@ -45,6 +45,18 @@ def _hold(service: AbstractContextManager[T]) -> Iterator[T]:
         service.__exit__(None, None, None)
 
 
+@pytest.fixture
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings read anew in the test and not kept for later ones, with no ``SITSMON_CONFIG`` from the
+    environment (``get_settings`` caches one ``Settings`` per process)."""
+    from sitsmon.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.delenv("SITSMON_CONFIG", raising=False)
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """``"127.0.0.1:29092"``: a real Apache Kafka 0.9 broker (use ``api_version=(0, 9)``)."""
