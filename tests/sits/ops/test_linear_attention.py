@@ -16,7 +16,7 @@ from sits.ops.linear_attention import (
     parallel_linear_attention,
 )
 from sits.testing import dt_from_days, merged_days
-from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches
+from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches, each_form_and_length
 
 FORMS = {
     "parallel": parallel_linear_attention,
@@ -37,8 +37,7 @@ def inputs(T, B=2, H=2, K=8, V=5, seed=0, with_state=True, decay=True):
     return q, k, v, dt, lam, S0
 
 
-@pytest.mark.parametrize("T", [1, 63, 500])
-@pytest.mark.parametrize("form", sorted(FORMS))
+@each_form_and_length
 @pytest.mark.parametrize("decay", [True, False])
 def test_forms_equal_reference(T, form, decay):
     assert_form_matches(FORMS[form], naive_linear_attention, inputs(T, decay=decay))

@@ -12,7 +12,7 @@ from sits.ops.dispatch import REFERENCE_ENV, force_reference
 from sits.ops.retention import chunk_retention, fused_recurrent_retention, naive_retention, parallel_retention
 from sits.ops.retention import fused_recurrent as fused_module
 from sits.testing import dt_from_days, merged_days
-from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches
+from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches, each_form_and_length
 
 FORMS = {
     "parallel": parallel_retention,
@@ -38,8 +38,7 @@ def close(a, b):
     torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("T", [1, 63, 500])
-@pytest.mark.parametrize("form", sorted(FORMS))
+@each_form_and_length
 @pytest.mark.parametrize("with_state", [False, True])
 def test_forms_equal_reference(T, form, with_state):
     assert_form_matches(FORMS[form], naive_retention, inputs(T, with_state=with_state))
