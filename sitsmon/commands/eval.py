@@ -1,4 +1,12 @@
-"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill, lights); prints JSON."""
+"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill, lights); prints JSON.
+
+mowing: 5-fold cross-validation by plot on a real dataset (±12 days one-to-one, DOY 75-300). gapfill:
+NDVI MAE vs linear interpolation with 20% of clear views hidden and with one 45-day window per plot-year
+hidden. harvest, solar: on synthetic truth (ingest.synth.simulate_parcel_series). lights: the traffic
+lights per campaign (shares, red and green precision) on the real dataset and on the demo archive's
+truth, the decision constants chosen by plot-blocked k-fold and leave-one-year-out CV, rule only vs rule
++ encoder.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +16,15 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from sitsmon.commands import add_command, doc_paragraphs
 from sitsmon.settings import Settings
 
 DEFAULT_DATASET = "grassland-sk-dev"  # under settings.paths.reference_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "eval",
-        help="evaluate detectors and gap filling; prints JSON metrics",
-        description=(
-            "mowing: 5-fold cross-validation by plot on a real dataset (±12 days one-to-one, DOY 75-300). "
-            "gapfill: NDVI MAE vs linear interpolation with 20%% of clear views hidden and with one "
-            "45-day window per plot-year hidden. harvest, solar: on synthetic truth "
-            "(ingest.synth.simulate_parcel_series). lights: the traffic lights per campaign (shares, red "
-            "and green precision) on the real dataset and on the demo archive's truth, the decision "
-            "constants chosen by plot-blocked k-fold and leave-one-year-out CV, rule only vs rule + encoder."
-        ),
-    )
+    parser = add_command(sub, "eval", run, description=doc_paragraphs(__doc__)[0],
+                         help="evaluate detectors and gap filling; prints JSON metrics")
     parser.add_argument("task", choices=("mowing", "harvest", "solar", "gapfill", "lights"))
     parser.add_argument(
         "--data", type=Path, default=None, help="dataset folder (observations.csv, parcels.csv, events.csv)"
@@ -80,7 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lights: use only these sensors' rows (e.g. S2: the S2-only path, as on plots without S1)",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.set_defaults(handler=run)
 
 
 def _load(folder: Path):
