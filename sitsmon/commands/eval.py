@@ -325,6 +325,17 @@ def _archive_vv(root: Path, shape: tuple[int, ...]) -> dict:
     return {"s1_vv": np.stack(vv), "s1_times": np.asarray(times)}
 
 
+def _solar_season_archive(root: Path, seed: int, tile_size_px: int = 256, parcels_per_tile: int = 60,
+                          **options) -> Path:
+    """A one-tile synthetic archive over the 2024 season of solar works (March to October) at ``root``,
+    the pixel-level solar evaluation's input (``options``: more :class:`ingest.synth.SynthConfig` fields)."""
+    from ingest.synth import SynthConfig, generate_archive
+
+    generate_archive(root, SynthConfig(seed=seed, n_tiles=1, tile_size_px=tile_size_px, parcels_per_tile=parcels_per_tile,
+                                       start=date(2024, 3, 1), end=date(2024, 10, 31), **options))
+    return root
+
+
 def _solar_pixels(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -333,23 +344,12 @@ def _solar_pixels(args: argparse.Namespace) -> dict:
     from alerts.detectors import detect_solar_pixels
     from alerts.evaluation import score_solar_polygons
     from alerts.series import S2_BANDS
-    from ingest.synth import SynthConfig, generate_archive
 
     runs, all_events, all_sites = [], [], []
     with tempfile.TemporaryDirectory(prefix="sitsmon-eval-solar-") as tmp:
         for k in range(args.pixels):
             seed = args.seed + 100 + k
-            root = Path(tmp) / f"archive{k}"
-            cfg = SynthConfig(
-                seed=seed,
-                n_tiles=1,
-                tile_size_px=256,
-                parcels_per_tile=60,
-                start=date(2024, 3, 1),
-                end=date(2024, 10, 31),
-                solar_parcel_share=0.05,
-            )
-            generate_archive(root, cfg)
+            root = _solar_season_archive(Path(tmp) / f"archive{k}", seed, solar_parcel_share=0.05)
             cube, times, clear, transform, crs = _archive_cube(root)
             s1 = {} if getattr(args, "pixels_s2_only", False) else _archive_vv(root, cube.shape[2:])
             events = detect_solar_pixels(
