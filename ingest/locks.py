@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import psutil
+
 from ingest.errors import DataDirInUseError, IngestError
 
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -60,15 +62,10 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
         return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
+    except psutil.AccessDenied:  # it exists; what it is doing is not ours to read
         return True
 
 
