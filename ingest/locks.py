@@ -26,7 +26,9 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+import psutil
 
 from ingest.errors import DataDirInUseError, IngestError
 
@@ -60,19 +62,39 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
         return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
+    except psutil.AccessDenied:  # it exists; what it is doing is not ours to read
         return True
 
 
-class WriterLock:
+class _HeldLock:
+    """What both locks share: ``with lock:`` acquires and releases it, and a release lets the held
+    handle (a file descriptor, a database session) go once; a second release does nothing."""
+
+    _held: Any = None  # the handle while the lock is held
+
+    def acquire(self) -> Self:
+        raise NotImplementedError
+
+    def _let_go(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        if self._held is None:
+            return
+        handle, self._held = self._held, None
+        self._let_go(handle)
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class WriterLock(_HeldLock):
     """``with WriterLock(data_dir, "ingest"):`` — the only writer of ``role`` on ``data_dir`` until exit.
 
     ``wait``: False raises :class:`DataDirInUseError` at once when another process holds the lock;
@@ -87,7 +109,7 @@ class WriterLock:
         self.wait = wait
         self.command = command or _command()
         self.lock_file = self.path / f".sitsmon-{role}.lock"
-        self._fd: int | None = None
+        self._held: int | None = None  # the lock file's descriptor
 
     def holder(self) -> dict[str, Any] | None:
         """What the lock file says about its last holder (None when unreadable or empty)."""
@@ -114,7 +136,7 @@ class WriterLock:
             f"{_clock(float(info.get('since_s', 0)))}{waited})", holder_pid=pid)
 
     def acquire(self) -> WriterLock:
-        if self._fd is not None:
+        if self._held is not None:
             raise RuntimeError(f"{self.lock_file} is already held by this lock object")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -142,23 +164,14 @@ class WriterLock:
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._held = fd
         return self
 
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
+    def _let_go(self, fd: int) -> None:
         try:
             os.ftruncate(fd, 0)  # nobody holds it: no stale name in the file
         finally:
             os.close(fd)  # closing drops the flock
-
-    def __enter__(self) -> WriterLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def advisory_key(role: str, data_dir: Path | str) -> int:
@@ -167,7 +180,7 @@ def advisory_key(role: str, data_dir: Path | str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PgAdvisoryLock:
+class PgAdvisoryLock(_HeldLock):
     """The same contract as :class:`WriterLock` for a writer whose ledger is PostgreSQL."""
 
     def __init__(self, dsn: str, data_dir: Path | str, role: str, wait: bool | float = False,
@@ -180,7 +193,7 @@ class PgAdvisoryLock:
         self.wait = wait
         self.command = command or _command()
         self.key = advisory_key(role, data_dir)
-        self._conn: Any = None
+        self._held: Any = None  # the session holding the advisory lock
 
     def _holder(self, conn: Any) -> tuple[int | None, str]:
         """PID and command of the session holding the key, from its application_name."""
@@ -221,23 +234,14 @@ class PgAdvisoryLock:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        self._held = conn
         return self
 
-    def release(self) -> None:
-        if self._conn is None:
-            return
-        conn, self._conn = self._conn, None
+    def _let_go(self, conn: Any) -> None:
         try:
             conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         finally:
             conn.close()
-
-    def __enter__(self) -> PgAdvisoryLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @contextlib.contextmanager

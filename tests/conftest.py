@@ -25,6 +25,8 @@ from tests.services import (
     unique_db_name,
 )
 
+pytest_plugins = ["tests.alerts.stores"]  # any_store: the alert store suites' engines, for alerts and dashboards
+
 T = TypeVar("T")
 
 
@@ -41,6 +43,18 @@ def _hold(service: AbstractContextManager[T]) -> Iterator[T]:
         yield value
     finally:
         service.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings read anew in the test and not kept for later ones, with no ``SITSMON_CONFIG`` from the
+    environment (``get_settings`` caches one ``Settings`` per process)."""
+    from sitsmon.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.delenv("SITSMON_CONFIG", raising=False)
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,7 @@ import pytest
 from sitsmon.cli import COMMAND_MODULES, build_parser, main
 from sitsmon.settings import SettingsError, get_settings
 
-
-@pytest.fixture(autouse=True)
-def _fresh_settings(monkeypatch):
-    get_settings.cache_clear()
-    monkeypatch.delenv("SITSMON_CONFIG", raising=False)
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_settings")
 
 
 def test_every_command_has_help(capsys) -> None:

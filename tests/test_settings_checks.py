@@ -19,13 +19,7 @@ from sitsmon.settings import (
     setting_names,
 )
 
-
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
-    get_settings.cache_clear()
-    monkeypatch.delenv("SITSMON_CONFIG", raising=False)
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_settings")
 
 
 def cli_error(args: list[str], capsys) -> tuple[int, str]:

@@ -34,7 +34,7 @@ from ingest.synth.phenology import BANDS, BANDS_10M, BANDS_20M, KINDS
 from ingest.synth.quicklooks import ndvi_png, truecolor_png, vv_png
 from ingest.synth.sentinel1 import render_s1
 from ingest.synth.sentinel2 import SCL, downsample2, render_s2, to_dn
-from ingest.synth.stac import S1_COLLECTION, S2_COLLECTION, collection, s1_item, s2_item
+from ingest.synth.stac import S1_COLLECTION, S2_COLLECTION, collection, stac_item
 from ingest.synth.truth import (
     footprint,
     interchange_parcels,
@@ -258,7 +258,7 @@ def _render_tile(root: Path, config: SynthConfig, world: TileWorld, fp: dict, bb
         means = zonal_mean(stack)  # (N, 11)
         obs_clear[:, j] = means[:, -1] >= CLEAR_SHARE
         obs_bands[:, j, :] = means[:, :-1]
-        item = s2_item(tile, acq, 0.0, (az, el), fp, bbox, *world.published[("S2", j)])
+        item = stac_item(tile, acq, fp, bbox, *world.published[("S2", j)], cloud_cover=0.0, sun=(az, el))
         scl20 = np.ascontiguousarray(scl[::2, ::2])
         item["properties"]["eo:cloud_cover"] = round(
             100.0 * float(np.isin(scl20, (SCL.CLOUD_MEDIUM, SCL.CLOUD_HIGH, SCL.THIN_CIRRUS)).mean()), 2
@@ -309,7 +309,7 @@ def _render_tile(root: Path, config: SynthConfig, world: TileWorld, fp: dict, bb
         vv, vh = render_s1(units, vv_db[:, j], vh_db[:, j], texture_db, rng)
         means = zonal_mean(np.stack([vv.reshape(-1), vh.reshape(-1)]))
         obs_vv[:, j], obs_vh[:, j] = means[:, 0], means[:, 1]
-        item = s1_item(tile, acq, fp, bbox, *world.published[("S1", j)])
+        item = stac_item(tile, acq, fp, bbox, *world.published[("S1", j)])
         folder = root / "data" / S1_COLLECTION / tile.tile_id / item["id"]
         submit(
             write_cog, folder / "vv.tif", vv, tile.transform(1), tile.epsg, float("nan"), config.cog_blocksize

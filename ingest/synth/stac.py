@@ -8,7 +8,7 @@ from ingest.synth.grid import Acquisition, TileGrid
 from ingest.synth.phenology import BANDS, BANDS_10M, COMMON_NAME, WAVELENGTH_UM
 from ingest.synth.sentinel2 import OFFSET, PROCESSING_BASELINE, SCALE
 
-__all__ = ["S2_COLLECTION", "S1_COLLECTION", "COG_TYPE", "s2_item", "s1_item", "collection", "iso_z"]
+__all__ = ["S2_COLLECTION", "S1_COLLECTION", "COG_TYPE", "stac_item", "collection", "iso_z"]
 
 S2_COLLECTION = "sentinel-2-l2a"
 S1_COLLECTION = "sentinel-1-grd"
@@ -32,14 +32,8 @@ def iso_z(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _common(
-    tile: TileGrid,
-    acq: Acquisition,
-    footprint: dict,
-    bbox: list[float],
-    published: datetime,
-    created: datetime,
-) -> dict:
+def _common(tile: TileGrid, acq: Acquisition, published: datetime, created: datetime) -> dict:
+    """The properties every item has, whatever its sensor."""
     return {
         "datetime": iso_z(acq.datetime),
         "platform": acq.platform,
@@ -67,30 +61,67 @@ def s1_item_id(tile: TileGrid, acq: Acquisition) -> str:
     return f"S1A_IW_GRDH_{acq.datetime:%Y%m%dT%H%M%S}_{tile.tile_id}_{acq.orbit_state[0].upper()}{acq.relative_orbit:03d}"
 
 
-def s2_item(
+def stac_item(
     tile: TileGrid,
     acq: Acquisition,
-    cloud_cover: float,
-    sun: tuple[float, float],
     footprint: dict,
     bbox: list[float],
     published: datetime,
     created: datetime,
+    cloud_cover: float = 0.0,
+    sun: tuple[float, float] = (0.0, 0.0),
 ) -> dict:
-    """A Sentinel-2 L2A item: one COG asset per band at native resolution plus SCL at 20 m."""
-    item_id = s2_item_id(tile, acq)
-    props = _common(tile, acq, footprint, bbox, published, created)
-    props.update(
-        {
-            "instruments": ["msi"],
-            "eo:cloud_cover": round(float(cloud_cover), 2),
-            "s2:processing_baseline": PROCESSING_BASELINE,
-            "s2:mgrs_tile": tile.tile_id,
-            "s2:product_type": "S2MSI2A",
-            "view:sun_azimuth": round(sun[0], 2),
-            "view:sun_elevation": round(sun[1], 2),
-        }
-    )
+    """The item of one acquisition: the properties every item has, and the sensor's own. Sentinel-2
+    L2A: one COG asset per band at native resolution plus SCL at 20 m (``cloud_cover`` in %, ``sun``:
+    azimuth and elevation in degrees). Sentinel-1 on the tile grid (terrain-corrected, as
+    sentinel-1-rtc): vv and vh linear power."""
+    if acq.sensor == "S2":
+        item_id, collection_id = s2_item_id(tile, acq), S2_COLLECTION
+        extensions = ("eo", "proj", "raster", "sat", "mgrs", "grid", "view", "s2")
+        props, assets = _s2_properties(tile, cloud_cover, sun), _s2_assets(tile, item_id)
+    else:
+        item_id, collection_id = s1_item_id(tile, acq), S1_COLLECTION
+        extensions = ("proj", "raster", "sat", "sar", "mgrs", "grid")
+        props, assets = _s1_properties(), _s1_assets(tile, item_id)
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [_EXT[k] for k in extensions],
+        "id": item_id,
+        "collection": collection_id,
+        "geometry": footprint,
+        "bbox": bbox,
+        "properties": {**_common(tile, acq, published, created), **props},
+        "links": [],
+        "assets": assets,
+    }
+
+
+def _s2_properties(tile: TileGrid, cloud_cover: float, sun: tuple[float, float]) -> dict:
+    return {
+        "instruments": ["msi"],
+        "eo:cloud_cover": round(float(cloud_cover), 2),
+        "s2:processing_baseline": PROCESSING_BASELINE,
+        "s2:mgrs_tile": tile.tile_id,
+        "s2:product_type": "S2MSI2A",
+        "view:sun_azimuth": round(sun[0], 2),
+        "view:sun_elevation": round(sun[1], 2),
+    }
+
+
+def _s1_properties() -> dict:
+    return {
+        "instruments": ["c-sar"],
+        "sar:polarizations": ["VV", "VH"],
+        "sar:instrument_mode": "IW",
+        "sar:product_type": "GRD",
+        "sar:frequency_band": "C",
+        "sar:center_frequency": 5.405,
+        "s1:resolution": "high",
+    }
+
+
+def _s2_assets(tile: TileGrid, item_id: str) -> dict:
     assets = {}
     for band in (*BANDS, "SCL"):
         res = 10 if band in BANDS_10M else 20
@@ -121,42 +152,10 @@ def s2_item(
                 {"name": band, "common_name": COMMON_NAME[band], "center_wavelength": WAVELENGTH_UM[band]}
             ]
         assets[band] = asset
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": [_EXT[k] for k in ("eo", "proj", "raster", "sat", "mgrs", "grid", "view", "s2")],
-        "id": item_id,
-        "collection": S2_COLLECTION,
-        "geometry": footprint,
-        "bbox": bbox,
-        "properties": props,
-        "links": [],
-        "assets": assets,
-    }
+    return assets
 
 
-def s1_item(
-    tile: TileGrid,
-    acq: Acquisition,
-    footprint: dict,
-    bbox: list[float],
-    published: datetime,
-    created: datetime,
-) -> dict:
-    """A Sentinel-1 item on the tile grid (terrain-corrected, as sentinel-1-rtc): vv and vh linear power."""
-    item_id = s1_item_id(tile, acq)
-    props = _common(tile, acq, footprint, bbox, published, created)
-    props.update(
-        {
-            "instruments": ["c-sar"],
-            "sar:polarizations": ["VV", "VH"],
-            "sar:instrument_mode": "IW",
-            "sar:product_type": "GRD",
-            "sar:frequency_band": "C",
-            "sar:center_frequency": 5.405,
-            "s1:resolution": "high",
-        }
-    )
+def _s1_assets(tile: TileGrid, item_id: str) -> dict:
     assets = {}
     for pol in ("vv", "vh"):
         assets[pol] = {
@@ -171,18 +170,7 @@ def s1_item(
                 {"data_type": "float32", "nodata": "nan", "spatial_resolution": int(tile.resolution)}
             ],
         }
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": [_EXT[k] for k in ("proj", "raster", "sat", "sar", "mgrs", "grid")],
-        "id": item_id,
-        "collection": S1_COLLECTION,
-        "geometry": footprint,
-        "bbox": bbox,
-        "properties": props,
-        "links": [],
-        "assets": assets,
-    }
+    return assets
 
 
 def collection(collection_id: str, bbox: list[float], start: date, end: date) -> dict:

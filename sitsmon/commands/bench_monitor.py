@@ -1,26 +1,29 @@
-"""`sitsmon bench monitor`: seconds per acquisition end to end for N parcels, stage shares, replay vs stream."""
+"""`sitsmon bench monitor`: seconds per acquisition end to end for N parcels, stage shares, replay vs stream.
+
+Stream a synthetic season of N parcels through the monitor on the in-process bus, one acquisition per
+poll, and replay the same period. Prints JSON: parcels, end_to_end_s (median per acquisition after the
+warm-up), each stage's share, the state-copy floor of the same run, replay throughput against streaming,
+state bytes per parcel, peak RSS. Budget: 100 000 parcels in <= 5 s on 2 CPU cores.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from sitsmon.commands import add_command, doc_paragraphs
 from sitsmon.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "monitor", help="end-to-end seconds per acquisition (read → encoder → detectors → store → sinks → commit)",
-        description="Stream a synthetic season of N parcels through the monitor on the in-process bus, one "
-                    "acquisition per poll, and replay the same period. Prints JSON: parcels, end_to_end_s "
-                    "(median per acquisition after the warm-up), each stage's share, the state-copy floor of "
-                    "the same run, replay throughput against streaming, state bytes per parcel, peak RSS. "
-                    "Budget: 100 000 parcels in <= 5 s on 2 CPU cores.")
+    parser = add_command(
+        sub, "monitor", run, description=doc_paragraphs(__doc__)[0],
+        help="end-to-end seconds per acquisition (read → encoder → detectors → store → sinks → commit)",
+    )
     parser.add_argument("--parcels", type=int, default=100_000, help="parcels on the tile (default 100000)")
     parser.add_argument("--acquisitions", type=int, default=8, help="acquisitions streamed (default 8, 2 warm-up)")
     parser.add_argument("--workdir", default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workload and the states")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,4 +1,12 @@
-"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill, lights); prints JSON."""
+"""`sitsmon eval`: the evaluation harness (mowing, harvest, solar, gapfill, lights); prints JSON.
+
+mowing: 5-fold cross-validation by plot on a real dataset (±12 days one-to-one, DOY 75-300). gapfill:
+NDVI MAE vs linear interpolation with 20% of clear views hidden and with one 45-day window per plot-year
+hidden. harvest, solar: on synthetic truth (ingest.synth.simulate_parcel_series). lights: the traffic
+lights per campaign (shares, red and green precision) on the real dataset and on the demo archive's
+truth, the decision constants chosen by plot-blocked k-fold and leave-one-year-out CV, rule only vs rule
++ encoder.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +16,15 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from sitsmon.commands import add_command, doc_paragraphs
 from sitsmon.settings import Settings
 
 DEFAULT_DATASET = "grassland-sk-dev"  # under settings.paths.reference_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "eval",
-        help="evaluate detectors and gap filling; prints JSON metrics",
-        description=(
-            "mowing: 5-fold cross-validation by plot on a real dataset (±12 days one-to-one, DOY 75-300). "
-            "gapfill: NDVI MAE vs linear interpolation with 20%% of clear views hidden and with one "
-            "45-day window per plot-year hidden. harvest, solar: on synthetic truth "
-            "(ingest.synth.simulate_parcel_series). lights: the traffic lights per campaign (shares, red "
-            "and green precision) on the real dataset and on the demo archive's truth, the decision "
-            "constants chosen by plot-blocked k-fold and leave-one-year-out CV, rule only vs rule + encoder."
-        ),
-    )
+    parser = add_command(sub, "eval", run, description=doc_paragraphs(__doc__)[0],
+                         help="evaluate detectors and gap filling; prints JSON metrics")
     parser.add_argument("task", choices=("mowing", "harvest", "solar", "gapfill", "lights"))
     parser.add_argument(
         "--data", type=Path, default=None, help="dataset folder (observations.csv, parcels.csv, events.csv)"
@@ -90,7 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "calibrated_encoder, head (default: all; the encoder ones only without --no-encoder)",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.set_defaults(handler=run)
 
 
 def _load(folder: Path):
@@ -381,6 +379,17 @@ def _archive_vv(root: Path, shape: tuple[int, ...]) -> dict:
     return {"s1_vv": np.stack(vv), "s1_times": np.asarray(times)}
 
 
+def _solar_season_archive(root: Path, seed: int, tile_size_px: int = 256, parcels_per_tile: int = 60,
+                          **options) -> Path:
+    """A one-tile synthetic archive over the 2024 season of solar works (March to October) at ``root``,
+    the pixel-level solar evaluation's input (``options``: more :class:`ingest.synth.SynthConfig` fields)."""
+    from ingest.synth import SynthConfig, generate_archive
+
+    generate_archive(root, SynthConfig(seed=seed, n_tiles=1, tile_size_px=tile_size_px, parcels_per_tile=parcels_per_tile,
+                                       start=date(2024, 3, 1), end=date(2024, 10, 31), **options))
+    return root
+
+
 def _solar_pixels(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -389,23 +398,12 @@ def _solar_pixels(args: argparse.Namespace) -> dict:
     from alerts.detectors import detect_solar_pixels
     from alerts.evaluation import score_solar_polygons
     from alerts.series import S2_BANDS
-    from ingest.synth import SynthConfig, generate_archive
 
     runs, all_events, all_sites = [], [], []
     with tempfile.TemporaryDirectory(prefix="sitsmon-eval-solar-") as tmp:
         for k in range(args.pixels):
             seed = args.seed + 100 + k
-            root = Path(tmp) / f"archive{k}"
-            cfg = SynthConfig(
-                seed=seed,
-                n_tiles=1,
-                tile_size_px=256,
-                parcels_per_tile=60,
-                start=date(2024, 3, 1),
-                end=date(2024, 10, 31),
-                solar_parcel_share=0.05,
-            )
-            generate_archive(root, cfg)
+            root = _solar_season_archive(Path(tmp) / f"archive{k}", seed, solar_parcel_share=0.05)
             cube, times, clear, transform, crs = _archive_cube(root)
             s1 = {} if getattr(args, "pixels_s2_only", False) else _archive_vv(root, cube.shape[2:])
             events = detect_solar_pixels(

@@ -1,4 +1,15 @@
-"""`sitsmon gapfill`: fill S2 cloud gaps of parcel series at given times, with an uncertainty."""
+"""`sitsmon gapfill`: fill S2 cloud gaps of parcel series at given times, with an uncertainty.
+
+Fit the gap filler on the visible clear S2 views of OBS (seasonal climatology + anomaly smoother + S1
+regression) and write S2 bands B02..B12, NDVI and an NDVI uncertainty at every (parcel_id, time) of
+QUERIES, with the 68 % (uncertainty) and 90 % (interval90) bands calibrated on held-out errors. Every
+output row is flagged filled=1; queries beyond a parcel's first/last clear view are filled from S1 and the
+seasonal prior (status=extrapolated, wider bands) when an S1 view is near, else come back empty with
+status=out_of_range.
+
+The output is written to a temporary file and renamed into place; an output that is one of the inputs
+is refused before anything is read.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +17,15 @@ import argparse
 import sys
 
 from contracts.interchange import DUPLICATE_POLICY
+from sitsmon.commands import add_command, doc_paragraphs
+from sitsmon.commands.detect import INPUT_RULE
 from sitsmon.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "gapfill",
-        help="fill S2 cloud gaps at query times (S1-fused smoother), with an uncertainty",
-        description=(
-            "Fit the gap filler on the visible clear S2 views of OBS (seasonal climatology + anomaly "
-            "smoother + S1 regression) and write S2 bands B02..B12, NDVI and an NDVI uncertainty at "
-            "every (parcel_id, time) of QUERIES, with the 68 % (uncertainty) and 90 % (interval90) bands "
-            "calibrated on held-out errors. Every output row is flagged filled=1; queries beyond a parcel's "
-            "first/last clear view are filled from S1 and the seasonal prior (status=extrapolated, wider "
-            "bands) when an S1 view is near, else come back empty with status=out_of_range. "
-            "Observations follow the interchange rule (contracts.interchange): a missing band column refuses "
-            "the file unless --sensors says which sensors' rows to use; rows with text or an infinity in a "
-            "value column, a value outside its physical range, or a bad id, time or sensor refuse the file, "
-            f"naming their lines; reflectance in digital numbers or backscatter in dB refuse it too. "
-            f"{DUPLICATE_POLICY} The output is written to a temporary file and renamed into place; an "
-            "output that is one of the inputs is refused before anything is read."
-        ),
-    )
+    lead, tail = doc_paragraphs(__doc__)
+    parser = add_command(sub, "gapfill", run, description=f"{lead} {INPUT_RULE} {DUPLICATE_POLICY} {tail}",
+                         help="fill S2 cloud gaps at query times (S1-fused smoother), with an uncertainty")
     parser.add_argument("--observations", required=True, help="observations, interchange CSV or Parquet")
     parser.add_argument("--parcels", required=True, help="parcels table (parcel_id, land_use, ...)")
     parser.add_argument("--at", required=True, dest="queries", help="CSV/Parquet with parcel_id, time")
@@ -38,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use only these sensors' rows (S2 for a file without VV/VH; implies --no-s1); default both, "
              "and a missing band column of either refuses the file",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sitsmon.commands import add_command
 from sitsmon.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -74,25 +75,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Search STAC catalogues, load new acquisitions onto each tile's grid, write the Zarr "
                     "cubes and the parcel series, and announce each acquisition on the bus.")
     actions = parser.add_subparsers(dest="ingest_action", metavar="ACTION", required=True)
-    poll = actions.add_parser("poll", help="poll for new items (continuously, or --once)",
-                              description="Poll the sources every interval; --once does one pass.")
+    poll = add_command(actions, "poll", run, help="poll for new items (continuously, or --once)",
+                       description="Poll the sources every interval; --once does one pass.")
     _common(poll)
     poll.add_argument("--once", action="store_true", help="one pass, then exit")
     poll.add_argument("--since", default=None, help="first search start where no watermark exists (ISO date)")
     poll.add_argument("--lookback-days", type=float, default=None, help="look-back for late-published items")
     poll.add_argument("--interval", type=float, default=None, help="seconds between polls")
-    poll.set_defaults(handler=run)
-    back = actions.add_parser("backfill", help="replay a past period in time order (resumable)",
-                              description="Ingest every item acquired in [--start, --end], tiles in parallel; "
-                                          "interrupted runs resume from the ledger.")
+    back = add_command(actions, "backfill", run, help="replay a past period in time order (resumable)",
+                       description="Ingest every item acquired in [--start, --end], tiles in parallel; "
+                                   "interrupted runs resume from the ledger.")
     _common(back)
     back.add_argument("--start", required=True, help="first acquisition date (ISO)")
     back.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
-    back.set_defaults(handler=run)
     from contracts.interchange import DUPLICATE_POLICY
 
-    imp = actions.add_parser(
-        "import", help="load parcel series in the interchange format (CSV/Parquet)",
+    imp = add_command(
+        actions, "import", run, help="load parcel series in the interchange format (CSV/Parquet)",
         description="Import interchange rows (docs/data-contracts.md) into the parcel-series store, one slot file per "
                     "acquisition (sensor + UTC day), merged with the rows stored there: rows are keyed by "
                     "(parcel_id, time, sensor), never by file name, and the same rows imported again are "
@@ -109,9 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--bus", choices=("none", "memory", "kafka"), default=None,
                      help="where the acquisition events go (default: [bus] backend)")
     _wait_option(imp)
-    imp.set_defaults(handler=run)
-    stat = actions.add_parser(
-        "statistics", help="parcel statistics from the Sentinel Hub Statistical API into the parcel-series store",
+    stat = add_command(
+        actions, "statistics", run, help="parcel statistics from the Sentinel Hub Statistical API into the parcel-series store",
         description="One Statistical API request per parcel (daily S2 L2A band means over clear pixels, SCL 4-7), "
                     "written as one slot per UTC day with the schema of the cube-based zonal statistics. "
                     "Credentials from SH_CLIENT_ID / SH_CLIENT_SECRET; 429 waited out, 5xx retried.")
@@ -125,13 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     stat.add_argument("--max-retries", type=int, default=None, help="HTTP retries per request")
     stat.add_argument("--rps", type=float, default=None, help="requests per second")
     _wait_option(stat)
-    stat.set_defaults(handler=run)
-    par = actions.add_parser(
-        "parcels", help="parcel layers per campaign: import one with its per-parcel report",
+    par = add_command(
+        actions, "parcels", run, help="parcel layers per campaign: import one with its per-parcel report",
         description="Parcel layers change every campaign (ids, outlines, land use); each is imported for its year.")
     par_actions = par.add_subparsers(dest="parcels_action", metavar="ACTION", required=True)
-    pimp = par_actions.add_parser(
-        "import", help="import a parcel layer for a campaign, with its per-parcel report",
+    pimp = add_command(
+        par_actions, "import", run, help="import a parcel layer for a campaign, with its per-parcel report",
         description="Read and check the layer (empty or duplicate ids and empty or non-polygon geometries rejected, "
                     "invalid geometries repaired with make_valid), then report per parcel: status and reason, area, "
                     "the area shared with other parcels (and their ids), and the S2 10 m, S2 20 m and S1 pixels fully "
@@ -144,9 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pimp.add_argument("--id-column", default="parcel_id", help="the parcel id column (default parcel_id)")
     pimp.add_argument("--s1-resolution", type=float, default=20.0, metavar="M",
                       help="S1 pixel size in m for the pixels-inside count (default 20: IW GRD-HR resolution)")
-    pimp.set_defaults(handler=run)
-    chk = actions.add_parser(
-        "check", help="search one day of each configured source and resolve every asset of one item",
+    chk = add_command(
+        actions, "check", run, help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
                     "S1 collection, search one UTC day per collection, and for the first item found resolve every "
                     "band in the source's dialect and open each asset's header. Prints what it found or exactly "
@@ -164,13 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     chk.add_argument("--token-url", default=None, help="Sentinel Hub OAuth token URL (default: the base URL's)")
     chk.add_argument("--day", default=None, help="UTC day to search, YYYY-MM-DD (default: yesterday)")
     chk.add_argument("--collections", nargs="+", default=None, help="collections (default: [ingest] collections)")
-    chk.set_defaults(handler=run)
-    st = actions.add_parser("status", help="items per status, quarantined items with reasons, watermarks",
-                            description="Read the ledger: what was ingested, quarantined (and why), superseded.")
+    st = add_command(actions, "status", run, help="items per status, quarantined items with reasons, watermarks",
+                     description="Read the ledger: what was ingested, quarantined (and why), superseded.")
     st.add_argument("--ledger", default=None, help="ledger: SQLite path or postgresql:// URL")
     st.add_argument("--tile", default=None, help="only this tile's quarantined items")
     st.add_argument("--cubes", default=None, help="cube folder to check (default: <data_dir>/cubes)")
-    st.set_defaults(handler=run)
 
 
 def _publisher(kind: str, settings: Settings) -> Any:

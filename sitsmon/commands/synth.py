@@ -1,4 +1,9 @@
-"""`sitsmon synth`: write a realistic synthetic Sentinel-1/Sentinel-2 archive with ground truth."""
+"""`sitsmon synth`: write a realistic synthetic Sentinel-1/Sentinel-2 archive with ground truth.
+
+Write a synthetic Sentinel-2 L2A and Sentinel-1 archive laid out as docs/archive-format.md describes:
+STAC collections and items (NDJSON in published order), one COG per band, a GeoParquet parcel layer and
+the ground truth (events, solar sites, parcel-level series). Defaults come from the [synth] settings.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,15 @@ import time
 from datetime import date
 from pathlib import Path
 
+from sitsmon.commands import add_command, doc_paragraphs
 from sitsmon.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "synth",
-        help="write a synthetic S1/S2 archive (STAC items, COGs, parcels, ground truth)",
-        description=(
-            "Write a synthetic Sentinel-2 L2A and Sentinel-1 archive laid out as docs/archive-format.md "
-            "describes: STAC collections and items (NDJSON in published order), one COG per band, a "
-            "GeoParquet parcel layer and the ground truth (events, solar sites, parcel-level series). "
-            "Defaults come from the [synth] settings."
-        ),
-    )
+    parser = add_command(sub, "synth", run, description=doc_paragraphs(__doc__)[0],
+                         help="write a synthetic S1/S2 archive (STAC items, COGs, parcels, ground truth)")
     parser.add_argument(
         "--out", type=Path, help="archive folder (default: <data_dir>/archive); must be absent or empty"
     )
@@ -44,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="publish the items as that catalogue does: asset keys, extensions, hrefs, S1 collection "
              "(docs/catalogues.md; default synthetic, docs/archive-format.md)",
     )
-    parser.set_defaults(handler=run)
 
 
 def _date(flag: str, text: str) -> date:

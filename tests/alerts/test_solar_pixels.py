@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pytest
 from rasterio.transform import from_origin
@@ -201,20 +199,10 @@ def test_end_to_end_on_a_rendered_archive(tmp_path):
     import geopandas as gpd
 
     from alerts.evaluation import score_solar_polygons
-    from ingest.synth import SynthConfig, generate_archive
-    from sitsmon.commands.eval import _archive_cube, _archive_vv
+    from sitsmon.commands.eval import _archive_cube, _archive_vv, _solar_season_archive
 
-    cfg = SynthConfig(
-        seed=2,
-        n_tiles=1,
-        tile_size_px=128,
-        parcels_per_tile=15,
-        start=date(2024, 3, 1),
-        end=date(2024, 10, 31),
-        solar_parcel_share=0.1,
-        solar_sites_outside_per_tile=1,
-    )
-    generate_archive(tmp_path / "a", cfg)
+    _solar_season_archive(tmp_path / "a", 2, tile_size_px=128, parcels_per_tile=15, solar_parcel_share=0.1,
+                          solar_sites_outside_per_tile=1)
     cube, times, clear, transform, crs = _archive_cube(tmp_path / "a")
     s1 = _archive_vv(tmp_path / "a", cube.shape[2:])
     assert s1["s1_vv"].shape[1:] == cube.shape[2:] and len(s1["s1_times"]) > len(times)

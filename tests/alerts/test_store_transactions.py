@@ -20,6 +20,7 @@ from alerts.errors import StoreError
 from alerts.store import backends, open_store
 from alerts.store.postgres import PostgresAlertStore
 from alerts.store.sqlite import SqliteAlertStore
+from tests.alerts.stores import emptied_postgres_store
 from tests.alerts.test_inputs import good  # noqa: F401 - fixture
 from tests.alerts.test_store import make_alert
 
@@ -57,8 +58,7 @@ def test_two_writer_processes_both_succeed_and_lose_nothing(tmp_path):
 
 @pytest.mark.integration
 def test_two_writer_processes_on_postgresql(postgres_dsn, tmp_path):
-    with PostgresAlertStore(postgres_dsn) as store, store._tx() as cur:
-        cur.execute("TRUNCATE alerts CASCADE")
+    emptied_postgres_store(postgres_dsn).close()
     runs, per_run = 10, 40
     for r in _writers(postgres_dsn, tmp_path, runs, per_run):
         assert r.returncode == 0, r.stderr[-2000:]
@@ -101,18 +101,6 @@ def test_a_run_failing_midway_stores_nothing_sqlite(tmp_path):
         with pytest.raises(StoreError, match="nothing of it was stored.*simulated failure"):
             store.upsert_many(run)
         assert [a.parcel_id for a in store.query()] == ["EARLIER"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteAlertStore(tmp_path / "a.sqlite")
-    else:
-        s = PostgresAlertStore(request.getfixturevalue("postgres_dsn"))
-        with s._tx() as cur:
-            cur.execute("TRUNCATE alerts CASCADE")
-    yield s
-    s.close()
 
 
 def test_a_run_failing_midway_stores_nothing(any_store):

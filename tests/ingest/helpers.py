@@ -7,6 +7,7 @@ compare the cube with the source values.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from ingest.types import S2_BANDS, TileGrid
 TILE = "33UXP"
 EPSG = 32633
 RES = 10.0
+D0 = datetime(2024, 5, 3, 10, tzinfo=UTC)  # the first acquisition of the hand-made test archives
 
 
 def grid(size: int = 64, tile: str = TILE) -> TileGrid:
@@ -90,6 +92,17 @@ def _props(g: TileGrid, when: datetime, published: datetime) -> dict[str, Any]:
             "mgrs:latitude_band": g.tile_id[2], "mgrs:grid_square": g.tile_id[3:]}
 
 
+def _add_item(a: MiniArchive, item_id: str, collection: str, props: dict[str, Any], assets: dict[str, Any],
+              arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The item (footprint: the tile's) into the archive, its source arrays beside it."""
+    bb = bbox4326(a.grid)
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": collection,
+            "bbox": bb, "geometry": footprint(bb), "properties": props, "assets": assets, "links": []}
+    a.items.append(item)
+    a.arrays[item_id] = arrays
+    return item
+
+
 def add_s2(a: MiniArchive, when: datetime, *, seed: int, platform: str = "sentinel-2a", baseline: str = "05.10",
            cloud: float = 20.0, delay_days: float = 0.5, item_id: str | None = None, cloudy_share: float = 0.2,
            all_nodata: bool = False, epsg: int | None = None) -> dict[str, Any]:
@@ -129,12 +142,7 @@ def add_s2(a: MiniArchive, when: datetime, *, seed: int, platform: str = "sentin
                   "s2:processing_baseline": baseline, "s2:mgrs_tile": g.tile_id})
     if epsg:
         props.update({"proj:epsg": epsg, "proj:code": f"EPSG:{epsg}"})
-    bb = bbox4326(g)
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l2a",
-            "bbox": bb, "geometry": footprint(bb), "properties": props, "assets": assets, "links": []}
-    a.items.append(item)
-    a.arrays[item_id] = arrays
-    return item
+    return _add_item(a, item_id, "sentinel-2-l2a", props, assets, arrays)
 
 
 def add_s1(a: MiniArchive, when: datetime, *, seed: int, orbit: int = 73, state: str = "ascending",
@@ -157,12 +165,7 @@ def add_s1(a: MiniArchive, when: datetime, *, seed: int, orbit: int = 73, state:
     props.update({"platform": "sentinel-1a", "constellation": "sentinel-1", "sat:relative_orbit": orbit,
                   "sat:orbit_state": state, "sar:polarizations": ["VV", "VH"], "sar:instrument_mode": "IW",
                   "sar:product_type": "GRD"})
-    bb = bbox4326(g)
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-1-grd",
-            "bbox": bb, "geometry": footprint(bb), "properties": props, "assets": assets, "links": []}
-    a.items.append(item)
-    a.arrays[item_id] = arrays
-    return item
+    return _add_item(a, item_id, "sentinel-1-grd", props, assets, arrays)
 
 
 def parcels_gdf(g: TileGrid, n: int = 12, seed: int = 3):
@@ -194,6 +197,28 @@ def basic_archive(root: Path, size: int = 64) -> MiniArchive:
     add_s1(a, d + timedelta(days=1, hours=-5), seed=5)
     add_s1(a, d + timedelta(days=7, hours=7), seed=6, orbit=146, state="descending")
     a.write_catalog()
+    return a
+
+
+def served_basic_archive(tmp_path_factory: Any, name: str) -> Iterator[tuple[MiniArchive, Any, Path]]:
+    """For a module fixture: :func:`basic_archive` under a fresh folder ``name``, its parcels as a
+    GeoPackage, served by a local STAC API while the fixture lives; yields ``(archive, endpoint, parcels)``."""
+    from ingest.stac_server import running_stac_api
+
+    base = tmp_path_factory.mktemp(name)
+    archive = basic_archive(base / "archive")
+    parcels = base / "parcels.gpkg"
+    parcels_gdf(archive.grid).to_file(parcels, driver="GPKG")
+    with running_stac_api(archive.root) as endpoint:
+        yield archive, endpoint, parcels
+
+
+def two_good_items(tmp_path_factory: Any, name: str) -> MiniArchive:
+    """A 64-pixel archive under a fresh folder ``name`` holding the two good S2 items GOOD1 (at ``D0``)
+    and GOOD2 (five days later), for the bad-input tests to add their faulty items to."""
+    a = MiniArchive(tmp_path_factory.mktemp(name) / "archive", grid(64))
+    add_s2(a, D0, seed=1, item_id="GOOD1")
+    add_s2(a, D0 + timedelta(days=5), seed=2, item_id="GOOD2")
     return a
 
 

@@ -11,7 +11,7 @@ series stay as they were.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -23,7 +23,14 @@ from ingest.ledger import open_ledger
 from ingest.poller import Poller, WatchConfig
 from ingest.stac_server import running_stac_api
 from ingest.types import S2_BANDS, ItemStatus, Sensor
-from tests.ingest.helpers import ListSource, MiniArchive, add_s1, add_s2, grid, parcels_gdf
+from tests.ingest.helpers import (
+    D0,
+    ListSource,
+    add_s1,
+    add_s2,
+    parcels_gdf,
+    two_good_items,
+)
 
 ES = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2", "B07": "rededge3",
       "B08": "nir", "B8A": "nir08", "B11": "swir16", "B12": "swir22"}
@@ -111,15 +118,11 @@ def test_s1_calibration_per_dialect():
 
 # ------------------------------------------------------------------------------- bad input, poller
 
-D0 = datetime(2024, 5, 3, 10, tzinfo=UTC)
-
 
 @pytest.fixture(scope="module")
 def polled(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets") / "archive"
-    a = MiniArchive(root, grid(64))
-    add_s2(a, D0, seed=1, item_id="GOOD1")
-    add_s2(a, D0 + timedelta(days=5), seed=2, item_id="GOOD2")
+    a = two_good_items(tmp_path_factory, "assets")
+    root = a.root
     add_s2(a, D0 + timedelta(days=6), seed=3, item_id="NO_NIR")
     add_s2(a, D0 + timedelta(days=7), seed=4, item_id="CONTRADICTS")
     s1 = add_s1(a, D0 + timedelta(days=8), seed=5)

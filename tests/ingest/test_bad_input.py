@@ -21,19 +21,16 @@ from ingest.poller import Poller, WatchConfig
 from ingest.sources import StacApiSource
 from ingest.stac_server import running_stac_api
 from ingest.types import ItemStatus
-from tests.ingest.helpers import ListSource, MiniArchive, add_s2, grid, parcels_gdf
+from tests.ingest.helpers import D0, ListSource, add_s2, parcels_gdf, two_good_items
 from tests.ingest.scripted_http import ScriptedServer, landing
 
 pytestmark = pytest.mark.integration
-D0 = datetime(2024, 5, 3, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad") / "archive"
-    a = MiniArchive(root, grid(64))
-    add_s2(a, D0, seed=1, item_id="GOOD1")
-    add_s2(a, D0 + timedelta(days=5), seed=2, item_id="GOOD2")
+    a = two_good_items(tmp_path_factory, "bad")
+    root = a.root
     add_s2(a, D0 + timedelta(days=5, minutes=1), seed=3, item_id="TRUNCATED_SAME_DAY", cloud=1.0)
     add_s2(a, D0 + timedelta(days=6), seed=4, item_id="MISSING_ASSET")
     add_s2(a, D0 + timedelta(days=7), seed=5, item_id="ASSET_404")

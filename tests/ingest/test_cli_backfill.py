@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -14,22 +14,22 @@ from ingest.load import resolve_hrefs
 from ingest.pipeline import TileIngestor
 from ingest.poller import Poller, WatchConfig
 from ingest.series import read_series
-from ingest.stac_server import running_stac_api
 from ingest.types import ItemStatus
 from sitsmon.cli import main
-from tests.ingest.helpers import ListSource, MiniArchive, add_s1, add_s2, basic_archive, grid, parcels_gdf
-
-D0 = datetime(2024, 5, 3, 10, tzinfo=UTC)
+from tests.ingest.helpers import (
+    D0,
+    ListSource,
+    MiniArchive,
+    add_s1,
+    add_s2,
+    grid,
+    served_basic_archive,
+)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cli")
-    archive = basic_archive(base / "archive")
-    parcels = base / "parcels.gpkg"
-    parcels_gdf(archive.grid).to_file(parcels, driver="GPKG")
-    with running_stac_api(archive.root) as endpoint:
-        yield archive, endpoint, parcels
+    yield from served_basic_archive(tmp_path_factory, "cli")
 
 
 @pytest.mark.integration

@@ -19,20 +19,14 @@ from ingest.errors import AssetError, CubeError
 from ingest.ledger import open_ledger
 from ingest.poller import Poller, WatchConfig
 from ingest.series import read_series
-from ingest.stac_server import running_stac_api
 from ingest.types import Sensor
 from sitsmon.cli import main
-from tests.ingest.helpers import ListSource, basic_archive, parcels_gdf
+from tests.ingest.helpers import ListSource, served_basic_archive
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    base = tmp_path_factory.mktemp("damage")
-    archive = basic_archive(base / "archive")
-    parcels = base / "parcels.gpkg"
-    parcels_gdf(archive.grid).to_file(parcels, driver="GPKG")
-    with running_stac_api(archive.root) as endpoint:
-        yield archive, endpoint, parcels
+    yield from served_basic_archive(tmp_path_factory, "damage")
 
 
 def poll_argv(served, work: Path, *extra: str) -> list[str]:

@@ -20,9 +20,8 @@ from ingest.cube import open_cube
 from ingest.errors import DataDirInUseError, IngestError
 from ingest.ledger import open_ledger
 from ingest.locks import PgAdvisoryLock, WriterLock, advisory_key
-from ingest.stac_server import running_stac_api
 from ingest.types import ItemStatus
-from tests.ingest.helpers import basic_archive, parcels_gdf
+from tests.ingest.helpers import served_basic_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_USE = re.compile(r"data dir (?P<dir>\S+) is in use by PID (?P<pid>\d+) \((?P<cmd>[^)]*?) since \d\d:\d\d UTC")
@@ -128,12 +127,7 @@ def test_postgres_advisory_lock(postgres_dsn, tmp_path):
 # ---------------------------------------------------------------- two `ingest poll` processes
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lockpoll")
-    archive = basic_archive(base / "archive")
-    parcels = base / "parcels.gpkg"
-    parcels_gdf(archive.grid).to_file(parcels, driver="GPKG")
-    with running_stac_api(archive.root) as endpoint:
-        yield archive, endpoint, parcels
+    yield from served_basic_archive(tmp_path_factory, "lockpoll")
 
 
 def poll_argv(served, *extra: str) -> list[str]:

@@ -52,6 +52,18 @@ def _stream(root: Path, obs, parcels, model, reorder=None, **cfg):
     return result
 
 
+def _replay_as_streamed(monitor: Monitor, streamed, alerts) -> dict:
+    """Replay 2024 with ``monitor`` (closed after): its tile state must be the streamed run's (to the
+    encoder's tolerance) and its alerts ``alerts``; returns the replay's summary."""
+    try:
+        result = replay_period(monitor, "2024-01-01", "2024-12-31")
+        _same_state(monitor.tiles[TILE].state, streamed, encoder_tolerance=True)
+        assert sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in monitor.store.query()) == alerts
+        return result
+    finally:
+        monitor.close()
+
+
 def _namespace(root: Path) -> Path:
     return next(p for p in (root / "monitor").iterdir() if p.is_dir())
 
@@ -123,13 +135,7 @@ def test_an_acquisition_older_than_the_retained_window_is_refused_recorded_then_
     assert [r["slot"] for r in refused] == [missing["slot"]]
     assert "monitor replay" in refused[0]["reason"]
     assert len(late.folded) == len(on_time.folded) - 1  # nothing silently folded, nothing lost: recorded
-    monitor = _monitor(root, parcels, model, retention_days=20, checkpoint_days=5)
-    try:
-        replay_period(monitor, "2024-01-01", "2024-12-31")
-        _same_state(monitor.tiles[TILE].state, on_time, encoder_tolerance=True)
-        assert sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in monitor.store.query()) == alerts
-    finally:
-        monitor.close()
+    _replay_as_streamed(_monitor(root, parcels, model, retention_days=20, checkpoint_days=5), on_time, alerts)
 
 
 def test_replay_produces_the_states_and_alerts_of_the_stream(tmp_path: Path, small, model) -> None:
@@ -137,14 +143,8 @@ def test_replay_produces_the_states_and_alerts_of_the_stream(tmp_path: Path, sma
     _, streamed, alerts, _ = _stream(tmp_path / "stream", obs, parcels, model)
     root = tmp_path / "replay"
     write_slots(root / "series", obs)
-    monitor = _monitor(root, parcels, model)
-    try:
-        result = replay_period(monitor, "2024-01-01", "2024-12-31")  # the chunkwise block path
-        assert result["acquisitions"] == len(streamed.folded)
-        _same_state(monitor.tiles[TILE].state, streamed, encoder_tolerance=True)
-        assert sorted((a.alert_id, a.type, a.event_date, a.confidence) for a in monitor.store.query()) == alerts
-    finally:
-        monitor.close()
+    result = _replay_as_streamed(_monitor(root, parcels, model), streamed, alerts)  # the chunkwise block path
+    assert result["acquisitions"] == len(streamed.folded)
 
 
 def test_bad_events_are_dead_lettered_and_the_stream_goes_on(tmp_path: Path, small, model) -> None:

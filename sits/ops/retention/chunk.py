@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from sits.ops.utils import check_inputs
+from sits.ops.retention.signature import retention_form
 
 
-def chunk_retention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    dt: torch.Tensor,
-    log_decay: torch.Tensor,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    chunk_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Same signature, shapes and results as :func:`sits.ops.retention.naive_retention`."""
-    check_inputs(q, k, v, dt, log_decay, initial_state)
+@retention_form
+def chunk_retention(q, k, v, dt, lam, initial_state, output_final_state, chunk_size: int = 64):
+    """Same signature, shapes and results as :func:`sits.ops.retention.naive_retention`, and
+    ``chunk_size`` (tokens per chunk)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    dtype = q.dtype
     q, k, v = q.float(), k.float(), v.float()
-    lam = log_decay.float()
     B, T, H, K = q.shape
     V = v.shape[-1]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.float()
@@ -50,4 +40,4 @@ def chunk_retention(
         g_S = torch.exp(lam[None, :] * c_last.float())  # [B, H]
         S = g_S[:, :, None, None] * S + torch.einsum("bmhk,bmhv->bhkv", kc * g_k[..., None], vc)
     out = torch.cat(outs, dim=1) if outs else q.new_zeros(B, 0, H, V)
-    return out.to(dtype), (S if output_final_state else None)
+    return out, S

@@ -15,7 +15,7 @@ import torch
 from sits.ops.dispatch import use_reference
 from sits.ops.retention.kernels import fused_step_numpy
 from sits.ops.retention.naive import naive_retention
-from sits.ops.utils import check_inputs
+from sits.ops.retention.signature import retention_form
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -54,39 +54,25 @@ def batched_state_loop(q, k, v, dt, lam, S, state_dtype=torch.float32, inplace=F
     return out, S
 
 
-def fused_recurrent_retention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    dt: torch.Tensor,
-    log_decay: torch.Tensor,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    *,
-    inplace: bool = False,
-    state_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+@retention_form
+def fused_recurrent_retention(q, k, v, dt, lam, initial_state, output_final_state, *, inplace: bool = False,
+                              state_dtype: torch.dtype | None = None):
     """Recurrent retention. Shapes as :func:`sits.ops.retention.naive_retention`.
 
     ``inplace=True`` (inference only) writes the new state into ``initial_state`` itself and returns it.
     ``state_dtype`` (CUDA only): dtype in which the state is kept (float32 or bfloat16).
     """
-    check_inputs(q, k, v, dt, log_decay, initial_state)
     if use_reference():
-        return naive_retention(q, k, v, dt, log_decay, initial_state, output_final_state)
-    dtype = q.dtype
+        return naive_retention(q, k, v, dt, lam, initial_state, output_final_state)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    lam = log_decay.float()
-    if _needs_grad(q, k, v, log_decay, initial_state):
+    if _needs_grad(q, k, v, lam, initial_state):
         S0 = q.new_zeros(B, H, K, V, dtype=torch.float32) if initial_state is None else initial_state.float()
-        out, S = _torch_loop(q.float(), k.float(), v.float(), dt, lam, S0)
-        return out.to(dtype), (S if output_final_state else None)
+        return _torch_loop(q.float(), k.float(), v.float(), dt, lam, S0)
     with torch.no_grad():
         if q.device.type == "cuda":
             S0 = initial_state if initial_state is not None else q.new_zeros(B, H, K, V, dtype=torch.float32)
-            out, S = batched_state_loop(q, k, v, dt, lam, S0, state_dtype or S0.dtype, inplace)
-            return out.to(dtype), (S if output_final_state else None)
+            return batched_state_loop(q, k, v, dt, lam, S0, state_dtype or S0.dtype, inplace)
         if initial_state is None:
             S_in = S_out = torch.zeros(B, H, K, V, dtype=torch.float32)
         elif inplace:
@@ -100,5 +86,4 @@ def fused_recurrent_retention(
             q.detach().float().numpy(), k.detach().float().numpy(), v.detach().float().numpy(),
             dt.detach().float().numpy(), lam.detach().numpy(), S_in.numpy(), S_out.numpy(),
         )
-        out = torch.from_numpy(out_np)
-        return out.to(dtype), (S_out if output_final_state else None)
+        return torch.from_numpy(out_np), S_out

@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from sits.ops.utils import check_inputs
+from sits.ops.retention.signature import retention_form
 
 
-def naive_retention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    dt: torch.Tensor,
-    log_decay: torch.Tensor,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+@retention_form
+def naive_retention(q, k, v, dt, lam, initial_state, output_final_state):
     """Reference retention.
 
     Args:
@@ -29,10 +22,7 @@ def naive_retention(
     Returns:
         ``(out [B, T, H, V], final_state [B, H, K, V] or None)``, out in ``q``'s dtype, state float32.
     """
-    check_inputs(q, k, v, dt, log_decay, initial_state)
-    dtype = q.dtype
     q, k, v, dt = q.float(), k.float(), v.float(), dt.float()
-    lam = log_decay.float()
     B, T, H, K = q.shape
     V = v.shape[-1]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.float()
@@ -42,4 +32,4 @@ def naive_retention(
         S = g[:, :, None, None] * S + k[:, n, :, :, None] * v[:, n, :, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, n], S))
     out = torch.stack(outs, dim=1) if outs else q.new_zeros(B, 0, H, V)
-    return out.to(dtype), (S if output_final_state else None)
+    return out, S

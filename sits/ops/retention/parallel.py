@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from sits.ops.utils import check_inputs
+from sits.ops.retention.signature import retention_form
 
 
-def parallel_retention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    dt: torch.Tensor,
-    log_decay: torch.Tensor,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+@retention_form
+def parallel_retention(q, k, v, dt, lam, initial_state, output_final_state):
     """Same signature, shapes and results as :func:`sits.ops.retention.naive_retention`."""
-    check_inputs(q, k, v, dt, log_decay, initial_state)
-    dtype = q.dtype
     q, k, v = q.float(), k.float(), v.float()
-    lam = log_decay.float()
     B, T, H, K = q.shape
     c = torch.cumsum(dt.double(), dim=1)  # [B, T] days since the state's time
     diff = (c[:, :, None] - c[:, None, :]).float()  # [B, T(n), T(m)]
@@ -50,4 +40,4 @@ def parallel_retention(
             if initial_state is not None:
                 g0 = torch.exp(lam[None, :] * c_last.float())  # [B, H]
                 final = final + g0[:, :, None, None] * initial_state.float()
-    return out.to(dtype), final
+    return out, final

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from sits.errors import StateShapeError, UnsortedTimesError
 from sits.ops.retention.kernels import fused_retention_step
-from sits.ops.retention_block.weights import RetentionBlockWeights
+from sits.ops.retention_block.signature import block_step
 
 
 def supports(x: torch.Tensor, S: torch.Tensor | None) -> bool:
@@ -27,25 +27,13 @@ def supports(x: torch.Tensor, S: torch.Tensor | None) -> bool:
             and not torch.is_grad_enabled())
 
 
+@block_step
 @torch.no_grad()
-def fused_retention_block_step(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    valid: torch.Tensor,
-    S: torch.Tensor,
-    weights: RetentionBlockWeights,
-    *,
-    S_out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_retention_block_step(x, dt, valid, S, w, S_out, H, K):
     """Signature of :func:`sits.ops.retention_block.naive_retention_block_step`. ``S`` is only read
     unless ``S_out`` is ``S`` itself (in place); ``S_out`` must be a contiguous float32 ``[B, H, K, K]``
     tensor (a row slice of a larger state is fine); None: a new tensor."""
-    w = weights
     B, _, d = x.shape
-    H = w.n_heads
-    K = d // H
-    if S.shape != (B, H, K, K):
-        raise StateShapeError(f"state must be [B, H, K, K] = {(B, H, K, K)}; got {tuple(S.shape)}")
     if S_out is None:  # the kernel reads the old state and writes the new one: no separate copy pass
         S_out = torch.empty(S.shape, dtype=torch.float32)
     elif S_out.shape != S.shape or S_out.dtype != torch.float32 or not S_out.is_contiguous():

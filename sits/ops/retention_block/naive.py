@@ -11,29 +11,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sits.errors import StateShapeError
 from sits.ops.retention.naive import naive_retention
-from sits.ops.retention_block.weights import RetentionBlockWeights
+from sits.ops.retention_block.signature import block_step
 
 
-def naive_retention_block_step(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    valid: torch.Tensor,
-    S: torch.Tensor,
-    weights: RetentionBlockWeights,
-    *,
-    S_out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+@block_step
+def naive_retention_block_step(x, dt, valid, S, w, S_out, H, K):
     """One token per row. ``x [B, 1, d]`` float32, ``dt [B, 1]`` days since the state's time, ``valid
     [B, 1]`` bool, ``S [B, H, K, K]`` float32 (only read). ``S_out``: where the new state goes (may be
     ``S``: in place); None: a new tensor. Returns ``(x_out [B, 1, d], new state)``."""
-    w = weights
     B, T, d = x.shape
-    H = w.n_heads
-    K = d // H
-    if S.shape != (B, H, K, K):
-        raise StateShapeError(f"state must be [B, H, K, K] = {(B, H, K, K)}; got {tuple(S.shape)}")
     h = F.layer_norm(x, (d,), w.norm1_weight, w.norm1_bias, w.norm1_eps)
     q, k, v = F.linear(h, w.qkv).view(B, T, 3, H, K).unbind(2)
     keep = valid.to(x.dtype)

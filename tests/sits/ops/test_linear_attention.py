@@ -16,8 +16,8 @@ from sits.ops.linear_attention import (
     parallel_linear_attention,
 )
 from sits.testing import dt_from_days, merged_days
+from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches, each_form_and_length
 
-ATOL, RTOL = 2e-4, 2e-4
 FORMS = {
     "parallel": parallel_linear_attention,
     "chunk": lambda *a, **kw: chunk_linear_attention(*a, **kw, chunk_size=16),
@@ -37,15 +37,10 @@ def inputs(T, B=2, H=2, K=8, V=5, seed=0, with_state=True, decay=True):
     return q, k, v, dt, lam, S0
 
 
-@pytest.mark.parametrize("T", [1, 63, 500])
-@pytest.mark.parametrize("form", sorted(FORMS))
+@each_form_and_length
 @pytest.mark.parametrize("decay", [True, False])
 def test_forms_equal_reference(T, form, decay):
-    q, k, v, dt, lam, S0 = inputs(T, decay=decay)
-    ref_o, ref_S = naive_linear_attention(q, k, v, dt, lam, S0, output_final_state=True)
-    o, S = FORMS[form](q, k, v, dt, lam, S0, output_final_state=True)
-    torch.testing.assert_close(o, ref_o, atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(S, ref_S, atol=ATOL, rtol=RTOL)
+    assert_form_matches(FORMS[form], naive_linear_attention, inputs(T, decay=decay))
 
 
 def test_streaming_invariant():

@@ -12,8 +12,8 @@ from sits.ops.dispatch import REFERENCE_ENV, force_reference
 from sits.ops.retention import chunk_retention, fused_recurrent_retention, naive_retention, parallel_retention
 from sits.ops.retention import fused_recurrent as fused_module
 from sits.testing import dt_from_days, merged_days
+from tests.sits.ops.forms import ATOL, RTOL, assert_form_matches, each_form_and_length
 
-ATOL, RTOL = 2e-4, 2e-4
 FORMS = {
     "parallel": parallel_retention,
     "chunk": lambda *a, **kw: chunk_retention(*a, **kw, chunk_size=16),
@@ -38,15 +38,10 @@ def close(a, b):
     torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("T", [1, 63, 500])
-@pytest.mark.parametrize("form", sorted(FORMS))
+@each_form_and_length
 @pytest.mark.parametrize("with_state", [False, True])
 def test_forms_equal_reference(T, form, with_state):
-    q, k, v, dt, lam, S0 = inputs(T, with_state=with_state)
-    ref_o, ref_S = naive_retention(q, k, v, dt, lam, S0, output_final_state=True)
-    o, S = FORMS[form](q, k, v, dt, lam, S0, output_final_state=True)
-    close(o, ref_o)
-    close(S, ref_S)
+    assert_form_matches(FORMS[form], naive_retention, inputs(T, with_state=with_state))
 
 
 def test_irregular_dates_matter():
