@@ -9,7 +9,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class ScriptedServer:
+class LocalServer:
+    """A ThreadingHTTPServer on a free loopback port, served from a daemon thread while in ``with``."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ScriptedServer(LocalServer):
     """``script(path, status, body, headers)`` queues one answer; the last one of a path repeats."""
 
     def __init__(self) -> None:
@@ -47,23 +64,13 @@ class ScriptedServer:
 
             do_GET = do_POST = _answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def script(self, path: str, status: int, body: Any = b"", headers: dict[str, str] | None = None) -> None:
         self.answers[path].append((status, body, headers or {}))
 
     def count(self, path: str) -> int:
         return sum(1 for _, p, _ in self.requests if p.split("?", 1)[0] == path)
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def landing(url: str) -> dict[str, Any]:

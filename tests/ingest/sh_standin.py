@@ -23,7 +23,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from rasterio.windows import from_bounds as window_from_bounds
 
 from ingest.items import parse_time
 from ingest.types import S2_BANDS
+from tests.ingest.scripted_http import LocalServer
 
 SEARCH = "/api/v1/catalog/1.0.0/search"
 PROCESS = "/api/v1/process"
@@ -104,7 +105,7 @@ def catalogue_feature(item: dict[str, Any], bounds: tuple[float, ...]) -> dict[s
                                 "type": "inode/directory"}}, "links": []}
 
 
-class SentinelHubStandIn:
+class SentinelHubStandIn(LocalServer):
     """The service over the items of ``archive`` (MiniArchive-like: ``root``, ``grid``, ``items``)."""
 
     def __init__(self, archive: Any, page_size: int = 2):
@@ -135,22 +136,12 @@ class SentinelHubStandIn:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._serve(Handler)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ bookkeeping
     def count(self, path: str, status: int | None = None) -> int:
         return sum(1 for p, _, s in self.requests if p == path and (status is None or s == status))
-
-    def __enter__(self) -> SentinelHubStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     # ------------------------------------------------------------------ answers
     def _answer(self, path: str, auth: str, raw: bytes) -> tuple[int, dict[str, str], bytes, str]:

@@ -97,17 +97,24 @@ def test_a_poll_through_sentinel_hub_gives_the_cubes_of_the_cogs(archive, from_c
     assert len(s1) == 2 and all(e.item_id.endswith(f"@{TILE}") and e.status.value == "ingested" for e in s1)
 
 
+def _on_first_process(fault):
+    """A stand-in fault that acts on the first Process API request only (later ones are answered)."""
+    done = []
+
+    def once(path, body, item):
+        if path == PROCESS and not done:
+            done.append(1)
+            return fault(path, body, item)
+        return None
+    return once
+
+
 def test_a_refused_token_is_renewed_once_and_the_poll_goes_on(archive, from_cogs, tmp_path):
     with SentinelHubStandIn(archive) as standin:
-        first_process = []
+        def revoke_token(path, body, item):
+            standin.revoked.add(standin.issued[-1])  # the service stops accepting the token it gave
 
-        def expire_on_first_process(path, body, item):
-            if path == PROCESS and not first_process:
-                first_process.append(1)
-                standin.revoked.add(standin.issued[-1])  # the service stops accepting the token it gave
-            return None
-
-        standin.fault = expire_on_first_process
+        standin.fault = _on_first_process(revoke_token)
         source = _sentinelhub(standin, tmp_path)
         report = _poller(source, archive, tmp_path).poll_once()
     assert report.errors == [] and report.quarantined == []
@@ -120,15 +127,8 @@ def test_a_refused_token_is_renewed_once_and_the_poll_goes_on(archive, from_cogs
 
 def test_a_429_with_retry_after_is_waited_out(archive, from_cogs, tmp_path):
     with SentinelHubStandIn(archive) as standin:
-        limited = []
-
-        def rate_limit_once(path, body, item):
-            if path == PROCESS and not limited:
-                limited.append(1)
-                return 429, {"Retry-After": "150"}  # milliseconds, as Sentinel Hub sends it
-            return None
-
-        standin.fault = rate_limit_once
+        # Retry-After in milliseconds, as Sentinel Hub sends it
+        standin.fault = _on_first_process(lambda path, body, item: (429, {"Retry-After": "150"}))
         report = _poller(_sentinelhub(standin, tmp_path), archive, tmp_path).poll_once()
     assert report.errors == [] and report.quarantined == []
     assert standin.count(PROCESS, 429) == 1 and standin.count(PROCESS, 200) == len(archive.items)
