@@ -64,6 +64,7 @@ class GapFillParams:
     s1_extrapolate_days: float = 12.0
     parcel_prior_days: float = 20.0  # the parcel's own seasonal anomaly from its other years (kernel σ; 0: off)
     parcel_prior_count: float = 3.0  # pseudo-views shrinking that prior towards 0 where the years are few
+    horizon_calibration: bool = True  # the bands' quantiles per horizon (days to the nearest view)
 
     def __post_init__(self) -> None:
         if self.clim_sigma_days <= 0:
@@ -90,6 +91,9 @@ class GapFillModel:
     k90: float = 1.645
     k68_edge: float = 1.0
     k90_edge: float = 1.645
+    # per-horizon quantiles inside the observed range: (lower edge in days to the nearest view, k68, k90)
+    # per bin of HORIZON_EDGES_DAYS; empty: k68/k90 at every horizon
+    k_horizon: tuple[tuple[float, float, float], ...] = ()
 
 
 def _doy(days: np.ndarray) -> np.ndarray:
@@ -284,13 +288,86 @@ def fit(obs: pd.DataFrame, params: GapFillParams | None = None) -> GapFillModel:
     ratio = E[okE] / scale
     k68, k90 = (float(np.quantile(ratio, q)) for q in (0.68, 0.90))
     partial = GapFillModel(p, clim, coef, sigma, n_fit=int(len(vis)), k68=k68, k90=k90)
+    k_horizon: tuple = ()
+    if p.horizon_calibration:
+        hd, hr = _holdout_ratios(partial, obs)
+        k_horizon = horizon_quantiles(hd, hr, (k68, k90)) if len(hr) >= HORIZON_MIN_COUNT else ()
     edge = _edge_ratios(partial, obs)
     k68e, k90e = (float(np.quantile(edge, q)) for q in (0.68, 0.90)) if len(edge) >= 20 else (2 * k68, 2 * k90)
     return GapFillModel(
         p, clim, coef, sigma, n_fit=int(len(vis)),
         info={"loo_ndvi_mae": float(np.nanmean(E)), "edge_cases": int(len(edge))},
-        k68=k68, k90=k90, k68_edge=max(k68e, k68), k90_edge=max(k90e, k90),
+        k68=k68, k90=k90, k68_edge=max(k68e, k68), k90_edge=max(k90e, k90), k_horizon=k_horizon,
     )
+
+
+HORIZON_EDGES_DAYS = (0.0, 4.0, 8.0, 12.0, 16.0, 22.0)  # bins of days to the nearest visible clear view
+HORIZON_MIN_COUNT = 50  # fewer calibration errors in a bin: the overall quantiles there
+
+
+def horizon_quantiles(dist: np.ndarray, ratio: np.ndarray, overall: tuple[float, float]):
+    """Per bin of ``HORIZON_EDGES_DAYS``: (lower edge, 68 %, 90 % quantile of |error|/s(d)). The
+    scale s(d) is one curve for all horizons; the errors' shape is not (mostly noise next to a view,
+    a missed event in a long gap), so each horizon gets its own band."""
+    edges = np.asarray(HORIZON_EDGES_DAYS)
+    b = np.searchsorted(edges, dist, side="right") - 1
+    out = []
+    for i, lo in enumerate(edges):
+        r = ratio[b == i]
+        out.append((float(lo), *(float(np.quantile(r, q)) for q in (0.68, 0.90)))
+                   if len(r) >= HORIZON_MIN_COUNT else (float(lo), *overall))
+    return tuple(out)
+
+
+CAL_WINDOW_DAYS = 45.0  # a cloudy spell hidden per parcel-year by the horizon calibration
+CAL_RANDOM_SHARE = 0.2  # and the share of clear views hidden at random
+CAL_SEED = 20  # its fixed draw
+
+
+def _holdout_ratios(model: GapFillModel, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(days to the nearest view left, |NDVI error|/s(d)) of visible clear views hidden from the
+    *fitted* model (S1 correction included): one ``CAL_WINDOW_DAYS`` spell per parcel-year in the
+    growing season, and ``CAL_RANDOM_SHARE`` of the views at random. The leave-one-out and block
+    residuals that fit s(d) skip the S1 correction, so their quantiles over-cover long gaps."""
+    rng = np.random.default_rng(CAL_SEED)
+    dists, ratios = [], []
+    for _, g in obs.groupby("parcel_id", sort=True):
+        v = _clear_s2(g)
+        if len(v) < 6:
+            continue
+        t = v["days"].to_numpy(float)
+        doy = _doy(t)
+        year = pd.to_datetime(t * 86400.0, unit="s").year.to_numpy()
+        hide_w = np.zeros(len(t), bool)
+        for y in np.unique(year):
+            start = rng.uniform(90.0, 270.0 - CAL_WINDOW_DAYS)
+            hide_w |= (year == y) & (doy >= start) & (doy < start + CAL_WINDOW_DAYS)
+        hide_r = rng.random(len(t)) < CAL_RANDOM_SHARE
+        truth = _values(v)[:, -1]
+        for hide in (hide_w, hide_r):
+            left = ~hide
+            inside = hide & (t > t[left].min(initial=np.inf)) & (t < t[left].max(initial=-np.inf))
+            if left.sum() < 3 or not inside.any():
+                continue
+            rest = g.drop(index=v.index[hide])
+            pred, scale = predict_parcel(model, rest, t[inside])
+            err = np.abs(_ndvi(pred) - truth[inside])
+            d = np.min(np.abs(t[left][None, :] - t[inside][:, None]), axis=1)
+            ok = np.isfinite(err)
+            dists.append(d[ok])
+            ratios.append(err[ok] / scale[ok])
+    if not ratios:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(dists), np.concatenate(ratios)
+
+
+def band_factors(model: GapFillModel, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k68, k90) at each distance (days to the nearest visible clear view) inside the observed range."""
+    if not model.k_horizon:
+        return np.full(len(dist), model.k68), np.full(len(dist), model.k90)
+    lo, k68, k90 = (np.asarray(x) for x in zip(*model.k_horizon, strict=True))
+    b = np.clip(np.searchsorted(lo, dist, side="right") - 1, 0, len(lo) - 1)
+    return k68[b], k90[b]
 
 
 CAL_HALF_WIDTHS = (10.0, 20.0)  # days hidden around a view, so calibration sees long gaps too
@@ -421,8 +498,10 @@ def fill(model: GapFillModel, obs: pd.DataFrame, queries: pd.DataFrame) -> pd.Da
         if near.any():
             pred, scale = predict_parcel(model, g, tq[near])
             out[idx[near]] = pred
-            k68 = np.where(edge[near], model.k68_edge, model.k68)
-            k90 = np.where(edge[near], model.k90_edge, model.k90)
+            dist = np.min(np.abs(vis["days"].to_numpy(float)[None, :] - tq[near][:, None]), axis=1)
+            k68_in, k90_in = band_factors(model, dist)
+            k68 = np.where(edge[near], model.k68_edge, k68_in)
+            k90 = np.where(edge[near], model.k90_edge, k90_in)
             sig[idx[near]] = k68 * scale
             q90[idx[near]] = k90 * scale
     res = pd.DataFrame(out, columns=list(S2_BANDS))

@@ -394,7 +394,7 @@ KERNELS: dict[str, type[KernelBatch]] = {
 # passed on the changed sources.
 PORTED_RULES: dict[str, tuple[str, ...]] = {
     "mowing": ("cacf3a5fd3ebfe58",),
-    "harvest": ("a3c9da6f90e3aafb",),  # + HarvestParams.buffer_days 60 -> 120 (issue 11)
+    "harvest": ("532ecf9937196f73",),  # issue 11: S2 regrowth confirmation, strong drops unconfirmed, CV constants
     "solar": ("c30387b6a80a2fe8",),
 }
 

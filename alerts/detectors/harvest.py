@@ -14,7 +14,15 @@ stubble/soil level ``bare_ndti``: a cut of grass, a drought dip or a senescence 
 keep it higher). A crop harvested dry (cereals, rapeseed, after senescence:
 NDVI already below ``green_ndvi``) changes little in NDVI, but its standing straw has a cellulose
 signal in NDTI that stubble and soil lack: NDTI falls by ``min_drop_ndti`` to the stubble/soil level
-(``bare_ndti``). Either is confirmed by the next clear view staying there. When S1 views lie inside
+(``bare_ndti``). Either is confirmed by the next clear view not bringing the crop back (a new crop
+— greener than the crop before the drop by ``regrowth_ndvi``, ``regrowth_days`` or more later: a
+catch crop, volunteers, the next sowing — confirms it too), or emitted at once when the drop is
+``unconfirmed_factor`` times its threshold or more where the parcel has no S1 views (at a season's
+end no later clear view may come; such events carry a lower confidence and ``confirmed_day`` equal
+to the window's end; with S1 at hand, the S1 step confirms within days instead). The defaults
+were chosen by cross-validation by parcel on two synthetic worlds (``sitsmon eval harvest``; the
+S2-only figures are bounded by the clear views: a harvest inside a 60-day cloudy spell cannot be
+dated within ±12 days from S2 alone). When S1 views lie inside
 the S2 interval, the largest VH drop between them dates the harvest (sensor "S2+S1"). S2 and S1 run
 side by side: the first sensor to confirm emits, the other's later step is the same harvest
 (``min_separation_days``). One harvest per parcel and season.
@@ -53,12 +61,15 @@ class HarvestParams:
     use_regional_reference: bool = True
     use_s2: bool = True
     use_s1: bool = True
-    s2_max_gap_days: float = 30.0
+    s2_max_gap_days: float = 40.0
     green_ndvi: float = 0.45
     green_min_drop_ndti: float = 0.04
-    min_drop_ndti: float = 0.025
+    min_drop_ndti: float = 0.015
     bare_ndti: float = 0.13
     confirm_margin_ndti: float = 0.02
+    regrowth_ndvi: float = 0.05  # a confirming view this much greener than the crop before the drop is a new crop
+    regrowth_days: float = 15.0  # ... when it comes at least this long after the drop (sowing and emergence)
+    unconfirmed_factor: float = 1.5  # a drop this many times its threshold needs no confirming view (inf: all do)
 
     def __post_init__(self) -> None:
         if self.before_days <= 0 or self.after_days <= 0 or self.min_before < 1 or self.min_after < 1:
@@ -82,30 +93,47 @@ def ndti(obs: ParcelAcquisition) -> float:
     return (b11 - b12) / (b11 + b12)
 
 
-def s2_harvest(views: np.ndarray, p: HarvestParams) -> dict | None:
-    """A harvest between the second-to-last and the last-but-two clear views, confirmed by the newest.
-
-    ``views``: (n, 3) day, NDVI, NDTI of clear views in time order. The split lies between views
-    n−3 and n−2; view n−1 confirms it. Returns the split's evidence or None.
-    """
-    if len(views) < 3:
-        return None
-    (t0, n0, d0), (t1, n1, d1), (_, n2, d2) = views[-3], views[-2], views[-1]
-    if t1 - t0 > p.s2_max_gap_days or not all(math.isfinite(x) for x in (n0, n1, n2, d0, d1, d2)):
+def s2_split(v0, v1, p: HarvestParams) -> tuple[str, float, float] | None:
+    """The harvest rule between two consecutive clear views ``(day, NDVI, NDTI)``: (kind, drop, scale)."""
+    (t0, n0, d0), (t1, n1, d1) = v0, v1
+    if t1 - t0 > p.s2_max_gap_days or not all(math.isfinite(x) for x in (n0, n1, d0, d1)):
         return None
     if n0 >= p.green_ndvi:  # harvested green: the canopy goes, NDVI and NDTI both fall
-        kind = "green"
         ok = n0 - n1 >= p.min_drop_ndvi and d0 - d1 >= p.green_min_drop_ndti and n1 < p.green_ndvi
         ok = ok and d1 <= p.bare_ndti  # stubble or soil after it, not senesced straw still standing
-        drop, scale = n0 - n1, p.min_drop_ndvi
-    else:  # harvested dry: the standing straw goes, NDTI falls to the stubble/soil level
-        kind = "dry"
-        ok = d0 - d1 >= p.min_drop_ndti and d1 <= p.bare_ndti
-        drop, scale = d0 - d1, p.min_drop_ndti
-    if not ok or d2 > d1 + p.confirm_margin_ndti or n2 > n1 + p.min_drop_ndvi / 2:
+        return ("green", float(n0 - n1), p.min_drop_ndvi) if ok else None
+    # harvested dry: the standing straw goes, NDTI falls to the stubble/soil level
+    ok = d0 - d1 >= p.min_drop_ndti and d1 <= p.bare_ndti
+    return ("dry", float(d0 - d1), p.min_drop_ndti) if ok else None
+
+
+def s2_harvest(views: np.ndarray, p: HarvestParams, s1_seen: bool = False) -> dict | None:
+    """A harvest on the newest clear views, confirmed or (a strong drop) at once.
+
+    ``views``: (n, 3) day, NDVI, NDTI of clear views in time order. Confirmed: the split lies between
+    views n−3 and n−2, and view n−1 does not bring the crop back (it may show a new crop: greener
+    than the crop before the drop by ``regrowth_ndvi``, at least ``regrowth_days`` after the drop).
+    Otherwise, a drop of at least ``unconfirmed_factor`` times its threshold between views n−2 and
+    n−1 counts at once (the end of a season may have no later clear view) where no S1 view is at
+    hand (``s1_seen``: the S1 step confirms within days there). Returns the split's evidence or None.
+    """
+    if len(views) >= 3:
+        (t0, n0, d0), (t1, n1, d1), (t2, n2, d2) = views[-3], views[-2], views[-1]
+        cut = s2_split(views[-3], views[-2], p) if math.isfinite(n2) and math.isfinite(d2) else None
+        if cut is not None:
+            came_back = d2 > d1 + p.confirm_margin_ndti or n2 > n1 + p.min_drop_ndvi / 2
+            regrown = n2 >= n0 + p.regrowth_ndvi and t2 - t1 >= p.regrowth_days
+            if not came_back or regrown:
+                return {"kind": cut[0], "t_hi": float(t0), "t_lo": float(t1), "drop": cut[1], "scale": cut[2],
+                        "confirmed": True, "ndvi": (float(n0), float(n1)), "ndti": (float(d0), float(d1))}
+    if len(views) < 2 or s1_seen:
         return None
-    return {"kind": kind, "t_hi": float(t0), "t_lo": float(t1), "drop": float(drop), "scale": scale,
-            "ndvi": (float(n0), float(n1), float(n2)), "ndti": (float(d0), float(d1), float(d2))}
+    (t0, n0, d0), (t1, n1, d1) = views[-2], views[-1]
+    cut = s2_split(views[-2], views[-1], p)
+    if cut is None or cut[1] < p.unconfirmed_factor * cut[2]:
+        return None
+    return {"kind": cut[0], "t_hi": float(t0), "t_lo": float(t1), "drop": cut[1], "scale": cut[2],
+            "confirmed": False, "ndvi": (float(n0), float(n1)), "ndti": (float(d0), float(d1))}
 
 
 def s1_date(s1: tuple[tuple[float, float], ...], t_hi: float, t_lo: float) -> tuple[float, float]:
@@ -176,12 +204,12 @@ class HarvestDetector(BaseDetector[HarvestState]):
 
     def _s2_step(self, state: HarvestState) -> tuple[HarvestState, list[Event]]:
         p = self.params
-        cut = s2_harvest(np.asarray(state.s2, dtype=float), p)
+        cut = s2_harvest(np.asarray(state.s2, dtype=float), p, s1_seen=p.use_s1 and len(state.s1) > 0)
         if cut is None:
             return state, []
         t_hi, t_lo = cut["t_hi"], cut["t_lo"]
         date, sensor = 0.5 * (t_hi + t_lo), "S2"
-        conf = 0.9 * (1.0 - math.exp(-1.5 * cut["drop"] / cut["scale"]))
+        conf = (0.9 if cut["confirmed"] else 0.7) * (1.0 - math.exp(-1.5 * cut["drop"] / cut["scale"]))
         s1_day, s1_drop = s1_date(state.s1, t_hi, t_lo) if p.use_s1 else (math.nan, 0.0)
         if math.isfinite(s1_day):
             date, sensor = s1_day, "S2+S1"
@@ -192,7 +220,7 @@ class HarvestDetector(BaseDetector[HarvestState]):
             "ndvi_before": round(cut["ndvi"][0], 4), "ndvi_after": round(cut["ndvi"][1], 4),
             "ndti_before": round(cut["ndti"][0], 4), "ndti_after": round(cut["ndti"][1], 4),
             "drop": round(cut["drop"], 4),
-            "confirmed_day": float(state.s2[-1][0]),
+            "confirmed_day": float(state.s2[-1][0]),  # the view it was emitted on: t_lo when unconfirmed
             "series_excerpt": [(from_days(t).date().isoformat(), round(n, 3), round(d, 3)) for t, n, d in state.s2[-5:]],
         }
         if math.isfinite(s1_day):

@@ -29,10 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data", type=Path, default=None, help="dataset folder (observations.csv, parcels.csv, events.csv)"
     )
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (mowing)")
+    parser.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds by parcel (mowing, harvest; harvest: 0 or 1 = none)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of folds, holdouts and synthetic data")
     parser.add_argument(
-        "--seeds", type=int, default=1, help="gapfill: number of holdout seeds (seed, seed+1, ...)"
+        "--seeds", type=int, default=1,
+        help="gapfill: number of holdout seeds; harvest: of synthetic worlds (seed, seed+1, ...)"
     )
     parser.add_argument(
         "--parcels", type=int, default=None,
@@ -101,13 +104,13 @@ def _load(folder: Path):
     return read_observations(folder / "observations.csv"), read_parcels(folder / "parcels.csv"), events
 
 
-def _synthetic(args: argparse.Namespace, solar: bool):
+def _synthetic(args: argparse.Namespace, solar: bool, seed: int | None = None):
     from alerts.series import normalise_observations
     from ingest.synth import SynthConfig, simulate_parcel_series
 
     n_parcels = args.parcels or 600
     cfg = SynthConfig(
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         n_tiles=1,
         tile_size_px=1024 if n_parcels > 1500 else 512,
         parcels_per_tile=n_parcels,
@@ -163,16 +166,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             for mode in ("random", "window"):
                 runs.append(ev.evaluate_gapfill(obs, mode=mode, seed=s, encoder=model, model_parcels=held_out))
         result = {"task": "gapfill", "runs": runs}
+    elif args.task == "harvest":
+        runs = []
+        for s in range(args.seed, args.seed + args.seeds):
+            obs, parcels, events, cfg = _synthetic(args, solar=False, seed=s)
+            one = ev.evaluate_synthetic("harvest", obs, parcels, events, tolerance_days=args.tolerance or 12.0,
+                                        cv_folds=args.folds, cv_seed=s, progress=_progress)
+            one["synthetic"] = {"seed": cfg.seed, "parcels": cfg.parcels_per_tile, "start": str(cfg.start),
+                                "end": str(cfg.end)}
+            runs.append(one)
+        result = runs[0] if len(runs) == 1 else {"task": "harvest", "runs": runs}
     else:
-        obs, parcels, events, cfg = _synthetic(args, solar=args.task == "solar")
-        result = ev.evaluate_synthetic(
-            args.task,
-            obs,
-            parcels,
-            events,
-            tolerance_days=args.tolerance or (30.0 if args.task == "solar" else 12.0),
-        )
-        if args.task == "solar" and args.pixels > 0:
+        obs, parcels, events, cfg = _synthetic(args, solar=True)
+        result = ev.evaluate_synthetic("solar", obs, parcels, events, tolerance_days=args.tolerance or 30.0)
+        if args.pixels > 0:
             result["pixel_level"] = _solar_pixels(args)
         result["synthetic"] = {
             "seed": cfg.seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from alerts.detectors import HarvestDetector
+from alerts.detectors.harvest import HarvestParams
 from alerts.detectors.state_io import state_from_dict, state_to_dict
 from alerts.evaluation import evaluate_synthetic
 from alerts.series import iter_observations, normalise_observations, to_days
@@ -50,12 +52,46 @@ def _days(events) -> list[float]:
 
 
 @pytest.mark.parametrize("kind", ["green", "dry"])
-def test_harvest_from_s2_alone(kind):
-    events = HarvestDetector().run("C", "maize" if kind == "green" else "cereal", iter_observations(crop(kind, 204.0)))
+@pytest.mark.parametrize("confirm", [True, False])
+def test_harvest_from_s2_alone(kind, confirm):
+    """A strong drop is emitted on its own view by default; with ``unconfirmed_factor=inf`` the next
+    view confirms it."""
+    params = HarvestParams(unconfirmed_factor=math.inf) if confirm else HarvestParams()
+    lu = "maize" if kind == "green" else "cereal"
+    events = HarvestDetector(params).run("C", lu, iter_observations(crop(kind, 204.0)))
     assert len(events) == 1 and events[0].sensor == "S2"
     assert abs(_days(events)[0] - 204.0) <= 5.0  # the midpoint of a 10-day interval around it
     assert events[0].evidence["harvest_kind"] == kind
-    assert events[0].evidence["confirmed_day"] > events[0].window[1]  # confirmed by the next view
+    if confirm:
+        assert events[0].evidence["confirmed_day"] > events[0].window[1]  # confirmed by the next view
+    else:
+        assert events[0].evidence["confirmed_day"] == events[0].window[1]
+
+
+def _views(*rows: tuple[float, float, float]) -> pd.DataFrame:
+    return normalise_observations(pd.DataFrame([crop_row("C", d, n, t) for d, n, t in rows]))
+
+
+STRAW = [(170.0, 0.30, 0.15), (175.0, 0.30, 0.15), (180.0, 0.30, 0.15)]
+
+
+def test_a_new_crop_after_a_cloudy_spell_confirms_the_harvest():
+    """Standing straw, stubble on day 185 (a drop too weak to stand alone), then the next clear view
+    30 days later shows a catch crop: greener than the straw, so not the crop coming back."""
+    catch = _views(*STRAW, (185.0, 0.25, 0.129), (215.0, 0.55, 0.19))
+    events = HarvestDetector().run("C", "cereal", iter_observations(catch))
+    assert len(events) == 1 and abs(_days(events)[0] - 182.5) < 0.01
+    assert events[0].evidence["confirmed_day"] == to_days("2024-01-01") + 215.0
+
+
+@pytest.mark.parametrize("back_after", [5.0, 30.0])
+def test_a_weak_dip_that_comes_back_is_not_a_harvest(back_after):
+    """The same weak dip followed by the straw again (5 or 30 days later), or by a green view only 5
+    days later (too soon for a sown crop): no harvest."""
+    straw_again = _views(*STRAW, (185.0, 0.25, 0.129), (185.0 + back_after, 0.30, 0.15))
+    green_too_soon = _views(*STRAW, (185.0, 0.25, 0.129), (190.0, 0.55, 0.19))
+    assert HarvestDetector().run("C", "cereal", iter_observations(straw_again)) == []
+    assert HarvestDetector().run("C", "cereal", iter_observations(green_too_soon)) == []
 
 
 def test_senescence_without_harvest_is_not_a_harvest():

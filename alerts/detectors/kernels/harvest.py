@@ -42,6 +42,9 @@ HARVEST_PARAM_NAMES = (
     "min_drop_ndti",
     "bare_ndti",
     "confirm_margin_ndti",
+    "regrowth_ndvi",
+    "regrowth_days",
+    "unconfirmed_factor",
 )
 (
     H_BEFORE_DAYS,
@@ -64,6 +67,9 @@ HARVEST_PARAM_NAMES = (
     H_MIN_DROP_NDTI,
     H_BARE_NDTI,
     H_CONFIRM_MARGIN_NDTI,
+    H_REGROWTH_NDVI,
+    H_REGROWTH_DAYS,
+    H_UNCONFIRMED_FACTOR,
 ) = range(len(HARVEST_PARAM_NAMES))
 HARVEST_SENSOR_S1, HARVEST_SENSOR_S2, HARVEST_SENSOR_S2S1 = 0, 1, 2
 # event rows after the common columns: S1 events: mean before/after, drop, split index;
@@ -115,34 +121,55 @@ def _harvest_s1(P, i, buf, n, last_harvest, ev_parcel, ev_f, n_ev, tv, xv, scrat
 
 
 @njit(cache=True)
-def _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
-    """``s2_harvest`` on the three newest clear views, ``s1_date`` and the S2 event."""
-    n = n2[i]
-    if n < 3:
-        return n_ev
-    t0, n0, d0 = s2[i, n - 3, 0], s2[i, n - 3, 1], s2[i, n - 3, 2]
-    t1, nv1, d1 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
-    nv2, d2 = s2[i, n - 1, 1], s2[i, n - 1, 2]
+def _s2_split(P, t0, n0, d0, t1, nv1, d1):
+    """``s2_split``: (kind 0 green / 1 dry / -1 none, drop, scale) between two clear views."""
     if t1 - t0 > P[H_S2_MAX_GAP_DAYS]:
-        return n_ev
-    if not (np.isfinite(n0) and np.isfinite(nv1) and np.isfinite(nv2)):
-        return n_ev
-    if not (np.isfinite(d0) and np.isfinite(d1) and np.isfinite(d2)):
-        return n_ev
+        return -1, 0.0, 1.0
+    if not (np.isfinite(n0) and np.isfinite(nv1) and np.isfinite(d0) and np.isfinite(d1)):
+        return -1, 0.0, 1.0
     if n0 >= P[H_GREEN_NDVI]:
-        kind = 0
         ok = n0 - nv1 >= P[H_MIN_DROP_NDVI] and d0 - d1 >= P[H_GREEN_MIN_DROP_NDTI] and nv1 < P[H_GREEN_NDVI]
         ok = ok and d1 <= P[H_BARE_NDTI]
-        drop, scale = n0 - nv1, P[H_MIN_DROP_NDVI]
-    else:
-        kind = 1
-        ok = d0 - d1 >= P[H_MIN_DROP_NDTI] and d1 <= P[H_BARE_NDTI]
-        drop, scale = d0 - d1, P[H_MIN_DROP_NDTI]
-    if not ok or d2 > d1 + P[H_CONFIRM_MARGIN_NDTI] or nv2 > nv1 + P[H_MIN_DROP_NDVI] / 2:
+        return (0 if ok else -1), n0 - nv1, P[H_MIN_DROP_NDVI]
+    ok = d0 - d1 >= P[H_MIN_DROP_NDTI] and d1 <= P[H_BARE_NDTI]
+    return (1 if ok else -1), d0 - d1, P[H_MIN_DROP_NDTI]
+
+
+@njit(cache=True)
+def _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
+    """``s2_harvest`` on the newest clear views (confirmed, else a strong drop at once where no S1
+    view is held), ``s1_date`` and the S2 event."""
+    n = n2[i]
+    if n < 2:
         return n_ev
+    kind = -1
+    confirmed = False
+    drop, scale = 0.0, 1.0
+    t0, n0, d0, t1, nv1, d1 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    if n >= 3:
+        t0, n0, d0 = s2[i, n - 3, 0], s2[i, n - 3, 1], s2[i, n - 3, 2]
+        t1, nv1, d1 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
+        t2, nv2, d2 = s2[i, n - 1, 0], s2[i, n - 1, 1], s2[i, n - 1, 2]
+        if np.isfinite(nv2) and np.isfinite(d2):
+            kind, drop, scale = _s2_split(P, t0, n0, d0, t1, nv1, d1)
+            if kind >= 0:
+                came_back = d2 > d1 + P[H_CONFIRM_MARGIN_NDTI] or nv2 > nv1 + P[H_MIN_DROP_NDVI] / 2
+                regrown = nv2 >= n0 + P[H_REGROWTH_NDVI] and t2 - t1 >= P[H_REGROWTH_DAYS]
+                if came_back and not regrown:
+                    kind = -1
+                else:
+                    confirmed = True
+    if kind < 0:
+        if P[H_USE_S1] > 0 and n1[i] > 0:  # S1 at hand: it confirms within days
+            return n_ev
+        t0, n0, d0 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
+        t1, nv1, d1 = s2[i, n - 1, 0], s2[i, n - 1, 1], s2[i, n - 1, 2]
+        kind, drop, scale = _s2_split(P, t0, n0, d0, t1, nv1, d1)
+        if kind < 0 or drop < P[H_UNCONFIRMED_FACTOR] * scale:
+            return n_ev
     date = 0.5 * (t0 + t1)
     sensor = HARVEST_SENSOR_S2
-    conf = 0.9 * (1.0 - math.exp(-1.5 * drop / scale))
+    conf = (0.9 if confirmed else 0.7) * (1.0 - math.exp(-1.5 * drop / scale))
     s1_day = np.nan
     s1_drop = 0.0
     if P[H_USE_S1] > 0:  # s1_date: the largest VH drop between consecutive S1 views inside (t0, t1]
