@@ -299,7 +299,9 @@ class Monitor:
         areas = self.areas_of(tile.state.tile_id)
         cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
         if areas:
+            t0 = time.perf_counter()
             result.events.extend(self._area_events(tile.state, areas, cube, key))
+            result.seconds["watch"] = time.perf_counter() - t0  # the pixel detector: its slice read and its step
         if result.expectations is not None:
             expectations = result.expectations
             if areas:

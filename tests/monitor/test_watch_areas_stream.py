@@ -1,6 +1,7 @@
 """Watch areas in the stream: the stepped pixel solar detector, folded per acquisition through the bus, raises
 the alerts that the batch detector re-run on the cube's history at each S2 view raises (same ids, dates,
-polygons); a late S2 rewinds the pixel states with the tile and ends equal to the on-time run."""
+polygons); a late S2 rewinds the pixel states with the tile and ends equal to the on-time run; a replay
+of the season steps them alike."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ingest.cube import CubeWriter
 from ingest.types import REFLECTANCE_SCALE, S1_POLS, S2_BANDS, Sensor, TileGrid
 from monitor.bus import make_bus
 from monitor.config import MonitorConfig
+from monitor.replay import replay_period
 from monitor.service import Monitor, Service
 from monitor.watch_areas import load_watch_areas, offline_area_events
 from tests.alerts.test_solar_pixels import make_scene
@@ -137,3 +139,18 @@ def test_streamed_watch_area_alerts_equal_the_batch_detector_and_a_late_s2_rewin
     for name, arr in state.watch["farm"].arrays.items():
         np.testing.assert_array_equal(late_state.watch["farm"].arrays[name], arr, err_msg=name)
     assert late_state.watch["farm"].meta == pixels.meta
+
+    # `monitor replay` (the encoder's chunkwise blocks, the detectors per acquisition) steps the pixel states alike
+    cubes, parcels, watch, _ = season
+    monitor = Monitor(MonitorConfig(data_dir=tmp_path / "replay", series_dir=cubes.parent / "series", cubes_dir=cubes,
+                                    parcels=parcels, watch_areas=(watch,)), model=model)
+    try:
+        replay_period(monitor, "2000-01-01", "2100-01-01", lights=False, form="chunk")
+        replayed = monitor.tiles[TILE].state
+        replay_alerts = sorted((a for a in monitor.store.query(limit=10_000) if a.parcel_id.startswith("farm:")),
+                               key=lambda a: a.alert_id)
+    finally:
+        monitor.close()
+    assert _comparable(replay_alerts) == _comparable(alerts)
+    for name, arr in pixels.arrays.items():
+        np.testing.assert_array_equal(replayed.watch["farm"].arrays[name], arr, err_msg=name)
