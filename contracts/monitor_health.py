@@ -6,21 +6,28 @@ each other. A reader merges them: one line per worker (running, stopped cleanly,
 gone), the acquisitions summed over workers, the lag of each partition from the worker that owns it
 now, and the newest error. A ``health.json`` (a monitor of an earlier version) reads as one more worker.
 
-Liveness is checked by pid on this host only: a worker on another host counts as running until it
-writes ``stopped_at``.
+Liveness: a worker of this host runs while its pid is alive ("dead" once it is gone); a worker on
+another host runs while it writes: after ``stale_after_s`` without a heartbeat (it writes at least every
+5 s while idle, and after each batch) it reads "stale". Files of workers that no longer run (dead,
+stopped, stale) are pruned by the running workers once their last write is ``prune_after_s`` old
+(``prune_reports``; ``[monitor] health_stale_s`` / ``health_prune_s``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 HEALTH_SCHEMA = "sitsmon-monitor-health/1"
 WORKER_PREFIX = "health-"
 LEGACY_FILE = "health.json"
+STALE_AFTER_S = 120.0  # a worker of another host without a heartbeat for this long is "stale", not running
+PRUNE_AFTER_S = 86400.0  # the file of a worker that no longer runs is deleted once its last write is this old
 
 
 def worker_id(pid: int) -> str:
@@ -33,9 +40,25 @@ def worker_path(state_root: Path, pid: int) -> Path:
     return Path(state_root) / f"{WORKER_PREFIX}{worker_id(pid)}.json"
 
 
-def read_reports(state_root: Path, alive: Callable[[int], bool]) -> list[dict[str, Any]]:
+def _age_s(data: dict[str, Any], path: Path, now: datetime) -> float:
+    """Seconds since the worker last wrote its file (its ``updated_at``; the file's mtime without one)."""
+    try:
+        t = datetime.fromisoformat(str(data["updated_at"]))
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    except (KeyError, ValueError):
+        try:
+            t = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return 0.0
+    return (now - t).total_seconds()
+
+
+def read_reports(state_root: Path, alive: Callable[[int], bool], *, stale_after_s: float = STALE_AFTER_S,
+                 now: datetime | None = None) -> list[dict[str, Any]]:
     """Every worker's last report (the legacy ``health.json`` when there is no worker file), each with
-    ``state`` = running | stopped | dead and ``running``; unreadable files come back with ``error``."""
+    ``state`` = running | stopped | dead | stale, ``running`` and ``age_s`` (seconds since its last write);
+    unreadable files come back with ``error``."""
+    now = now or datetime.now(UTC)
     root = Path(state_root)
     files = sorted(root.glob(f"{WORKER_PREFIX}*.json")) if root.is_dir() else []
     if (root / LEGACY_FILE).is_file():  # written by a monitor of an earlier version: one more worker
@@ -54,15 +77,34 @@ def read_reports(state_root: Path, alive: Callable[[int], bool]) -> list[dict[st
             continue
         pid = data.get("pid")
         host = data.get("host", here)
+        age_s = _age_s(data, path, now)
         if data.get("stopped_at"):
             state = "stopped"
-        elif host != here:
-            state = "running"  # no way to check a pid of another host
+        elif host != here:  # no way to check a pid of another host: its heartbeat says whether it runs
+            state = "running" if age_s <= stale_after_s else "stale"
         else:
             state = "running" if isinstance(pid, int) and alive(pid) else "dead"
         out.append({**data, "file": str(path), "host": host, "worker": data.get("worker", path.stem.removeprefix(WORKER_PREFIX)),
-                    "state": state, "running": state == "running"})
+                    "state": state, "running": state == "running", "age_s": round(age_s, 1)})
     return out
+
+
+def prune_reports(state_root: Path, alive: Callable[[int], bool], *, prune_after_s: float = PRUNE_AFTER_S,
+                  stale_after_s: float = STALE_AFTER_S, keep: Path | None = None,
+                  now: datetime | None = None) -> list[Path]:
+    """Delete the files of workers that no longer run (dead, stopped, stale) whose last write is more than
+    ``prune_after_s`` old (never ``keep``, the caller's own file, nor an unreadable one: the operator sees
+    it); returns the files deleted."""
+    gone = []
+    for r in read_reports(state_root, alive, stale_after_s=stale_after_s, now=now):
+        path = Path(r["file"])
+        if r["state"] in ("dead", "stopped", "stale") and r["age_s"] > prune_after_s and path != keep:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # another worker pruned it first
+                continue
+            gone.append(path)
+    return gone
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,9 +139,10 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 "state": r["state"], "running": r["running"], "updated_at": r.get("updated_at"),
                 "stopped_at": r.get("stopped_at"), "processed": r.get("processed", 0),
                 "partitions": sorted(r.get("lag") or {}), "last_error": r.get("last_error") or r.get("error"),
-                "metrics_url": r.get("metrics_url"), "file": r["file"]} for r in reports]
+                "metrics_url": r.get("metrics_url"), "file": r["file"], "age_s": r.get("age_s")} for r in reports]
     why = [f"pid {w['pid']} is not alive" if w["state"] == "dead" else f"{w['worker']} stopped at {w['stopped_at']}"
-           if w["state"] == "stopped" else f"{w['file']}: {w['last_error']}" for w in workers if not w["running"]]
+           if w["state"] == "stopped" else f"{w['worker']} on {w['host']}: no heartbeat since {w['updated_at']}"
+           if w["state"] == "stale" else f"{w['file']}: {w['last_error']}" for w in workers if not w["running"]]
     return {"schema": HEALTH_SCHEMA, "running": any(r["running"] for r in good), "not_running": why,
             "workers_running": sum(r["running"] for r in good), "workers": workers,
             "processed": sum(int(r.get("processed", 0) or 0) for r in good), "tiles": tiles, "lag": lag,

@@ -35,6 +35,8 @@ class MonitorConfig:
     metrics_port: int | None = None  # Prometheus text on this port (None: off)
     watch_areas: tuple[Path, ...] = ()  # GeoJSON areas monitored per pixel from the cube (monitor/watch_areas.py)
     cubes_dir: Path | None = None  # tile cubes; None: <data_dir>/cubes
+    health_stale_s: float = 120.0  # a worker of another host without a heartbeat this long reads "stale"
+    health_prune_s: float = 86400.0  # health files of workers no longer running are deleted after this long
 
     @property
     def cubes_root(self) -> Path:

@@ -4,7 +4,9 @@ Each worker writes ``<data_dir>/monitor/health-<host>-<pid>.json`` (contracts/mo
 the pid, when it was last written, per tile the acquisitions folded in and the last one, the lag of
 the partitions it owns, the count processed and the last error; ``stopped_at`` when it closes
 cleanly. ``sitsmon monitor status`` and the dashboard merge the workers' files: a dead pid or a
-``stopped_at`` reads as a stopped worker, and "monitor not running" when no worker runs.
+``stopped_at`` reads as a stopped worker, a worker of another host without a heartbeat for
+``stale_after_s`` as stale, and "monitor not running" when no worker runs. A running worker deletes,
+at most once a minute, the files of workers that no longer run and last wrote ``prune_after_s`` ago.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from contracts.monitor_health import HEALTH_SCHEMA, merge_reports, read_reports, worker_id, worker_path
+from contracts.monitor_health import (
+    HEALTH_SCHEMA,
+    PRUNE_AFTER_S,
+    STALE_AFTER_S,
+    merge_reports,
+    prune_reports,
+    read_reports,
+    worker_id,
+    worker_path,
+)
 from ingest.locks import pid_alive
 
 STAGES = ("read", "encoder", "detectors", "store", "sinks", "state", "commit")
@@ -28,8 +39,14 @@ STAGES = ("read", "encoder", "detectors", "store", "sinks", "state", "commit")
 class Health:
     """Counters and latencies of one monitor process, exported as Prometheus text and ``health.json``."""
 
-    def __init__(self, path: Path, metrics_port: int | None = None) -> None:
+    PRUNE_EVERY_S = 60.0  # how often a worker prunes the files of workers that no longer run
+
+    def __init__(self, path: Path, metrics_port: int | None = None, *, stale_after_s: float = STALE_AFTER_S,
+                 prune_after_s: float = PRUNE_AFTER_S) -> None:
         self.path = Path(path)
+        self.stale_after_s = stale_after_s
+        self.prune_after_s = prune_after_s
+        self._pruned_s = -1e18
         self.worker = worker_id(os.getpid())
         self.registry = CollectorRegistry()
         self.acquisitions = Counter("sitsmon_monitor_acquisitions", "acquisitions folded in", ["sensor"],
@@ -103,14 +120,24 @@ class Health:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         tmp.write_text(json.dumps(self.snapshot(), indent=1), encoding="utf-8")
         os.replace(tmp, self.path)
+        if self.stopped_at is None and time.monotonic() - self._pruned_s >= self.PRUNE_EVERY_S:
+            self._pruned_s = time.monotonic()
+            self.prune()
+
+    def prune(self) -> list[Path]:
+        """Delete the health files of workers that stopped, died or went stale ``prune_after_s`` ago."""
+        return prune_reports(self.path.parent, pid_alive, prune_after_s=self.prune_after_s,
+                             stale_after_s=self.stale_after_s, keep=self.path)
 
 
-def for_worker(state_root: Path, metrics_port: int | None = None) -> Health:
+def for_worker(state_root: Path, metrics_port: int | None = None, *, stale_after_s: float = STALE_AFTER_S,
+               prune_after_s: float = PRUNE_AFTER_S) -> Health:
     """The health of this process, written to its own file ``<state_root>/health-<host>-<pid>.json``."""
-    return Health(worker_path(state_root, os.getpid()), metrics_port)
+    return Health(worker_path(state_root, os.getpid()), metrics_port, stale_after_s=stale_after_s,
+                  prune_after_s=prune_after_s)
 
 
-def read_health(state_root: Path) -> dict[str, Any] | None:
+def read_health(state_root: Path, stale_after_s: float = STALE_AFTER_S) -> dict[str, Any] | None:
     """Every worker's last report, merged (None when no worker ever wrote one)."""
-    reports = read_reports(state_root, pid_alive)
+    reports = read_reports(state_root, pid_alive, stale_after_s=stale_after_s)
     return merge_reports(reports) if reports else None

@@ -140,7 +140,8 @@ class Monitor:
         self.namespace = namespace_for(self.model, self.detectors)
         self.store = store if store is not None else open_store(config.alert_store_url)
         self.sinks = list(sinks)
-        self.health = health or for_worker(config.state_root, config.metrics_port)
+        self.health = health or for_worker(config.state_root, config.metrics_port,
+                                           stale_after_s=config.health_stale_s, prune_after_s=config.health_prune_s)
         # Alerts of the packaged default model keep the plain deterministic ids (equal to `sitsmon detect`);
         # a reprocessing with another checkpoint gets ids of its own, so the old alerts stay readable.
         self.scope = scope if scope is not None else ("" if config.checkpoint is None else self.namespace)
@@ -298,7 +299,9 @@ class Monitor:
         areas = self.areas_of(tile.state.tile_id)
         cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
         if areas:
+            t0 = time.perf_counter()
             result.events.extend(self._area_events(tile.state, areas, cube, key))
+            result.seconds["watch"] = time.perf_counter() - t0  # the pixel detector: its slice read and its step
         if result.expectations is not None:
             expectations = result.expectations
             if areas:
@@ -320,20 +323,10 @@ class Monitor:
         kill_point("after_sinks")
 
     def _area_events(self, state: TileState, areas, cube: Path, key: SlotKey) -> list[Event]:
-        """Installations in the watch areas seen for the first time at this acquisition."""
-        from dataclasses import replace
+        """This acquisition folded into the watch areas' pixel solar states; the installations raised now."""
+        from monitor.watch_areas import step_areas
 
-        from monitor.watch_areas import area_events, confirm_sites
-
-        if key.sensor != "S2":  # installations are confirmed on successive S2 views (S1 enters their dating)
-            return []
-        out = []
-        for area in areas:
-            mine = [k for k in state.area_sites if k["area_id"] == area.area_id]
-            to_raise, mine = confirm_sites(area_events(area, cube, key.time_s), mine)
-            state.area_sites = [k for k in state.area_sites if k["area_id"] != area.area_id] + mine
-            out.extend(replace(event, parcel_id=site) for event, site in to_raise)
-        return out
+        return step_areas(state, areas, cube, key)
 
     def _send(self, alerts: Iterable[Alert]) -> None:
         from alerts.sinks import dispatch

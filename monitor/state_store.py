@@ -35,6 +35,7 @@ import pandas as pd
 from monitor.errors import StateStoreError, StateVersionError
 from monitor.inputs import SlotKey
 from monitor.step import TileState
+from monitor.watch_areas import dump_watch, load_watch
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class TileStore:
         for det in detectors:
             for name, arr in det.dump(state.detectors[det.event_type]).items():
                 arrays[f"detectors/{det.event_type}/{name}"] = np.asarray(arr)
+        watch, watch_attrs = dump_watch(state.watch)  # the watch areas' pixel solar states
+        arrays.update({f"watch/{k}": v for k, v in watch.items()})
         for name, arr in arrays.items():
             if arr.dtype == object or arr.dtype.kind in "US":
                 a = group.create_array(name, shape=arr.shape, dtype=str)
@@ -172,7 +175,7 @@ class TileStore:
             "schema": STATE_SCHEMA, "tile_id": state.tile_id, "versions": versions, "checksum": checksum,
             "n_layers": len(enc.layers), "encoder_model_id": enc.model_id,
             "folded": [[k.time_s, k.sensor, k.slot, ids] for k, ids in sorted(state.folded.items())],
-            "area_sites": state.area_sites,
+            "area_sites": state.area_sites, "watch": watch_attrs,
         })
         if target.exists():
             shutil.rmtree(target)
@@ -216,9 +219,11 @@ class TileStore:
             prefix = f"detectors/{det.event_type}/"
             dets[det.event_type] = det.load({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
         folded = {SlotKey.of(t, s, slot): ids for t, s, slot, ids in attrs["folded"]}
+        watch = load_watch({k[len("watch/"):]: v for k, v in arrays.items() if k.startswith("watch/")},
+                           attrs.get("watch"))
         return TileState(self.tile_id, pd.Index(arrays["parcel_ids"].astype(str), name="parcel_id"),
                          arrays["land_uses"].astype(str), encoder, dets, folded,
-                         area_sites=list(attrs.get("area_sites", [])))
+                         area_sites=list(attrs.get("area_sites", [])), watch=watch)
 
     def save(self, state: TileState, versions: dict[str, Any], detectors, checkpoint: bool = False) -> str:
         """Write ``state`` as a new generation and name it in ``CURRENT``; with ``checkpoint``, also keep

@@ -53,6 +53,7 @@ class TileState:
     folded: dict[SlotKey, str] = field(default_factory=dict)
     recent: list[pd.DataFrame] = field(default_factory=list)  # expectation rows of recent S2 views
     area_sites: list[dict] = field(default_factory=list)  # watch-area installations already raised
+    watch: dict[str, Any] = field(default_factory=dict)  # area id -> its stepped pixel solar state (watch_areas.py)
 
     @property
     def n(self) -> int:

@@ -153,6 +153,8 @@ class MonitorSettings(BaseModel):
     max_records: int = Field(50, gt=0, description="acquisition events per poll")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (0: any free)")
     watch_areas: list[Path] = Field(default_factory=list, description="GeoJSON areas monitored per pixel from the cube")
+    health_stale_s: float = Field(120.0, gt=0, description="a worker of another host without a heartbeat this long is stale")
+    health_prune_s: float = Field(86400.0, gt=0, description="delete health files of workers no longer running after this long")
 
 
 class AlertsSettings(BaseModel):

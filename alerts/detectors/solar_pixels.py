@@ -13,6 +13,8 @@ the canopy), which S1 sees through clouds. See ``PixelSolarParams``.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,7 +304,8 @@ def detect_solar_pixels(
     s1_vv: np.ndarray | None = None,
     s1_times: np.ndarray | None = None,
 ) -> list[Event]:
-    """Solar installations in a small watch-area cube.
+    """Solar installations in a small watch-area cube (the batch form: the plain reference of the stepped
+    per-pixel state in ``alerts.detectors.solar_pixels_stream``).
 
     ``cube``: (time, band, y, x) float reflectance (``bands`` names the band axis; a ``VV`` band in
     dB is used as S1 when present); ``times``: (time,) float days since 1970 (or datetime64);
@@ -312,8 +315,6 @@ def detect_solar_pixels(
     ``f"{area_id}:{n}"``, with the polygon (GeoJSON, in the cube's CRS), pixel count and S2 bracket
     of the start of works in the evidence. See ``PixelSolarParams`` for the rules.
     """
-    from rasterio.features import shapes
-
     p = params or PixelSolarParams()
     cube = np.asarray(cube, dtype=float)
     if cube.ndim != 4 or cube.shape[1] != len(bands):
@@ -352,14 +353,14 @@ def detect_solar_pixels(
     end_share = np.take_along_axis(pv_sorted, idx_last, axis=0).mean(axis=0)
     base_share = pv_sorted[:n].mean(axis=0)
     changed = (nvalid >= 2 * n) & (end_share >= p.end_share) & (base_share <= p.base_share)
-    area_vv = None
+    works = None
+    s1 = None
     if s1_vv is not None:
         with np.errstate(invalid="ignore"):
-            # the watch area's median VV per acquisition carries rain and soil moisture: remove it
-            area_vv = np.nanmedian(s1_vv.reshape(len(s1_times), -1), axis=1)
+            area_vv = area_median_vv(s1_vv)
             if s1_vv.shape[0] >= 2 * n:
                 anom = s1_vv - area_vv[:, None, None]
-                vv_base = np.nanmedian(anom[:n], axis=0)
+                vv_base = _nanmedian0(anom[:n])
                 # panels up under clouds: a persistent VV rise where S2 last saw PV or bare soil
                 # (or too little), never vegetation
                 pvb_sorted = np.take_along_axis(pv | bare, order, axis=0)
@@ -367,10 +368,6 @@ def detect_solar_pixels(
                     np.take_along_axis(pvb_sorted, idx_last, axis=0).mean(axis=0) >= p.end_share
                 )
                 changed |= not_veg & np.all(anom[-n:] >= vv_base[None] + p.vv_rise_db, axis=0)
-    # panel rows alternate with inter-row strips: close small gaps so that one array is one installation
-    changed = _close(changed, p.close_px)
-    candidates = [(m, "panels", p.min_pixels) for m in _components(changed)]
-    if s1_vv is not None:
         if p.works_without_panels:
             # works begun, panels not up yet: bare soil at the end of the series where the land was
             # not bare at its start; only with S1, which must show the works' persistent VV rise
@@ -380,16 +377,77 @@ def detect_solar_pixels(
                 & (np.take_along_axis(bare_sorted, idx_last, axis=0).mean(axis=0) >= p.end_share)
                 & (bare_sorted[:n].mean(axis=0) <= p.base_share)
             )
-            works = _close(works, p.close_px) & ~changed
-            candidates += [(m, "works", p.min_works_pixels) for m in _components(works)]
+        history = (s1_vv, s1_times, area_vv)
+        s1 = lambda: history  # noqa: E731 - the batch has the history at hand; the stream reads it lazily
+
+    def departures(mask: np.ndarray) -> np.ndarray:
+        return _pixel_departures(mask, valid, ndvi, pv, bare, times, p)
+
+    return installations(PixelEvidence(changed, works, departures, float(times[-1])), transform, s1=s1, crs=crs,
+                         area_id=area_id, params=p)
+
+
+def area_median_vv(s1_vv: np.ndarray) -> np.ndarray:
+    """(time1,) the watch area's median VV per acquisition (it carries rain and soil moisture)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an acquisition with no data at all: NaN
+        return np.nanmedian(s1_vv.reshape(len(s1_vv), -1), axis=1)
+
+
+def _nanmedian0(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pixel without S1 data: NaN, never changed
+        return np.nanmedian(a, axis=0)
+
+
+@dataclass(frozen=True)
+class PixelEvidence:
+    """What the per-pixel rule says of a watch area at one moment, the input of the installation stage.
+
+    ``changed`` / ``works``: (y, x) bool before closing (``works`` None without S1 or works); ``departures``:
+    a mask's departed pixels as ``_pixel_departures`` rows; ``t_end``: the last S2 view. The batch form
+    computes it from the cube, the stepped state from its per-pixel fields."""
+
+    changed: np.ndarray
+    works: np.ndarray | None
+    departures: Callable[[np.ndarray], np.ndarray]
+    t_end: float
+
+
+S1History = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # () -> (vv (time1, y, x) dB, times, area vv)
+
+
+def installations(evidence: PixelEvidence, transform: Any, *, s1: S1History | None = None, crs: str | None = None,
+                  area_id: str = "watch", params: PixelSolarParams | None = None) -> list[Event]:
+    """Installations from per-pixel evidence: closing, components, dating (S2 bracket, S1 VV step), the
+    split of touching installations, polygons. ``s1``: None without any S1 acquisition; else called (once,
+    only when a candidate needs it) for the S1 history of the area."""
+    from rasterio.features import shapes
+
+    p = params or PixelSolarParams()
+    cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def history() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not cache:
+            cache.append(s1())
+        return cache[0]
+
+    # panel rows alternate with inter-row strips: close small gaps so that one array is one installation
+    changed = _close(evidence.changed, p.close_px)
+    candidates = [(m, "panels", p.min_pixels) for m in _components(changed)]
+    if s1 is not None and evidence.works is not None:
+        works = _close(evidence.works, p.close_px) & ~changed
+        candidates += [(m, "works", p.min_works_pixels) for m in _components(works)]
     events: list[Event] = []
-    t_end = float(times[-1])
+    t_end = evidence.t_end
 
     def date_of(mask: np.ndarray, dep: np.ndarray, phase: str) -> tuple[float, float, float, str] | None:
         lo, hi, panels_on, bare_base = _bracket(dep, t_end)
         start, how = 0.5 * (lo + hi), "S2 bracket middle"
-        if area_vv is not None and s1_times is not None:
-            with np.errstate(invalid="ignore"):
+        if s1 is not None:
+            s1_vv, s1_times, area_vv = history()
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 comp = np.nanmedian(s1_vv[:, mask], axis=1)
             # the works start between the S2 departure and the panels (a harvest may come first)
             s1_lo, s1_hi = lo - p.s1_margin_days, panels_on + p.s1_margin_days
@@ -397,9 +455,9 @@ def detect_solar_pixels(
                 s1_lo = min(s1_lo, hi - p.s1_lookback_days)
             if phase == "works":  # the bare phase may have begun with a harvest: search up to the end
                 s1_hi = float(s1_times[-1])
-            s1 = _s1_onset(comp, area_vv, s1_times, s1_lo, s1_hi, p, to_end=phase == "works")
-            if s1 is not None:
-                start, how = s1, "S1 VV step"
+            onset = _s1_onset(comp, area_vv, s1_times, s1_lo, s1_hi, p, to_end=phase == "works")
+            if onset is not None:
+                start, how = onset, "S1 VV step"
             elif phase == "works":
                 return None  # bare soil without the works' VV rise: a harvest or tillage, not works
         return lo, hi, start, how
@@ -408,18 +466,15 @@ def detect_solar_pixels(
     for mask, phase, min_px in candidates:
         if int(mask.sum()) < min_px:
             continue
-        dep = _pixel_departures(mask, valid, ndvi, pv, bare, times, p)
+        dep = evidence.departures(mask)
         d = date_of(mask, dep, phase)
         if d is None:
             continue
         # adjacent installations touch: split when two groups of pixels departed at S2 dates apart
         # AND their S1 VV steps confirm two different starts of works
-        parts = _split(dep, mask.shape, min_px) if area_vv is not None and phase == "panels" else None
+        parts = _split(dep, mask.shape, min_px) if s1 is not None and phase == "panels" else None
         if parts is not None:
-            sub = []
-            for part in parts:
-                dp = _pixel_departures(part, valid, ndvi, pv, bare, times, p)
-                sub.append((part, date_of(part, dp, phase)))
+            sub = [(part, date_of(part, evidence.departures(part), phase)) for part in parts]
             (_, early), (_, late) = sub
             if (
                 early is not None
@@ -432,6 +487,7 @@ def detect_solar_pixels(
                 dated += [(part, phase, min_px, x) for part, x in sub]
                 continue
         dated.append((mask, phase, min_px, d))
+    sensor = "S2+S1" if s1 is not None else "S2"
     for mask, phase, min_px, (lo, hi, start, how) in dated:
         npx = int(mask.sum())
         geoms = [g for g, val in shapes(mask.astype(np.uint8), mask=mask, transform=transform) if val == 1]
@@ -440,7 +496,6 @@ def detect_solar_pixels(
             if len(geoms) == 1
             else {"type": "MultiPolygon", "coordinates": [g["coordinates"] for g in geoms]}
         )
-        sensor = "S2+S1" if s1_vv is not None else "S2"
         events.append(
             Event(
                 parcel_id=f"{area_id}:{len(events) + 1}",

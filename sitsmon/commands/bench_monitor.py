@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--acquisitions", type=int, default=8, help="acquisitions streamed (default 8, 2 warm-up)")
     parser.add_argument("--workdir", default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workload and the states")
+    parser.add_argument("--watch-pixels", type=int, default=1024,
+                        help="pixels of a watch area: the stepped pixel solar detector alone and a tile of them "
+                             "folded through the monitor (default 1024; 0: none)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,5 +34,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.parcels < 10:
         raise ValueError(f"--parcels must be >= 10, got {args.parcels}")
-    print(json.dumps(run_benchmark(args.parcels, args.acquisitions, workdir=args.workdir, keep=args.keep), indent=2))
+    if args.watch_pixels < 0:
+        raise ValueError(f"--watch-pixels must be >= 0, got {args.watch_pixels}")
+    result = run_benchmark(args.parcels, args.acquisitions, workdir=args.workdir, keep=args.keep)
+    if args.watch_pixels:
+        from monitor.bench_watch import bench_watch_pixels
+
+        # the stepped pixel detector alone, and a tile of that many watch pixels folded through the monitor
+        result["watch_pixels"] = bench_watch_pixels(args.watch_pixels, batch=args.watch_pixels <= 250_000)
+    print(json.dumps(result, indent=2))
     return 0

@@ -85,6 +85,7 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
         webhook_url=settings.alerts.webhook_url, webhook_secret=settings.alerts.webhook_secret.get_secret_value(),
         metrics_port=port if port is not None else settings.monitor.metrics_port,
         watch_areas=tuple(settings.monitor.watch_areas), cubes_dir=settings.ingest.cubes_dir,
+        health_stale_s=settings.monitor.health_stale_s, health_prune_s=settings.monitor.health_prune_s,
     )
 
 
