@@ -3,7 +3,7 @@
 // live stream too, through fetch), so no token ever appears in a URL.
 "use strict";
 
-const state = { me: null, page: 1, pageSize: 25, ladder: null, map: null, layers: null, streamAbort: null };
+const state = { me: null, page: 1, pageSize: 25, cursors: [null], ladder: null, map: null, layers: null, streamAbort: null };
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const LIGHT_COLOURS = { green: "#2e9d3a", orange: "#f39c12", red: "#d62c1a", not_analysable: "#aaaaaa" };
@@ -328,14 +328,18 @@ async function setStatus(id, status, note) {
 }
 
 async function loadQueue(flashId) {
+  // keyset paging: state.cursors[k] is the cursor of page k + 1 (the next_cursor of page k)
   const q = new URLSearchParams({ page: state.page, page_size: state.pageSize, sort: $("#f-sort").value });
+  const cursor = state.cursors[state.page - 1];
+  if (cursor) q.append("cursor", cursor);
   if ($("#f-status").value) q.append("status", $("#f-status").value);
   if ($("#f-type").value) q.append("type", $("#f-type").value);
   const res = await getJSON(`/api/alerts?${q}`);
   $("#queue-count").textContent = `(${res.count})`;
   const pages = Math.max(1, Math.ceil(res.count / state.pageSize));
   $("#page").textContent = `page ${state.page} of ${pages}`;
-  $("#prev").disabled = state.page <= 1; $("#next").disabled = state.page >= pages;
+  state.cursors.length = state.page; state.cursors.push(res.next_cursor);
+  $("#prev").disabled = state.page <= 1; $("#next").disabled = !res.next_cursor;
   const holder = document.createElement("div");
   renderAlerts(holder, res.data, true, flashId);
   $("#queue").replaceWith(Object.assign(holder.querySelector("table") || document.createElement("table"), { id: "queue" }));
@@ -350,7 +354,8 @@ async function showAlerts() {
   }
   await loadQueue();
 }
-$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.page = 1; loadQueue(); });
+$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.page = 1; state.cursors = [null]; loadQueue(); });
+$("#f-sort").addEventListener("change", () => { state.page = 1; state.cursors = [null]; });
 $("#prev").addEventListener("click", () => { state.page -= 1; loadQueue(); });
 $("#next").addEventListener("click", () => { state.page += 1; loadQueue(); });
 $("#bulk-ack").addEventListener("click", async () => {
