@@ -1,6 +1,7 @@
 """A parcel's series for the chart: S2 bands and NDVI, S1 VV/VH in dB, the encoder's expectation,
 and gap-filled NDVI with its uncertainty at the cloudy S2 views (``alerts.gapfill``, fitted once per
-tile on the tile's whole series and cached with the series-file stamp; ``filled`` marks them).
+tile and series-file stamp by one process and stored next to the series, ``dashboards.gapfill_store``;
+``filled`` marks them).
 
 The expectation is computed for the one parcel on the fly (``alerts.expectation``: the same
 per-acquisition steps the monitor makes) and cached per parcel and series-file stamp; the model is
@@ -9,6 +10,8 @@ loaded once, on the first request that needs it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
 import threading
@@ -108,15 +111,24 @@ class SeriesReader:
                     return hit[1]
             from alerts import gapfill
             from alerts.series import normalise_observations
+            from dashboards.gapfill_store import load_or_fit
             from ingest.series import read_series
 
             step = max(1, len(sample_ids) // FIT_PARCELS)
-            try:
-                table = read_series(self.series_dir, tile_id=tile_id, parcel_id=sample_ids[::step][:FIT_PARCELS])
-                model = gapfill.fit(normalise_observations(table.to_pandas()))
-            except Exception as e:  # noqa: BLE001 - without a fit the chart shows the views only
-                logger.warning("gap-fill model for tile %s unavailable: %s", tile_id, e)
-                model = None
+            chosen = sample_ids[::step][:FIT_PARCELS]
+
+            def fit() -> Any:
+                try:
+                    table = read_series(self.series_dir, tile_id=tile_id, parcel_id=chosen)
+                    return gapfill.fit(normalise_observations(table.to_pandas()))
+                except Exception as e:  # noqa: BLE001 - without a fit the chart shows the views only
+                    logger.warning("gap-fill model for tile %s unavailable: %s", tile_id, e)
+                    return None
+
+            spec = {"sample": hashlib.sha256("\n".join(chosen).encode()).hexdigest(),
+                    "params": dataclasses.asdict(gapfill.GapFillParams())}
+            # fitted by one process, stored next to the series, loaded by every other worker
+            model = load_or_fit(self.series_dir / tile_id, stamp, spec, fit)
             with self._lock:
                 self._gapfill[tile_id] = (stamp, model)
             return model
