@@ -388,7 +388,7 @@ async function showOps() {
 async function loadBackfill() {
   const jobs = await getJSON("/api/ops/backfill?page_size=20");
   $("#ops-backfill").innerHTML = `<table id="backfill-jobs"><tr><th>job</th><th>by</th><th>tiles</th><th>period</th><th>state</th><th>started</th><th>ended</th><th>progress</th><th></th></tr>${
-    jobs.data.map((j) => `<tr data-job="${esc(j.id)}" class="job-${esc(j.state)}"><td>${esc(j.id)}</td><td>${esc(j.who)}</td><td>${esc(j.tiles.join(", "))}</td><td>${esc(j.start)} – ${esc(j.end)}</td><td class="state">${esc(j.state)}</td><td>${esc(j.started_at || "")}</td><td>${esc(j.ended_at || "")}</td><td class="progress">${esc(j.error && j.state !== "cancelled" ? `${j.error}: ${j.progress || ""}` : j.progress || "")}</td><td>${
+    jobs.data.map((j) => `<tr data-job="${esc(j.id)}" class="job-${esc(j.state)}"><td>${esc(j.id)}</td><td>${esc(j.who)}</td><td>${esc(j.tiles.join(", "))}</td><td>${esc(j.start)} – ${esc(j.end)}</td><td class="state">${esc(j.state)}</td><td>${esc(j.started_at || "")}</td><td>${esc(j.ended_at || "")}</td><td class="progress">${esc(`${j.tiles_done}/${j.tiles_total} tiles, ${j.acquisitions_done} acquisitions`)}<br><small>${esc(j.error && j.state !== "cancelled" ? `${j.error}: ${j.progress || ""}` : j.progress || "")}</small></td><td>${
       ["queued", "running"].includes(j.state) ? `<button type="button" class="bf-cancel" data-job="${esc(j.id)}">Cancel</button>` : ""}</td></tr>`).join("")
     || "<tr><td colspan=9>no jobs yet</td></tr>"}</table>`;
   document.querySelectorAll(".bf-cancel").forEach((b) => b.addEventListener("click", async () => {
