@@ -31,7 +31,7 @@ WORKER = textwrap.dedent("""
     gapfill.fit = counted_fit
     reader = SeriesReader(series, with_model=False)
     ids = sys.argv[4].split(",")
-    model = reader.gapfill_model(tile, reader._tile_stamp(tile), ids)
+    model = reader.gapfill_model(tile, reader._tile_stamp(tile), ids, wait_s=600)
     print(repr(model.sigma))
 """)
 
@@ -70,7 +70,7 @@ def test_two_workers_make_one_fit_and_the_stored_model_fills_as_a_fresh_fit(site
 
     monkeypatch.setattr(gapfill, "fit", no_fit)
     reader = SeriesReader(series, with_model=False)
-    stored = reader.gapfill_model(tile, reader._tile_stamp(tile), ids)
+    stored = reader.gapfill_model(tile, reader._tile_stamp(tile), ids, wait_s=600)
     assert stored is not fresh
     np.testing.assert_array_equal(stored.clim, fresh.clim)
     np.testing.assert_array_equal(stored.s1_coef, fresh.s1_coef)
@@ -94,7 +94,7 @@ def test_a_grown_series_or_a_torn_file_is_refitted(site, tmp_path, monkeypatch):
 
     def ask():
         reader = SeriesReader(series, with_model=False)  # a fresh worker: nothing cached in memory
-        return reader.gapfill_model(tile, reader._tile_stamp(tile), ids)
+        return reader.gapfill_model(tile, reader._tile_stamp(tile), ids, wait_s=600)
 
     ask()
     ask()
@@ -108,3 +108,31 @@ def test_a_grown_series_or_a_torn_file_is_refitted(site, tmp_path, monkeypatch):
     assert ask() is not None and len(fits) == 3
     ask()
     assert len(fits) == 3
+
+
+def test_a_series_asked_during_the_fit_comes_without_fill_and_later_with_it(site, tmp_path, monkeypatch):
+    import threading
+
+    from alerts import gapfill
+    from dashboards import series as series_mod
+
+    series, ref_series = tmp_path / "series", tmp_path / "ref"
+    for d in (series, ref_series):
+        shutil.copytree(site.data_dir / "series", d, ignore=shutil.ignore_patterns(".gapfill-model*"))
+    tile, ids = _tile_and_ids(series)
+    # the reference: a reader that waited for its fit; a parcel it gap-fills
+    ref = SeriesReader(ref_series, with_model=False)
+    ref.gapfill_model(tile, ref._tile_stamp(tile), ids, wait_s=600)
+    answers = {p: ref.series(tile, p, ids, fill=True, expected=False) for p in ids}
+    pid, want = next((p, out) for p, out in answers.items() if any(v["filled"] for v in out["s2"]))
+    release = threading.Event()
+    real_fit = gapfill.fit
+    monkeypatch.setattr(gapfill, "fit", lambda *a, **k: release.wait(60) and real_fit(*a, **k))
+    monkeypatch.setattr(series_mod, "FILL_WAIT_S", 0.2)
+    reader = SeriesReader(series, with_model=False)
+    first = reader.series(tile, pid, ids, fill=True, expected=False)
+    assert first["fill_pending"] is True and not any(v["filled"] for v in first["s2"])
+    release.set()
+    reader.gapfill_model(tile, reader._tile_stamp(tile), ids, wait_s=600)  # the fit under way ends
+    later = reader.series(tile, pid, ids, fill=True, expected=False)  # the pending answer was not cached
+    assert later["fill_pending"] is False and later["s2"] == want["s2"]
