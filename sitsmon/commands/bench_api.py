@@ -401,9 +401,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # warm-up: parcel layer, cube and store handles are loaded lazily on first use
         _drive(base, token, [f"/api/parcels/{pid(0)}/series?fill=false&expected=false", "/api/alerts?page_size=10",
                              f"/api/parcels/{pid(0)}/chips/ndvi?date={info['cube_days'][0]}"], 1)
-        # the first gap-filled request of the tile fits (or loads the stored) gap filler: a one-off
+        # the first gap-filled request of the tile starts the fit of its gap filler (a one-off; the
+        # answer says fill_pending until it is done): wait until both workers answer with the fill
         t = time.perf_counter()
-        _drive(base, token, [f"/api/parcels/{pid(1)}/series?expected=false"], 1)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+            filled_in_a_row = 0
+            while filled_in_a_row < 4 and time.perf_counter() - t < 900:
+                pending = c.get(f"/api/parcels/{pid(1)}/series?expected=false").json().get("fill_pending")
+                filled_in_a_row = 0 if pending else filled_in_a_row + 1
+                if pending:
+                    time.sleep(1)
         first_fill_s = round(time.perf_counter() - t, 2)
         series_urls = [f"/api/parcels/{pid(rng.randrange(args.parcels))}/series?fill=false&expected=false"
                        for _ in range(args.requests)]
@@ -426,7 +433,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   "rows_per_parcel": info["series"]["rows_per_parcel"], "alerts": args.alerts,
                   "concurrency": args.concurrency, "server_workers": args.server_workers, "cpu_count": os.cpu_count(),
                   "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-                  "gapfill_first_request_s": first_fill_s}
+                  "gapfill_fit_s": first_fill_s}
         # floors of this run: the HTTP round trip (/health) and the store read alone, in this process
         c0 = _cpu_s(server.pid)
         lat, _ = _drive(base, token, ["/health"] * args.requests, args.concurrency)
