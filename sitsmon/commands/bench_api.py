@@ -396,11 +396,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-500:]}")
         rng = random.Random(3)
-        in_cube = _in_cube(args.parcels)
         pid = lambda k: quote(f"{TILE}-{k:07d}", safe="")  # noqa: E731
-        # warm-up: parcel layer, cube and store handles are loaded lazily on first use
-        _drive(base, token, [f"/api/parcels/{pid(0)}/series?fill=false&expected=false", "/api/alerts?page_size=10",
-                             f"/api/parcels/{pid(0)}/chips/ndvi?date={info['cube_days'][0]}"], 1)
+        in_cube = _in_cube(args.parcels)
+        # warm-up: parcel layer, cube and store handles (and matplotlib, for NDVI chips) are loaded lazily
+        # on first use, in every worker: each kind, several times over several connections
+        warm = [f"/api/parcels/{pid(k)}/series?fill=false&expected=false" for k in range(8)]
+        warm += ["/api/alerts?page_size=10"] * 8
+        warm += [f"/api/parcels/{pid(in_cube[0])}/chips/{kind}?date={info['cube_days'][0]}"
+                 for kind in ("true_color", "ndvi", "vv") for _ in range(8)]
+        for _ in range(2):
+            _drive(base, token, warm, args.concurrency)
         # the first gap-filled request of the tile starts the fit of its gap filler (a one-off; the
         # answer says fill_pending until it is done): wait until both workers answer with the fill
         t = time.perf_counter()
