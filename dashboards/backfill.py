@@ -7,9 +7,11 @@ its stdout and stderr in one log file under ``<data_dir>/backfill/``, and a row 
 worker process: a job is claimed ``queued → running`` by one conditional UPDATE, and a finished,
 failed or cancelled job is never moved again.
 
-One job runs at a time (two replays of one tile would fold the same slots twice over); the others
-wait as ``queued`` and start when the running one ends. Progress is the log's last line (the replay
-prints one per tile, then its JSON result). Cancel sends SIGTERM to the job's process group, then
+Jobs run side by side when their tiles differ, at most ``max_running`` at once; a job sharing a tile
+with a running or an older queued job waits as ``queued`` (two replays of one tile would fold the same
+slots twice over, and a tile's jobs run in the order they were asked for). Progress is the log's last
+line and, as numbers, the tiles replayed of the job's tiles and the acquisitions folded so far (the
+replay prints one line per tile it finished, then its JSON result). Cancel sends SIGTERM to the job's process group, then
 SIGKILL after :attr:`BackfillJobs.term_grace_s`. A server that stops cancels the jobs it started;
 a job whose process vanished without its server seeing it end (the server was killed) reads as
 ``failed``.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = frozenset({"done", "failed", "cancelled"})
 MAX_TILES = 500
+MAX_RUNNING = 2  # replays at once: each folds on its own core
+_TILE_DONE = re.compile(r"^replay (\S+): (\d+) acquisitions folded, (\d+) alerts$")
 TAIL_BYTES = 4096
 LOST_AFTER_S = 10.0  # a running job whose pid is gone and whose log is this old was lost with its server
 
@@ -52,6 +57,15 @@ _COLUMNS = ("id", "who", "tiles", "start", "end", "args", "pid", "state", "creat
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def tiles_done(path: Path) -> dict[str, int]:
+    """``tile → acquisitions folded`` of the tiles the job's replay has finished (from its log)."""
+    try:
+        text = path.read_text("utf-8", "replace")
+    except OSError:
+        return {}
+    return {m.group(1): int(m.group(2)) for m in map(_TILE_DONE.match, text.splitlines()) if m}
 
 
 def last_line(path: Path) -> str | None:
@@ -85,7 +99,8 @@ class BackfillJobs:
     """Start, list, watch and cancel replay jobs of one data dir (thread-safe; one per app)."""
 
     def __init__(self, db_path: Path, data_dir: Path, parcels: Path | None = None, *,
-                 command: Sequence[str] | None = None, term_grace_s: float = 5.0) -> None:
+                 command: Sequence[str] | None = None, term_grace_s: float = 5.0,
+                 max_running: int = MAX_RUNNING) -> None:
         self.db_path = Path(db_path)
         self.data_dir = Path(data_dir)
         self.log_dir = self.data_dir / "backfill"
@@ -93,6 +108,9 @@ class BackfillJobs:
         # tests swap the program (never the replay's arguments) to try a process that ignores SIGTERM
         self.command = list(command) if command else [sys.executable, "-m", "sitsmon", "monitor", "replay"]
         self.term_grace_s = term_grace_s
+        if max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {max_running}")
+        self.max_running = max_running
         self._lock = threading.Lock()
         self._procs: dict[int, subprocess.Popen] = {}
         self._conn = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -114,6 +132,10 @@ class BackfillJobs:
         out["tiles"] = json.loads(job["tiles"])
         out["args"] = json.loads(job["args"])
         out["progress"] = last_line(Path(job["log_path"]))
+        done = tiles_done(Path(job["log_path"])) if job["state"] != "queued" else {}
+        out["tiles_done"] = sum(t in done for t in out["tiles"])
+        out["tiles_total"] = len(out["tiles"])
+        out["acquisitions_done"] = sum(done.values())
         return out
 
     def get(self, job_id: int) -> dict[str, Any]:
@@ -158,14 +180,23 @@ class BackfillJobs:
         return self.get(job_id)
 
     def _claim_next(self) -> dict[str, Any] | None:
-        """The oldest queued job, moved to running, when none runs (one transaction: one claimer)."""
+        """The oldest queued job that shares no tile with a running job or an older queued one, moved
+        to running, while fewer than ``max_running`` run (one transaction: one claimer)."""
+        cols = ", ".join(_COLUMNS)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                running = self._conn.execute("SELECT COUNT(*) FROM backfill_jobs WHERE state = 'running'").fetchone()[0]
-                row = None if running else self._conn.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM backfill_jobs WHERE state = 'queued' ORDER BY id LIMIT 1"
-                ).fetchone()
+                running = self._conn.execute("SELECT tiles FROM backfill_jobs WHERE state = 'running'").fetchall()
+                row = None
+                if len(running) < self.max_running:
+                    busy = {t for (tiles,) in running for t in json.loads(tiles)}
+                    for cand in self._conn.execute(
+                            f"SELECT {cols} FROM backfill_jobs WHERE state = 'queued' ORDER BY id").fetchall():
+                        tiles = set(json.loads(cand[2]))
+                        if not tiles & busy:
+                            row = cand
+                            break
+                        busy |= tiles  # a younger job of these tiles waits behind this one
                 if row is not None:
                     self._conn.execute("UPDATE backfill_jobs SET state = 'running', started_at = ? WHERE id = ?",
                                        (_now(), row[0]))
@@ -176,9 +207,14 @@ class BackfillJobs:
         return None if row is None else dict(zip(_COLUMNS, row, strict=True))
 
     def _start_next(self) -> None:
+        """Start every queued job that may run now."""
+        while self._start_one():
+            pass
+
+    def _start_one(self) -> bool:
         job = self._claim_next()
         if job is None:
-            return
+            return False
         argv = [*self.command, *json.loads(job["args"])]
         try:
             with open(job["log_path"], "ab") as log:
@@ -186,13 +222,13 @@ class BackfillJobs:
                                         start_new_session=True)  # its own group: cancel reaches its children
         except OSError as e:
             self._finish(job["id"], "failed", None, f"cannot start {argv[0]}: {e}")
-            self._start_next()
-            return
+            return True
         with self._lock:
             self._procs[job["id"]] = proc
             self._conn.execute("UPDATE backfill_jobs SET pid = ? WHERE id = ?", (proc.pid, job["id"]))
         logger.info("backfill job %s started (pid %s): %s", job["id"], proc.pid, " ".join(argv))
         threading.Thread(target=self._watch, args=(job["id"], proc), name=f"backfill-{job['id']}", daemon=True).start()
+        return True
 
     def _watch(self, job_id: int, proc: subprocess.Popen) -> None:
         code = proc.wait()

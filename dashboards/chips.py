@@ -7,6 +7,7 @@ fixed (not per chip) so that before/after chips compare honestly.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from datetime import date
@@ -23,6 +24,25 @@ TRUE_COLOR_MAX = 0.3  # reflectance mapped to white
 VV_DB_RANGE = (-25.0, 0.0)
 NDVI_RANGE = (-0.2, 0.9)
 QUICKLOOK_VIEWS = 12  # how far back a quicklook looks for a clear view of each pixel
+QUICKLOOK_MAX_PX = 1024  # long side of the served quicklook (a 10 980 px S2 tile is read 1 pixel in 11)
+# bytes of the served quicklook: a full-colour PNG of a textured 1024 px tile is ~2 MB, too much for a
+# map layer; past this it is sent with a 256-colour palette, then at half the size, until it fits
+QUICKLOOK_MAX_BYTES = 600_000
+
+
+def _window(var, *index) -> np.ndarray:
+    """A window of a cube variable read in this thread: dask's threaded scheduler spent ~6 ms of a
+    15 ms chip handing a one-chunk read to its pool and back."""
+    data = var.data[index]
+    return np.asarray(data.compute(scheduler="synchronous") if hasattr(data, "compute") else data)
+
+
+@functools.lru_cache(maxsize=16)
+def _to_grid(epsg: int):
+    """WGS84 → the grid's CRS (a pyproj Transformer costs milliseconds to build; it is reused)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
 class Chips:
@@ -91,9 +111,8 @@ class Chips:
         if not epsg:
             raise UnavailableError(f"cube of tile {tile_id} has no grid CRS")
         import shapely
-        from pyproj import Transformer
 
-        tr = Transformer.from_crs(4326, epsg, always_xy=True)
+        tr = _to_grid(epsg)
         geom = shapely.transform(geometry_wgs84, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
         xs, ys = ds["x"].values, ds["y"].values
         res = abs(float(xs[1] - xs[0])) if len(xs) > 1 else float(grid.get("resolution", 10.0))
@@ -106,7 +125,7 @@ class Chips:
         r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
         if kind == "vv":
             pols = [str(p) for p in ds["pol"].values]
-            raw = np.asarray(ds["backscatter"][ti, pols.index("VV"), r0:r1, c0:c1].values, np.float32)
+            raw = _window(ds["backscatter"], ti, pols.index("VV"), slice(r0, r1), slice(c0, c1)).astype(np.float32)
             with np.errstate(divide="ignore", invalid="ignore"):
                 db = 10 * np.log10(raw)
             lo, hi = VV_DB_RANGE
@@ -115,7 +134,7 @@ class Chips:
             missing = ~np.isfinite(db)
         else:
             bands = [str(b) for b in ds["band"].values]
-            refl = np.asarray(ds["reflectance"][ti, :, r0:r1, c0:c1].values, np.float32)
+            refl = _window(ds["reflectance"], ti, slice(None), slice(r0, r1), slice(c0, c1)).astype(np.float32)
             missing = np.all(refl == 0, axis=0)
             refl = refl * 1e-4
             if kind == "true_color":
@@ -131,13 +150,17 @@ class Chips:
         rgb[missing] = (40, 0, 40)
         return self._png(rgb, geom, xs[c0], ys[r0], res)
 
-    def quicklook(self, tile_id: str, max_px: int = 1024) -> tuple[bytes, list[float], str]:
+    def quicklook(self, tile_id: str, max_px: int = QUICKLOOK_MAX_PX,
+                  max_bytes: int = QUICKLOOK_MAX_BYTES) -> tuple[bytes, list[float], str]:
         """The tile's latest clear true colour: each pixel from the newest S2 view where it was clear
-        (newest first, at most :data:`QUICKLOOK_VIEWS` views looked at), subsampled to ``max_px``;
-        returns the PNG, its WGS84 bounds ``[south, west, north, east]`` (what a Leaflet image
-        overlay takes) and the date of the newest view used. Cached per cube version."""
+        (newest first, at most :data:`QUICKLOOK_VIEWS` views looked at), read one pixel in ``step`` (the
+        centre one of each step × step block) so the long side is at most ``max_px``, and encoded in at
+        most ``max_bytes`` (see :data:`QUICKLOOK_MAX_BYTES`). Returns the PNG, the WGS84 bounds
+        ``[south, west, north, east]`` of exactly the blocks it shows (what a Leaflet image overlay
+        takes) and the date of the newest view used. Cached per cube version."""
         ds = self._open(tile_id, "S2")
-        key = (tile_id, int(ds.sizes["time"]), str(ds["time"].values[-1]) if ds.sizes["time"] else "", max_px)
+        key = (tile_id, int(ds.sizes["time"]), str(ds["time"].values[-1]) if ds.sizes["time"] else "", max_px,
+               max_bytes)
         with self._lock:
             hit = self._quicklooks.get(tile_id)
             if hit is not None and hit[0] == key:
@@ -148,19 +171,33 @@ class Chips:
         epsg = int(grid.get("epsg", 0))
         if not epsg:
             raise UnavailableError(f"cube of tile {tile_id} has no grid CRS")
+        while True:
+            result = self._quicklook_at(ds, tile_id, epsg, max_px, max_bytes, grid)
+            if len(result[0]) <= max_bytes or max_px <= 64:
+                break
+            max_px //= 2
+        with self._lock:
+            self._quicklooks[tile_id] = (key, result)
+        return result
+
+    def _quicklook_at(self, ds, tile_id: str, epsg: int, max_px: int, max_bytes: int, grid: dict) -> tuple[bytes, list[float], str]:
         xs, ys = ds["x"].values, ds["y"].values
         step = max(1, int(np.ceil(max(len(xs), len(ys)) / max_px)))
+        # whole blocks only (a partial last block would stretch the overlay), sampled at their centre
+        nx, ny = max(1, len(xs) // step), max(1, len(ys) // step)
+        cx = slice(step // 2, step // 2 + nx * step, step)
+        cy = slice(step // 2, step // 2 + ny * step, step)
         bands = [str(b) for b in ds["band"].values]
         rgb_idx = [bands.index(b) for b in ("B04", "B03", "B02")]
-        out = np.zeros((3, len(ys[::step]), len(xs[::step])), np.float32)
+        out = np.zeros((3, ny, nx), np.float32)
         todo = np.ones(out.shape[1:], bool)
         newest = None
         for ti in range(ds.sizes["time"] - 1, max(-1, ds.sizes["time"] - 1 - QUICKLOOK_VIEWS), -1):
-            clear = np.asarray(ds["clear"][ti, ::step, ::step].values) == 1
+            clear = np.asarray(ds["clear"][ti, cy, cx].values) == 1
             take = todo & clear
             if not take.any():
                 continue
-            refl = np.asarray(ds["reflectance"][ti, rgb_idx, ::step, ::step].values, np.float32) * 1e-4
+            refl = np.asarray(ds["reflectance"][ti, rgb_idx, cy, cx].values, np.float32) * 1e-4
             out[:, take] = refl[:, take]
             todo &= ~take
             newest = newest or str(ds["time"].values[ti])[:10]
@@ -173,17 +210,22 @@ class Chips:
         from PIL import Image
         from pyproj import Transformer
 
+        img = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
         buf = io.BytesIO()
-        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, "PNG")
+        img.save(buf, "PNG")
+        if buf.tell() > max_bytes:  # a palette keeps the layer legible at a third of the bytes
+            buf = io.BytesIO()
+            img.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, "PNG", optimize=True)
         res = abs(float(xs[1] - xs[0])) if len(xs) > 1 else float(grid.get("resolution", 10.0))
-        x0, x1 = float(xs.min()) - res / 2, float(xs.max()) + res / 2
-        y0, y1 = float(ys.min()) - res / 2, float(ys.max()) + res / 2
+        yres = abs(float(ys[1] - ys[0])) if len(ys) > 1 else res
+        # the blocks shown: from the first pixel's outer edge, nx (ny) blocks of step pixels
+        x0 = float(xs[0]) - res / 2
+        x1 = x0 + nx * step * res
+        y1 = float(ys[0]) + yres / 2  # rows run north to south
+        y0 = y1 - ny * step * yres
         lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform([x0, x1, x0, x1], [y0, y0, y1, y1])
         bounds = [round(min(lat), 6), round(min(lon), 6), round(max(lat), 6), round(max(lon), 6)]
-        result = (buf.getvalue(), bounds, newest)
-        with self._lock:
-            self._quicklooks[tile_id] = (key, result)
-        return result
+        return buf.getvalue(), bounds, newest
 
     def _png(self, rgb: np.ndarray, geom, x0: float, y0: float, res: float) -> bytes:
         from PIL import Image, ImageDraw

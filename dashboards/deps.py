@@ -102,3 +102,13 @@ def visible_tiles(user: User, tile_id: str | None = None) -> set[str] | None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"tile {tile_id} is outside your region")
         return {tile_id}
     return None if user.all_tiles else set(user.tiles)
+
+
+def operated_tiles(user: User, services: Services) -> set[str] | None:
+    """The tiles an operator's pages show: the user's tiles, narrowed by a region polygon to the tiles
+    of the parcels it touches (None: every tile)."""
+    tiles = visible_tiles(user)
+    if user.region is None:
+        return tiles
+    touched = services.parcels.tiles_in(user.region)
+    return touched if tiles is None else tiles & touched

@@ -110,6 +110,12 @@ class Parcels:
         layer = self.layer()
         return set(layer.ids[layer.tree.query(region, predicate="intersects")].tolist())
 
+    def tiles_in(self, region) -> set[str]:
+        """The tiles of the parcels intersecting a region polygon (what an operator of it runs)."""
+        layer = self.layer()
+        hits = layer.tree.query(region, predicate="intersects")
+        return set(layer.frame["tile_id"].iloc[hits].astype(str).tolist())
+
     def ids_on_tile(self, tile_id: str) -> list[str]:
         """The tile's parcel ids, cached per layer version (a scan of a million-parcel layer costs
         ~100 ms, and every series request asks)."""

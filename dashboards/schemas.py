@@ -183,6 +183,7 @@ class AlertsPublic(BaseModel):
     page: int
     page_size: int
     data: list[AlertPublic]
+    next_cursor: str | None = None  # pass as `cursor` for the next page; None on the last page
 
 
 def finite(obj: Any) -> Any:

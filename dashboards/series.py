@@ -1,6 +1,7 @@
 """A parcel's series for the chart: S2 bands and NDVI, S1 VV/VH in dB, the encoder's expectation,
 and gap-filled NDVI with its uncertainty at the cloudy S2 views (``alerts.gapfill``, fitted once per
-tile on the tile's whole series and cached with the series-file stamp; ``filled`` marks them).
+tile and series-file stamp by one process and stored next to the series, ``dashboards.gapfill_store``;
+``filled`` marks them).
 
 The expectation is computed for the one parcel on the fly (``alerts.expectation``: the same
 per-acquisition steps the monitor makes) and cached per parcel and series-file stamp; the model is
@@ -9,6 +10,8 @@ loaded once, on the first request that needs it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
 import threading
@@ -26,6 +29,11 @@ from dashboards.errors import NotFoundError
 logger = logging.getLogger(__name__)
 
 FIT_PARCELS = 200
+FILL_WAIT_S = 20.0  # how long a series request waits for the tile's gap-filler fit
+
+
+class FitPending(Exception):
+    """The tile's gap filler is being fitted; the series is answered without filled values."""
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
 
@@ -57,7 +65,7 @@ class SeriesReader:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, dict] = OrderedDict()
         self._gapfill: dict[str, tuple[tuple, Any]] = {}
-        self._fit_locks: dict[str, threading.Lock] = {}
+        self._fits: dict[str, tuple[tuple, threading.Event]] = {}  # the fit under way per tile
         self._cache_size = cache_size
 
     def _tile_stamp(self, tile_id: str) -> tuple:
@@ -95,31 +103,58 @@ class SeriesReader:
             return table
         return normalise_observations(table.to_pandas(), source=f"series of {parcel_id}")
 
-    def gapfill_model(self, tile_id: str, stamp: tuple, sample_ids: list[str]) -> Any:
-        """The tile's gap-fill model, fitted once per series stamp on a sample of the tile's parcels
+    def gapfill_model(self, tile_id: str, stamp: tuple, sample_ids: list[str], wait_s: float | None = None) -> Any:
+        """The tile's gap-fill model for the series stamp, fitted on a sample of the tile's parcels
         (``sample_ids``, at most FIT_PARCELS; a fit on every parcel of a large tile would take
-        minutes); None when it cannot be fitted, e.g. too few clear views."""
+        minutes) by one process and stored (``dashboards.gapfill_store``); None when it cannot be
+        fitted, e.g. too few clear views. The fit runs in a thread of its own: a request waits for it
+        at most ``wait_s`` (default :data:`FILL_WAIT_S`), then :class:`FitPending` (the fit goes on,
+        and later requests get its model) — a fit takes ~30 s of CPU on a five-year tile, longer
+        than a client waits."""
         with self._lock:
-            lock = self._fit_locks.setdefault(tile_id, threading.Lock())
-        with lock:  # one fit per tile; concurrent requests wait for it
-            with self._lock:
-                hit = self._gapfill.get(tile_id)
-                if hit is not None and hit[0] == stamp:
-                    return hit[1]
-            from alerts import gapfill
-            from alerts.series import normalise_observations
-            from ingest.series import read_series
+            hit = self._gapfill.get(tile_id)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            job = self._fits.get(tile_id)
+            if job is None or job[0] != stamp:
+                job = (stamp, threading.Event())
+                self._fits[tile_id] = job
+                threading.Thread(target=self._fit, args=(tile_id, stamp, list(sample_ids), job[1]),
+                                 name=f"gapfill-{tile_id}", daemon=True).start()
+        if not job[1].wait(FILL_WAIT_S if wait_s is None else wait_s):
+            raise FitPending(f"the gap filler of tile {tile_id} is being fitted")
+        with self._lock:
+            hit = self._gapfill.get(tile_id)
+        return hit[1] if hit is not None and hit[0] == stamp else None
 
-            step = max(1, len(sample_ids) // FIT_PARCELS)
+    def _fit(self, tile_id: str, stamp: tuple, sample_ids: list[str], done: threading.Event) -> None:
+        from alerts import gapfill
+        from alerts.series import normalise_observations
+        from dashboards.gapfill_store import load_or_fit
+        from ingest.series import read_series
+
+        step = max(1, len(sample_ids) // FIT_PARCELS)
+        chosen = sample_ids[::step][:FIT_PARCELS]
+
+        def fit() -> Any:
             try:
-                table = read_series(self.series_dir, tile_id=tile_id, parcel_id=sample_ids[::step][:FIT_PARCELS])
-                model = gapfill.fit(normalise_observations(table.to_pandas()))
+                table = read_series(self.series_dir, tile_id=tile_id, parcel_id=chosen)
+                return gapfill.fit(normalise_observations(table.to_pandas()))
             except Exception as e:  # noqa: BLE001 - without a fit the chart shows the views only
                 logger.warning("gap-fill model for tile %s unavailable: %s", tile_id, e)
-                model = None
-            with self._lock:
-                self._gapfill[tile_id] = (stamp, model)
-            return model
+                return None
+
+        spec = {"sample": hashlib.sha256("\n".join(chosen).encode()).hexdigest(),
+                "params": dataclasses.asdict(gapfill.GapFillParams())}
+        try:
+            # fitted by one process, stored next to the series, loaded by every other worker
+            model = load_or_fit(self.series_dir / tile_id, stamp, spec, fit)
+        except Exception as e:  # noqa: BLE001 - e.g. the lock file's dir vanished: no fill, no crash
+            logger.warning("gap-fill model for tile %s unavailable: %s", tile_id, e)
+            model = None
+        with self._lock:
+            self._gapfill[tile_id] = (stamp, model)
+        done.set()
 
     def series(self, tile_id: str, parcel_id: str, sample_ids: list[str] | None = None, *,
                fill: bool = True, expected: bool = True) -> dict[str, Any]:
@@ -131,6 +166,8 @@ class SeriesReader:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         out = self._build(tile_id, parcel_id, key[-1], sample_ids or [parcel_id], fill, expected)
+        if out["fill_pending"]:  # asked again once the fit is done, it gets its filled values
+            return out
         with self._lock:
             self._cache[key] = out
             while len(self._cache) > self._cache_size:
@@ -142,7 +179,7 @@ class SeriesReader:
         from alerts import gapfill
 
         cloudy = obs[(obs["sensor"] == "S2") & ~(obs["clear"] >= 0.5)]
-        model = self.gapfill_model(tile_id, stamp, sample_ids) if len(cloudy) else None
+        model = self.gapfill_model(tile_id, stamp, sample_ids) if len(cloudy) else None  # may raise FitPending
         if model is None:
             return {}
         try:
@@ -159,7 +196,11 @@ class SeriesReader:
         from alerts.expectation import EXPECTED, EXPECTED_STD, add_model_expectations
 
         obs = self.observations(tile_id, parcel_id, normalise=fill or expected)
-        filled = self._filled(tile_id, stamp, obs, sample_ids) if fill else {}
+        pending = False
+        try:
+            filled = self._filled(tile_id, stamp, obs, sample_ids) if fill else {}
+        except FitPending:
+            filled, pending = {}, True
         model = self.model() if expected else None
         version = None
         if model is not None:
@@ -204,7 +245,7 @@ class SeriesReader:
             [""] * len(orbits))
         s1_rows = [{"time": t, "vv_db": a, "vh_db": b, "orbit": o, "pass": ps}
                    for t, a, b, o, ps in zip(_iso(cols["time"][s1]), vv, vh, orbits, passes, strict=True)]
-        return {"parcel_id": parcel_id, "tile_id": tile_id, "model_version": version,
+        return {"parcel_id": parcel_id, "tile_id": tile_id, "model_version": version, "fill_pending": pending,
                 "model_error": self._model_error, "s2": s2_rows, "s1": s1_rows}
 
 

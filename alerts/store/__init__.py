@@ -6,6 +6,16 @@ imports neither; PostgreSQL's driver is imported only when a store connects).
 
 from alerts.store import postgres as _postgres  # noqa: F401 - registers postgresql://, postgres://
 from alerts.store import sqlite as _sqlite  # noqa: F401 - registers sqlite:// and bare paths
-from alerts.store.base import AlertQuery, AlertStore, SqlAlertStore, backends, open_store, register_backend
+from alerts.store.base import (
+    SORT_KEYS,
+    AlertQuery,
+    AlertStore,
+    SqlAlertStore,
+    backends,
+    open_store,
+    register_backend,
+    sort_key,
+)
 
-__all__ = ["AlertQuery", "AlertStore", "SqlAlertStore", "backends", "open_store", "register_backend"]
+__all__ = ["SORT_KEYS", "AlertQuery", "AlertStore", "SqlAlertStore", "backends", "open_store", "register_backend",
+           "sort_key"]

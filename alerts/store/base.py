@@ -60,6 +60,9 @@ class AlertQuery:
     offset: int = 0
     min_confidence: float | None = None
     sort: str = "event_date_desc"  # one of SORTS
+    # keyset paging: the sort key (``sort_key``) of the last alert of the previous page; the page is
+    # the alerts after it, found by an index seek however deep (``offset`` reads and drops rows)
+    after: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= 100_000:
@@ -70,16 +73,28 @@ class AlertQuery:
             raise ValueError(f"date_to {self.date_to} before date_from {self.date_from}")
         if self.sort not in SORTS:
             raise ValueError(f"sort must be one of {sorted(SORTS)}, got {self.sort!r}")
+        if self.after is not None:
+            if len(self.after) != len(SORT_KEYS[self.sort]):
+                raise ValueError(f"after must hold {len(SORT_KEYS[self.sort])} values for sort {self.sort!r}")
+            if self.offset:
+                raise ValueError("after and offset exclude each other")
 
 
-# Sort orders of ``AlertStore.query`` (the dashboard's queue); alert_id breaks ties so pages are stable.
-SORTS = {
-    "event_date_desc": "event_date DESC, alert_id",
-    "event_date_asc": "event_date ASC, alert_id",
-    "confidence_desc": "confidence DESC, event_date DESC, alert_id",
-    "confidence_asc": "confidence ASC, event_date DESC, alert_id",
-    "detected_at_desc": "detected_at DESC, alert_id",
+# Sort orders of ``AlertStore.query`` (the dashboard's queue) as (column, descending); the unique
+# alert_id breaks ties, so pages are stable and a row's values are a cursor (``AlertQuery.after``).
+SORT_KEYS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "event_date_desc": (("event_date", True), ("alert_id", False)),
+    "event_date_asc": (("event_date", False), ("alert_id", False)),
+    "confidence_desc": (("confidence", True), ("event_date", True), ("alert_id", False)),
+    "confidence_asc": (("confidence", False), ("event_date", True), ("alert_id", False)),
+    "detected_at_desc": (("detected_at", True), ("alert_id", False)),
 }
+SORTS = {name: ", ".join(f"{c} {'DESC' if desc else 'ASC'}" for c, desc in key) for name, key in SORT_KEYS.items()}
+
+
+def sort_key(alert: Alert, sort: str) -> tuple[Any, ...]:
+    """The values of ``alert`` that order it in ``sort``: the ``after`` of the next page."""
+    return tuple(getattr(alert, col) for col, _ in SORT_KEYS[sort])
 
 
 class AlertStore(ABC):
@@ -132,7 +147,14 @@ INDEX_DDL = (
     # the dashboard's queue (tiles of a region, status, type, dates, confidence floor): counts and
     # pages answer from the index alone (measured at 1 M alerts: count 200 ms -> 1-10 ms)
     "CREATE INDEX IF NOT EXISTS alerts_queue ON alerts (tile_id, status, type, event_date, confidence)",
+    # the queue's two sorts walked in order (no sort of every match: the confidence sort at a deep
+    # offset sorted all ~13 000 matches of a year at 1 M alerts); the filter columns follow, so rows
+    # that fail type/date/confidence are skipped in the index without reading the table
+    "CREATE INDEX IF NOT EXISTS alerts_queue_date ON alerts (tile_id, status, event_date DESC, alert_id, type, confidence)",
+    "CREATE INDEX IF NOT EXISTS alerts_queue_conf ON alerts "
+    "(tile_id, status, confidence DESC, event_date DESC, alert_id, type)",
 )
+INDEX_NAMES = tuple(stmt.split(" ON ")[0].rsplit(" ", 1)[1] for stmt in INDEX_DDL)
 
 
 class SqlAlertStore(AlertStore):
@@ -350,7 +372,25 @@ class SqlAlertStore(AlertStore):
         if q.min_confidence is not None:
             clauses.append(f"confidence >= {ph}")
             params.append(float(q.min_confidence))
+        if q.after is not None:
+            self._after(q, clauses, params)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _after(self, q: AlertQuery, clauses: list[str], params: list[Any]) -> None:
+        """Rows strictly after ``q.after`` in ``q.sort``: the tuple comparison spelled out (the sorts mix
+        directions, so a row-value ``(a, b) < (?, ?)`` cannot say it), plus a bound on the first column
+        alone that lets the engine seek the index instead of filtering from its start."""
+        ph = self.ph
+        key = SORT_KEYS[q.sort]
+        vals = [self._enc(col, v) for (col, _), v in zip(key, q.after or (), strict=True)]
+        first, desc = key[0]
+        clauses.append(f"{first} {'<=' if desc else '>='} {ph}")
+        params.append(vals[0])
+        ors = []
+        for i, (col, desc) in enumerate(key):
+            ors.append("(" + " AND ".join([f"{c} = {ph}" for c, _ in key[:i]] + [f"{col} {'<' if desc else '>'} {ph}"]) + ")")
+            params.extend(vals[: i + 1])
+        clauses.append("(" + " OR ".join(ors) + ")")
 
     def query(self, q: AlertQuery | None = None, **filters: Any) -> list[Alert]:
         q = q or AlertQuery(**filters)

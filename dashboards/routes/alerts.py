@@ -16,6 +16,7 @@ from alerts.errors import AlertNotFoundError, TransitionError
 from alerts.store import AlertQuery
 from alerts.types import EVENT_TYPES, TRANSITIONS, Status
 from dashboards.deps import ServicesDep, access, visible_parcels, visible_tiles
+from dashboards.paging import CursorError, decode_cursor, encode_cursor
 from dashboards.schemas import (
     AlertPublic,
     AlertSort,
@@ -52,10 +53,17 @@ def list_alerts(
     sort: Annotated[AlertSort, Query()] = "event_date_desc",
     page: Page = 1,
     page_size: PageSize = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=600, description=(
+        "the next_cursor of the previous page (keyset paging: the same cost at any depth; "
+        "`page` counts pages for the answer only)"))] = None,
     user: User = access(READ, "filtered"),
 ) -> AlertsPublic:
     if date_from and date_to and date_to < date_from:
         raise HTTPException(422, f"date_to {date_to} is before date_from {date_from}")
+    try:
+        after = decode_cursor(cursor, sort) if cursor is not None else None
+    except CursorError as e:
+        raise HTTPException(422, str(e)) from None
     tiles = visible_tiles(user, tile_id)
     parcels = visible_parcels(user, services)
     if parcels is not None:  # a region polygon: the alerts of its parcels only
@@ -66,11 +74,16 @@ def list_alerts(
                 tile_id=sorted(tiles) if tiles is not None else None, min_confidence=min_confidence)
     if tiles is not None and not tiles:
         return AlertsPublic(count=0, page=page, page_size=page_size, data=[])
-    q = AlertQuery(**base, limit=page_size, offset=(page - 1) * page_size, sort=sort)
+    offset = 0 if after is not None else (page - 1) * page_size
+    # one row more than the page says whether a next page exists
+    q = AlertQuery(**base, limit=page_size + 1, offset=offset, sort=sort, after=after)
     alerts = services.alerts.query(q)
+    more = len(alerts) > page_size
+    alerts = alerts[:page_size]
     total = services.alerts.count(AlertQuery(**base))
     data = [alert_public(a, services.parcels.centroid(a.parcel_id), with_evidence=False) for a in alerts]
-    return AlertsPublic(count=total, page=page, page_size=page_size, data=data)
+    return AlertsPublic(count=total, page=page, page_size=page_size, data=data,
+                        next_cursor=encode_cursor(alerts[-1], sort) if more else None)
 
 
 @router.get("/ladder")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from dashboards.deps import ServicesDep, access, visible_tiles
+from dashboards.deps import ServicesDep, access, operated_tiles, visible_tiles
 from dashboards.ops import ingest_status, monitor_status
 from dashboards.schemas import BackfillIn, Page, PageSize
 from dashboards.security import OPERATE, User
@@ -18,14 +18,14 @@ router = APIRouter(prefix="/api/ops", tags=["operations"])
 @router.get("/ingest")
 def get_ingest(services: ServicesDep, page: Page = 1, page_size: PageSize = 50,
                user: User = access(OPERATE, "filtered")) -> dict:
-    out = ingest_status(services.config.ledger_url, visible_tiles(user), page_size, (page - 1) * page_size)
+    out = ingest_status(services.config.ledger_url, operated_tiles(user, services), page_size, (page - 1) * page_size)
     return {**out, "page": page, "page_size": page_size}
 
 
 @router.get("/monitor")
 def get_monitor(services: ServicesDep, user: User = access(OPERATE, "filtered")) -> dict:
     out = monitor_status(services.config.monitor_health)
-    allowed = visible_tiles(user)
+    allowed = operated_tiles(user, services)
     if allowed is not None and "tiles" in out:
         out["tiles"] = {t: v for t, v in out["tiles"].items() if t in allowed}
     return out
@@ -38,7 +38,7 @@ JobId = Annotated[int, Path(ge=1, le=2**62, description="backfill job id")]
 def list_backfill(services: ServicesDep, page: Page = 1, page_size: PageSize = 50,
                   user: User = access(OPERATE, "filtered")) -> dict:
     """Backfill jobs, newest first (only those wholly inside the user's region)."""
-    jobs, total = services.backfill.list(visible_tiles(user), page_size, (page - 1) * page_size)
+    jobs, total = services.backfill.list(operated_tiles(user, services), page_size, (page - 1) * page_size)
     return {"count": total, "page": page, "page_size": page_size, "data": jobs}
 
 
@@ -58,7 +58,8 @@ def start_backfill(body: BackfillIn, services: ServicesDep, user: User = access(
             raise HTTPException(422, "the polygon touches no parcel of your region")
     else:
         tiles = sorted(set(body.tiles or []))
-        foreign = [t for t in tiles if not user.may_see(t)]
+        allowed = operated_tiles(user, services)  # a polygon operator: the tiles the polygon touches
+        foreign = [t for t in tiles if not user.may_see(t) or (allowed is not None and t not in allowed)]
         if foreign:
             raise HTTPException(403, f"tile {foreign[0]} is outside your region")
         unknown = sorted(set(tiles) - set(services.parcels.tiles()))

@@ -3,7 +3,7 @@
 // live stream too, through fetch), so no token ever appears in a URL.
 "use strict";
 
-const state = { me: null, page: 1, pageSize: 25, ladder: null, map: null, layers: null, streamAbort: null };
+const state = { me: null, page: 1, pageSize: 25, cursors: [null], ladder: null, map: null, layers: null, streamAbort: null };
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const LIGHT_COLOURS = { green: "#2e9d3a", orange: "#f39c12", red: "#d62c1a", not_analysable: "#aaaaaa" };
@@ -328,14 +328,18 @@ async function setStatus(id, status, note) {
 }
 
 async function loadQueue(flashId) {
+  // keyset paging: state.cursors[k] is the cursor of page k + 1 (the next_cursor of page k)
   const q = new URLSearchParams({ page: state.page, page_size: state.pageSize, sort: $("#f-sort").value });
+  const cursor = state.cursors[state.page - 1];
+  if (cursor) q.append("cursor", cursor);
   if ($("#f-status").value) q.append("status", $("#f-status").value);
   if ($("#f-type").value) q.append("type", $("#f-type").value);
   const res = await getJSON(`/api/alerts?${q}`);
   $("#queue-count").textContent = `(${res.count})`;
   const pages = Math.max(1, Math.ceil(res.count / state.pageSize));
   $("#page").textContent = `page ${state.page} of ${pages}`;
-  $("#prev").disabled = state.page <= 1; $("#next").disabled = state.page >= pages;
+  state.cursors.length = state.page; state.cursors.push(res.next_cursor);
+  $("#prev").disabled = state.page <= 1; $("#next").disabled = !res.next_cursor;
   const holder = document.createElement("div");
   renderAlerts(holder, res.data, true, flashId);
   $("#queue").replaceWith(Object.assign(holder.querySelector("table") || document.createElement("table"), { id: "queue" }));
@@ -350,7 +354,8 @@ async function showAlerts() {
   }
   await loadQueue();
 }
-$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.page = 1; loadQueue(); });
+$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.page = 1; state.cursors = [null]; loadQueue(); });
+$("#f-sort").addEventListener("change", () => { state.page = 1; state.cursors = [null]; });
 $("#prev").addEventListener("click", () => { state.page -= 1; loadQueue(); });
 $("#next").addEventListener("click", () => { state.page += 1; loadQueue(); });
 $("#bulk-ack").addEventListener("click", async () => {
@@ -383,7 +388,7 @@ async function showOps() {
 async function loadBackfill() {
   const jobs = await getJSON("/api/ops/backfill?page_size=20");
   $("#ops-backfill").innerHTML = `<table id="backfill-jobs"><tr><th>job</th><th>by</th><th>tiles</th><th>period</th><th>state</th><th>started</th><th>ended</th><th>progress</th><th></th></tr>${
-    jobs.data.map((j) => `<tr data-job="${esc(j.id)}" class="job-${esc(j.state)}"><td>${esc(j.id)}</td><td>${esc(j.who)}</td><td>${esc(j.tiles.join(", "))}</td><td>${esc(j.start)} – ${esc(j.end)}</td><td class="state">${esc(j.state)}</td><td>${esc(j.started_at || "")}</td><td>${esc(j.ended_at || "")}</td><td class="progress">${esc(j.error && j.state !== "cancelled" ? `${j.error}: ${j.progress || ""}` : j.progress || "")}</td><td>${
+    jobs.data.map((j) => `<tr data-job="${esc(j.id)}" class="job-${esc(j.state)}"><td>${esc(j.id)}</td><td>${esc(j.who)}</td><td>${esc(j.tiles.join(", "))}</td><td>${esc(j.start)} – ${esc(j.end)}</td><td class="state">${esc(j.state)}</td><td>${esc(j.started_at || "")}</td><td>${esc(j.ended_at || "")}</td><td class="progress">${esc(`${j.tiles_done}/${j.tiles_total} tiles, ${j.acquisitions_done} acquisitions`)}<br><small>${esc(j.error && j.state !== "cancelled" ? `${j.error}: ${j.progress || ""}` : j.progress || "")}</small></td><td>${
       ["queued", "running"].includes(j.state) ? `<button type="button" class="bf-cancel" data-job="${esc(j.id)}">Cancel</button>` : ""}</td></tr>`).join("")
     || "<tr><td colspan=9>no jobs yet</td></tr>"}</table>`;
   document.querySelectorAll(".bf-cancel").forEach((b) => b.addEventListener("click", async () => {

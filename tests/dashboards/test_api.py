@@ -162,6 +162,26 @@ def test_alert_list_filters_and_sorts_on_the_server(client, site):
     assert nowhere["count"] == sum(a.region == "nowhere" for a in everything) == 0
 
 
+def test_alert_list_cursor_pages_walk_the_same_order_as_numbered_pages(client, site):
+    h = auth(site, "viewer")
+    for sort in ("confidence_desc", "event_date_desc"):
+        whole = client.get("/api/alerts", params={"sort": sort, "page_size": 500}, headers=h).json()
+        assert whole["next_cursor"] is None and len(whole["data"]) == whole["count"] > 3
+        walked, params = [], {"sort": sort, "page_size": 3}
+        while True:
+            page = client.get("/api/alerts", params=params, headers=h).json()
+            walked += [x["alert_id"] for x in page["data"]]
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert walked == [x["alert_id"] for x in whole["data"]], sort
+    first = client.get("/api/alerts", params={"sort": "confidence_desc", "page_size": 2}, headers=h).json()
+    for params, message in (({"sort": "event_date_desc", "cursor": first["next_cursor"]}, "made for sort"),
+                            ({"sort": "confidence_desc", "cursor": "not-a-cursor"}, "malformed cursor")):
+        r = client.get("/api/alerts", params=params, headers=h)
+        assert r.status_code == 422 and message in r.json()["detail"]
+
+
 def test_lights_export_csv_and_geojson(client, site):
     h = auth(site, "viewer")
     csv = client.get("/api/lights/export", params={"format": "csv", "light": "green"}, headers=h)

@@ -94,8 +94,8 @@ def test_a_process_ignoring_sigterm_is_killed(tmp_path):
     jobs = BackfillJobs(tmp_path / "d.sqlite", tmp_path, command=[sys.executable, "-c", ignore], term_grace_s=0.5)
     try:
         job = jobs.start("op", ["T1"], date(2024, 1, 1), date(2024, 1, 2))
-        queued = jobs.start("op", ["T2"], date(2024, 1, 1), date(2024, 1, 2))
-        assert queued["state"] == "queued"  # one job at a time
+        queued = jobs.start("op", ["T1", "T2"], date(2024, 1, 1), date(2024, 1, 2))
+        assert queued["state"] == "queued"  # one job per tile at a time
         deadline = time.monotonic() + 60
         while jobs.get(job["id"])["progress"] != "ignoring SIGTERM" and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -107,6 +107,31 @@ def test_a_process_ignoring_sigterm_is_killed(tmp_path):
     finally:
         jobs.close()  # stops what it started
     assert gone(nxt["pid"])
+
+
+def test_jobs_of_other_tiles_run_side_by_side_and_a_tiles_jobs_in_order(tmp_path):
+    # a stand-in replay: reports each tile of its --tiles as the replay does, then waits to be stopped
+    fake = ("import sys, time; tiles = sys.argv[sys.argv.index('--tiles') + 1].split(','); "
+            "[print(f'replay {t}: 7 acquisitions folded, 1 alerts', flush=True) for t in tiles[:1]]; time.sleep(120)")
+    jobs = BackfillJobs(tmp_path / "d.sqlite", tmp_path, command=[sys.executable, "-c", fake], max_running=2)
+    try:
+        a = jobs.start("op", ["T1", "T2"], date(2024, 1, 1), date(2024, 1, 2))
+        b = jobs.start("op", ["T2"], date(2024, 1, 1), date(2024, 1, 2))  # waits for a (tile T2)
+        c = jobs.start("op", ["T3"], date(2024, 1, 1), date(2024, 1, 2))  # another tile: runs at once
+        d = jobs.start("op", ["T4"], date(2024, 1, 1), date(2024, 1, 2))  # two run already: waits
+        assert [jobs.get(j["id"])["state"] for j in (a, b, c, d)] == ["running", "queued", "running", "queued"]
+        deadline = time.monotonic() + 60
+        while jobs.get(a["id"])["tiles_done"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = jobs.get(a["id"])
+        assert (got["tiles_done"], got["tiles_total"], got["acquisitions_done"]) == (1, 2, 7)
+        assert (jobs.get(b["id"])["tiles_done"], jobs.get(b["id"])["tiles_total"]) == (0, 1)
+        jobs.cancel(c["id"])  # frees a slot: d (T4) starts, b still waits for a's T2
+        assert [jobs.get(j["id"])["state"] for j in (b, d)] == ["queued", "running"]
+        jobs.cancel(a["id"])
+        assert jobs.get(b["id"])["state"] == "running"
+    finally:
+        jobs.close()
 
 
 @pytest.mark.parametrize(("who", "body", "status"), [

@@ -13,7 +13,15 @@ def test_bench_api_small(tmp_path, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["rows_per_parcel"] == len(range(0, 109, 5)) + len(range(2, 109, 6))
-    for name in ("series", "alerts_page", "chip"):
+    for name in ("series", "alerts_page_offset", "chip"):
         assert out[name]["n"] == 8 and out[name]["errors"] == 0
         assert 0 < out[name]["p50_ms"] <= out[name]["p95_ms"] <= out[name]["p99_ms"]
+        assert out[name]["server_cpu_ms"] >= 0
+    assert out["alerts_page"]["n"] >= 1 and out["alerts_page"]["errors"] == 0  # walked by next_cursor
     assert out["sustained"]["requests"] > 0 and out["sustained"]["errors"] == 0
+    budgets = out["budgets"]
+    assert set(budgets) == {"series_p95_ms", "alerts_page_p95_ms", "chip_p95_ms", "sustained_requests_per_s"}
+    for name, b in budgets.items():
+        assert b["pass"] is (b["measured"] <= b["budget"] if name.endswith("_ms") else b["measured"] >= b["budget"])
+    assert budgets["series_p95_ms"]["ratio_to_health_p95"] == round(
+        out["series"]["p95_ms"] / out["floor_http_health"]["p95_ms"], 2)

@@ -4,6 +4,7 @@ and changes only the parcels intersecting it and their alerts (the rest: 403 or 
 from __future__ import annotations
 
 import json
+import os
 
 import geopandas as gpd
 import pytest
@@ -12,6 +13,7 @@ from shapely.geometry import mapping
 
 from alerts.store import open_store
 from sitsmon.cli import main
+from tests.dashboards.conftest import auth
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,38 @@ def test_a_bad_region_file_is_refused_and_adds_nobody(site, tmp_path, capsys):
     assert str(bad) in err and "Polygon" in err
     assert main(["users", "--data-dir", str(site.data_dir), "list"]) == 0
     assert "badpoly" not in capsys.readouterr().out
+
+
+def _add_user(site, name: str, role: str, polygon_path) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["users", "--data-dir", str(site.data_dir), "add", name, "--role", role, "--tiles", site.tile,
+                     "--region-polygon", str(polygon_path)]) == 0
+    return json.loads(out.getvalue().strip().splitlines()[-1])["token"]
+
+
+def test_operator_pages_show_the_tiles_the_polygon_touches(client, site, region, tmp_path):
+    far = tmp_path / "far.geojson"  # on no parcel of the layer (the South Atlantic)
+    far.write_text(json.dumps(mapping(shapely.box(-20.0, -40.0, -19.99, -39.99))))
+    near_h = {"Authorization": f"Bearer {_add_user(site, 'polyop', 'operator', region[0])}"}
+    far_h = {"Authorization": f"Bearer {_add_user(site, 'farop', 'operator', far)}"}
+    path = site.config.monitor_health  # a live monitor's health file with two tiles
+    path.parent.mkdir(parents=True, exist_ok=True)
+    health = {"schema": "sitsmon-monitor-health/1", "pid": os.getpid(), "updated_at": "2026-01-01T00:00:00+00:00",
+              "tiles": {site.tile: {"acquisitions": 38, "parcels": 30}, "99ZZZ": {"acquisitions": 1, "parcels": 1}},
+              "lag": {}, "processed": 39, "last_error": None}
+    try:
+        path.write_text(json.dumps(health))
+        admin = client.get("/api/ops/monitor", headers=auth(site, "admin")).json()
+        assert admin["running"] and sorted(admin["tiles"]) == sorted([site.tile, "99ZZZ"])
+        assert list(client.get("/api/ops/monitor", headers=near_h).json()["tiles"]) == [site.tile]
+        assert client.get("/api/ops/monitor", headers=far_h).json()["tiles"] == {}
+    finally:
+        path.unlink()
+    r = client.post("/api/ops/backfill", headers=far_h, json={"tiles": [site.tile], "start": "2024-05-01",
+                                                              "end": "2024-05-10"})
+    assert r.status_code == 403 and "outside your region" in r.json()["detail"]
+    assert client.get("/api/ops/backfill", headers=far_h).json()["count"] == 0

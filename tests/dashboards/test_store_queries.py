@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerts.errors import TransitionError
-from alerts.store import AlertQuery, AlertStore
+from alerts.store import AlertQuery, AlertStore, sort_key
+from alerts.store.sqlite import SqliteAlertStore
 from alerts.types import Alert, Status, make_alert_id
 
 
@@ -62,8 +63,67 @@ class QueryContract:
         assert store.set_status(a, Status.FIELD_CHECK, who="c").status is Status.FIELD_CHECK
         assert [h.status for h in store.get(a).history] == [Status.PHOTO_REQUEST, Status.FIELD_CHECK]
 
+    def test_keyset_pages_equal_offset_pages_and_a_python_sort(self, store: AlertStore):
+        from datetime import date
+
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        # few distinct confidences, dates and detection times: ties everywhere, broken by alert_id
+        alerts = [Alert(alert_id=make_alert_id(f"P{i}", "mowing", date(2024, 6, 1 + i % 4), date(2024, 6, 1 + i % 4)),
+                        parcel_id=f"P{i}", tile_id=("T1", "T2", "T3")[i % 3], type="mowing",
+                        event_date=date(2024, 6, 1 + i % 4), window_start=date(2024, 6, 1), window_end=date(2024, 6, 9),
+                        detected_at=t0 + timedelta(hours=i % 5), confidence=(0.5, 0.7, 0.9)[i % 7 % 3])
+                  for i in range(61)]
+        store.upsert_many(alerts)
+        # the reference: Python's sort with the orders written out by hand (stable sorts, last key first)
+        def ordered(rows, *keys):
+            for k, desc in reversed(keys):
+                rows = sorted(rows, key=k, reverse=desc)
+            return rows
+        conf, day, det, aid = (lambda a: a.confidence), (lambda a: a.event_date), (lambda a: a.detected_at), (lambda a: a.alert_id)
+        want_by_sort = {"event_date_desc": ((day, True), (aid, False)), "event_date_asc": ((day, False), (aid, False)),
+                        "confidence_desc": ((conf, True), (day, True), (aid, False)),
+                        "confidence_asc": ((conf, False), (day, True), (aid, False)),
+                        "detected_at_desc": ((det, True), (aid, False))}
+        chosen = [a for a in alerts if a.tile_id in ("T1", "T2") and a.confidence >= 0.6]
+        for sort, keys in want_by_sort.items():
+            want = [a.alert_id for a in ordered(chosen, *keys)]
+            base = dict(tile_id=["T1", "T2"], min_confidence=0.6, sort=sort, limit=4)
+            walked, after = [], None
+            while True:
+                page = store.query(AlertQuery(**base, after=after))
+                walked += [a.alert_id for a in page]
+                if len(page) < 4:
+                    break
+                after = sort_key(page[-1], sort)
+            by_offset = [a.alert_id for k in range(0, len(chosen) + 4, 4)
+                         for a in store.query(AlertQuery(**base, offset=k))]
+            assert walked == by_offset == want, sort
+        with pytest.raises(ValueError, match="exclude each other"):
+            AlertQuery(sort="event_date_desc", after=(date(2024, 6, 1), "x"), offset=4)
+        with pytest.raises(ValueError, match="must hold 3 values"):
+            AlertQuery(sort="confidence_desc", after=(0.5, "x"))
+
 
 class TestQueries(QueryContract):
     @pytest.fixture
     def store(self, any_store):
         return any_store
+
+
+def test_a_store_made_before_the_queue_indexes_gets_them_at_open(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    SqliteAlertStore(path).close()
+    con = sqlite3.connect(path)
+    con.execute("DROP INDEX alerts_queue_conf")
+    con.close()
+    SqliteAlertStore(path).close()
+    con = sqlite3.connect(path)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    plan = " ".join(str(r) for r in con.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM alerts WHERE tile_id = 'T' AND status = 'new' "
+        "ORDER BY confidence DESC, event_date DESC, alert_id LIMIT 5"))
+    con.close()
+    assert "alerts_queue_conf" in names
+    assert "alerts_queue_conf" in plan and "TEMP B-TREE" not in plan  # walked in order, no sort
