@@ -35,6 +35,7 @@ class MonitorConfig:
     metrics_port: int | None = None  # Prometheus text on this port (None: off)
     watch_areas: tuple[Path, ...] = ()  # GeoJSON areas monitored per pixel from the cube (monitor/watch_areas.py)
     cubes_dir: Path | None = None  # tile cubes; None: <data_dir>/cubes
+    states_url: str = ""  # encoder/detector states and rewind points, e.g. s3://bucket/prefix; empty: state_root
 
     @property
     def cubes_root(self) -> Path:
@@ -43,6 +44,11 @@ class MonitorConfig:
     @property
     def state_root(self) -> Path:
         return self.data_dir / "monitor"
+
+    @property
+    def states_root(self) -> Path | str:
+        """Where the tile states live: :attr:`state_root` or object storage (health files and locks stay local)."""
+        return self.states_url or self.state_root
 
     @property
     def alert_store_url(self) -> str:
