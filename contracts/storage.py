@@ -171,17 +171,29 @@ def remove(loc: Location) -> None:
         pass
 
 
-def publish_tree(source: str, target: str, marker: str) -> None:
-    """Copy every object of ``source`` to ``target`` with ``marker`` (relative key) copied last, then
-    delete ``source``: a kill part-way leaves no ``marker`` under ``target``, so the copy is not visible
-    to a reader that looks for it (object storage's stand-in for renaming a folder into place)."""
+def memory_zarr() -> tuple[Any, dict[str, Any]]:
+    """A zarr store in memory and the dict of its objects (key -> zarr Buffer), to build a store whole
+    before it is uploaded with :func:`put_tree` (one concurrent batch instead of a round trip per array)."""
+    from zarr.storage import MemoryStore
+
+    objects: dict[str, Any] = {}
+    return MemoryStore(objects), objects
+
+
+def put_tree(target: str, objects: dict[str, Any], last: str | None = None) -> None:
+    """Upload ``objects`` (relative key -> bytes or zarr Buffer) under ``target``, concurrently; ``last``
+    (a relative key) goes alone after all the others have landed: a kill part-way leaves no ``last``, so
+    a reader that looks for it sees nothing (object storage's stand-in for renaming a folder into place)."""
+    def payload(value: Any) -> bytes:
+        return value if isinstance(value, bytes) else value.to_bytes()
+
+    base = fs_path(target)
     fs = filesystem()
-    src, dst = fs_path(source), fs_path(target)
-    keys = sorted(fs.find(src))
-    last = f"{src}/{marker}"
-    for key in [k for k in keys if k != last] + ([last] if last in keys else []):
-        fs.copy(key, dst + key[len(src):])
-    fs.rm(keys)
+    first = {f"{base}/{k}": payload(v) for k, v in objects.items() if k != last}
+    if first:
+        fs.pipe(first)
+    if last is not None and last in objects:
+        fs.pipe_file(f"{base}/{last}", payload(objects[last]))
 
 
 def total_bytes(loc: Location) -> int:

@@ -24,8 +24,7 @@ damaged by hand); the writer rebuilds such a cube when it holds no committed ste
 otherwise (data is never deleted).
 
 On object storage (``s3://``, see :mod:`contracts.storage`) there is no rename: the layout is built
-under the temporary prefix and copied into place with the root ``zarr.json`` last, and a cube exists
-only once that object does. Each ``zarr.json`` (an array's shape) is one atomic PUT, so the order of
+in memory and uploaded with the root ``zarr.json`` last, and a cube exists only once that object does. Each ``zarr.json`` (an array's shape) is one atomic PUT, so the order of
 the writes above gives the same guarantees as on disk.
 """
 
@@ -146,20 +145,14 @@ class CubeWriter:
         self.root = zarr.open_group(str(self.path), mode="r+")
 
     def _create_remote(self) -> None:
-        """Object storage: build under a temporary prefix, copy into place with the root ``zarr.json`` last."""
-        remove_orphan_creations(storage.parent(self.path))
-        tmp = storage.join(storage.parent(self.path),
-                           f".{storage.name(self.path)}{_CREATING}{os.getpid()}-{uuid.uuid4().hex[:12]}")
-        try:
-            self._build(tmp)
-            storage.publish_tree(tmp, self.path, "zarr.json")
-        except BaseException:
-            storage.remove_tree(tmp)
-            raise
+        """Object storage: build the layout in memory, upload it with the root ``zarr.json`` last."""
+        store, objects = storage.memory_zarr()
+        self._build(store)
+        storage.put_tree(self.path, objects, last="zarr.json")
         self.root = zarr.open_group(storage.zarr_store(self.path), mode="r+")
 
-    def _build(self, where: storage.Location) -> None:
-        root = zarr.open_group(storage.zarr_store(where), mode="w")
+    def _build(self, where: Any) -> None:
+        root = zarr.open_group(storage.zarr_store(where) if isinstance(where, str | Path) else where, mode="w")
         root.attrs.update({"schema": SCHEMA, "grid": self.grid.to_dict(), "chunk": list(self.chunk)})
         h, w = self.grid.shape
         xmin, _, _, ymax = self.grid.bounds
@@ -308,21 +301,15 @@ def remove_orphan_creations(cubes_root: str | Path) -> list[Path]:
     from ingest.locks import pid_alive
 
     removed = []
-    if storage.is_url(cubes_root):  # the writer's lock is on its host, so its PIDs are ours to check
-        found = [storage.join(cubes_root, n) for n in storage.list_names(cubes_root)
-                 if n.startswith(".") and f".zarr{_CREATING}" in n]
-    else:
-        found = list(Path(cubes_root).glob(f".*.zarr{_CREATING}*"))
-    for p in found:
-        pid_text = storage.name(p).rsplit(_CREATING, 1)[-1].split("-", 1)[0]
+    if storage.is_url(cubes_root):
+        return removed  # a cube on object storage is built in memory: no temporary prefix to leave behind
+    for p in Path(cubes_root).glob(f".*.zarr{_CREATING}*"):
+        pid_text = p.name.rsplit(_CREATING, 1)[-1].split("-", 1)[0]
         pid = int(pid_text) if pid_text.isdigit() else 0
         if pid == os.getpid() or pid_alive(pid):
             continue  # a creation in flight (another thread of this process, or a live process)
         logger.warning("removing %s left by an interrupted cube creation", p)
-        if storage.is_url(p):
-            storage.remove_tree(p)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed
 

@@ -183,10 +183,12 @@ class TileStore:
         import zarr
 
         remote = storage.is_url(target)
-        if remote:  # no rename: written under its own fresh name, committed by CURRENT (see the module doc)
-            _remove_tree(target)  # a generation of this number a killed save left unnamed
-        tmp = target if remote else target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        group = zarr.open_group(storage.zarr_store(tmp), mode="w")
+        if remote:  # built in memory, uploaded under its own fresh name, committed by CURRENT (module doc)
+            store, objects = storage.memory_zarr()
+            group = zarr.open_group(store, mode="w")
+        else:
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            group = zarr.open_group(str(tmp), mode="w")
         arrays: dict[str, np.ndarray] = {
             "parcel_ids": np.asarray(state.parcel_ids.astype(str), dtype=object),
             "land_uses": np.asarray(state.land_uses.astype(str), dtype=object),
@@ -215,6 +217,8 @@ class TileStore:
             "area_sites": state.area_sites,
         })
         if remote:
+            _remove_tree(target)  # a generation of this number that a killed save left unnamed
+            storage.put_tree(target, objects)
             return checksum
         if target.exists():
             shutil.rmtree(target)
