@@ -152,3 +152,12 @@ def test_an_interrupted_layout_upload_is_invisible_and_rebuilt(local_run, s3_buc
         open_cube(cube, "S2")
     writer = CubeWriter(cube, archive.grid, chunk=32)
     assert cube_mod.check_cube(cube) is None and writer.slots(Sensor.S2) == []
+
+
+def test_a_storage_url_that_is_not_s3_is_refused_naming_the_setting(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SITSMON_STORAGE__STATES_URL": "/srv/states"}
+    done = subprocess.run([sys.executable, "-m", "sitsmon", "monitor", "status", "--data-dir", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "states_url" in lines[0] and "s3://bucket" in lines[0], done.stderr
