@@ -3,9 +3,16 @@ same states, bit for bit, as on local disk, and a restarted monitor continues fr
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 from contracts import storage
@@ -14,7 +21,8 @@ from monitor.config import MonitorConfig
 from monitor.service import Monitor, Service
 from monitor.state_store import TileStore
 from tests.monitor.conftest import write_parcels
-from tests.monitor.helpers import TILE, publish, write_slots
+from tests.monitor.helpers import TILE, comparable, publish, write_slots
+from tests.monitor.test_kafka_group import REPO, _tiles, _wait
 
 
 def stream(config: MonitorConfig, events: list[dict], bus_path: Path, model) -> Monitor:
@@ -47,9 +55,9 @@ def assert_states_equal(a, b, detectors) -> None:
 def test_states_and_rewind_points_on_s3_equal_the_local_ones(tmp_path: Path, s3_bucket: str, synthetic_obs,
                                                             model) -> None:
     obs, parcels = synthetic_obs
-    keep = parcels[parcels.parcel_id.isin(["G2", "C1"])]
-    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 110)
-              & (obs.days <= obs.days.min() + 170)]
+    keep = parcels[parcels.parcel_id.isin(["G2"])]  # one parcel, five weeks: a few seconds on a quiet machine
+    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 130)
+              & (obs.days <= obs.days.min() + 165)]
     layer = write_parcels(tmp_path / "parcels.csv", keep)
     events = write_slots(tmp_path / "series", obs)
     write_slots(f"{s3_bucket}/series", obs)  # the S3 run reads its series from the bucket too
@@ -86,3 +94,85 @@ def test_states_and_rewind_points_on_s3_equal_the_local_ones(tmp_path: Path, s3_
         assert_states_equal(again.tile(TILE).state, ls.load(versions, detectors), detectors)
     finally:
         again.close()
+
+
+def _applied_on_s3(states_url: str, tile: str) -> int:
+    return sum(len(TileStore(states_url, ns, tile).applied()) for ns in storage.list_names(states_url))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
+        tmp_path: Path, kafka_bootstrap: str, make_database, s3_bucket: str, synthetic_obs, model) -> None:
+    """Item 3 on the real broker: two ``monitor run`` processes in one group, each with its own data dir
+    (nothing local is shared: two hosts), series and states on S3. One is SIGKILLed; the other takes its
+    partitions over and continues from the states on S3: alerts and states equal an uninterrupted run."""
+    obs, parcels = synthetic_obs
+    keep = parcels[parcels.parcel_id.isin(["G2", "C1"])]
+    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 110)
+              & (obs.days <= obs.days.min() + 170)]
+    tiles = _tiles()
+    series, states = f"{s3_bucket}/series", f"{s3_bucket}/states"
+    events, layers = [], []
+    for tile in tiles:
+        o = obs.assign(parcel_id=tile + "-" + obs["parcel_id"])
+        events.extend(write_slots(series, o, tile))
+        write_slots(tmp_path / "series", o, tile)  # the uninterrupted reference reads a local copy
+        layers.append(keep.assign(parcel_id=tile + "-" + keep["parcel_id"], tile_id=tile))
+    layer = tmp_path / "parcels.csv"
+    pd.concat(layers).to_csv(layer, index=False)
+    events.sort(key=lambda e: (e["time"], e["sensor"] == "S2", e["tile_id"]))
+    per_tile = {t: sum(e["tile_id"] == t for e in events) for t in tiles}
+
+    dsn = make_database("monitor_s3_group")
+    topic = f"test.acq.{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__BACKEND": "kafka",
+           "SITSMON_BUS__BOOTSTRAP_SERVERS": kafka_bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
+           "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
+           "SITSMON_ALERTS__STORE_URL": dsn, "SITSMON_MONITOR__SAVE_EVERY": "2", "SITSMON_MONITOR__MAX_RECORDS": "5",
+           "SITSMON_STORAGE__SERIES_URL": series, "SITSMON_STORAGE__STATES_URL": states}
+    bus = make_bus("kafka", kafka_bootstrap, "0.9")
+    half = len(events) // 2
+    for value in events[:half]:
+        bus.publish(topic, value["tile_id"], value)
+    bus.flush()
+    workers = [subprocess.Popen([sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir",
+                                 str(tmp_path / f"host-{i}"), "--parcels", str(layer)], env=env, cwd=REPO,
+                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        _wait(lambda: all(_applied_on_s3(states, t) > 0 for t in tiles), 300, "every tile to start", workers)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=30)
+        for value in events[half:]:
+            bus.publish(topic, value["tile_id"], value)
+        bus.flush()
+        _wait(lambda: all(_applied_on_s3(states, t) == per_tile[t] for t in tiles), 400,
+              "the survivor to fold every acquisition", workers[1:])
+    finally:
+        workers[1].send_signal(signal.SIGINT)  # a clean stop writes the last states
+        for w in workers:
+            try:
+                w.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        bus.close()
+    assert not list((tmp_path / "host-1").rglob("CURRENT"))  # the states went to S3 only
+    from alerts.store import AlertQuery, open_store
+
+    with open_store(dsn) as store:
+        stored = store.query(AlertQuery(limit=100_000))
+    assert len({a.alert_id for a in stored}) == len(stored)
+
+    # the uninterrupted run: one in-process monitor over the same events, states on local disk
+    reference = MonitorConfig(data_dir=tmp_path / "reference", series_dir=tmp_path / "series", parcels=layer,
+                              save_every=2, max_records=5)
+    ref = stream(reference, events, tmp_path / "bus-reference.sqlite", model)
+    from alerts.store import open_store as open_alerts
+
+    with open_alerts(reference.alert_store_url) as store:
+        expected = store.query(AlertQuery(limit=100_000))
+    assert expected and comparable(stored) == comparable(expected)
+    for tile in tiles:
+        want = TileStore(reference.states_root, ref.namespace, tile).load(ref.versions, ref.detectors)
+        got = TileStore(states, ref.namespace, tile).load(ref.versions, ref.detectors)
+        assert_states_equal(got, want, ref.detectors)
