@@ -22,6 +22,10 @@ under the real name; the orphan folder is removed by the next writer (when its P
 :func:`check_cube` says what is missing in a cube that is not whole (one made before this rule, or
 damaged by hand); the writer rebuilds such a cube when it holds no committed step yet and refuses it
 otherwise (data is never deleted).
+
+On object storage (``s3://``, see :mod:`contracts.storage`) there is no rename: the layout is built
+in memory and uploaded with the root ``zarr.json`` last, and a cube exists only once that object does. Each ``zarr.json`` (an array's shape) is one atomic PUT, so the order of
+the writes above gives the same guarantees as on disk.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from contracts import storage
 from ingest.errors import CubeError
 from ingest.types import MASK_DIMS, REFLECTANCE_SCALE, S1_DIMS, S1_POLS, S2_BANDS, S2_DIMS, Sensor, TileGrid
 
@@ -56,8 +61,23 @@ _PER_TIME = {
 }
 
 
-def cube_path(cubes_root: str | Path, tile_id: str) -> Path:
-    return Path(cubes_root) / f"{tile_id}.zarr"
+def cube_path(cubes_root: storage.Location, tile_id: str) -> storage.Location:
+    return storage.join(storage.location(cubes_root), f"{tile_id}.zarr")
+
+
+def cube_exists(path: storage.Location) -> bool:
+    """A local cube folder exists; an object-storage cube exists once its root ``zarr.json`` was copied
+    into place (the last object of its creation)."""
+    if storage.is_url(path):
+        return storage.exists(storage.join(path, "zarr.json"))
+    return Path(path).exists()
+
+
+def _remove_tree(path: storage.Location) -> None:
+    if storage.is_url(path):
+        storage.remove_tree(path)
+    else:
+        shutil.rmtree(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +94,10 @@ class CubeWriter:
     """Creates or opens one tile cube and writes time steps into it (one writer per tile at a time)."""
 
     def __init__(self, path: str | Path, grid: TileGrid, chunk: int = DEFAULT_CHUNK):
-        self.path = Path(path)
+        self.path = storage.location(path)
         self.grid = grid
         self.chunk = (min(chunk, grid.shape[0]), min(chunk, grid.shape[1]))
-        if self.path.exists():
+        if cube_exists(self.path):
             problem = check_cube(self.path)
             if problem is not None:
                 if committed_steps(self.path) > 0:
@@ -87,10 +107,10 @@ class CubeWriter:
                     raise CubeError(f"{self.path} is not a sitsmon cube ({problem}): move it away")
                 logger.warning("cube %s: rebuilding an empty cube left incomplete by an interrupted creation (%s)",
                                self.path, problem)
-                shutil.rmtree(self.path)
-        if self.path.exists():
+                _remove_tree(self.path)
+        if cube_exists(self.path):
             try:
-                self.root = zarr.open_group(str(self.path), mode="r+")
+                self.root = zarr.open_group(storage.zarr_store(self.path), mode="r+")
             except Exception as e:  # noqa: BLE001 - zarr raises many kinds
                 raise CubeError(f"cannot open cube {self.path}: {e}") from e
             try:
@@ -110,6 +130,9 @@ class CubeWriter:
     # ----------------------------------------------------------------- layout
     def _create(self) -> None:
         """Build the layout under a temporary name, then rename it into place (crash-safe)."""
+        if storage.is_url(self.path):
+            self._create_remote()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphan_creations(self.path.parent)
         tmp = self.path.with_name(f".{self.path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:12]}")
@@ -121,8 +144,15 @@ class CubeWriter:
             raise
         self.root = zarr.open_group(str(self.path), mode="r+")
 
-    def _build(self, where: Path) -> None:
-        root = zarr.open_group(str(where), mode="w")
+    def _create_remote(self) -> None:
+        """Object storage: build the layout in memory, upload it with the root ``zarr.json`` last."""
+        store, objects = storage.memory_zarr()
+        self._build(store)
+        storage.put_tree(self.path, objects, last="zarr.json")
+        self.root = zarr.open_group(storage.zarr_store(self.path), mode="r+")
+
+    def _build(self, where: Any) -> None:
+        root = zarr.open_group(storage.zarr_store(where) if isinstance(where, str | Path) else where, mode="w")
         root.attrs.update({"schema": SCHEMA, "grid": self.grid.to_dict(), "chunk": list(self.chunk)})
         h, w = self.grid.shape
         xmin, _, _, ymax = self.grid.bounds
@@ -271,6 +301,8 @@ def remove_orphan_creations(cubes_root: str | Path) -> list[Path]:
     from ingest.locks import pid_alive
 
     removed = []
+    if storage.is_url(cubes_root):
+        return removed  # a cube on object storage is built in memory: no temporary prefix to leave behind
     for p in Path(cubes_root).glob(f".*.zarr{_CREATING}*"):
         pid_text = p.name.rsplit(_CREATING, 1)[-1].split("-", 1)[0]
         pid = int(pid_text) if pid_text.isdigit() else 0
@@ -287,13 +319,13 @@ def _expected_arrays(sensor: Sensor) -> list[str]:
     return ["x", "y", "time", *_PER_TIME[sensor], *data]
 
 
-def check_cube(path: str | Path) -> str | None:
+def check_cube(path: storage.Location) -> str | None:
     """What is wrong with the cube at ``path`` (one short phrase), or None when its layout is whole."""
-    p = Path(path)
-    if not (p / "zarr.json").exists():
+    p = storage.location(path)
+    if not storage.exists(storage.join(p, "zarr.json")):
         return "no zarr.json"
     try:
-        root = zarr.open_group(str(p), mode="r")
+        root = zarr.open_group(storage.zarr_store(p, read_only=True), mode="r")
         attrs = dict(root.attrs)
     except Exception as e:  # noqa: BLE001 - zarr raises many kinds
         return f"unreadable root ({' '.join(str(e).split())[:120]})"
@@ -321,18 +353,18 @@ def remedy(path: str | Path) -> str:
     """What a writer does with a cube :func:`check_cube` finds fault with (the words `ingest status` shows)."""
     if committed_steps(path) > 0:
         return "it holds committed steps: move it away to rebuild it"
-    if not _own_empty_layout(Path(path)):
+    if not _own_empty_layout(storage.location(path)):
         return "not a sitsmon cube: move it away"
     return "no committed step: the next poll rebuilds it"
 
 
-def _own_empty_layout(path: Path) -> bool:
+def _own_empty_layout(path: storage.Location) -> bool:
     """Whether ``path`` is an empty folder or a zarr group this module began (no foreign attributes):
     only such a folder is deleted and rebuilt, never someone else's store."""
-    if not any(path.iterdir()):
+    if not storage.list_names(path):
         return True
     try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        attrs = dict(zarr.open_group(storage.zarr_store(path, read_only=True), mode="r").attrs)
     except Exception:  # noqa: BLE001 - not a zarr v3 group: not ours
         return False
     return not attrs or attrs.get("schema") == SCHEMA
@@ -343,33 +375,36 @@ def committed_steps(path: str | Path) -> int:
     total = 0
     for sensor in Sensor:
         try:
-            total += zarr.open_array(str(Path(path) / sensor.value.lower() / "time"), mode="r").shape[0]
+            where = storage.join(storage.location(path), sensor.value.lower(), "time")
+            total += zarr.open_array(storage.zarr_store(where, read_only=True), mode="r").shape[0]
         except Exception:  # noqa: BLE001 - a missing or unreadable index holds nothing
             continue
     return total
 
 
-def open_cube(path: str | Path, sensor: Sensor | str, sort: bool = True) -> xr.Dataset:
+def open_cube(path: storage.Location, sensor: Sensor | str, sort: bool = True) -> xr.Dataset:
     """Read one sensor group of a cube as an xarray Dataset of its committed time steps (sorted by time).
 
     Safe while a writer is active or after a crash: only ``len(time)`` steps are returned, and steps
-    being rewritten (empty ``item_ids``) are dropped.
+    being rewritten (empty ``item_ids``) or not yet given their time (0, the fill value) are dropped.
     """
     sensor = Sensor(sensor)
-    p = Path(path)
-    if not (p / "zarr.json").exists():
+    p = storage.location(path)
+    if not storage.exists(storage.join(p, "zarr.json")):
         raise CubeError(f"no cube at {p}")
     problem = check_cube(p)
     if problem is not None:
         raise CubeError(f"cube {p} is incomplete: {problem}")
     try:
-        g = zarr.open_group(str(p), mode="r")[sensor.value.lower()]
+        root = zarr.open_group(storage.zarr_store(p, read_only=True), mode="r")
+        g = root[sensor.value.lower()]
     except Exception as e:  # noqa: BLE001
         raise CubeError(f"cannot open cube {p}: {e}") from e
     n = g["time"].shape[0]
+    times_s = np.asarray(g["time"][:n])
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {
-        "time": ("time", np.asarray(g["time"][:n]).astype("datetime64[s]")),
+        "time": ("time", times_s.astype("datetime64[s]")),
         "x": ("x", g["x"][:]),
         "y": ("y", g["y"][:]),
     }
@@ -386,10 +421,11 @@ def open_cube(path: str | Path, sensor: Sensor | str, sort: bool = True) -> xr.D
     for name in _PER_TIME[sensor]:
         values = np.asarray(g[name][:n])
         data_vars[name] = ("time", _strs(values) if values.dtype.kind in "OUT" else values)
-    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(zarr.open_group(str(p), mode="r").attrs))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(root.attrs))
     if sensor is Sensor.S2:
         ds["reflectance"].attrs.update(scale_factor=REFLECTANCE_SCALE, _FillValue=0)
-    done = np.array([bool(s) for s in ds["item_ids"].values], dtype=bool)
+    # a step whose time is still the fill value is the one commit_slot has grown the index for, not yet set
+    done = np.array([bool(s) for s in ds["item_ids"].values], dtype=bool) & (times_s != 0)
     if not done.all():
         ds = ds.isel(time=np.flatnonzero(done))
     if sort and ds.sizes["time"] > 1:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from contracts import storage
 from ingest.cube import CubeWriter, cube_path
 from ingest.errors import AssetError, ItemAssetError, ItemError
 from ingest.events import AcquisitionPublisher, NullPublisher, publish_acquisition
@@ -68,7 +69,7 @@ class TileIngestor:
         self.dialects = dict(dialects or {})  # source name -> ingest.assets.Dialect (default: synthetic)
         self.signers = dict(signers or {})  # source name -> item signer (hrefs with tokens), or None
         self.cube = CubeWriter(cube_path(cubes_root, grid.tile_id), grid, chunk=chunk)
-        self.series_root = Path(series_root)
+        self.series_root = storage.location(series_root)
         self.ledger = ledger
         self.parcels = parcels
         self.publisher = publisher or NullPublisher()
@@ -230,7 +231,7 @@ class TileIngestor:
 
     def _publish(self, sensor: Sensor, slot: str, time_s: int, ids: tuple[str, ...]) -> None:
         event = AcquisitionEvent(self.grid.tile_id, sensor, time_s, ids, str(self.cube.path),
-                                 extra={"slot": slot, "series": str(self.series_root / self.grid.tile_id)})
+                                 extra={"slot": slot, "series": str(storage.join(self.series_root, self.grid.tile_id))})
         publish_acquisition(self.publisher, event)
 
 
@@ -294,10 +295,10 @@ def _resolve_baselines(cands: list[Candidate]) -> tuple[list[Candidate], list[Ca
 
 def read_stored_grid(cube: str | Path) -> TileGrid | None:
     """The grid recorded in an existing cube, or None."""
-    p = Path(cube)
-    if not (p / "zarr.json").exists():
+    p = storage.location(cube)
+    if not storage.exists(storage.join(p, "zarr.json")):
         return None
     try:
-        return TileGrid.from_dict(dict(zarr.open_group(str(p), mode="r").attrs["grid"]))
+        return TileGrid.from_dict(dict(zarr.open_group(storage.zarr_store(p, read_only=True), mode="r").attrs["grid"]))
     except (KeyError, ValueError, TypeError):
         return None  # a cube whose creation was interrupted: the writer rebuilds it from the items' grid

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts import storage
 from ingest.assets import Dialect, check_collections, dialect_named
 from ingest.cube import cube_path, remove_orphan_creations
 from ingest.errors import ConfigError, IngestError, ItemError, SourceError
@@ -108,8 +109,8 @@ class Poller:
         # here, before anything is searched, when a watched S1 collection is not backscatter.
         self.dialects: dict[str, Dialect] = {s.name: dialect_named(getattr(s, "dialect", None)) for s in self.sources}
         self.ledger = ledger
-        self.cubes_root = Path(cubes_root)
-        self.series_root = Path(series_root)
+        self.cubes_root = storage.location(cubes_root)
+        self.series_root = storage.location(series_root)
         self.watch = watch
         self.signers = {s.name: getattr(s, "sign_item", None) for s in self.sources}
         self.fetchers = {s.name: getattr(s, "fetch_item", None) for s in self.sources}  # pixels on a tile grid
@@ -280,9 +281,9 @@ class Poller:
 
     def remove_orphans(self) -> None:
         """Temporaries left by a killed run (a cube being created, a series file being written)."""
-        if self.cubes_root.is_dir():
+        if storage.is_url(self.cubes_root) or self.cubes_root.is_dir():
             remove_orphan_creations(self.cubes_root)
-        if self.series_root.is_dir():
+        if storage.is_url(self.series_root) or self.series_root.is_dir():
             remove_orphan_temporaries(self.series_root)
 
     def resume_pending(self, report: PollReport) -> None:

@@ -17,6 +17,10 @@ id ranges are parsed once per file version (:func:`compact_index`, keyed by devi
 and size, so a re-compaction, which renames a new file into place, is seen at the next read). A temporary is named ``.<name>.<pid>-<hex>.tmp`` after the process writing
 it; one left by a killed writer is removed by :func:`remove_orphan_temporaries` (the poller calls it
 at the start of each run), never one of a live process.
+
+On object storage (``s3://``, :mod:`contracts.storage`) a file is one object written by one upload, which
+becomes visible whole when it completes: no temporary, no rename, nothing left by a killed writer. A
+compacted file's version is told by its ETag and size instead of its inode.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +41,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from contracts import storage
 from ingest.errors import IngestError
 from ingest.types import REFLECTANCE_SCALE, S1_POLS, S2_BANDS, Sensor
 
@@ -67,8 +72,23 @@ SCHEMA = pa.schema(
 COMPACT = "compact.parquet"
 
 
-def slot_file(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -> Path:
-    return Path(root) / tile_id / Sensor(sensor).value / f"{slot}.parquet"
+def slot_file(root: storage.Location, tile_id: str, sensor: Sensor | str, slot: str) -> storage.Location:
+    return storage.join(storage.location(root), tile_id, Sensor(sensor).value, f"{slot}.parquet")
+
+
+def _open(path: storage.Location):
+    """A binary reader of a local file or an object."""
+    return storage.filesystem().open(storage.fs_path(path), "rb") if storage.is_url(path) else open(path, "rb")
+
+
+def _dataset(source: storage.Location | list) -> pads.Dataset:
+    """A Parquet dataset of one file or a list of files, local or on object storage."""
+    files = source if isinstance(source, list) else [source]
+    if files and storage.is_url(files[0]):
+        return pads.dataset([storage.fs_path(f) for f in files], schema=SCHEMA, format="parquet",
+                            filesystem=storage.filesystem())
+    return pads.dataset([str(f) for f in source] if isinstance(source, list) else str(source), schema=SCHEMA,
+                        format="parquet")
 
 
 def stats_table(
@@ -120,7 +140,11 @@ def stats_table(
     return pa.table(data, schema=SCHEMA)
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
+def _atomic_write(table: pa.Table, path: storage.Location) -> None:
+    if storage.is_url(path):  # one upload: the object appears whole when it completes, or not at all
+        with storage.filesystem().open(storage.fs_path(path), "wb") as f:
+            pq.write_table(table, f, row_group_size=ROW_GROUP, compression="zstd")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="zstd")
@@ -148,6 +172,8 @@ def remove_orphan_temporaries(root: str | Path, tile_id: str | None = None) -> l
     """
     from ingest.locks import pid_alive
 
+    if storage.is_url(root):
+        return []  # object storage holds no temporaries (an unfinished upload is no object)
     base = Path(root) / tile_id if tile_id is not None else Path(root)
     removed = []
     for tmp in [*base.glob("**/.*.parquet.*.tmp")]:
@@ -167,9 +193,15 @@ def remove_orphan_temporaries(root: str | Path, tile_id: str | None = None) -> l
     return removed
 
 
-def _slot_files(tile_dir: Path, sensor: Sensor | None = None) -> list[Path]:
+def _slot_files(tile_dir: storage.Location, sensor: Sensor | None = None) -> list[storage.Location]:
     pattern = f"{sensor.value}/*.parquet" if sensor is not None else "S[12]/*.parquet"
-    return sorted(p for p in tile_dir.glob(pattern) if not p.name.startswith("."))
+    return [p for p in storage.glob(tile_dir, pattern) if not storage.name(p).startswith(".")]
+
+
+def _sensor_slot(path: storage.Location) -> str:
+    """``S2/<slot>`` of a slot file."""
+    p = PurePosixPath(str(path))
+    return f"{p.parent.name}/{p.stem}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +213,7 @@ class CompactIndex:
     are found by bisection instead of a scan over every group.
     """
 
-    identity: tuple[int, int, int, int]
+    identity: tuple
     metadata: pq.FileMetaData
     lo: np.ndarray
     hi: np.ndarray
@@ -210,7 +242,7 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _build_index(identity: tuple[int, int, int, int], metadata: pq.FileMetaData) -> CompactIndex:
+def _build_index(identity: tuple, metadata: pq.FileMetaData) -> CompactIndex:
     schema = metadata.schema.to_arrow_schema()
     col = schema.get_field_index("parcel_id")
     n = metadata.num_row_groups
@@ -236,9 +268,10 @@ class _IndexCache:
         self._lock = threading.Lock()
         self._items: OrderedDict[str, CompactIndex] = OrderedDict()
 
-    def get(self, path: Path, f) -> CompactIndex:
+    def get(self, path: storage.Location, f) -> CompactIndex:
         """The index of the file version open as ``f`` (parsed now when not cached)."""
-        identity = _identity(os.fstat(f.fileno()))
+        # an open object stays the version it was opened at (s3fs pins its ETag), as a local handle does
+        identity = (f.details.get("ETag", ""), f.size) if storage.is_url(path) else _identity(os.fstat(f.fileno()))
         key = str(path)
         with self._lock:
             hit = self._items.get(key)
@@ -262,17 +295,18 @@ INDEX_CACHE_FILES = 64
 _INDEX_CACHE = _IndexCache(INDEX_CACHE_FILES)
 
 
-def compact_index(path: str | Path) -> CompactIndex:
+def compact_index(path: storage.Location) -> CompactIndex:
     """The cached index of the compacted file at ``path`` (re-parsed when the file was replaced)."""
-    with open(path, "rb") as f:
-        return _INDEX_CACHE.get(Path(path), f)
+    path = storage.location(path)
+    with _open(path) as f:
+        return _INDEX_CACHE.get(path, f)
 
 
-def _read_compact(compact: Path, flt, ids: list[str] | None) -> pa.Table:
+def _read_compact(compact: storage.Location, flt, ids: list[str] | None) -> pa.Table:
     """The compacted file's rows matching ``flt``; for some parcels (``ids``) only the row groups
     whose id range spans them are read, located with the cached index of this file version."""
     if ids is not None:
-        with open(compact, "rb") as f:  # one handle: the index and the rows are of the same version
+        with _open(compact) as f:  # one handle: the index and the rows are of the same version
             index = _INDEX_CACHE.get(compact, f)
             if index.same_schema:
                 groups = index.groups_of(ids)
@@ -281,41 +315,48 @@ def _read_compact(compact: Path, flt, ids: list[str] | None) -> pa.Table:
                 t = pq.ParquetFile(f, metadata=index.metadata).read_row_groups(groups, use_threads=False)
                 t = t.cast(SCHEMA)  # what the dataset scan gives (the time unit back to seconds)
                 return t.filter(pa.compute.is_in(t["parcel_id"], pa.array(ids, pa.string())))
-    return pads.dataset(str(compact), schema=SCHEMA, format="parquet").to_table(filter=flt)
+    return _dataset(compact).to_table(filter=flt)
 
 
-def _read_tile(tile_dir: Path, flt, sensor: Sensor | None, ids: list[str] | None = None) -> pa.Table:
+def _read_tile(tile_dir: storage.Location, flt, sensor: Sensor | None, ids: list[str] | None = None) -> pa.Table:
     slot_files = _slot_files(tile_dir, sensor)
     parts = []
-    compact = tile_dir / COMPACT
-    if compact.exists():
+    compact = storage.join(tile_dir, COMPACT)
+    if storage.exists(compact):
         t = _read_compact(compact, flt, ids)
         if sensor is not None:
             t = t.filter(pa.compute.equal(t["sensor"], sensor.value))
-        overridden = {f"{p.parent.name}/{p.stem}" for p in _slot_files(tile_dir)}
+        overridden = {_sensor_slot(p) for p in _slot_files(tile_dir)}
         if overridden and t.num_rows:
             key = pa.compute.binary_join_element_wise(t["sensor"], t["slot"], "/")
             t = t.filter(pa.compute.invert(pa.compute.is_in(key, pa.array(sorted(overridden)))))
         parts.append(t)
     if slot_files:
-        parts.append(pads.dataset([str(f) for f in slot_files], schema=SCHEMA, format="parquet").to_table(filter=flt))
+        parts.append(_dataset(slot_files).to_table(filter=flt))
     return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
 
 def compact_series(root: str | Path, tile_id: str, min_files: int = 1) -> int:
     """Fold a tile's slot files into its compacted file; returns how many were folded (0 below ``min_files``)."""
-    tile_dir = Path(root) / tile_id
+    tile_dir = storage.join(storage.location(root), tile_id)
     files = _slot_files(tile_dir)
     if len(files) < max(1, min_files):
         return 0
-    stamps = {f: f.stat().st_mtime_ns for f in files}
+    stamps = {f: _stamp(f) for f in files}
     table = _read_tile(tile_dir, None, None)
     table = table.sort_by([("parcel_id", "ascending"), ("time", "ascending"), ("sensor", "ascending")])
-    _atomic_write(table, tile_dir / COMPACT)
+    _atomic_write(table, storage.join(tile_dir, COMPACT))
     for f in files:
-        if f.exists() and f.stat().st_mtime_ns == stamps[f]:
-            f.unlink()
+        if storage.exists(f) and _stamp(f) == stamps[f]:  # a slot rewritten meanwhile stays
+            if storage.is_url(f):
+                storage.remove(f)
+            else:
+                f.unlink()
     return len(files)
+
+
+def _stamp(path: storage.Location):
+    return storage.identity(path) if storage.is_url(path) else path.stat().st_mtime_ns
 
 
 def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -> pa.Table:
@@ -326,19 +367,19 @@ def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -
     so a slot file that vanishes while being read is found in the compacted file.
     """
     sens = Sensor(sensor)
-    tile_dir = Path(root) / tile_id
+    tile_dir = storage.join(storage.location(root), tile_id)
     path = slot_file(root, tile_id, sens, slot)
     try:
         for _ in range(3):
-            if path.exists():
+            if storage.exists(path):
                 try:
-                    table = pq.read_table(path, schema=SCHEMA)
+                    table = _read_file(path)
                 except FileNotFoundError:
                     continue  # folded meanwhile: read the compacted file
-            elif (tile_dir / COMPACT).exists():
+            elif storage.exists(storage.join(tile_dir, COMPACT)):
                 flt = (pads.field("sensor") == sens.value) & (pads.field("slot") == slot)
-                table = pads.dataset(str(tile_dir / COMPACT), schema=SCHEMA, format="parquet").to_table(filter=flt)
-                if not table.num_rows and path.exists():
+                table = _dataset(storage.join(tile_dir, COMPACT)).to_table(filter=flt)
+                if not table.num_rows and storage.exists(path):
                     continue  # rewritten meanwhile
             else:
                 table = SCHEMA.empty_table()
@@ -348,11 +389,25 @@ def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -
     raise IngestError(f"slot {sens.value}/{slot} of tile {tile_id} under {root} kept changing while being read")
 
 
-def read_series(root: str | Path, tile_id: str | None = None, parcel_id: str | Sequence[str] | None = None,
+def _read_file(path: storage.Location) -> pa.Table:
+    if storage.is_url(path):
+        return pq.read_table(storage.fs_path(path), schema=SCHEMA, filesystem=storage.filesystem())
+    return pq.read_table(path, schema=SCHEMA)
+
+
+def series_tiles(root: storage.Location) -> list[storage.Location]:
+    """The tile folders of a series store, sorted."""
+    base = storage.location(root)
+    if storage.is_url(base):
+        return [storage.join(base, n) for n in storage.list_names(base) if not n.startswith(".")]
+    return sorted(p for p in base.glob("*") if p.is_dir())
+
+
+def read_series(root: storage.Location, tile_id: str | None = None, parcel_id: str | Sequence[str] | None = None,
                 sensor: Sensor | str | None = None) -> pa.Table:
     """Rows of the store (one tile or all), optionally for one parcel / some parcels and one sensor, sorted by time."""
-    base = Path(root)
-    tiles = [base / tile_id] if tile_id is not None else sorted(p for p in base.glob("*") if p.is_dir())
+    base = storage.location(root)
+    tiles = [storage.join(base, tile_id)] if tile_id is not None else series_tiles(base)
     flt = ids = None
     if parcel_id is not None:
         ids = [parcel_id] if isinstance(parcel_id, str) else list(parcel_id)
@@ -361,7 +416,7 @@ def read_series(root: str | Path, tile_id: str | None = None, parcel_id: str | S
     if ids is not None and not ids:
         return SCHEMA.empty_table()
     try:
-        parts = [_read_tile(t, flt, sens, ids) for t in tiles if t.is_dir()]
+        parts = [_read_tile(t, flt, sens, ids) for t in tiles if storage.is_url(t) or t.is_dir()]
     except (OSError, pa.ArrowInvalid) as e:
         raise IngestError(f"cannot read parcel series under {base}: {e}") from e
     table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()

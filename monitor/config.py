@@ -37,6 +37,7 @@ class MonitorConfig:
     cubes_dir: Path | None = None  # tile cubes; None: <data_dir>/cubes
     health_stale_s: float = 120.0  # a worker of another host without a heartbeat this long reads "stale"
     health_prune_s: float = 86400.0  # health files of workers no longer running are deleted after this long
+    states_url: str = ""  # encoder/detector states and rewind points, e.g. s3://bucket/prefix; empty: state_root
 
     @property
     def cubes_root(self) -> Path:
@@ -45,6 +46,11 @@ class MonitorConfig:
     @property
     def state_root(self) -> Path:
         return self.data_dir / "monitor"
+
+    @property
+    def states_root(self) -> Path | str:
+        """Where the tile states live: :attr:`state_root` or object storage (health files and locks stay local)."""
+        return self.states_url or self.state_root
 
     @property
     def alert_store_url(self) -> str:

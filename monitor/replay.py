@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from ingest.series import read_series
+from contracts import storage
+from ingest.series import read_series, series_tiles
 from monitor.inputs import SlotKey
 
 
@@ -36,8 +37,9 @@ def series_slots(series_dir: Path, tile_id: str) -> dict[SlotKey, str]:
     return out
 
 
-def tiles_of(series_dir: Path) -> list[str]:
-    return sorted(p.name for p in Path(series_dir).iterdir() if p.is_dir()) if Path(series_dir).is_dir() else []
+def tiles_of(series_dir: Path | str) -> list[str]:
+    """The tiles of the series store, a local folder or an s3:// prefix."""
+    return sorted(storage.name(t) for t in series_tiles(series_dir))
 
 
 FORMS = ("chunk", "parallel", "recurrent")

@@ -188,9 +188,11 @@ class Monitor:
             return self.tiles[tile_id]
         from ingest.locks import WriterLock
 
-        store = TileStore(self.config.state_root, self.namespace, tile_id)
+        store = TileStore(self.config.states_root, self.namespace, tile_id)
         # One writer per tile state: a worker that just lost the tile's partition may still be writing it.
-        lock = WriterLock(store.dir, "monitor", wait=60.0, command=f"sitsmon monitor (tile {tile_id})").acquire()
+        # The lock is in the local state folder (store.dir there), also when the states are on object storage.
+        lock = WriterLock(self.config.state_root / self.namespace / tile_id, "monitor", wait=60.0,
+                          command=f"sitsmon monitor (tile {tile_id})").acquire()
         try:
             return self._load_tile(tile_id, store, lock)
         except BaseException:

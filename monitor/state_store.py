@@ -14,11 +14,19 @@ kill at any moment leaves the previous state readable. Every state carries a che
 and the versions of the model and the detectors that wrote it: a corrupt state is detected on load,
 and a state of another version is refused, never mixed with the current one. The namespace is derived
 from those versions, so a model upgrade (``monitor replay --checkpoint NEW``) writes beside the old one.
+
+The root may be object storage (``s3://bucket/prefix``, :mod:`contracts.storage`): there a generation
+is written under its fresh name directly (no rename exists) and ``CURRENT``, one object replaced by one
+PUT, is the commit marker; readers only open the generation ``CURRENT`` or a rewind point names, and a
+generation a killed writer left half-written is named by neither and deleted at the next save. The
+applied log is rewritten whole per line (object storage has no append; the log holds one line per
+acquisition). The tile lock stays on the worker's host (monitor/service.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -32,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts import storage
 from monitor.errors import StateStoreError, StateVersionError
 from monitor.inputs import SlotKey
 from monitor.step import TileState
@@ -64,7 +73,10 @@ def key_name(key: SlotKey) -> str:
     return f"{key.time_s:012d}-{key.sensor}-{key.slot}"
 
 
-def _fsync_write(path: Path, text: str) -> None:
+def _fsync_write(path: storage.Location, text: str) -> None:
+    if storage.is_url(path):  # one PUT: the old object or the new one, never a part
+        storage.put_bytes(path, text.encode("utf-8"))
+        return
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -90,31 +102,60 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 @dataclass(frozen=True)
 class Checkpoint:
     key: SlotKey  # the last acquisition folded into it
-    path: Path
+    path: storage.Location
+
+
+def _read_text(path: storage.Location) -> str:
+    return storage.read_bytes(path).decode("utf-8")
+
+
+def _append_line(path: storage.Location, line: str, fsync: bool) -> None:
+    if storage.is_url(path):  # no append on object storage: the whole (short) log in one PUT
+        old = _read_text(path) if storage.exists(path) else ""
+        storage.put_bytes(path, (old + line + "\n").encode("utf-8"))
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _remove_tree(path: storage.Location) -> None:
+    if storage.is_url(path):
+        storage.remove_tree(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _mkdir(path: storage.Location) -> None:
+    if not storage.is_url(path):  # object storage has no folders to make
+        path.mkdir(parents=True, exist_ok=True)
 
 
 class TileStore:
     """The state folder of one tile in one namespace."""
 
     def __init__(self, root: Path, namespace: str, tile_id: str) -> None:
-        self.dir = Path(root) / namespace / tile_id
+        self.dir = storage.join(storage.location(root), namespace, tile_id)
         self.tile_id = tile_id
 
     # ---- the applied log ------------------------------------------------------------------------
     def applied(self) -> dict[SlotKey, str]:
         """Acquisitions recorded as folded in (the last line of a slot wins: a re-processed slot)."""
-        path = self.dir / APPLIED
+        path = storage.join(self.dir, APPLIED)
         out: dict[tuple[str, str], tuple[SlotKey, str]] = {}
-        if not path.exists():
+        if not storage.exists(path):
             return {}
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = _read_text(path)
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
                 key = SlotKey.of(d["time_s"], d["sensor"], d["slot"])
             except (ValueError, KeyError) as e:
-                if n == len(path.read_text(encoding="utf-8").splitlines()):
+                if n == len(text.splitlines()):
                     logger.warning("%s: torn last line ignored (%s)", path, e)  # a kill mid-append
                     continue
                 raise StateStoreError(f"{path}: line {n} is not an applied record ({e})") from e
@@ -122,32 +163,33 @@ class TileStore:
         return dict(out.values())
 
     def append_applied(self, key: SlotKey, item_ids: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.dir)
         line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids})
-        with open(self.dir / APPLIED, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_line(storage.join(self.dir, APPLIED), line, fsync=True)
 
     def record_refused(self, key: SlotKey, item_ids: str, reason: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.dir)
         line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids,
                            "reason": reason})
-        with open(self.dir / REFUSED, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        _append_line(storage.join(self.dir, REFUSED), line, fsync=False)
 
     def refused(self) -> list[dict[str, Any]]:
-        path = self.dir / REFUSED
-        if not path.exists():
+        path = storage.join(self.dir, REFUSED)
+        if not storage.exists(path):
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
 
     # ---- states ---------------------------------------------------------------------------------
-    def _write(self, state: TileState, target: Path, versions: dict[str, Any], detectors) -> str:
+    def _write(self, state: TileState, target: storage.Location, versions: dict[str, Any], detectors) -> str:
         import zarr
 
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        group = zarr.open_group(str(tmp), mode="w")
+        remote = storage.is_url(target)
+        if remote:  # built in memory, uploaded under its own fresh name, committed by CURRENT (module doc)
+            store, objects = storage.memory_zarr()
+            group = zarr.open_group(store, mode="w")
+        else:
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            group = zarr.open_group(str(tmp), mode="w")
         arrays: dict[str, np.ndarray] = {
             "parcel_ids": np.asarray(state.parcel_ids.astype(str), dtype=object),
             "land_uses": np.asarray(state.land_uses.astype(str), dtype=object),
@@ -177,19 +219,23 @@ class TileStore:
             "folded": [[k.time_s, k.sensor, k.slot, ids] for k, ids in sorted(state.folded.items())],
             "area_sites": state.area_sites, "watch": watch_attrs,
         })
+        if remote:
+            _remove_tree(target)  # a generation of this number that a killed save left unnamed
+            storage.put_tree(target, objects)
+            return checksum
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
         return checksum
 
-    def _read(self, path: Path, versions: dict[str, Any], detectors) -> TileState:
+    def _read(self, path: storage.Location, versions: dict[str, Any], detectors) -> TileState:
         import torch
         import zarr
 
         import sits
 
         try:
-            group = zarr.open_group(str(path), mode="r")
+            group = zarr.open_group(storage.zarr_store(path, read_only=True), mode="r")
             attrs = dict(group.attrs)
         except Exception as e:  # noqa: BLE001 - any store error is a corrupt state here
             raise StateStoreError(f"tile {self.tile_id}: cannot open state {path}: {e}") from e
@@ -229,33 +275,33 @@ class TileStore:
         """Write ``state`` as a new generation and name it in ``CURRENT``; with ``checkpoint``, also keep
         that generation as the rewind point of its last acquisition (a marker naming it, no copy).
         Generations that neither ``CURRENT`` nor a rewind point names are deleted. Returns its name."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.dir)
         current = self._current()
         seq = int(current["seq"]) + 1 if current else 1
         name = f"state-{seq:06d}.zarr"
-        checksum = self._write(state, self.dir / name, versions, detectors)
+        checksum = self._write(state, storage.join(self.dir, name), versions, detectors)
         if checkpoint:  # the marker first: a kill before CURRENT leaves a rewind point, never a dangling name
-            marker = self.dir / CHECKPOINTS / f"{key_name(state.last_key)}{MARKER}"
-            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker = storage.join(self.dir, CHECKPOINTS, f"{key_name(state.last_key)}{MARKER}")
+            _mkdir(storage.parent(marker))
             _fsync_write(marker, name)
-        _fsync_write(self.dir / CURRENT, json.dumps({"seq": seq, "state": name, "checksum": checksum}))
+        _fsync_write(storage.join(self.dir, CURRENT), json.dumps({"seq": seq, "state": name, "checksum": checksum}))
         self._collect(keep=name)
         return name
 
     def _collect(self, keep: str | None = None) -> None:
         """Delete the state generations that neither ``CURRENT`` nor a rewind point names."""
         current = self._current()
-        named = {keep, current["state"] if current else None, *(c.path.name for c in self.checkpoints())}
-        for old in self.dir.glob("state-*.zarr"):
-            if old.name not in named:
-                shutil.rmtree(old, ignore_errors=True)
+        named = {keep, current["state"] if current else None, *(storage.name(c.path) for c in self.checkpoints())}
+        for old in storage.glob(self.dir, "state-*.zarr"):
+            if storage.name(old) not in named:
+                _remove_tree(old)
 
     def _current(self) -> dict[str, Any] | None:
-        path = self.dir / CURRENT
-        if not path.exists():
+        path = storage.join(self.dir, CURRENT)
+        if not storage.exists(path):
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(_read_text(path))
         except ValueError as e:
             raise StateStoreError(f"tile {self.tile_id}: {path} is corrupt: {e}") from e
 
@@ -264,21 +310,21 @@ class TileStore:
         current = self._current()
         if current is None:
             return None
-        return self._read(self.dir / current["state"], versions, detectors)
+        return self._read(storage.join(self.dir, current["state"]), versions, detectors)
 
     # ---- rewind points --------------------------------------------------------------------------
     # A rewind point is a retained state generation: ``checkpoints/<key>.ref`` names the generation that
     # the save at that acquisition wrote (older data dirs hold full copies, ``checkpoints/<key>.zarr``).
     def checkpoints(self) -> list[Checkpoint]:
         out = []
-        for p in (self.dir / CHECKPOINTS).glob("*"):
-            if p.name.endswith(MARKER):
+        for p in storage.glob(storage.join(self.dir, CHECKPOINTS), "*"):
+            if storage.name(p).endswith(MARKER):
                 try:
-                    path = self.dir / p.read_text(encoding="utf-8").strip()
+                    path = storage.join(self.dir, _read_text(p).strip())
                 except OSError:  # dropped meanwhile
                     continue
-                stem = p.name[:-len(MARKER)]
-            elif p.suffix == ".zarr" and p.is_dir():
+                stem = storage.name(p)[:-len(MARKER)]
+            elif not storage.is_url(p) and p.suffix == ".zarr" and p.is_dir():
                 path, stem = p, p.stem
             else:
                 continue  # a temporary of a kill mid-write
@@ -289,19 +335,22 @@ class TileStore:
     def write_checkpoint(self, state: TileState, versions: dict[str, Any], detectors) -> Checkpoint:
         """Save ``state`` (it becomes ``CURRENT``) and keep that generation as a rewind point."""
         name = self.save(state, versions, detectors, checkpoint=True)
-        return Checkpoint(state.last_key, self.dir / name)
+        return Checkpoint(state.last_key, storage.join(self.dir, name))
 
     def load_checkpoint(self, checkpoint: Checkpoint, versions: dict[str, Any], detectors) -> TileState:
         return self._read(checkpoint.path, versions, detectors)
 
     def drop_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Forget a rewind point; its generation goes too unless ``CURRENT`` still names it."""
-        marker = self.dir / CHECKPOINTS / f"{key_name(checkpoint.key)}{MARKER}"
-        if marker.exists():
-            marker.unlink()
+        marker = storage.join(self.dir, CHECKPOINTS, f"{key_name(checkpoint.key)}{MARKER}")
+        if storage.exists(marker):
+            if storage.is_url(marker):
+                storage.remove(marker)
+            else:
+                marker.unlink()
             self._collect()
         else:
-            shutil.rmtree(checkpoint.path, ignore_errors=True)
+            _remove_tree(checkpoint.path)
 
     def prune_checkpoints(self, keep_after_s: int) -> None:
         """Drop rewind points older than ``keep_after_s``, always keeping the newest one before it."""
@@ -316,7 +365,10 @@ class TileStore:
         seen: set[tuple[int, int]] = set()
         total = 0
         for c in self.checkpoints():
-            if current and c.path.name == current["state"]:
+            if current and storage.name(c.path) == current["state"]:
+                continue
+            if storage.is_url(c.path):  # generations share no objects there
+                total += storage.total_bytes(c.path)
                 continue
             for f in c.path.rglob("*"):
                 st = f.stat()
@@ -327,7 +379,10 @@ class TileStore:
 
     # ---- expectations ---------------------------------------------------------------------------
     def write_expectations(self, key: SlotKey, frame: pd.DataFrame) -> None:
-        path = self.dir / "expected" / f"{key.sensor}-{key.slot}.parquet"
+        path = storage.join(self.dir, "expected", f"{key.sensor}-{key.slot}.parquet")
+        if storage.is_url(path):  # one upload, visible whole when complete
+            storage.put_bytes(path, frame.to_parquet(index=False))
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         frame.to_parquet(tmp, index=False)
@@ -336,15 +391,18 @@ class TileStore:
     def read_expectations(self, keys: list[SlotKey]) -> list[pd.DataFrame]:
         out = []
         for key in keys:
-            path = self.dir / "expected" / f"{key.sensor}-{key.slot}.parquet"
-            if path.exists():
-                out.append(pd.read_parquet(path))
+            path = storage.join(self.dir, "expected", f"{key.sensor}-{key.slot}.parquet")
+            if storage.exists(path):
+                out.append(pd.read_parquet(io.BytesIO(storage.read_bytes(path))) if storage.is_url(path)
+                           else pd.read_parquet(path))
         return out
 
     def state_bytes(self) -> int:
         current = self._current()
         if current is None:
             return 0
+        if storage.is_url(self.dir):
+            return storage.total_bytes(storage.join(self.dir, current["state"]))
         return sum(f.stat().st_size for f in (self.dir / current["state"]).rglob("*") if f.is_file())
 
 

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         settings = get_settings(args.config)
+        from contracts import storage
+
+        storage.configure(settings.storage.endpoint_url, settings.storage.region, settings.storage.anon)
         return int(args.handler(args, settings) or 0)
     except KeyboardInterrupt:
         print(f"sitsmon {args.command}: interrupted", file=sys.stderr)

@@ -179,6 +179,27 @@ class DaskSettings(BaseModel):
     retries: int = Field(2, ge=0, description="re-runs of a replay task that raised (a lost worker's tasks are rescheduled)")
 
 
+class StorageSettings(BaseModel):
+    """Object storage for the data stores (docs/storage.md); credentials only from the environment
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or another botocore source), never here."""
+
+    endpoint_url: str = Field("", description="S3-compatible endpoint, e.g. http://minio:9000; empty: AWS "
+                                              "(or AWS_ENDPOINT_URL)")
+    region: str = Field("", description="bucket region; empty: botocore's default")
+    anon: bool = Field(False, description="unsigned requests (a public bucket, read only)")
+    cubes_url: str = Field("", description="tile cubes on object storage (s3://bucket/prefix); empty: [ingest] cubes_dir")
+    series_url: str = Field("", description="parcel series on object storage; empty: [ingest] series_dir")
+    states_url: str = Field("", description="monitor states and rewind points on object storage; "
+                                            "empty: <data_dir>/monitor")
+
+    @field_validator("cubes_url", "series_url", "states_url")
+    @classmethod
+    def _s3_url(cls, value: str) -> str:
+        if value and not (value.startswith("s3://") and len(value) > len("s3://") and not value[5:].startswith("/")):
+            raise ValueError(f"must be s3://bucket[/prefix], got {value!r}")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SITSMON_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -194,6 +215,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = AlertsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     dask: DaskSettings = DaskSettings()
+    storage: StorageSettings = StorageSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,8 @@ A service that cannot start FAILS the tests that need it, with the service's log
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import date
@@ -21,6 +23,7 @@ from tests.services import (
     create_database,
     drop_database,
     kafka_service,
+    moto_s3_service,
     postgres_service,
     unique_db_name,
 )
@@ -61,6 +64,40 @@ def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def kafka_bootstrap() -> Iterator[str]:
     """``"127.0.0.1:29092"``: a real Apache Kafka 0.9 broker (use ``api_version=(0, 9)``)."""
     yield from _hold(kafka_service())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT``: a real S3-compatible server (moto) for this session; the environment
+    carries its endpoint and dummy credentials (as production's does for MinIO or S3), so subprocesses reach it."""
+    from contracts import storage
+    from tests.services import S3_TEST_CREDENTIALS
+
+    saved = {k: os.environ.get(k) for k in (*S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL")}
+    held = _hold(moto_s3_service())
+    url = next(held)
+    os.environ.update({**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": url})
+    storage.configure(endpoint_url=url)
+    try:
+        yield url
+    finally:
+        storage.configure()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        held.close()  # stops the server
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """``s3://NAME``: a fresh, empty bucket on the session's S3 server."""
+    from contracts import storage
+
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    storage.filesystem().mkdir(name)
+    return f"s3://{name}"
 
 
 @pytest.fixture(scope="session")

@@ -487,3 +487,50 @@ def expected_ids(items: list[dict[str, Any]], search: dict[str, Any]) -> set[str
                 continue
         out.add(item["id"])
     return out
+
+
+# ---- S3-compatible object storage (moto in server mode) ----------------------------------------
+# One private server per test session on a free port (moto keeps its buckets in memory, so nothing is
+# shared or left behind); the object-storage tests reach it the way production reaches MinIO or S3:
+# an endpoint URL plus credentials in the environment (dummy ones here).
+
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sitsmon-test", "AWS_SECRET_ACCESS_KEY": "sitsmon-test-secret",
+                       "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextmanager
+def moto_s3_service(timeout_s: float = 60.0) -> Iterator[str]:
+    """Yield the endpoint URL (``http://127.0.0.1:PORT``) of a moto S3 server started for this session."""
+    import sys
+    import urllib.request
+
+    port = free_port()
+    log_dir = SERVICES_DIR / "moto"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"moto-{os.getpid()}.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **S3_TEST_CREDENTIALS})
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:  # health check: moto's own API answers once the server accepts S3 requests
+            if proc.poll() is not None:
+                raise ServiceError(f"moto server exited with status {proc.returncode}\n{_tail(log)}")
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceError(f"moto server on {url} did not answer within {timeout_s} s\n{_tail(log)}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -311,7 +311,8 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
     data_dir = settings.paths.data_dir
     ledger = args.ledger or s.ledger_url or str(data_dir / "ingest-ledger.sqlite")
     return ingest.build_poller(
-        urls, args.cubes or s.cubes_dir or data_dir / "cubes", args.series or s.series_dir or data_dir / "series", ledger,
+        urls, args.cubes or settings.storage.cubes_url or s.cubes_dir or data_dir / "cubes",
+        args.series or settings.storage.series_url or s.series_dir or data_dir / "series", ledger,
         tiles=tuple(args.tiles if args.tiles is not None else s.tiles), aois=tuple(aois),
         collections=tuple(args.collections or s.collections),
         start=getattr(args, "since", None) or s.since or None,

@@ -74,7 +74,7 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
     checkpoint = getattr(args, "checkpoint", None) or settings.encoder.checkpoint
     port = getattr(args, "metrics_port", None)
     return MonitorConfig(
-        data_dir=root, series_dir=(settings.ingest.series_dir or root / "series"),
+        data_dir=root, series_dir=(settings.storage.series_url or settings.ingest.series_dir or root / "series"),
         parcels=Path(parcels) if parcels else None, store_url=settings.alerts.store_url,
         group_id=settings.bus.group_id, topic=settings.monitor.topic, alerts_topic=settings.monitor.alerts_topic,
         dead_letter_topic=f"{settings.monitor.topic}.dlq",
@@ -84,8 +84,9 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
         save_every=settings.monitor.save_every, max_records=settings.monitor.max_records,
         webhook_url=settings.alerts.webhook_url, webhook_secret=settings.alerts.webhook_secret.get_secret_value(),
         metrics_port=port if port is not None else settings.monitor.metrics_port,
-        watch_areas=tuple(settings.monitor.watch_areas), cubes_dir=settings.ingest.cubes_dir,
+        watch_areas=tuple(settings.monitor.watch_areas), cubes_dir=settings.storage.cubes_url or settings.ingest.cubes_dir,
         health_stale_s=settings.monitor.health_stale_s, health_prune_s=settings.monitor.health_prune_s,
+        states_url=settings.storage.states_url,
     )
 
 

@@ -1,6 +1,6 @@
 """Run one poll over a mini archive in a subprocess that SIGKILLs itself at a chosen point.
 
-    python -m tests.ingest.kill_runner WORK ARCHIVE [block:N | commit:N | publish:N]
+    python -m tests.ingest.kill_runner WORK ARCHIVE [block:N | commit:N | publish:N] [STORES]
 
 ``block:N`` dies after the N-th spatial block written (mid data write), ``commit:N`` in the N-th
 commit after the provenance and before the time index, ``publish:N`` at the N-th bus message
@@ -15,6 +15,8 @@ the seconds the poll took (from the same start as ``time:S``), and ``steps``, th
 Every bus message is appended to ``WORK/events.jsonl`` as it is published (so the messages of a
 killed run and of its restart can be compared with an uninterrupted run's). Parcel series are
 compacted once a tile has 2 slot files, so that a poll of the mini archive compacts twice.
+``STORES`` (an ``s3://bucket/prefix``): cubes and series go under ``STORES/cubes`` and ``STORES/series``
+instead of ``WORK`` (the endpoint and credentials come from the environment).
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from tests.ingest.helpers import ListSource, parcels_gdf
 def main(argv: list[str]) -> int:
     work, archive = Path(argv[0]), Path(argv[1])
     kill = argv[2] if len(argv) > 2 else ""
+    stores = argv[3] if len(argv) > 3 else ""
     steps = {"n": 0}
     if kill == "" or kill.startswith("step:"):
         count_steps(steps, int(kill.partition(":")[2] or 0))
         kill = ""
     t0 = time.perf_counter()
-    report = poll(work, archive, kill).to_dict()
+    report = poll(work, archive, kill, stores).to_dict()
     print(json.dumps({**report, "poll_s": time.perf_counter() - t0, "steps": steps["n"]}))
     return 0
 
@@ -79,7 +82,7 @@ def count_steps(steps: dict[str, int], kill_at: int) -> None:
     counted(RecordingPublisher, "publish")
 
 
-def poll(work: Path, archive: Path, kill: str = ""):
+def poll(work: Path, archive: Path, kill: str = "", stores: str = ""):
     """One poll; ``kill`` as in the module docstring (only meant for a subprocess)."""
     what, _, n = kill.partition(":")
     calls = {"n": 0}
@@ -169,7 +172,8 @@ def poll(work: Path, archive: Path, kill: str = ""):
                 f.flush()
                 os.fsync(f.fileno())
 
-    poller = Poller([ListSource(items)], open_ledger(work / "ledger.sqlite"), work / "cubes", work / "series",
+    cubes, series = (f"{stores}/cubes", f"{stores}/series") if stores else (work / "cubes", work / "series")
+    poller = Poller([ListSource(items)], open_ledger(work / "ledger.sqlite"), cubes, series,
                     WatchConfig(tiles=(grid.tile_id,), start_s=0), grids={grid.tile_id: grid},
                     parcels=parcels_gdf(grid), publisher=Publisher(), asset_root=archive, chunk=32,
                     compact_after=2)
