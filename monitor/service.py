@@ -274,7 +274,9 @@ class Monitor:
         tile.unsaved += 1  # counts steps: a rewind point's save is also the regular save
         result.seconds["read"] = read_s
         self.fold_effects(tile, key, result)
+        t0 = time.perf_counter()
         self._maybe_checkpoint(tile, key)
+        result.seconds["state"] = time.perf_counter() - t0  # a rewind point's save (fold adds the regular one)
         return result
 
     def read_rows(self, tile: _Tile, key: SlotKey) -> pd.DataFrame:
@@ -299,6 +301,7 @@ class Monitor:
         cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
         if areas:
             result.events.extend(self._area_events(tile.state, areas, cube, key))
+        t_store = time.perf_counter()  # the store stage: the expectations file, then the alerts
         if result.expectations is not None:
             expectations = result.expectations
             if areas:
@@ -307,11 +310,12 @@ class Monitor:
             tile.store.write_expectations(key, expectations)
         kill_point("after_step")
         t0 = time.perf_counter()
+        expectations_s = t0 - t_store
         alerts = [Alert.from_event(e, tile_id=tile.state.tile_id, model_version=self.alert_model_version,
                                    scope=self.scope) for e in result.events]
         if alerts:
             result.new_alerts = self.store.upsert_many(alerts)
-        result.seconds["store"] = time.perf_counter() - t0
+        result.seconds["store"] = time.perf_counter() - t0 + expectations_s
         result.alerts = alerts
         kill_point("after_alerts")
         t0 = time.perf_counter()

@@ -121,10 +121,17 @@ class TileStore:
         return dict(out.values())
 
     def append_applied(self, key: SlotKey, item_ids: str) -> None:
+        self.append_applied_many([(key, item_ids)])
+
+    def append_applied_many(self, records: list[tuple[SlotKey, str]]) -> None:
+        """Append acquisitions to the applied log with one fsync (a replay records its whole period)."""
+        if not records:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids})
+        text = "".join(json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot,
+                                   "item_ids": item_ids}) + "\n" for key, item_ids in records)
         with open(self.dir / APPLIED, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
 
