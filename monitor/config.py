@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts import storage
 from ingest.events import ACQUISITIONS_TOPIC
 
 ALERTS_TOPIC = "sits.alerts"
@@ -34,14 +35,18 @@ class MonitorConfig:
     webhook_secret: str = ""
     metrics_port: int | None = None  # Prometheus text on this port (None: off)
     watch_areas: tuple[Path, ...] = ()  # GeoJSON areas monitored per pixel from the cube (monitor/watch_areas.py)
-    cubes_dir: Path | None = None  # tile cubes; None: <data_dir>/cubes
+    cubes_dir: Path | str | None = None  # tile cubes (a folder or s3:// URL); None: <data_dir>/cubes
     health_stale_s: float = 120.0  # a worker of another host without a heartbeat this long reads "stale"
     health_prune_s: float = 86400.0  # health files of workers no longer running are deleted after this long
     states_url: str = ""  # encoder/detector states and rewind points, e.g. s3://bucket/prefix; empty: state_root
 
     @property
-    def cubes_root(self) -> Path:
-        return self.cubes_dir or self.data_dir / "cubes"
+    def cubes_root(self) -> Path | str:
+        return storage.location(self.cubes_dir) if self.cubes_dir else self.data_dir / "cubes"
+
+    def cube_of(self, tile_id: str) -> Path | str:
+        """The tile's cube: a folder, or an ``s3://`` URL (contracts/storage.py)."""
+        return storage.join(self.cubes_root, f"{tile_id}.zarr")
 
     @property
     def state_root(self) -> Path:

@@ -47,14 +47,14 @@ FORMS = ("chunk", "parallel", "recurrent")
 
 def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = None,
                   progress: Callable[[str], None] | None = None, lights: bool = True, *, form: str = "chunk",
-                  block_size: int | None = None, rewind_points: str = "stream") -> dict[str, Any]:
+                  block_size: int | None = None, rewind_points: str = "blocks") -> dict[str, Any]:
     """Fold every slot up to ``end`` (inclusive, by day) into the tiles' states; slots before ``start`` come
     from the newest rewind point before it (or are folded again from the start of the store).
 
     ``form``: "chunk" or "parallel" (the encoder's block forms, ``block_size`` acquisitions per call,
     default :data:`monitor.replay_block.BLOCK_SIZE`) or "recurrent" (the stream's step). ``rewind_points``
-    (block forms): "stream" (the stream's, the default) or "blocks" (at block ends; see
-    :func:`monitor.replay_block.fold_period`)."""
+    (block forms): "blocks" (at block ends, the default: one state write per block) or "stream" (the
+    rewind points the stream would keep; see :func:`monitor.replay_block.fold_period`)."""
     from monitor.replay_block import BLOCK_SIZE, fold_period
 
     if form not in FORMS:
@@ -81,9 +81,10 @@ def replay_period(monitor, start: str, end: str, tiles: Sequence[str] | None = N
         else:
             results = fold_period(monitor, tile, desired, block_size=block_size, mode=form,
                                   rewind_points=rewind_points)
-        for key in sorted(set(slots) - before):
-            tile.store.append_applied(key, slots[key])
+        tile.store.append_applied_many([(key, slots[key]) for key in sorted(set(slots) - before)])
+        t0 = time.perf_counter()
         monitor._save(tile, force=True)  # unless the last rewind point already wrote this state
+        stages["state"] = stages.get("state", 0.0) + time.perf_counter() - t0
         for r in results:
             for stage, sec in r.seconds.items():
                 stages[stage] = stages.get(stage, 0.0) + sec

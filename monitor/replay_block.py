@@ -150,12 +150,15 @@ REWIND_POINTS = ("stream", "blocks")
 
 
 def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BLOCK_SIZE,
-                mode: str = "chunk", rewind_points: str = "stream") -> list[StepResult]:
+                mode: str = "chunk", rewind_points: str = "blocks") -> list[StepResult]:
     """``Monitor.converge`` for a replay: rewind if needed, then fold the rest of ``desired`` block by block.
 
-    ``rewind_points``: "stream" — the rewind points the stream would keep (blocks end there, so in the
-    last ``retention_days`` blocks are short); "blocks" — a rewind point at a block's end when a new
-    ``checkpoint_days`` period began in it (fewer, coarser points: a later late arrival refolds more)."""
+    ``rewind_points``: "blocks" (the default) — a rewind point at a block's end when a new
+    ``checkpoint_days`` period began in it: one state write per block of up to ``block_size``
+    acquisitions (a later late arrival into the replayed period refolds up to a block more); "stream" —
+    the rewind points the stream would keep (blocks end there, so in the last ``retention_days`` blocks
+    are short and the replay writes as many states as the stream: about one per ``checkpoint_days``,
+    which on a bench tile costs as much as folding four acquisitions)."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if rewind_points not in REWIND_POINTS:
@@ -178,6 +181,8 @@ def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BL
             monitor.fold_effects(tile, key, result)
         tile.unsaved += len(block)  # counted as Monitor._fold counts steps: a rewind point here is also the save
         if rewind_points == "blocks" or block[-1] in stops:
+            t0 = time.perf_counter()
             monitor._maybe_checkpoint(tile, block[-1])
+            done[-1].seconds["state"] = time.perf_counter() - t0
         results.extend(done)
     return results

@@ -171,7 +171,7 @@ class Monitor:
             from monitor.watch_areas import load_watch_areas
 
             self._areas[tile_id] = load_watch_areas(tuple(self.config.watch_areas), tile_id,
-                                                    self.config.cubes_root / f"{tile_id}.zarr")
+                                                    self.config.cube_of(tile_id))
         return self._areas[tile_id]
 
     def _new_state(self, tile_id: str) -> TileState:
@@ -277,7 +277,9 @@ class Monitor:
         tile.unsaved += 1  # counts steps: a rewind point's save is also the regular save
         result.seconds["read"] = read_s
         self.fold_effects(tile, key, result)
+        t0 = time.perf_counter()
         self._maybe_checkpoint(tile, key)
+        result.seconds["state"] = time.perf_counter() - t0  # a rewind point's save (fold adds the regular one)
         return result
 
     def read_rows(self, tile: _Tile, key: SlotKey) -> pd.DataFrame:
@@ -285,7 +287,7 @@ class Monitor:
         raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot)
         rows = prepare_rows(raw, source=f"series {tile.state.tile_id}/{key.sensor}/{key.slot}")
         areas = self.areas_of(tile.state.tile_id)
-        cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
+        cube = self.config.cube_of(tile.state.tile_id)
         if areas:  # the areas' pixels from the cube, beside the parcels (no regional reference: not parcels)
             from alerts.series import normalise_observations
             from monitor.watch_areas import area_rows
@@ -299,11 +301,12 @@ class Monitor:
         """What one folded acquisition does besides the state: watch-area events, the expectations, the
         alerts in the store, the sinks (the rewind point is ``_maybe_checkpoint``'s)."""
         areas = self.areas_of(tile.state.tile_id)
-        cube = self.config.cubes_root / f"{tile.state.tile_id}.zarr"
+        cube = self.config.cube_of(tile.state.tile_id)
         if areas:
             t0 = time.perf_counter()
             result.events.extend(self._area_events(tile.state, areas, cube, key))
             result.seconds["watch"] = time.perf_counter() - t0  # the pixel detector: its slice read and its step
+        t_store = time.perf_counter()  # the store stage: the expectations file, then the alerts
         if result.expectations is not None:
             expectations = result.expectations
             if areas:
@@ -312,11 +315,12 @@ class Monitor:
             tile.store.write_expectations(key, expectations)
         kill_point("after_step")
         t0 = time.perf_counter()
+        expectations_s = t0 - t_store
         alerts = [Alert.from_event(e, tile_id=tile.state.tile_id, model_version=self.alert_model_version,
                                    scope=self.scope) for e in result.events]
         if alerts:
             result.new_alerts = self.store.upsert_many(alerts)
-        result.seconds["store"] = time.perf_counter() - t0
+        result.seconds["store"] = time.perf_counter() - t0 + expectations_s
         result.alerts = alerts
         kill_point("after_alerts")
         t0 = time.perf_counter()

@@ -109,13 +109,14 @@ def _read_text(path: storage.Location) -> str:
     return storage.read_bytes(path).decode("utf-8")
 
 
-def _append_line(path: storage.Location, line: str, fsync: bool) -> None:
+def _append_text(path: storage.Location, text: str, fsync: bool) -> None:
+    """Append whole lines (``text`` ends with a newline)."""
     if storage.is_url(path):  # no append on object storage: the whole (short) log in one PUT
         old = _read_text(path) if storage.exists(path) else ""
-        storage.put_bytes(path, (old + line + "\n").encode("utf-8"))
+        storage.put_bytes(path, (old + text).encode("utf-8"))
         return
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+        f.write(text)
         if fsync:
             f.flush()
             os.fsync(f.fileno())
@@ -163,15 +164,22 @@ class TileStore:
         return dict(out.values())
 
     def append_applied(self, key: SlotKey, item_ids: str) -> None:
+        self.append_applied_many([(key, item_ids)])
+
+    def append_applied_many(self, records: list[tuple[SlotKey, str]]) -> None:
+        """Append acquisitions to the applied log with one fsync (a replay records its whole period)."""
+        if not records:
+            return
         _mkdir(self.dir)
-        line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids})
-        _append_line(storage.join(self.dir, APPLIED), line, fsync=True)
+        text = "".join(json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot,
+                                   "item_ids": item_ids}) + "\n" for key, item_ids in records)
+        _append_text(storage.join(self.dir, APPLIED), text, fsync=True)
 
     def record_refused(self, key: SlotKey, item_ids: str, reason: str) -> None:
         _mkdir(self.dir)
         line = json.dumps({"time_s": key.time_s, "sensor": key.sensor, "slot": key.slot, "item_ids": item_ids,
                            "reason": reason})
-        _append_line(storage.join(self.dir, REFUSED), line, fsync=False)
+        _append_text(storage.join(self.dir, REFUSED), line + "\n", fsync=False)
 
     def refused(self) -> list[dict[str, Any]]:
         path = storage.join(self.dir, REFUSED)

@@ -55,9 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "parallel form, or the stream's recurrent step (docs/streaming.md, Replay)")
     replay_p.add_argument("--block-size", type=int, default=None,
                           help="acquisitions per block (default 32)")
-    replay_p.add_argument("--rewind-points", choices=("stream", "blocks"), default="stream",
-                          help="'stream': keep the rewind points the stream would keep (blocks end there); "
-                               "'blocks': one at each block's end (fewer state writes, faster)")
+    replay_p.add_argument("--rewind-points", choices=("stream", "blocks"), default="blocks",
+                          help="'blocks' (default): one at each block's end (one state write per block, faster); "
+                               "'stream': keep the rewind points the stream would keep (blocks end there)")
     replay_p.set_defaults(handler=replay)
 
     status_p = cmds.add_parser("status", help="states, lag, last error (JSON)")

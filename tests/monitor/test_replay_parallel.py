@@ -168,7 +168,7 @@ def test_replay_in_chunkwise_blocks_equals_the_stream(tmp_path: Path, season, mo
     write_slots(root / "series", obs)
     monitor = _monitor(root, parcels, model)
     try:
-        result = replay_period(monitor, "2024-01-01", "2024-12-31", block_size=6)
+        result = replay_period(monitor, "2024-01-01", "2024-12-31", block_size=6, rewind_points="stream")
         replayed = monitor.tiles[TILE].state
         alerts = _alerts(monitor)
     finally:
@@ -215,7 +215,7 @@ def test_replay_in_chunkwise_blocks_equals_the_stream(tmp_path: Path, season, mo
     write_slots(coarse / "series", obs)
     monitor = _monitor(coarse, parcels, model)
     try:
-        replay_period(monitor, "2024-01-01", "2024-12-31", rewind_points="blocks")
+        replay_period(monitor, "2024-01-01", "2024-12-31")  # the default: rewind points at block ends
         state = monitor.tiles[TILE].state
         assert state.folded == streamed.folded
         assert_close_state(state.encoder, streamed.encoder)
