@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.assets import check_collections, dialect_named, resolve_assets
-from ingest.errors import ConfigError, IngestError, ItemError
+from ingest.errors import AssetError, ConfigError, IngestError, ItemError
 from ingest.grid import item_on_tile
 from ingest.items import epsg_of_item, parse_item, tile_of_item
-from ingest.load import GDAL_OPTIONS, contradiction
+from ingest.load import contradiction, read_options
 from ingest.types import Sensor, TileGrid, sensor_of_collection
 
 __all__ = ["CheckReport", "check_source"]
@@ -44,10 +44,10 @@ class CheckReport:
         self.lines.append(f"  MISSING  {text}")
 
 
-def _probe(href: str) -> tuple[str, float | None, str]:
+def _probe(href: str, options: dict[str, str]) -> tuple[str, float | None, str]:
     import rasterio
 
-    with rasterio.Env(**GDAL_OPTIONS), rasterio.open(href) as ds:
+    with rasterio.Env(**options), rasterio.open(href) as ds:
         crs = f"EPSG:{ds.crs.to_epsg()}" if ds.crs else "no CRS"
         return ds.dtypes[0], ds.nodata, f"{ds.dtypes[0]} {ds.width}x{ds.height} {crs} {ds.count} band(s)"
 
@@ -102,14 +102,14 @@ def check_source(source: Any, collections: tuple[str, ...], day_s: int,
             if fetch:  # pixels from a service (Sentinel Hub Process API): ask for a small block of the scene
                 signed = fetch(signed, probe_grid(signed))
                 resolved = resolve_assets(signed, info.sensor, dialect)
-        except ItemError as e:
+        except (ItemError, AssetError) as e:  # a signing step that fails (S3 credentials not set)
             report.bad(f"{collection}: {e}")
             continue
         for band, asset in resolved.items():
             href = str(signed["assets"][asset.key]["href"])
             scaling = f", scale {asset.scale:g} offset {asset.offset:g}" if band[0] == "B" else ""
             try:
-                dtype, nodata, what = _probe(href)
+                dtype, nodata, what = _probe(href, read_options(signed)[0])
             except Exception as e:  # noqa: BLE001 - rasterio raises RasterioIOError and friends
                 report.bad(f"{band} = asset {asset.key}: unreadable ({asset.href}): {' '.join(str(e).split())[:160]}")
                 continue

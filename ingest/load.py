@@ -97,6 +97,18 @@ def check_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid,
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
                 "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2,.JP2",
                 "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+#: Item key a source's signing step sets (``ingest.sources.configured``: a CDSE S3 endpoint) to
+#: ``{"source": name, "endpoint": url, "gdal": {option: value}}``: the GDAL options its assets are read
+#: with, headers and pixels alike. No secret goes in (GDAL reads the credentials from the environment), and
+#: the ledger keeps the item as searched, without it.
+READ_ENV = "sitsmon:read_env"
+
+
+def read_options(item: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """The GDAL options to read ``item``'s assets with, and where they come from (for error messages)."""
+    env = item.get(READ_ENV) or {}
+    where = f" from source {env.get('source')} at {env.get('endpoint')}" if env else ""
+    return {**GDAL_OPTIONS, **env.get("gdal", {})}, where
 
 
 def contradiction(found: ResolvedAsset, dtype: str, nodata: float | None) -> str | None:
@@ -112,17 +124,17 @@ def contradiction(found: ResolvedAsset, dtype: str, nodata: float | None) -> str
     return None
 
 
-def _open_asset(info: ItemInfo, found: ResolvedAsset, grid: TileGrid) -> None:
+def _open_asset(info: ItemInfo, found: ResolvedAsset, grid: TileGrid, options: dict[str, str], where: str) -> None:
     import rasterio
 
     name, href = found.key, found.href
     try:
-        with rasterio.Env(**GDAL_OPTIONS), rasterio.open(href) as ds:
+        with rasterio.Env(**options), rasterio.open(href) as ds:
             epsg = ds.crs.to_epsg() if ds.crs else None
             count = ds.count
             dtype, nodata = ds.dtypes[0], ds.nodata
     except Exception as e:  # noqa: BLE001 - rasterio raises RasterioIOError and friends
-        raise AssetError(f"item {info.item_id}: asset {name} unreadable ({href}): {' '.join(str(e).split())[:200]}") from e
+        raise AssetError(f"item {info.item_id}: asset {name} unreadable ({href}{where}): {' '.join(str(e).split())[:200]}") from e
     if epsg != grid.epsg:
         raise ItemError(f"item {info.item_id}: asset {name} is in EPSG:{epsg}, tile {grid.tile_id} grid is EPSG:{grid.epsg}")
     if count != 1:
@@ -146,9 +158,10 @@ def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple
     resolved = resolve_assets(item, info.sensor, dialect)
     check_item(info, item, grid, resolved)
     names = list(resolved)
+    options, where = read_options(item)
     if open_assets:  # headers in parallel (GDAL releases the GIL); errors name the asset
         with ThreadPoolExecutor(min(8, len(names))) as pool:
-            for f in [pool.submit(_open_asset, info, resolved[n], grid) for n in names]:
+            for f in [pool.submit(_open_asset, info, resolved[n], grid, options, where) for n in names]:
                 f.result()
     s2 = info.sensor is Sensor.S2
     # stackstac reads proj:epsg; give it a minimal item so pystac-style rewrites cannot interfere.
@@ -165,7 +178,7 @@ def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple
             [clean], assets=names, epsg=grid.epsg, resolution=grid.resolution, bounds=grid.bounds,
             snap_bounds=False, dtype=np.dtype("uint16") if s2 else np.dtype("float32"),
             fill_value=np.uint16(0) if s2 else np.float32(np.nan), rescale=False, properties=False, band_coords=False,
-            chunksize=chunk, errors_as_nodata=(), sortby_date=False,
+            chunksize=chunk, errors_as_nodata=(), sortby_date=False, gdal_env=_stackstac_env(item),
         )
     except (ValueError, KeyError) as e:
         raise ItemError(f"item {info.item_id}: cannot place on tile {grid.tile_id} grid: {e}") from e
@@ -174,6 +187,14 @@ def load_item(info: ItemInfo, item: dict[str, Any], grid: TileGrid, chunk: tuple
     scale = tuple(resolved[b].scale for b in S2_BANDS) if s2 else ()
     offset = tuple(resolved[b].offset for b in S2_BANDS) if s2 else ()
     return LoadedItem(info, item, array, scale, offset)
+
+
+def _stackstac_env(item: dict[str, Any]) -> Any:
+    """stackstac's default GDAL environment, plus the source's options (an S3 endpoint) where it set some."""
+    from stackstac.rio_reader import DEFAULT_GDAL_ENV
+
+    extra = (item.get(READ_ENV) or {}).get("gdal")
+    return DEFAULT_GDAL_ENV.updated(always=extra) if extra else None
 
 
 def read_block(loaded: LoadedItem, window: tuple[int, int, int, int]) -> np.ndarray:

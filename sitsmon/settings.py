@@ -95,6 +95,8 @@ class IngestSourceSettings(BaseModel):
     token_env: str = Field("", description="environment variable holding the credential (planetary-computer: "
                                            "subscription key for the SAS endpoint; else an HTTP bearer token)")
     sas_url: str = Field("", description="planetary-computer SAS token endpoint; empty: the public one")
+    s3_endpoint: str = Field("", description="S3 endpoint for s3:// asset hrefs (credentials: AWS_ACCESS_KEY_ID/"
+                                             "AWS_SECRET_ACCESS_KEY); empty: cdse's eodata.dataspace.copernicus.eu")
 
 
 class IngestSettings(BaseModel):

@@ -38,7 +38,7 @@ from ingest.synth.cog import write_cog
 from ingest.synth.phenology import BANDS, BANDS_10M, COMMON_NAME, WAVELENGTH_UM
 from ingest.synth.stac import S1_COLLECTION, S2_COLLECTION
 
-__all__ = ["DIALECTS", "republish"]
+__all__ = ["DIALECTS", "republish", "s3_hrefs"]
 
 DIALECTS = ("synthetic", "earth-search", "planetary-computer", "cdse")
 EARTH_SEARCH_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
@@ -81,6 +81,24 @@ def republish(root: Path, dialect: str) -> None:
     counts = manifest["counts"]
     counts[s1_cid] = counts.pop(S1_COLLECTION)
     (root / "archive.json").write_text(json.dumps(manifest, indent=2))
+
+
+def s3_hrefs(root: Path, bucket: str = "eodata", collection: str = S2_COLLECTION) -> dict[str, Path]:
+    """Point the ``cdse`` archive's ``collection`` items at ``s3://<bucket>/Sentinel-2/...``, as the real
+    CDSE items do (its files stay where they are); returns object key -> local file, for the caller to upload."""
+    manifest = json.loads((root / "archive.json").read_text())
+    if manifest.get("dialect") != "cdse":
+        raise ValueError(f"{root}: s3 hrefs are the cdse layout, this archive is {manifest.get('dialect')!r}")
+    items, uploads = _read_items(root, collection), {}
+    for item in items:
+        for asset in item["assets"].values():
+            key = asset["href"].removeprefix("data/")
+            uploads[key] = root / asset["href"]
+            asset["href"] = f"s3://{bucket}/{key}"
+    with open(root / "items" / f"{collection}.ndjson", "w") as fh:
+        for it in items:
+            fh.write(json.dumps(it, separators=(",", ":")) + "\n")
+    return uploads
 
 
 def _read_items(root: Path, cid: str) -> list[dict[str, Any]]:

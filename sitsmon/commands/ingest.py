@@ -195,7 +195,8 @@ def _configured_sources(settings: Settings, max_retries: int | None = None, rps:
     s = settings.ingest
     policy = RetryPolicy(max_retries=max_retries if max_retries is not None else s.max_retries)
     return [configured_source(e.url, e.dialect, name=e.name, collections=tuple(e.collections),
-                              calibration=e.calibration, token_env=e.token_env, sas_url=e.sas_url, policy=policy,
+                              calibration=e.calibration, token_env=e.token_env, sas_url=e.sas_url,
+                              s3_endpoint=e.s3_endpoint, policy=policy,
                               requests_per_second=rps or s.requests_per_second)
             for e in s.sources]
 
