@@ -4,7 +4,8 @@ read through GDAL's /vsis3/ at the source's configured endpoint with credentials
 The season of tests/ingest/test_dialects.py is written in the ``cdse`` dialect, its JPEG 2000 files are
 uploaded to a real S3 server (moto) under the eodata layout and the items' hrefs rewritten to ``s3://``;
 rustac serves the items. The cubes and series must equal the synthetic dialect's (read from local COGs),
-and without credentials the items are quarantined naming the source while the committed cube stays as it was.
+and with credentials missing (or refused by a key-checking S3 server) the items are quarantined naming the
+source while the committed cube stays as it was.
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def test_missing_credentials_quarantine_naming_the_source_and_keep_the_cube(cdse
     assert after.identical(before)
     rows = [e for e in open_ledger(work / "ledger.sqlite").entries() if e.status.value == "quarantined"]
     assert len(rows) == len(report.quarantined)
+
+
+def test_wrong_credentials_quarantine_naming_the_source(cdse_archive, tmp_path, monkeypatch):
+    """An S3 server that checks the keys (moto with IAM enforced) refuses ours: quarantined, with why and where."""
+    from tests.services import moto_s3_service
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # moto: every request is authenticated
+    with moto_s3_service() as checking, running_stac_api(cdse_archive) as endpoint:
+        poller, tile = _poller(cdse_archive, endpoint.url, tmp_path, checking)
+        report = poller.backfill(0, MID_S)
+    assert report.ingested_items == 0 and report.quarantined and report.errors == []
+    for _, reason in report.quarantined:
+        assert f"from source {SOURCE} at {checking}" in reason and "Access Key Id you provided does not exist" in reason
+    assert not (tmp_path / "cubes" / f"{tile}.zarr").exists() or open_cube(
+        tmp_path / "cubes" / f"{tile}.zarr", "S2").sizes["time"] == 0
 
 
 def test_wrong_endpoint_quarantines_naming_the_source(cdse_archive, tmp_path):
