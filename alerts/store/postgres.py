@@ -11,6 +11,9 @@ from alerts.errors import StoreError
 from alerts.store.base import INDEX_DDL, SqlAlertStore, register_backend
 
 
+SCHEMA_LOCK_KEY = 0x5175_0A1E  # pg_advisory_xact_lock key of the alert schema's creation ("sits alerts")
+
+
 @register_backend("postgresql", "postgres")
 class PostgresAlertStore(SqlAlertStore):
     ph = "%s"
@@ -51,6 +54,15 @@ class PostgresAlertStore(SqlAlertStore):
                 note TEXT NOT NULL DEFAULT '', PRIMARY KEY (alert_id, seq))""",
             *INDEX_DDL,
         ]
+
+    def init_schema(self) -> None:
+        # CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE of the same name: two monitor
+        # workers starting on a new database both pass the check, and one fails on pg_type's unique
+        # index. A transaction-scoped advisory lock makes every process create the schema in turn.
+        with self._tx(lock=True) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            for stmt in self._ddl():
+                cur.execute(stmt)
 
     @contextmanager
     def _tx(self, lock: bool = False) -> Iterator[Any]:
