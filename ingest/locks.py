@@ -258,3 +258,22 @@ def writer_locks(data_dirs: Iterable[Path | str], role: str, wait: bool | float 
             for d in dirs:
                 stack.enter_context(PgAdvisoryLock(url, d, role, wait, command))
         yield
+
+
+def tile_lock_dir(cubes_root: Path | str, tile_id: str) -> Path:
+    """Where one tile's writer lock lives: ``<cubes>/.sitsmon-tiles/<tile>`` (no cube or series reader
+    looks there)."""
+    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", tile_id) or tile_id in (".", ".."):
+        raise ValueError(f"tile id {tile_id!r} cannot name a lock folder")
+    return Path(cubes_root) / ".sitsmon-tiles" / tile_id
+
+
+@contextlib.contextmanager
+def tile_lock(cubes_root: Path | str, tile_id: str, wait: bool | float = False, command: str | None = None,
+              ledger_url: str | None = None) -> Iterator[None]:
+    """The only ingest writer of one tile until exit: what a distributed backfill task holds while it
+    writes its tile (tasks of other tiles run side by side; a rerun of a task whose worker was lost
+    waits for, or is refused by, a first attempt still alive). The same file lock (and PostgreSQL
+    advisory lock with a PostgreSQL ledger) as :func:`writer_locks`, on the tile's lock folder."""
+    with writer_locks([tile_lock_dir(cubes_root, tile_id)], "ingest", wait, command, ledger_url):
+        yield

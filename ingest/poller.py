@@ -229,8 +229,9 @@ class Poller:
             return None
         return Candidate(info, raw, source.name)
 
-    def _ingest(self, candidates: Iterable[Candidate], report: PollReport, progress: Any = None) -> None:
-        """Group by tile and slot, then ingest each tile's slots in acquisition order (tiles in parallel)."""
+    def group(self, candidates: Iterable[Candidate], report: PollReport
+              ) -> dict[str, dict[tuple[Sensor, str], list[Candidate]]]:
+        """The candidates by tile and slot (an item found twice counted once, as a duplicate)."""
         by_tile: dict[str, dict[tuple[Sensor, str], list[Candidate]]] = defaultdict(lambda: defaultdict(list))
         seen: set[tuple[str, str]] = set()
         for c in candidates:
@@ -240,43 +241,53 @@ class Poller:
                 continue
             seen.add(key)
             by_tile[c.info.tile_id][(c.info.sensor, c.info.slot_key)].append(c)
+        return by_tile
 
-        def run_tile(tile_id: str) -> list[SlotResult]:
-            slots = by_tile[tile_id]
-            first = next(iter(slots.values()))[0]
-            try:
-                grid = self._grid_for(tile_id, first.item)
-            except ItemError as e:
-                results = []
-                for group in slots.values():
-                    r = SlotResult(tile_id, group[0].info.sensor, group[0].info.slot_key)
-                    for c in group:
-                        self.ledger.record(c.source, c.info, c.item, ItemStatus.QUARANTINED, str(e))
-                        r.quarantined.append((c.info.item_id, str(e)))
-                    results.append(r)
-                return results
-            ingestor = self.ingestor(grid)
+    @staticmethod
+    def slot_order(slots: dict[tuple[Sensor, str], list[Candidate]]) -> list[tuple[Sensor, str]]:
+        """A tile's slots in acquisition order (a cube's steps are appended in time order)."""
+        return sorted(slots, key=lambda k: (min(c.info.datetime_s for c in slots[k]), k[0].value, k[1]))
+
+    def ingest_tile(self, tile_id: str, slots: dict[tuple[Sensor, str], list[Candidate]], progress: Any = None,
+                    compact: bool = True) -> list[SlotResult]:
+        """One tile's slots in acquisition order; ``compact``: fold its series slot files afterwards."""
+        first = next(iter(slots.values()))[0]
+        try:
+            grid = self._grid_for(tile_id, first.item)
+        except ItemError as e:
             results = []
-            order = sorted(slots, key=lambda k: (min(c.info.datetime_s for c in slots[k]), k[0].value, k[1]))
-            for sensor, slot in order:
-                results.append(ingestor.ingest_slot(sensor, slot, slots[(sensor, slot)]))
-                if progress is not None:
-                    progress.update(1)
-            compact_series(self.series_root, tile_id, min_files=self.compact_after)
+            for group in slots.values():
+                r = SlotResult(tile_id, group[0].info.sensor, group[0].info.slot_key)
+                for c in group:
+                    self.ledger.record(c.source, c.info, c.item, ItemStatus.QUARANTINED, str(e))
+                    r.quarantined.append((c.info.item_id, str(e)))
+                results.append(r)
             return results
+        ingestor = self.ingestor(grid)
+        results = []
+        for sensor, slot in self.slot_order(slots):
+            results.append(ingestor.ingest_slot(sensor, slot, slots[(sensor, slot)]))
+            if progress is not None:
+                progress.update(1)
+        if compact:
+            compact_series(self.series_root, tile_id, min_files=self.compact_after)
+        return results
 
+    def _ingest(self, candidates: Iterable[Candidate], report: PollReport, progress: Any = None) -> None:
+        """Group by tile and slot, then ingest each tile's slots in acquisition order (tiles in parallel)."""
+        by_tile = self.group(candidates, report)
         tiles = sorted(by_tile)
         if progress is not None:
             progress.total = (progress.total or 0) + sum(len(v) for v in by_tile.values())
             progress.refresh()
         if self.workers > 1 and len(tiles) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
-                for results in pool.map(run_tile, tiles):
+                for results in pool.map(lambda t: self.ingest_tile(t, by_tile[t], progress), tiles):
                     for r in results:
                         report.add(r)
         else:
             for tile in tiles:
-                for r in run_tile(tile):
+                for r in self.ingest_tile(tile, by_tile[tile], progress):
                     report.add(r)
 
     def remove_orphans(self) -> None:
@@ -286,16 +297,20 @@ class Poller:
         if storage.is_url(self.series_root) or self.series_root.is_dir():
             remove_orphan_temporaries(self.series_root)
 
-    def resume_pending(self, report: PollReport) -> None:
-        """Ingest again the slots of items left ``pending`` by an interrupted run (orphans removed first)."""
-        self.remove_orphans()
-        pending = self.ledger.entries(status=ItemStatus.PENDING)
+    def pending_candidates(self) -> list[Candidate]:
+        """The items left ``pending`` by an interrupted run (one that no longer parses is quarantined)."""
         cands = []
-        for e in pending:
+        for e in self.ledger.entries(status=ItemStatus.PENDING):
             try:
                 cands.append(Candidate(parse_item(e.item, self.dialects.get(e.source)), e.item, e.source))
             except ItemError as err:
                 self.ledger.set_status(e.collection, [e.item_id], ItemStatus.QUARANTINED, str(err))
+        return cands
+
+    def resume_pending(self, report: PollReport) -> None:
+        """Ingest again the slots of items left ``pending`` by an interrupted run (orphans removed first)."""
+        self.remove_orphans()
+        cands = self.pending_candidates()
         if cands:
             logger.warning("resuming %d item(s) left pending by an interrupted run", len(cands))
             self._ingest(cands, report)
@@ -346,6 +361,12 @@ class Poller:
             raise ConfigError(f"backfill end {end_s} is before start {start_s}")
         report = PollReport()
         self.resume_pending(report)
+        self._ingest(self.search_window(start_s, end_s, report), report, progress)
+        return report
+
+    def search_window(self, start_s: int, end_s: int, report: PollReport) -> list[Candidate]:
+        """The new items acquired in [start_s, end_s] from every source, collection and area (a failed
+        search is one line of ``report.errors``)."""
         cands: list[Candidate] = []
         for source in self.sources:
             for collection in self._collections(source):
@@ -356,5 +377,4 @@ class Poller:
                         msg = f"{source.name} {collection} {area_key}: {e}"
                         logger.error(msg)
                         report.errors.append(msg)
-        self._ingest(cands, report, progress)
-        return report
+        return cands

@@ -12,33 +12,23 @@ disk. So a task whose worker dies is simply run again — the scheduler reschedu
 worker (``distributed.scheduler.allowed-failures``), and ``retries`` re-runs a task that raised — and
 the result equals the single-process replay (tests/monitor/test_distributed.py).
 
-``scheduler``: ``"local"`` starts a :class:`distributed.LocalCluster` of worker processes on this
-machine (bound to 127.0.0.1); anything else is the address of a running scheduler
-(``tcp://host:8786``), whose workers must see the same data dir and series store.
+The cluster options and connection are shared with ``ingest backfill`` (:mod:`contracts.dask`); the
+workers must see the same data dir and series store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from contracts.dask import DaskOptions, banner, connect
 from monitor.config import MonitorConfig
 
-
-@dataclass(frozen=True)
-class DaskOptions:
-    """How to reach (or start) the cluster; the command line fills it from ``[dask]``."""
-
-    scheduler: str = "local"  # "local": a LocalCluster here; else a scheduler address
-    workers: int = 0  # LocalCluster worker processes (0: one per core)
-    retries: int = 2  # re-runs of a task that raised (a lost worker's tasks are rescheduled anyway)
+__all__ = ["DaskOptions", "connect", "replay_distributed", "replay_tile", "lights_task", "bench_scaling"]
 
 
 @lru_cache(maxsize=2)
@@ -85,37 +75,6 @@ def series_tiles(series_dir: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-@contextlib.contextmanager
-def connect(options: DaskOptions) -> Iterator[Any]:
-    """A ``distributed.Client`` of the scheduler, or of a LocalCluster started (and stopped) here."""
-    # distributed logs every connection at INFO; the replay says what matters itself. Worker processes
-    # read the level from the environment when they import distributed.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    from distributed import Client, LocalCluster
-
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-    if options.scheduler != "local":
-        with Client(options.scheduler, timeout="30s") as client:
-            yield client
-        return
-    n_workers = options.workers or os.cpu_count() or 1
-    # The scheduler's HTTP server (dashboard when bokeh is installed, health, metrics) on loopback only,
-    # on a free port: never the default :8787 on every interface.
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        yield client
-
-
-def _dashboard_link(client: Any) -> str | None:
-    """The scheduler's dashboard page, when bokeh (which draws it) is installed here."""
-    import importlib.util
-
-    if importlib.util.find_spec("bokeh") is None:
-        return None
-    return getattr(client, "dashboard_link", None)
-
-
 def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Sequence[str] | None = None, *,
                        options: DaskOptions = DaskOptions(), client: Any = None,
                        progress: Callable[[str], None] | None = None, lights: bool = True,
@@ -132,10 +91,8 @@ def replay_distributed(config: MonitorConfig, start: str, end: str, tiles: Seque
     from distributed import as_completed
 
     say = progress or (lambda _text: None)
-    workers = len(client.scheduler_info(n_workers=-1)["workers"])
-    link = _dashboard_link(client)
-    say(f"replay on {client.scheduler.address}: {len(tiles)} tile(s), {workers} worker(s)"
-        + (f"; progress on {link}" if link else ""))
+    line, workers = banner(client, "replay", len(tiles), "tile(s)")
+    say(line)
     started = time.perf_counter()
     futures = {client.submit(replay_tile, config, start, end, tile_id, fold, key=f"replay-{tile_id}-{start}-{end}",
                              retries=options.retries, pure=False): tile_id for tile_id in tiles}

@@ -175,10 +175,12 @@ class DashboardSettings(BaseModel):
 
 
 class DaskSettings(BaseModel):
-    scheduler: str = Field("", description="`monitor replay` on Dask: empty: this process; 'local': a LocalCluster; "
+    scheduler: str = Field("", description="`monitor replay` and `ingest backfill` on Dask: empty: this process; 'local': a LocalCluster; "
                                            "else a scheduler address (tcp://host:8786)")
     workers: int = Field(0, ge=0, description="LocalCluster worker processes (0: one per core)")
     retries: int = Field(2, ge=0, description="re-runs of a replay task that raised (a lost worker's tasks are rescheduled)")
+    block_days: float = Field(30.0, ge=0, description="`ingest backfill` on Dask: days of acquisitions per task of a "
+                                                       "tile (0: one task per tile)")
 
 
 class StorageSettings(BaseModel):

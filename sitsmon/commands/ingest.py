@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(back)
     back.add_argument("--start", required=True, help="first acquisition date (ISO)")
     back.add_argument("--end", required=True, help="last acquisition date (ISO, inclusive)")
+    back.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="run the backfill as tasks by tile and time block on Dask distributed: a scheduler "
+                           "address (tcp://host:8786) or 'local' for a LocalCluster of --workers processes here "
+                           "(default: [dask] scheduler; empty: this process, tiles in --workers threads)")
+    back.add_argument("--block-days", type=float, default=None, metavar="DAYS",
+                      help="with --scheduler: days of acquisitions per task of a tile (default: [dask] block_days)")
     from contracts.interchange import DUPLICATE_POLICY
 
     imp = add_command(
@@ -454,8 +460,12 @@ def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
             from tqdm import tqdm
 
             start, end = _time(args.start), _time(args.end, end=True)
+            scheduler = settings.dask.scheduler if args.scheduler is None else args.scheduler
             with tqdm(total=0, unit="slot", desc="backfill", file=sys.stderr) as bar:
-                report = poller.backfill(start, end, progress=bar)
+                if scheduler:
+                    report = _backfill_distributed(args, settings, scheduler, start, end, bar)
+                else:
+                    report = poller.backfill(start, end, progress=bar)
             return _emit(report)
         if args.once:
             return _emit(poller.poll_once())
@@ -472,3 +482,29 @@ def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
             publisher.flush()
         if hasattr(publisher, "close"):
             publisher.close()
+
+
+def task_poller(args: argparse.Namespace, settings: Settings) -> Any:
+    """The poller of a distributed backfill's task (built in each worker process), with its own bus
+    publisher; a picklable ``functools.partial`` of it is what the tasks carry."""
+    poller = _poller(args, settings, None)
+    poller.publisher = _publisher(args.bus or settings.bus.backend, settings)
+    return poller
+
+
+def _backfill_distributed(args: argparse.Namespace, settings: Settings, scheduler: str, start_s: int, end_s: int,
+                          bar: Any) -> Any:
+    """``ingest backfill --scheduler``: this process holds the data dir's lock and searches; the tasks
+    ingest (:mod:`ingest.distributed`)."""
+    import functools
+
+    from contracts.dask import DaskOptions
+    from ingest.distributed import backfill_distributed
+
+    d = settings.dask
+    options = DaskOptions(scheduler=scheduler, workers=d.workers if args.workers is None else args.workers,
+                          retries=d.retries)
+    block_days = d.block_days if args.block_days is None else args.block_days
+    return backfill_distributed(functools.partial(task_poller, args, settings), start_s, end_s, options=options,
+                                block_days=block_days, progress=bar,
+                                say=lambda line: print(f"sitsmon ingest: {line}", file=sys.stderr, flush=True))
