@@ -10,7 +10,6 @@ from typing import Any
 from alerts.errors import StoreError
 from alerts.store.base import INDEX_DDL, SqlAlertStore, register_backend
 
-
 SCHEMA_LOCK_KEY = 0x5175_0A1E  # pg_advisory_xact_lock key of the alert schema's creation ("sits alerts")
 
 
