@@ -240,3 +240,15 @@ class ListSource:
                 continue
             if item.get("collection") == collection and start_s <= t <= end_s:
                 yield item
+
+
+class CountingBar:
+    """A stand-in for the tqdm bar a backfill is given: it counts what the backfill reports done."""
+
+    total, n = 0, 0
+
+    def update(self, k):
+        self.n += k
+
+    def refresh(self):
+        pass

@@ -9,9 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
-import threading
-import time
 from datetime import timedelta
 
 import pandas as pd
@@ -25,7 +22,8 @@ from ingest.locks import tile_lock, tile_lock_dir
 from ingest.poller import Poller, WatchConfig
 from ingest.series import read_series
 from ingest.types import ItemStatus
-from tests.ingest.helpers import D0, ListSource, parcels_gdf
+from tests.dask_kill import kill_first_lock_holder
+from tests.ingest.helpers import D0, CountingBar, ListSource, parcels_gdf
 from tests.ingest.test_cli_backfill import two_tiles
 
 TILES = ("33UXP", "33UXQ")
@@ -98,18 +96,8 @@ def reference(tmp_path_factory, archive):
     return report, _outcome(work)
 
 
-class Bar:
-    total, n = 0, 0
-
-    def update(self, k):
-        self.n += k
-
-    def refresh(self):
-        pass
-
-
 def test_backfill_on_two_worker_processes_equals_the_single_process_backfill(tmp_path, archive, reference, cluster):
-    bar, lines = Bar(), []
+    bar, lines = CountingBar(), []
     # Slots on days 0, 2, 5, 10 of each tile: blocks of 6 days make two tasks per tile, the second
     # depending on the first.
     report = backfill_distributed(functools.partial(make_poller, *archive, tmp_path), START_S, END_S,
@@ -135,36 +123,10 @@ def test_backfill_on_two_worker_processes_equals_the_single_process_backfill(tmp
 def test_a_task_whose_worker_is_killed_runs_again_and_ends_equal(tmp_path, archive, reference, cluster):
     worker_pids = set(cluster.run(os.getpid).values())
     victim = tile_lock_dir(tmp_path / "cubes", TILES[0]) / ".sitsmon-ingest.lock"
-    seen: list[int] = []  # the pids that held the tile's writer lock, in order
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        # A task holds its tile's lock while it writes: the first holder is killed mid-task, the next
-        # holder is the rerun the scheduler gave to another (or the restarted) worker.
-        while not stop.is_set():
-            try:
-                pid = json.loads(victim.read_text() or "null")["pid"]
-            except (OSError, ValueError, TypeError):
-                time.sleep(0.002)
-                continue
-            if not seen or seen[-1] != pid:
-                seen.append(pid)
-            if not killed and pid in worker_pids:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:  # one task per tile: the victim's task has four slots to write when it is killed
+    with kill_first_lock_holder(lambda: [victim], worker_pids):
+        # one task per tile: the victim's task has four slots to write when it is killed
         report = backfill_distributed(functools.partial(make_poller, *archive, tmp_path), START_S, END_S,
                                       client=cluster, block_days=0)
-    finally:
-        stop.set()
-        watcher.join()
-    assert killed, "the watcher never saw the task take its tile's lock"
-    assert len(seen) >= 2 and seen[0] == killed[0] and seen[-1] != killed[0], seen
     assert not report.errors and report.ingested_slots >= 4  # the other tile's four, and what the rerun wrote
     _assert_same(_outcome(tmp_path), reference[1])
     cluster.wait_for_workers(2, timeout=60)  # the killed worker was replaced

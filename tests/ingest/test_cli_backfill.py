@@ -18,6 +18,7 @@ from ingest.types import ItemStatus
 from sitsmon.cli import main
 from tests.ingest.helpers import (
     D0,
+    CountingBar,
     ListSource,
     MiniArchive,
     add_s1,
@@ -188,16 +189,7 @@ def test_backfill_two_tiles_in_parallel_resumes_after_interruption(tmp_path, mon
         poller(work).backfill(start, end)
     monkeypatch.setattr(TileIngestor, "ingest_slot", original)
 
-    class Bar:
-        total, n = 0, 0
-
-        def update(self, k):
-            self.n += k
-
-        def refresh(self):
-            pass
-
-    bar = Bar()
+    bar = CountingBar()
     resumed = poller(work).backfill(start, end, progress=bar)
     assert resumed.ingested_slots + resumed.duplicates >= 6 and not resumed.errors
     assert bar.n == bar.total > 0

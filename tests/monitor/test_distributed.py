@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +16,7 @@ from monitor.distributed import replay_distributed
 from monitor.replay import replay_period
 from monitor.service import Monitor
 from tests.alerts.conftest import harvest_series, mowing_series
+from tests.dask_kill import kill_first_lock_holder
 from tests.monitor.conftest import write_parcels
 from tests.monitor.helpers import write_slots
 from tests.monitor.test_late_and_replay import _same_state
@@ -128,35 +126,10 @@ def test_a_task_whose_worker_is_killed_runs_again_and_ends_equal(tmp_path, two_t
     config = _root(tmp_path / "killed", *two_tiles)
     worker_pids = set(client.run(os.getpid).values())
     victim_tile = TILES[0]
-    seen: list[int] = []  # the pids that held the tile's state lock, in order
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        # The task holds the tile's state lock from the moment it loads the tile until the state is
-        # saved: the first holder is killed while it folds, the next holder is the task's rerun.
-        while not stop.is_set():
-            for lock in (config.state_root).glob(f"*/{victim_tile}/.sitsmon-monitor.lock"):
-                try:
-                    pid = json.loads(lock.read_text() or "null")["pid"]
-                except (OSError, ValueError, TypeError):
-                    continue
-                if not seen or seen[-1] != pid:
-                    seen.append(pid)
-                if not killed and pid in worker_pids:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    # the task holds the tile's state lock from loading the tile until its state is saved
+    with kill_first_lock_holder(lambda: config.state_root.glob(f"*/{victim_tile}/.sitsmon-monitor.lock"),
+                                worker_pids):
         summary = replay_distributed(config, START, END, client=client)
-    finally:
-        stop.set()
-        watcher.join()
-    assert killed, "the watcher never saw the task take its tile's lock"
-    assert len(seen) >= 2 and seen[0] == killed[0] and seen[-1] != killed[0], seen
     assert summary["tiles"][victim_tile]["acquisitions"] > 0
     _assert_same(_outcome(config, model), reference[1])
     # The killed worker was replaced: the cluster still has two.

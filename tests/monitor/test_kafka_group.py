@@ -43,6 +43,12 @@ def _applied(root: Path, tile: str) -> int:
     return sum(len(TileStore(root / "monitor", n.name, tile).applied()) for n in ns)
 
 
+def _publish(bus, topic: str, events) -> None:
+    for value in events:
+        bus.publish(topic, value["tile_id"], value)
+    bus.flush()
+
+
 def _wait(condition, timeout_s: float, what: str, procs=()) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -53,6 +59,18 @@ def _wait(condition, timeout_s: float, what: str, procs=()) -> None:
                 raise AssertionError(f"a worker died: {p.returncode}\n{p.stderr.read()[-3000:]}")
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_one_mid_season(workers, publish_rest, applied, per_tile: dict[str, int]) -> None:
+    """Wait until the group has started every tile, SIGKILL the first worker, publish the rest of the
+    season (``publish_rest()``), and wait until the survivors folded every acquisition of every tile
+    (``applied(tile)``, against ``per_tile``)."""
+    _wait(lambda: all(applied(t) > 0 for t in per_tile), 300, "every tile to start", workers)
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].wait(timeout=30)
+    publish_rest()
+    _wait(lambda: all(applied(t) == n for t, n in per_tile.items()), 400,
+          "the survivor to fold every acquisition", workers[1:])
 
 
 @pytest.mark.integration
@@ -86,23 +104,15 @@ def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
            "SITSMON_ALERTS__STORE_URL": dsn, "SITSMON_MONITOR__SAVE_EVERY": "2", "SITSMON_MONITOR__MAX_RECORDS": "5"}
     bus = make_bus("kafka", kafka_bootstrap, "0.9")
     half = len(events) // 2
-    for value in events[:half]:
-        bus.publish(topic, value["tile_id"], value)
-    bus.flush()
+    _publish(bus, topic, events[:half])
     cmd = [sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir", str(tmp_path),
            "--parcels", str(tmp_path / "parcels.csv")]
     workers = [subprocess.Popen(cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True) for _ in range(2)]
     try:
-        # the group has started on every tile (its partitions are shared between the two processes)
-        _wait(lambda: all(_applied(tmp_path, t) > 0 for t in tiles), 300, "every tile to start", workers)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait(timeout=30)
-        for value in events[half:]:
-            bus.publish(topic, value["tile_id"], value)
-        bus.flush()
-        _wait(lambda: all(_applied(tmp_path, t) == per_tile[t] for t in tiles), 400,
-              "the survivor to fold every acquisition", workers[1:])
+        # the group starts on every tile (its partitions are shared between the two processes)
+        kill_one_mid_season(workers, lambda: _publish(bus, topic, events[half:]),
+                            lambda t: _applied(tmp_path, t), per_tile)
         time.sleep(2.0)  # the survivor commits and writes its last state
     finally:
         for w in workers:

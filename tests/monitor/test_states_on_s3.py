@@ -22,7 +22,7 @@ from monitor.service import Monitor, Service
 from monitor.state_store import TileStore
 from tests.monitor.conftest import write_parcels
 from tests.monitor.helpers import TILE, comparable, publish, write_slots
-from tests.monitor.test_kafka_group import REPO, _tiles, _wait
+from tests.monitor.test_kafka_group import REPO, _publish, _tiles, kill_one_mid_season
 
 
 def stream(config: MonitorConfig, events: list[dict], bus_path: Path, model) -> Monitor:
@@ -133,21 +133,13 @@ def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
            "SITSMON_STORAGE__SERIES_URL": series, "SITSMON_STORAGE__STATES_URL": states}
     bus = make_bus("kafka", kafka_bootstrap, "0.9")
     half = len(events) // 2
-    for value in events[:half]:
-        bus.publish(topic, value["tile_id"], value)
-    bus.flush()
+    _publish(bus, topic, events[:half])
     workers = [subprocess.Popen([sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir",
                                  str(tmp_path / f"host-{i}"), "--parcels", str(layer)], env=env, cwd=REPO,
                                 stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(2)]
     try:
-        _wait(lambda: all(_applied_on_s3(states, t) > 0 for t in tiles), 300, "every tile to start", workers)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait(timeout=30)
-        for value in events[half:]:
-            bus.publish(topic, value["tile_id"], value)
-        bus.flush()
-        _wait(lambda: all(_applied_on_s3(states, t) == per_tile[t] for t in tiles), 400,
-              "the survivor to fold every acquisition", workers[1:])
+        kill_one_mid_season(workers, lambda: _publish(bus, topic, events[half:]),
+                            lambda t: _applied_on_s3(states, t), per_tile)
     finally:
         workers[1].send_signal(signal.SIGINT)  # a clean stop writes the last states
         for w in workers:
