@@ -109,13 +109,18 @@ def _process(cmd: list[str], ready_url: str, what: str) -> Iterator[None]:
         _wait_until_up(ready_url, process, what, tail)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         drain.join(timeout=5)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Stop a server process: SIGTERM, so it can close its sockets, then SIGKILL after ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _drain(process: subprocess.Popen, tail: list[str]) -> None:

@@ -28,6 +28,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from ingest.stac_server import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts" / "services"
 SERVICES_DIR = Path(os.environ.get("SITSMON_SERVICES_DIR", REPO_ROOT / ".services"))
@@ -528,9 +530,4 @@ def moto_s3_service(timeout_s: float = 60.0) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

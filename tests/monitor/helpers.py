@@ -39,3 +39,34 @@ def comparable(alerts) -> list[str]:
         d["evidence"].pop("interval", None)  # likewise: the stream's interval ends at the views seen so far
         out.append(json.dumps(d, sort_keys=True))
     return sorted(out)
+
+
+def kafka_worker_env(bootstrap: str, store_url: str, topic: str, **settings: str) -> dict[str, str]:
+    """The environment of a `sitsmon monitor run` worker of a new Kafka consumer group on ``topic``:
+    small polls and frequent state writes, so a test can kill a worker between two of them.
+    ``settings`` adds SITSMON_* variables (e.g. ``SITSMON_STORAGE__STATES_URL``)."""
+    import os
+    import uuid
+
+    repo = Path(__file__).resolve().parents[2]
+    return {**os.environ, "PYTHONPATH": str(repo), "SITSMON_BUS__BACKEND": "kafka",
+            "SITSMON_BUS__BOOTSTRAP_SERVERS": bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
+            "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
+            "SITSMON_ALERTS__STORE_URL": store_url, "SITSMON_MONITOR__SAVE_EVERY": "2",
+            "SITSMON_MONITOR__MAX_RECORDS": "5", **settings}
+
+
+def stop_workers(workers, timeout_s: float = 60.0) -> None:
+    """A clean stop (SIGINT: the worker commits and writes its last states) of every worker still
+    running; one that has not stopped within ``timeout_s`` is killed."""
+    import signal
+    import subprocess
+
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGINT)
+    for w in workers:
+        try:
+            w.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            w.kill()

@@ -5,7 +5,6 @@ offline detectors on the same series."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from alerts.series import add_regional_reference
 from alerts.types import Alert
 from monitor.bus import make_bus, partition_for
 from monitor.state_store import TileStore
-from tests.monitor.helpers import comparable, write_slots
+from tests.monitor.helpers import comparable, kafka_worker_env, stop_workers, write_slots
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -98,10 +97,7 @@ def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
 
     dsn = make_database("monitor_group")
     topic = f"test.acq.{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__BACKEND": "kafka",
-           "SITSMON_BUS__BOOTSTRAP_SERVERS": kafka_bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
-           "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
-           "SITSMON_ALERTS__STORE_URL": dsn, "SITSMON_MONITOR__SAVE_EVERY": "2", "SITSMON_MONITOR__MAX_RECORDS": "5"}
+    env = kafka_worker_env(kafka_bootstrap, dsn, topic)
     bus = make_bus("kafka", kafka_bootstrap, "0.9")
     half = len(events) // 2
     _publish(bus, topic, events[:half])
@@ -115,14 +111,7 @@ def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
                             lambda t: _applied(tmp_path, t), per_tile)
         time.sleep(2.0)  # the survivor commits and writes its last state
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGINT)
-        for w in workers:
-            try:
-                w.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_workers(workers)
         bus.close()
     from alerts.store import AlertQuery, open_store
 

@@ -3,8 +3,6 @@ same states, bit for bit, as on local disk, and a restarted monitor continues fr
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -21,7 +19,7 @@ from monitor.config import MonitorConfig
 from monitor.service import Monitor, Service
 from monitor.state_store import TileStore
 from tests.monitor.conftest import write_parcels
-from tests.monitor.helpers import TILE, comparable, publish, write_slots
+from tests.monitor.helpers import TILE, comparable, kafka_worker_env, publish, stop_workers, write_slots
 from tests.monitor.test_kafka_group import REPO, _publish, _tiles, kill_one_mid_season
 
 
@@ -126,11 +124,8 @@ def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
 
     dsn = make_database("monitor_s3_group")
     topic = f"test.acq.{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SITSMON_BUS__BACKEND": "kafka",
-           "SITSMON_BUS__BOOTSTRAP_SERVERS": kafka_bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
-           "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
-           "SITSMON_ALERTS__STORE_URL": dsn, "SITSMON_MONITOR__SAVE_EVERY": "2", "SITSMON_MONITOR__MAX_RECORDS": "5",
-           "SITSMON_STORAGE__SERIES_URL": series, "SITSMON_STORAGE__STATES_URL": states}
+    env = kafka_worker_env(kafka_bootstrap, dsn, topic,
+                           SITSMON_STORAGE__SERIES_URL=series, SITSMON_STORAGE__STATES_URL=states)
     bus = make_bus("kafka", kafka_bootstrap, "0.9")
     half = len(events) // 2
     _publish(bus, topic, events[:half])
@@ -141,12 +136,7 @@ def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
         kill_one_mid_season(workers, lambda: _publish(bus, topic, events[half:]),
                             lambda t: _applied_on_s3(states, t), per_tile)
     finally:
-        workers[1].send_signal(signal.SIGINT)  # a clean stop writes the last states
-        for w in workers:
-            try:
-                w.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_workers(workers, timeout_s=120)  # the survivor's clean stop writes its last states
         bus.close()
     assert not list((tmp_path / "host-1").rglob("CURRENT"))  # the states went to S3 only
     from alerts.store import AlertQuery, open_store
