@@ -15,6 +15,10 @@ Variants: ``calibrated`` (the rule's own evidence, ``alerts.confidence.RULE_FEAT
 representation over the window, ``alerts.heads``, with the event's confidence so green keeps its
 "detected" meaning). Only the cases of the calibrated rule (grassland) are judged by the variant; the
 other rules' lights are the scheme's own.
+
+``s1_veto`` (``cross_validate_s1_veto``): on a dataset the packaged calibration never saw (the demo
+archive's truth), the S1 veto of a red (``max_red_s1_drop_z``) chosen in that dataset's own folds,
+the calibration as shipped: each constant comes from one dataset and is scored on the other too.
 """
 
 from __future__ import annotations
