@@ -3,6 +3,7 @@ and its choice inside the folds of a dataset the calibration never saw."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.confidence_cv import cross_validate_s1_veto
+from alerts.confidence_cv import S1_Z_GRID, cross_validate_s1_veto
 from alerts.decisions import S1_LEAD_DAYS, S1_MIN_NOISE_DB, S1_MIN_VIEWS, WindowEvidence, s1_drop_z
 from alerts.evaluation_lights import Case, score
 from alerts.lights_rules import load_rules, rules_from_dict
@@ -114,3 +115,17 @@ def test_the_s1_veto_is_chosen_on_training_folds_and_ties_go_to_the_stricter():
     # without it (the grid's None) the mown plots are red: precision 0.75, below the target
     off = cross_validate_s1_veto(cases, scheme, grid=(None,), folds=4, seed=2, target=0.92)
     assert score(cases, [Light.RED] * 40)["red_precision"] == off["plot_kfold"]["pooled"]["red_precision"] == 0.75
+
+
+def test_eval_lights_chooses_the_veto_on_the_demo_archive_only(capsys):
+    from sitsmon.cli import main
+
+    args = ["eval", "lights", "--only", "synthetic", "--parcels", "60", "--no-encoder", "--scheme",
+            "mowing-calibrated", "--variants", "s1_veto", "--folds", "3"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)["synthetic"]
+    veto = r["cv_s1_veto"]
+    assert [f["fold"] for f in veto["plot_kfold"]["per_fold"]] == ["fold1", "fold2", "fold3"]
+    assert all(f["chosen"]["max_red_s1_drop_z"] in S1_Z_GRID for f in veto["plot_kfold"]["per_fold"])
+    assert veto["plot_kfold"]["pooled"]["parcel_years"] == r["parcel_years"]
+    assert {row["variant"] for row in r["comparison"]} == {"calibrated_shipped_s1_veto_in_fold"}
