@@ -15,6 +15,10 @@ Variants: ``calibrated`` (the rule's own evidence, ``alerts.confidence.RULE_FEAT
 representation over the window, ``alerts.heads``, with the event's confidence so green keeps its
 "detected" meaning). Only the cases of the calibrated rule (grassland) are judged by the variant; the
 other rules' lights are the scheme's own.
+
+``s1_veto`` (``cross_validate_s1_veto``): on a dataset the packaged calibration never saw (the demo
+archive's truth), the S1 veto of a red (``max_red_s1_drop_z``) chosen in that dataset's own folds,
+the calibration as shipped: each constant comes from one dataset and is scored on the other too.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import pandas as pd
 
 from alerts.confidence import FEATURES, SHAPE_FEATURES, LogisticModel, features, fit_logistic
 from alerts.evaluation import kfold_groups
-from alerts.evaluation_lights import Case, _per_campaign, _spread, score, with_params
+from alerts.evaluation_lights import Case, _per_campaign, _spread, judge, objective, score, with_params
 from alerts.lights_rules import LandUseRule, Scheme
 from alerts.series import to_days
-from alerts.traffic_light import Light, assess, coverage, day_number, known_by, observed
+from alerts.traffic_light import Light, assess, coverage, day_number, known_by, observed, s1_vetoes
 
 DROPS = ("event_confidence", "max_drop_ndvi", "max_dip_ndvi")
 _BASE = [DROPS, (*DROPS, "event_drop_ndvi"), (*DROPS, "event_drop_ndvi", "n_clear_s2", "max_s2_gap_days")]
@@ -45,7 +49,8 @@ INNER_FOLDS = 5
 @dataclass(frozen=True, slots=True)
 class Table:
     """The calibrated rule's cases as arrays: features ``x`` ``[N, F]`` (``FEATURES`` plus any extra
-    columns), labels, whether an event counted, whether each gap limit's coverage held."""
+    columns), labels, whether an event counted, whether each gap limit's coverage held (and S1 did
+    not veto a red, where the rule sets ``max_red_s1_drop_z``)."""
 
     x: np.ndarray
     names: tuple[str, ...]
@@ -72,9 +77,10 @@ def table(cases: Sequence[Case], rule: LandUseRule, extra: np.ndarray | None = N
         cov = observed(rule, c.evidence, c.campaign)
         rows.append(features(c.evidence, counted, cov))
         has.append(bool(counted))
+        vetoed = c.evidence is not None and s1_vetoes(rule, c.evidence)
         for g in GAPS_DAYS:
             cov_by[g].append(coverage(rule.model_copy(update={"max_s2_gap_days": g, "max_s2_gap_with_s1_days": g}),
-                                      cov)[0])
+                                      cov)[0] and not vetoed)
         after.append(c.as_of >= rule.deadline_date(c.campaign))
     x = np.asarray([[r[k] for k in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
     names = FEATURES
@@ -241,15 +247,83 @@ def fit_shipped(cases: Sequence[Case], scheme: Scheme, variant: str = "calibrate
 
 
 
-VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head")
+# The S1 veto's grid, strictest first (a tie goes to the stricter: "prefer orange to a wrong red");
+# None: S1 vetoes nothing.
+S1_Z_GRID: tuple[float | None, ...] = (3.0, 3.5, 4.0, 4.5, 5.0, 6.0, None)
+
+
+def cross_validate_s1_veto(
+    cases: Sequence[Case],
+    scheme: Scheme,
+    *,
+    grid: Sequence[float | None] = S1_Z_GRID,
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.92,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Plot-blocked k-fold (and leave-one-year-out) CV of the S1 veto of ``scheme``'s calibrated
+    rule (``max_red_s1_drop_z``), everything else as shipped: on the training parcel-years, the
+    value of ``grid`` that decides the most of the rule's cases with red and green precision ≥
+    ``target`` (``alerts.evaluation_lights.objective``; ties: the stricter), applied to the held-out.
+
+    Meant for a dataset the calibration never saw (the demo archive's truth: the packaged model is
+    fitted on grassland-sk-dev): the veto is then chosen on one dataset and the calibration on the
+    other, and the figures of each are out of sample.
+    """
+    rule = next(r for r in scheme.rules if "mowing" in r.events)
+    mine = np.flatnonzero([scheme.rule_for(c.land_use) is rule for c in cases])
+    sub = [cases[j] for j in mine]
+    variants = [scheme.model_copy(update={"rules": tuple(
+        r.model_copy(update={"max_red_s1_drop_z": k}) if r is rule else r for r in scheme.rules)}) for k in grid]
+    lights = [judge(sub, v) for v in variants]
+    base = judge(cases, scheme)
+    plots = np.asarray([c.parcel_id for c in sub])
+    years = np.asarray([c.campaign for c in sub])
+    splits = {"plot_kfold": [(f"fold{k + 1}", np.isin(plots, ids))
+                             for k, ids in enumerate(kfold_groups(list(plots), folds, seed))]}
+    if len(set(years)) > 1:
+        splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
+
+    def best_on(mask: np.ndarray) -> int:
+        where = np.flatnonzero(mask)
+        vals = [objective(score([sub[j] for j in where], [lt[j] for j in where]), target) for lt in lights]
+        return max(range(len(grid)), key=lambda i: (vals[i], -i))
+
+    out: dict = {"variant": "s1_veto", "grid": list(grid), "target_precision": target}
+    for name, parts in splits.items():
+        pooled = list(base)
+        per_fold = []
+        for label, test in parts:
+            k = best_on(~test)
+            where = np.flatnonzero(test)
+            for j in where:
+                pooled[mine[j]] = lights[k][j]
+            per_fold.append({"fold": label, "chosen": {"max_red_s1_drop_z": grid[k]},
+                             **score([sub[j] for j in where], [lights[k][j] for j in where])})
+            if progress:
+                progress(f"s1_veto {name} {label}")
+        out[name] = {"pooled": score(cases, pooled), "per_campaign": _per_campaign(cases, pooled),
+                     "pooled_calibrated_rule": score(sub, [pooled[j] for j in mine]),
+                     "per_fold": per_fold, "spread": _spread(per_fold)}
+    out["chosen_on_all"] = {"max_red_s1_drop_z": grid[best_on(np.ones(len(sub), bool))]}
+    return out
+
+
+VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head", "s1_veto")
 
 
 def add_variants(out: dict, cases: Sequence[Case], obs: pd.DataFrame, scheme: Scheme, model: object | None = None,
-                 variants: Sequence[str] = VARIANTS, **kw) -> dict:
+                 variants: Sequence[str] = VARIANTS, calibration_unseen: bool = False, **kw) -> dict:
     """``out`` (one dataset's ``evaluate_lights``) with the calibrated variants' CV beside the rule's:
     ``cv_calibrated``, with the encoder ``cv_calibrated_encoder`` and ``cv_head``, and the
-    ``comparison`` table. ``kw``: folds, seed, target, progress."""
+    ``comparison`` table. ``calibration_unseen``: the dataset is not the one the packaged calibration
+    was fitted on; then, for a scheme whose mowing rule is calibrated, ``cv_s1_veto`` (the S1 veto
+    chosen in this dataset's folds, the calibration as shipped). ``kw``: folds, seed, target, progress."""
     rule_scheme = with_params(scheme, {"decision": "rule"})
+    calibrated = [r for r in scheme.rules if "mowing" in r.events and r.decision == "calibrated"]
+    if calibration_unseen and calibrated and "s1_veto" in variants:
+        out["cv_s1_veto"] = cross_validate_s1_veto(cases, scheme, **kw)
     if any("mowing" in r.events for r in scheme.rules):
         if "calibrated" in variants:
             out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated", **kw)
@@ -292,6 +366,7 @@ def comparison(out: dict) -> list[dict]:
     """One row per variant, split and fold (and pooled): orange share, red and green precision."""
     variants = {"rule": out.get("cv_rule_only"), "rule_plus_encoder_residuals_grid": out.get("cv_rule_plus_encoder"),
                 "calibrated": out.get("cv_calibrated"), "calibrated_plus_encoder_residuals": out.get("cv_calibrated_encoder"),
+                "calibrated_shipped_s1_veto_in_fold": out.get("cv_s1_veto"),
                 **{f"head_{k}": v for k, v in (out.get("cv_head") or {}).items()}}
     rows = []
     for name, cv in variants.items():
@@ -307,4 +382,5 @@ def comparison(out: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["CANDIDATES", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated", "fit_shipped", "lights_of", "table", "thresholds"]
+__all__ = ["CANDIDATES", "S1_Z_GRID", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated",
+           "cross_validate_s1_veto", "fit_shipped", "lights_of", "table", "thresholds"]

@@ -12,7 +12,12 @@ parcel and campaign window, counted on the observations up to ``as_of`` only:
   regrowth shows on one view only); a small value is evidence that nothing was cut or harvested;
 - the encoder's residuals (observed minus expected NDVI, in units of the model's std, from
   ``alerts.expectation.add_model_expectations``) with the same persistence: a strongly negative one
-  is a departure the rules did not name, so the light stays orange instead of red.
+  is a departure the rules did not name, so the light stays orange instead of red;
+- the largest S1 VH fall of the window in units of the parcel's own VH noise (``s1_drop_z``): a cut
+  lowers the backscatter of the sward, and S1 sees through the clouds that may hide it from S2. The
+  noise is the parcel's own (the median change between consecutive views of one orbit), so a
+  speckled single-pixel series (grassland-sk-dev: a median of 1.9 noise units, as pure noise gives)
+  and a clean parcel mean (the demo archive) are judged on one scale.
 
 Times are float days since 1970-01-01 UTC (``alerts.series``).
 """
@@ -37,6 +42,9 @@ RESIDUAL_DAYS = 30.0  # an event is compared with the first clear view at most t
 SHAPE_GAP_DAYS = 20.0  # views further apart cannot tell a cut's fall from a season's decline
 REGROWTH_DAYS = 45.0  # cut grass is back near its level within about six weeks
 MIN_STD = 0.02  # NDVI; the model's std is floored so a confident model cannot make noise significant
+S1_LEAD_DAYS = 30.0  # S1 views this long before the window give the level a fall at its start is measured from
+S1_MIN_VIEWS = 6  # fewer views of one orbit give no noise estimate: that orbit says nothing
+S1_MIN_NOISE_DB = 0.05  # a noise floor, so a constant series cannot make any change significant
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,9 @@ class WindowEvidence:
     max_step_drop_ndvi: float = 0.0
     regrowth_ndvi: float = 0.0
     max_swir_rise: float = 0.0
+    # the largest S1 VH fall of the window (``s1_drop_z``), in units of the parcel's VH noise, and its day
+    s1_drop_z: float = 0.0
+    s1_drop_day: float = math.nan
 
     def coverage_in(self, start: float, end: float) -> Coverage:
         """Views and longest gaps inside ``[start, min(end, as_of)]`` (edges count as boundaries)."""
@@ -161,6 +172,33 @@ def drop_shape(t: np.ndarray, v: np.ndarray, swir: np.ndarray, start: float) -> 
     return float(fall[close].max()), regrowth, float(rise.max()) if len(rise) else 0.0
 
 
+def s1_drop_z(days: np.ndarray, vh: np.ndarray, orbit: np.ndarray, start: float, stop: float) -> tuple[float, float]:
+    """(largest VH fall, its day): per relative orbit, the mean of two views minus the mean of the
+    next two (one view where none follows yet), in dB, divided by the orbit's noise (the median
+    absolute change between its consecutive views); the falling view inside ``[start, stop]``.
+    ``vh`` linear power; views from ``S1_LEAD_DAYS`` before ``start`` give the level. (0, NaN)
+    without S1, or with fewer than ``S1_MIN_VIEWS`` views of every orbit."""
+    keep = (days >= start - S1_LEAD_DAYS) & (days <= stop) & np.isfinite(vh) & (vh > 0)
+    best, best_day = 0.0, math.nan
+    t_all, db_all = days[keep], 10.0 * np.log10(vh[keep])
+    orb = np.where(np.isfinite(orbit[keep]), orbit[keep], -1.0)
+    for o in np.unique(orb):
+        sel = orb == o
+        t, v = t_all[sel], db_all[sel]
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        if len(t) < S1_MIN_VIEWS:
+            continue
+        noise = max(float(np.median(np.abs(np.diff(v)))), S1_MIN_NOISE_DB)
+        before = 0.5 * (v[:-2] + v[1:-1])  # views i-2, i-1 for i = 2 .. n-1
+        after = 0.5 * (v[2:] + np.r_[v[3:], v[-1]])  # views i, i+1 (the last view alone)
+        fall = np.where(t[2:] >= start, (before - after) / noise, -np.inf)
+        k = int(np.argmax(fall)) if len(fall) else -1
+        if k >= 0 and fall[k] > best:
+            best, best_day = float(fall[k]), float(t[k + 2])
+    return best, best_day
+
+
 def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> WindowEvidence:
     """Evidence of one parcel's normalised rows ``g`` for the window ``[start, end]`` seen at ``as_of``.
 
@@ -202,6 +240,8 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         swir = (b11 - b08) / (b11 + b08)
     shape_views = (t2 >= start - BRIDGE_DAYS) & (t2 <= stop)
     step_drop, regrowth, swir_rise = drop_shape(t2[shape_views], v2[shape_views], swir[shape_views], start)
+    orbit = g["orbit"].to_numpy(float) if "orbit" in g.columns else np.full(len(g), -1.0)
+    s1_z, s1_day = s1_drop_z(days[s1], vh[s1], orbit[s1], start, stop)
     pix = g["pixel_count"].to_numpy(float) if "pixel_count" in g.columns else None
     s2_pixels = s1_pixels = -1
     if pix is not None:
@@ -227,6 +267,8 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         max_step_drop_ndvi=step_drop,
         regrowth_ndvi=regrowth,
         max_swir_rise=swir_rise,
+        s1_drop_z=s1_z,
+        s1_drop_day=s1_day,
     )
 
 

@@ -70,6 +70,7 @@ class Reason(StrEnum):
     EVENTS_AFTER_AS_OF_IGNORED = "events_after_as_of_ignored"
     EVENTS_OUTSIDE_WINDOW_IGNORED = "events_outside_window_ignored"
     LOW_ACTIVITY_PROBABILITY = "low_activity_probability"
+    S1_DROP = "s1_drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +276,8 @@ def assess(
             [f"NDVI fell by {drop:.2f}{when} but no {kinds} was confirmed "
              f"(red only below {rule.max_red_drop:.2f})", *notes],
         )
+    if s1_vetoes(rule, ev):
+        return light(Light.ORANGE, [Reason.S1_DROP, Reason.COVERAGE_OK, *codes], [_s1_text(rule, ev, kinds), *notes])
     z_limit = rule.min_red_residual_z
     if z_limit is not None and math.isfinite(ev.min_residual_z) and ev.min_residual_z < z_limit:
         return light(
@@ -324,6 +327,11 @@ def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, cou
             [f"{found}not observed well enough to decide: {seen} {window_text} (need {rule.min_clear_s2} clear "
              f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days)", *notes], counted,
         )
+    if p <= rule.red_probability and s1_vetoes(rule, ev):
+        return light(
+            Light.ORANGE, [*weak, Reason.S1_DROP, Reason.COVERAGE_OK, *codes],
+            [f"{found}{said}, red up to {rule.red_probability:.2f}); {_s1_text(rule, ev, kinds)}", *notes], counted,
+        )
     if p <= rule.red_probability:
         judged = f"the detection {described(best)} judged unlikely; " if best is not None else ""
         return light(
@@ -336,6 +344,17 @@ def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, cou
         [f"{found}{said}: green from {rule.green_probability:.2f}, red up to {rule.red_probability:.2f})", *notes],
         counted,
     )
+
+
+def s1_vetoes(rule: LandUseRule, ev: WindowEvidence) -> bool:
+    """Whether S1 saw a VH fall too large for a red (``max_red_s1_drop_z``; unset: never)."""
+    return rule.max_red_s1_drop_z is not None and ev.s1_drop_z > rule.max_red_s1_drop_z
+
+
+def _s1_text(rule: LandUseRule, ev: WindowEvidence, kinds: str) -> str:
+    when = f" around {_iso(ev.s1_drop_day)}" if math.isfinite(ev.s1_drop_day) else ""
+    return (f"S1 VH fell {ev.s1_drop_z:.1f} times its own noise{when}, a {kinds} the clouds may have hidden "
+            f"(red only up to {rule.max_red_s1_drop_z:g})")
 
 
 def _scheme(rules: LightsConfig | Scheme | str | None, scheme: str | None) -> Scheme:

@@ -235,7 +235,7 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         kept = []
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
-        add_variants(out["synthetic"], kept[0], obs, scheme, model, **cv_kw)
+        add_variants(out["synthetic"], kept[0], obs, scheme, model, calibration_unseen=True, **cv_kw)
     if len(cases) > 1:
         from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice, with_params
 
