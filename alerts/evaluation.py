@@ -491,18 +491,6 @@ def _date_errors(det: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> list
     return errs
 
 
-# Harvest constants chosen by cross-validation (folds by parcel) on the synthetic truth: the S2 rule's
-# (S2 alone and S2 with S1) and the S1 step's (S1 alone).
-HARVEST_S2_GRID: dict[str, Sequence] = {
-    "min_drop_ndti": (0.015, 0.02, 0.025),
-    "unconfirmed_factor": (float("inf"), 3.0, 1.5),
-    "regrowth_ndvi": (0.05, 0.1),
-    "s2_max_gap_days": (30.0, 40.0),
-}
-HARVEST_S1_GRID: dict[str, Sequence] = {"min_drop_db": (2.0, 2.5, 3.0)}
-HARVEST_SENSORS = {"all_sensors": None, "s1_only": "S1", "s2_only": "S2"}
-
-
 def evaluate_synthetic(
     task: str, obs: pd.DataFrame, parcels: pd.DataFrame, events: pd.DataFrame, *, tolerance_days: float,
     cv_folds: int = 0, cv_seed: int = 0, progress: Callable[[int, int], None] | None = None,
@@ -510,9 +498,9 @@ def evaluate_synthetic(
     """Harvest or solar detection against synthetic truth.
 
     harvest: on arable parcels; also with every S2 view marked cloudy (S1 alone) to show detection
-    through clouds, with S1 rows only and with S2 rows only. With ``cv_folds`` > 1 (harvest), also
-    ``cv``: per sensor set, k-fold cross-validation by parcel over ``HARVEST_S2_GRID`` (S2 alone, both)
-    or ``HARVEST_S1_GRID`` (S1 alone): the held-out scores pooled and per fold, and each fold's choice.
+    through clouds, with S1 rows only and with S2 rows only. Each carries the point-date scores and,
+    under ``interval``, the interval scores and lengths (``alerts.evaluation_intervals``). With
+    ``cv_folds`` > 1, also ``cv`` (``alerts.evaluation_harvest.harvest_cv``).
     solar: the parcel-level detector on all parcels (false alarms on every other parcel count).
     Reports F1 at ``tolerance_days`` and the median absolute date error of matches.
     """
@@ -533,11 +521,17 @@ def evaluate_synthetic(
     def score(df: pd.DataFrame) -> dict:
         s = score_events(df, ref, py, tolerance_days=tolerance_days, doy_range=None)["all"]
         errs = _date_errors(df, ref, tolerance_days)
-        return {
+        point = {
             **s.as_dict(),
             "median_abs_date_error_days": round(float(np.median(np.abs(errs))), 2) if errs else None,
             "share_within_7_days": round(float(np.mean(np.abs(errs) <= 7)), 3) if errs else None,
         }
+        if task != "harvest":
+            return point
+        from alerts.evaluation_intervals import interval_lengths, score_intervals
+
+        interval = score_intervals(df, ref, py, tolerance_days=tolerance_days).as_dict()
+        return {**point, "interval": {**interval, "lengths": interval_lengths(df, tolerance_days)}}
 
     def one(table: pd.DataFrame, detector=det) -> dict:
         return score(events_frame(detector.run_frame(table, parcels)[0]))
@@ -555,66 +549,12 @@ def evaluate_synthetic(
         out["s2_clouded_over"] = one(clouded)
         out["s1_only"] = one(obs[obs["sensor"] == "S1"])
         out["s2_only"] = one(obs[obs["sensor"] == "S2"])
-        out["s2_observable_share"] = _s2_observable(obs, ref, det.params.s2_max_gap_days)
+        from alerts.evaluation_harvest import harvest_cv, s2_observable
+
+        out["s2_observable_share"] = s2_observable(obs, ref, det.params.s2_max_gap_days)
         if cv_folds > 1:
-            out["cv"] = _harvest_cv(obs, parcels, ref, py, tolerance_days, cv_folds, cv_seed, score, progress)
+            out["cv"] = harvest_cv(obs, parcels, ref, py, tolerance_days, cv_folds, cv_seed, score, progress)
     return out
-
-
-def _harvest_cv(obs, parcels, ref, py, tolerance_days, folds, seed, score, progress) -> dict:
-    """``evaluate_synthetic``'s harvest cross-validation (see there)."""
-    from dataclasses import replace
-
-    from alerts.detectors import HarvestDetector
-    from alerts.detectors.batch_base import iter_acquisitions
-    from alerts.detectors.batch_kernels import KERNELS
-
-    base = HarvestDetector().params
-    plan = {name: HARVEST_S1_GRID if sensor == "S1" else HARVEST_S2_GRID for name, sensor in HARVEST_SENSORS.items()}
-    total, done = sum(len(param_grid(g)) for g in plan.values()), 0
-    out = {"folds": folds, "seed": seed, "grids": {k: {n: list(v) for n, v in g.items()} for k, g in plan.items()}}
-    index = pd.Index(parcels["parcel_id"].astype(str))
-    for name, sensor in HARVEST_SENSORS.items():
-        table = HarvestDetector().prepare(obs if sensor is None else obs[obs["sensor"] == sensor])
-        acquisitions = [inputs for _, inputs in iter_acquisitions(table, index)]
-        cands = param_grid(plan[name])
-        dets = []
-        for c in cands:  # the numba kernel (held equal to the reference by the tests): 51 runs in seconds
-            kernel = KERNELS["harvest"](replace(base, **c))
-            states = kernel.init_states(list(index), list(parcels["land_use"]))
-            dets.append(events_frame([e for inputs in acquisitions for e in kernel.step(states, inputs)]))
-            done += 1
-            if progress:
-                progress(done, total)
-        cv = cross_validate_events(dets, ref, py, folds=folds, seed=seed, select=lambda s: s["all"].f1,
-                                   tolerance_days=tolerance_days, doy_range=None)
-        pooled = cv["detections"]
-        per_fold = []
-        for test_ids, chosen in zip(cv["folds"], cv["chosen"], strict=True):
-            test = set(test_ids)
-            s = score_events(pooled[pooled.parcel_id.isin(test)], ref[ref.parcel_id.isin(test)],
-                             [k for k in py if k[0] in test], tolerance_days=tolerance_days, doy_range=None)["all"]
-            per_fold.append({"chosen": {k: _plain(v) for k, v in cands[chosen].items()}, **s.as_dict()})
-        out[name] = {"held_out": score(pooled), "per_fold": per_fold}
-    return out
-
-
-def _plain(v: object) -> object:
-    """A grid value as JSON writes it (inf as the string "inf")."""
-    return "inf" if isinstance(v, float) and np.isinf(v) else v
-
-
-def _s2_observable(obs: pd.DataFrame, ref: pd.DataFrame, max_gap_days: float) -> float | None:
-    """Share of reference events between two clear S2 views at most ``max_gap_days`` apart: the
-    events an S2-only detector can date within half that gap (the rest lie in longer cloudy spells)."""
-    clear = obs[(obs["sensor"] == "S2") & (obs["clear"] >= 0.5)]
-    days = {pid: np.sort(g["days"].to_numpy(float)) for pid, g in clear.groupby("parcel_id")}
-    ok = []
-    for pid, d in zip(ref["parcel_id"], _days(ref["date"]), strict=True):
-        t = days.get(pid, np.empty(0))
-        k = int(np.searchsorted(t, d))
-        ok.append(0 < k < len(t) and t[k] - t[k - 1] <= max_gap_days)
-    return round(float(np.mean(ok)), 4) if ok else None
 
 
 def score_solar_polygons(
