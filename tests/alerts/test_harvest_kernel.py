@@ -28,7 +28,8 @@ def cloudy_world():
 
 @pytest.mark.parametrize("sensors", ["S2", "both"])
 @pytest.mark.parametrize("params", [HarvestParams(), HarvestParams(unconfirmed_factor=1.5, regrowth_ndvi=0.05,
-                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0)])
+                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0),
+                                    HarvestParams(s2_max_gap_days=90.0)])
 def test_harvest_kernel_equals_reference_on_a_cloudy_world(cloudy_world, sensors, params):
     obs, parcels = cloudy_world
     if sensors == "S2":
