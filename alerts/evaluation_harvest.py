@@ -29,6 +29,7 @@ HARVEST_S2_GRID: dict[str, Sequence] = {
     "unconfirmed_factor": (float("inf"), 3.0, 1.5),
     "regrowth_ndvi": (0.05, 0.1),
     "s2_max_gap_days": (30.0, 40.0, 60.0, 90.0),
+    "resown_ndvi": (float("inf"), 0.1, 0.2),
 }
 HARVEST_S1_GRID: dict[str, Sequence] = {"min_drop_db": (2.0, 2.5, 3.0)}
 HARVEST_SENSORS = {"all_sensors": None, "s1_only": "S1", "s2_only": "S2"}

@@ -3,6 +3,9 @@ scoring by interval (the truth inside the interval ± tolerance) beside the poin
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,7 @@ from alerts.evaluation import match_dates, score_events
 from alerts.evaluation_intervals import interval_lengths, match_intervals, score_intervals
 from alerts.intervals import add_intervals
 from alerts.series import from_days, iter_observations, to_days
-from tests.alerts.test_harvest import crop
+from tests.alerts.test_harvest import _views, crop
 
 DAY0 = to_days("2024-01-01")
 
@@ -67,3 +70,31 @@ def test_score_intervals_beside_the_point_date():
     lengths = interval_lengths(det, 12.0)
     assert lengths["n"] == 3 and lengths["median_days"] == 4.0 and lengths["max_days"] == 60.0
     assert lengths["share_within_2_tolerances"] == pytest.approx(2 / 3, abs=1e-3)
+
+
+SENESCING = [(170.0, 0.40, 0.16), (180.0, 0.34, 0.155), (190.0, 0.31, 0.15)]  # straw, no longer greening
+RESOWN = HarvestParams(s2_max_gap_days=90.0, resown_ndvi=0.1)
+
+
+def test_straw_before_a_cloudy_summer_and_a_new_crop_after_it_is_a_harvest_between():
+    """The stubble was never seen: straw on day 190, the next clear view (day 275) shows a catch crop.
+    A senesced crop cannot green up again unless harvested: one harvest bracketed by days 190 and 275."""
+    df = _views(*SENESCING, (275.0, 0.55, 0.18), (285.0, 0.56, 0.18))
+    assert HarvestDetector(replace(RESOWN, resown_ndvi=math.inf)).run("C", "cereal", iter_observations(df)) == []
+    (e,) = HarvestDetector(RESOWN).run("C", "cereal", iter_observations(df))
+    assert e.evidence["harvest_kind"] == "resown" and e.sensor == "S2"
+    assert [round(d - DAY0) for d in e.window] == [190, 275]
+    assert e.evidence["confirmed_day"] == e.window[1]  # the new crop is the confirmation
+
+
+@pytest.mark.parametrize("case", ["emergence", "seedbed", "too_soon", "too_long"])
+def test_a_crop_greening_up_is_not_a_resown_harvest(case):
+    """Spring emergence (greener with every view), a bare seedbed (soil NDTI), a rise within
+    ``regrowth_days``, or a gap longer than ``s2_max_gap_days``: no harvest."""
+    rows = {
+        "emergence": [(150.0, 0.22, 0.15), (160.0, 0.28, 0.15), (170.0, 0.33, 0.15), (230.0, 0.80, 0.30)],
+        "seedbed": [(150.0, 0.20, 0.08), (160.0, 0.20, 0.08), (170.0, 0.20, 0.08), (230.0, 0.80, 0.30)],
+        "too_soon": [*SENESCING, (200.0, 0.55, 0.18)],
+        "too_long": [*SENESCING, (285.0, 0.55, 0.18)],
+    }[case]
+    assert HarvestDetector(RESOWN).run("C", "maize", iter_observations(_views(*rows))) == []
