@@ -395,8 +395,9 @@ KERNELS: dict[str, type[KernelBatch]] = {
 PORTED_RULES: dict[str, tuple[str, ...]] = {
     "mowing": ("cacf3a5fd3ebfe58",),
     # issue 11: S2 regrowth confirmation, strong drops unconfirmed, CV constants; then (item 7) the
-    # "resown" rule (straw before a cloudy spell, a new crop after it), ported and tested equal
-    "harvest": ("23cb710e714ff4f2",),
+    # "resown" rule (straw before a cloudy spell, a new crop after it), ported and tested equal, and
+    # the interval CV's defaults (s2_max_gap_days 90, resown_ndvi 0.1; parameters only, rules as ported)
+    "harvest": ("7ba88b18145a75d1",),
     "solar": ("c30387b6a80a2fe8",),
 }
 

@@ -6,8 +6,9 @@ found on the merged S1 stream (all orbits) as the split with the largest drop be
 the ``before_days`` before and the ``after_days`` after, confirmed once ``min_after`` acquisitions
 lie after it and all of them stay below the pre-step level. This works through clouds.
 
-S2 principle (consecutive clear views, at most ``s2_max_gap_days`` apart, so that the date is known
-within half that): a harvest takes the standing crop off the field. A crop harvested green (maize,
+S2 principle (consecutive clear views, at most ``s2_max_gap_days`` apart: the event's window, its
+interval, is the bracket of the last clear view before the harvest and the first showing it, and
+its date the middle): a harvest takes the standing crop off the field. A crop harvested green (maize,
 silage) drops NDVI by ``min_drop_ndvi`` or more from a green level (``green_ndvi``) *and* loses its
 canopy's tillage-index signal (NDTI = (B11 − B12)/(B11 + B12) falls by ``green_min_drop_ndti`` to the
 stubble/soil level ``bare_ndti``: a cut of grass, a drought dip or a senescence seen across a long gap
@@ -26,8 +27,8 @@ already (catch crop, autumn sowing): a senesced crop seen as standing straw (NDV
 harvested, so a view at least ``regrowth_days`` later and ``resown_ndvi`` greener is a harvest
 between the two (kind "resown"; its ``drop`` is that NDVI rise). The defaults
 were chosen by cross-validation by parcel on two synthetic worlds (``sitsmon eval harvest``; the
-S2-only figures are bounded by the clear views: a harvest inside a 60-day cloudy spell cannot be
-dated within ±12 days from S2 alone). When S1 views lie inside
+S2-only point dates are bounded by the clear views: a harvest inside a 60-day cloudy spell cannot
+be dated within ±12 days from S2 alone, and is scored by its interval; docs/harvest-and-gapfill.md). When S1 views lie inside
 the S2 interval, the largest VH drop between them dates the harvest (sensor "S2+S1"). S2 and S1 run
 side by side: the first sensor to confirm emits, the other's later step is the same harvest
 (``min_separation_days``). One harvest per parcel and season.
@@ -66,7 +67,7 @@ class HarvestParams:
     use_regional_reference: bool = True
     use_s2: bool = True
     use_s1: bool = True
-    s2_max_gap_days: float = 40.0
+    s2_max_gap_days: float = 90.0  # the widest bracket of clear views a harvest is dated inside (its interval)
     green_ndvi: float = 0.45
     green_min_drop_ndti: float = 0.04
     min_drop_ndti: float = 0.015
@@ -75,7 +76,7 @@ class HarvestParams:
     regrowth_ndvi: float = 0.05  # a confirming view this much greener than the crop before the drop is a new crop
     regrowth_days: float = 15.0  # ... when it comes at least this long after the drop (sowing and emergence)
     unconfirmed_factor: float = 1.5  # a drop this many times its threshold needs no confirming view (inf: all do)
-    resown_ndvi: float = math.inf  # standing straw, then a view this much greener: harvested and re-sown (inf: off)
+    resown_ndvi: float = 0.1  # standing straw, then a view this much greener: harvested and re-sown (inf: off)
 
     def __post_init__(self) -> None:
         if self.before_days <= 0 or self.after_days <= 0 or self.min_before < 1 or self.min_after < 1:

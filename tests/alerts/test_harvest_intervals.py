@@ -29,12 +29,12 @@ def _iso(day: float) -> str:
 def test_a_harvest_in_a_cloud_gap_is_bracketed_by_the_clear_views_around_it(kind):
     """Views every 10 days, none between day 170 and 240 (a cloudy summer), harvest on day 204: the
     event's window and its interval record run from the last clear view before (170) to the first
-    showing the harvest (240), and hold the truth; the shipped 40-day limit refuses to bracket it."""
+    showing the harvest (240), and hold the truth; the former 40-day limit refused to bracket it."""
     df = crop(kind, 204.0)
     df = df[~((df.days > DAY0 + 170.5) & (df.days < DAY0 + 239.5))]
     lu = "maize" if kind == "green" else "cereal"
-    assert HarvestDetector().run("C", lu, iter_observations(df)) == []
-    events = HarvestDetector(HarvestParams(s2_max_gap_days=90.0)).run("C", lu, iter_observations(df))
+    assert HarvestDetector(HarvestParams(s2_max_gap_days=40.0)).run("C", lu, iter_observations(df)) == []
+    events = HarvestDetector().run("C", lu, iter_observations(df))
     assert len(events) == 1 and events[0].sensor == "S2"
     lo, hi = (d - DAY0 for d in events[0].window)
     assert round(lo) == 170 and round(hi) == 240 and lo <= 204.0 <= hi

@@ -1,5 +1,6 @@
 """The harvest kernel equals its Python reference on the generator's cloudy world, with the shipped
-constants and with the ones that switch on every S2 path (unconfirmed strong drops, regrowth)."""
+constants (every S2 path on: unconfirmed strong drops, regrowth, straw then a new crop across a
+90-day gap) and with the former ones (40-day gaps, no "resown" rule)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def cloudy_world():
 
 @pytest.mark.parametrize("sensors", ["S2", "both"])
 @pytest.mark.parametrize("params", [HarvestParams(), HarvestParams(unconfirmed_factor=1.5, regrowth_ndvi=0.05,
-                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0),
-                                    HarvestParams(s2_max_gap_days=90.0, resown_ndvi=0.1)])
+                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0,
+                                                                    resown_ndvi=math.inf)])
 def test_harvest_kernel_equals_reference_on_a_cloudy_world(cloudy_world, sensors, params):
     obs, parcels = cloudy_world
     if sensors == "S2":
