@@ -130,6 +130,7 @@ def _progress(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from alerts import evaluation as ev
+    from alerts.evaluation_synthetic import evaluate_synthetic
     from sitsmon.outputs import atomic_output, refuse_overwrite
 
     folder = args.data or settings.paths.reference_data / DEFAULT_DATASET
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         runs = []
         for s in range(args.seed, args.seed + args.seeds):
             obs, parcels, events, cfg = _synthetic(args, solar=False, seed=s)
-            one = ev.evaluate_synthetic("harvest", obs, parcels, events, tolerance_days=args.tolerance or 12.0,
+            one = evaluate_synthetic("harvest", obs, parcels, events, tolerance_days=args.tolerance or 12.0,
                                         cv_folds=args.folds, cv_seed=s, progress=_progress)
             one["synthetic"] = {"seed": cfg.seed, "parcels": cfg.parcels_per_tile, "start": str(cfg.start),
                                 "end": str(cfg.end)}
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             result = {"summary": [_harvest_summary(r) for r in runs], **result}
     else:
         obs, parcels, events, cfg = _synthetic(args, solar=True)
-        result = ev.evaluate_synthetic("solar", obs, parcels, events, tolerance_days=args.tolerance or 30.0)
+        result = evaluate_synthetic("solar", obs, parcels, events, tolerance_days=args.tolerance or 30.0)
         if args.pixels > 0:
             result["pixel_level"] = _solar_pixels(args)
         result["synthetic"] = {

@@ -1,4 +1,5 @@
-"""Harvest cross-validation on synthetic truth: per sensor set, constants chosen on training parcels.
+"""Harvest and solar detection scored against synthetic truth (``evaluate_synthetic``), and the
+harvest cross-validation: per sensor set, constants chosen on training parcels.
 
 Every parameter set of the grid is run once on all parcels (the numba kernel, held equal to the
 per-parcel reference by the tests); each fold then picks the set with the best F1 on its training
@@ -21,8 +22,84 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from alerts.evaluation import _days, events_frame, kfold_groups, param_grid
+from alerts.evaluation import _days, events_frame, kfold_groups, match_dates, param_grid, score_events
 from alerts.evaluation_intervals import interval_lengths, match_counts, score_intervals
+
+
+def _date_errors(det: pd.DataFrame, ref: pd.DataFrame, tolerance: float) -> list[float]:
+    """Signed date errors (days) of one-to-one matches per parcel within ``tolerance``."""
+    errs: list[float] = []
+    dd = {k: _days(g["date"]) for k, g in det.groupby("parcel_id")}
+    for pid, g in ref.groupby("parcel_id"):
+        if pid not in dd:
+            continue
+        r = _days(g["date"])
+        for i, j, _ in match_dates(dd[pid], r, tolerance):
+            errs.append(float(dd[pid][i] - r[j]))
+    return errs
+
+
+def evaluate_synthetic(
+    task: str, obs: pd.DataFrame, parcels: pd.DataFrame, events: pd.DataFrame, *, tolerance_days: float,
+    cv_folds: int = 0, cv_seed: int = 0, progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Harvest or solar detection against synthetic truth.
+
+    harvest: on arable parcels; also with every S2 view marked cloudy (S1 alone) to show detection
+    through clouds, with S1 rows only and with S2 rows only. Each carries the point-date scores and,
+    under ``interval``, the interval scores and lengths (``alerts.evaluation_intervals``). With
+    ``cv_folds`` > 1, also ``cv`` (``harvest_cv``).
+    solar: the parcel-level detector on all parcels (false alarms on every other parcel count).
+    Reports F1 at ``tolerance_days`` and the median absolute date error of matches.
+    """
+    from alerts.detectors import HarvestDetector, SolarDetector
+
+    if task == "harvest":
+        det, ev_type = HarvestDetector(), "harvest"
+    elif task == "solar":
+        det, ev_type = SolarDetector(), "solar_construction"
+    else:
+        raise ValueError(f"task must be harvest or solar, got {task!r}")
+    ref = events[events["event"] == ev_type]
+    scored_parcels = [p for p, lu in zip(parcels.parcel_id, parcels.land_use, strict=True) if det.handles(lu)]
+    year = int(obs["time"].dt.year.min())
+    py = [(p, year) for p in scored_parcels]
+    ref = ref[ref["parcel_id"].isin(scored_parcels)]
+
+    def score(df: pd.DataFrame) -> dict:
+        s = score_events(df, ref, py, tolerance_days=tolerance_days, doy_range=None)["all"]
+        errs = _date_errors(df, ref, tolerance_days)
+        point = {
+            **s.as_dict(),
+            "median_abs_date_error_days": round(float(np.median(np.abs(errs))), 2) if errs else None,
+            "share_within_7_days": round(float(np.mean(np.abs(errs) <= 7)), 3) if errs else None,
+        }
+        if task != "harvest":
+            return point
+        interval = score_intervals(df, ref, py, tolerance_days=tolerance_days).as_dict()
+        return {**point, "interval": {**interval, "lengths": interval_lengths(df, tolerance_days)}}
+
+    def one(table: pd.DataFrame, detector=det) -> dict:
+        return score(events_frame(detector.run_frame(table, parcels)[0]))
+
+    out = {
+        "task": task,
+        "tolerance_days": tolerance_days,
+        "parcels": len(scored_parcels),
+        "reference_events": int(len(ref)),
+        "all_sensors": one(obs),
+    }
+    if task == "harvest":
+        clouded = obs.copy()
+        clouded.loc[clouded["sensor"] == "S2", "clear"] = 0.0
+        out["s2_clouded_over"] = one(clouded)
+        out["s1_only"] = one(obs[obs["sensor"] == "S1"])
+        out["s2_only"] = one(obs[obs["sensor"] == "S2"])
+        out["s2_observable_share"] = s2_observable(obs, ref, det.params.s2_max_gap_days)
+        if cv_folds > 1:
+            out["cv"] = harvest_cv(obs, parcels, ref, py, tolerance_days, cv_folds, cv_seed, score, progress)
+    return out
+
 
 HARVEST_S2_GRID: dict[str, Sequence] = {
     "min_drop_ndti": (0.015, 0.02, 0.025),
