@@ -359,12 +359,12 @@ class HarvestKernel(KernelBatch):
             }
             return self._row_event(st, j, row, "S1", evidence)
         sensor = "S2+S1" if code == K.HARVEST_SENSOR_S2S1 else "S2"
-        green = int(row[K.HC_KIND]) == 0
+        kind = ("green", "dry", "resown")[int(row[K.HC_KIND])]
         views = st.arrays["s2"][j, : st.arrays["n_s2"][j]]
         evidence = {
             "sensor": sensor,
-            "quantity": "NDVI" if green else "NDTI",
-            "harvest_kind": "green" if green else "dry",
+            "quantity": "NDTI" if kind == "dry" else "NDVI",
+            "harvest_kind": kind,
             "ndvi_before": round(float(row[K.HC_N0]), 4),
             "ndvi_after": round(float(row[K.HC_N1]), 4),
             "ndti_before": round(float(row[K.HC_D0]), 4),
@@ -394,7 +394,10 @@ KERNELS: dict[str, type[KernelBatch]] = {
 # passed on the changed sources.
 PORTED_RULES: dict[str, tuple[str, ...]] = {
     "mowing": ("cacf3a5fd3ebfe58",),
-    "harvest": ("532ecf9937196f73",),  # issue 11: S2 regrowth confirmation, strong drops unconfirmed, CV constants
+    # issue 11: S2 regrowth confirmation, strong drops unconfirmed, CV constants; then (item 7) the
+    # "resown" rule (straw before a cloudy spell, a new crop after it), ported and tested equal, and
+    # the interval CV's defaults (s2_max_gap_days 90, resown_ndvi 0.1; parameters only, rules as ported)
+    "harvest": ("7ba88b18145a75d1",),
     "solar": ("c30387b6a80a2fe8",),
 }
 

@@ -6,8 +6,9 @@ found on the merged S1 stream (all orbits) as the split with the largest drop be
 the ``before_days`` before and the ``after_days`` after, confirmed once ``min_after`` acquisitions
 lie after it and all of them stay below the pre-step level. This works through clouds.
 
-S2 principle (consecutive clear views, at most ``s2_max_gap_days`` apart, so that the date is known
-within half that): a harvest takes the standing crop off the field. A crop harvested green (maize,
+S2 principle (consecutive clear views, at most ``s2_max_gap_days`` apart: the event's window, its
+interval, is the bracket of the last clear view before the harvest and the first showing it, and
+its date the middle): a harvest takes the standing crop off the field. A crop harvested green (maize,
 silage) drops NDVI by ``min_drop_ndvi`` or more from a green level (``green_ndvi``) *and* loses its
 canopy's tillage-index signal (NDTI = (B11 − B12)/(B11 + B12) falls by ``green_min_drop_ndti`` to the
 stubble/soil level ``bare_ndti``: a cut of grass, a drought dip or a senescence seen across a long gap
@@ -19,10 +20,15 @@ signal in NDTI that stubble and soil lack: NDTI falls by ``min_drop_ndti`` to th
 catch crop, volunteers, the next sowing — confirms it too), or emitted at once when the drop is
 ``unconfirmed_factor`` times its threshold or more where the parcel has no S1 views (at a season's
 end no later clear view may come; such events carry a lower confidence and ``confirmed_day`` equal
-to the window's end; with S1 at hand, the S1 step confirms within days instead). The defaults
+to the window's end; with S1 at hand, the S1 step confirms within days instead). A long cloudy spell
+may hide the harvest and the stubble both, the first clear view after it showing the next crop
+already (catch crop, autumn sowing): a senesced crop seen as standing straw (NDVI below
+``green_ndvi`` and no longer rising, NDTI above ``bare_ndti``) cannot green up again unless it was
+harvested, so a view at least ``regrowth_days`` later and ``resown_ndvi`` greener is a harvest
+between the two (kind "resown"; its ``drop`` is that NDVI rise). The defaults
 were chosen by cross-validation by parcel on two synthetic worlds (``sitsmon eval harvest``; the
-S2-only figures are bounded by the clear views: a harvest inside a 60-day cloudy spell cannot be
-dated within ±12 days from S2 alone). When S1 views lie inside
+S2-only point dates are bounded by the clear views: a harvest inside a 60-day cloudy spell cannot
+be dated within ±12 days from S2 alone, and is scored by its interval; docs/harvest-and-gapfill.md). When S1 views lie inside
 the S2 interval, the largest VH drop between them dates the harvest (sensor "S2+S1"). S2 and S1 run
 side by side: the first sensor to confirm emits, the other's later step is the same harvest
 (``min_separation_days``). One harvest per parcel and season.
@@ -61,7 +67,7 @@ class HarvestParams:
     use_regional_reference: bool = True
     use_s2: bool = True
     use_s1: bool = True
-    s2_max_gap_days: float = 40.0
+    s2_max_gap_days: float = 90.0  # the widest bracket of clear views a harvest is dated inside (its interval)
     green_ndvi: float = 0.45
     green_min_drop_ndti: float = 0.04
     min_drop_ndti: float = 0.015
@@ -70,6 +76,7 @@ class HarvestParams:
     regrowth_ndvi: float = 0.05  # a confirming view this much greener than the crop before the drop is a new crop
     regrowth_days: float = 15.0  # ... when it comes at least this long after the drop (sowing and emergence)
     unconfirmed_factor: float = 1.5  # a drop this many times its threshold needs no confirming view (inf: all do)
+    resown_ndvi: float = 0.1  # standing straw, then a view this much greener: harvested and re-sown (inf: off)
 
     def __post_init__(self) -> None:
         if self.before_days <= 0 or self.after_days <= 0 or self.min_before < 1 or self.min_after < 1:
@@ -107,6 +114,27 @@ def s2_split(v0, v1, p: HarvestParams) -> tuple[str, float, float] | None:
     return ("dry", float(d0 - d1), p.min_drop_ndti) if ok else None
 
 
+def s2_resown(views: np.ndarray, p: HarvestParams) -> dict | None:
+    """A harvest hidden by clouds between the two newest clear views: straw before, a new crop after.
+
+    View n−2 shows the crop senesced (NDVI below ``green_ndvi``, and not rising: an earlier held view
+    is at least as green, where a crop emerging in spring is greener with every view) and still
+    standing (NDTI above ``bare_ndti``: straw, not the soil of a seedbed), and view n−1,
+    ``regrowth_days`` to ``s2_max_gap_days`` later, is ``resown_ndvi`` greener. The new crop itself
+    confirms it."""
+    if len(views) < 3 or not math.isfinite(p.resown_ndvi):
+        return None
+    (t0, n0, d0), (t1, n1, d1) = views[-2], views[-1]
+    if not all(math.isfinite(x) for x in (n0, n1, d0, d1)) or not p.regrowth_days <= t1 - t0 <= p.s2_max_gap_days:
+        return None
+    earlier = views[:-2, 1]
+    declining = bool(np.any(earlier[np.isfinite(earlier)] >= n0))  # senescence, not emergence
+    if not (declining and n0 < p.green_ndvi and d0 > p.bare_ndti and n1 - n0 >= p.resown_ndvi):
+        return None
+    return {"kind": "resown", "t_hi": float(t0), "t_lo": float(t1), "drop": float(n1 - n0), "scale": p.resown_ndvi,
+            "confirmed": True, "ndvi": (float(n0), float(n1)), "ndti": (float(d0), float(d1))}
+
+
 def s2_harvest(views: np.ndarray, p: HarvestParams, s1_seen: bool = False) -> dict | None:
     """A harvest on the newest clear views, confirmed or (a strong drop) at once.
 
@@ -115,7 +143,8 @@ def s2_harvest(views: np.ndarray, p: HarvestParams, s1_seen: bool = False) -> di
     than the crop before the drop by ``regrowth_ndvi``, at least ``regrowth_days`` after the drop).
     Otherwise, a drop of at least ``unconfirmed_factor`` times its threshold between views n−2 and
     n−1 counts at once (the end of a season may have no later clear view) where no S1 view is at
-    hand (``s1_seen``: the S1 step confirms within days there). Returns the split's evidence or None.
+    hand (``s1_seen``: the S1 step confirms within days there). Before that, straw then a new crop
+    on views n−2, n−1 (``s2_resown``). Returns the split's evidence or None.
     """
     if len(views) >= 3:
         (t0, n0, d0), (t1, n1, d1), (t2, n2, d2) = views[-3], views[-2], views[-1]
@@ -126,6 +155,9 @@ def s2_harvest(views: np.ndarray, p: HarvestParams, s1_seen: bool = False) -> di
             if not came_back or regrown:
                 return {"kind": cut[0], "t_hi": float(t0), "t_lo": float(t1), "drop": cut[1], "scale": cut[2],
                         "confirmed": True, "ndvi": (float(n0), float(n1)), "ndti": (float(d0), float(d1))}
+    resown = s2_resown(views, p)
+    if resown is not None:
+        return resown
     if len(views) < 2 or s1_seen:
         return None
     (t0, n0, d0), (t1, n1, d1) = views[-2], views[-1]
@@ -215,7 +247,7 @@ class HarvestDetector(BaseDetector[HarvestState]):
             date, sensor = s1_day, "S2+S1"
             conf = 1.0 - (1.0 - conf) * (1.0 - min(0.9, max(0.0, s1_drop / (2 * p.min_drop_db))))
         evidence = {
-            "quantity": "NDVI" if cut["kind"] == "green" else "NDTI",
+            "quantity": "NDTI" if cut["kind"] == "dry" else "NDVI",
             "harvest_kind": cut["kind"],
             "ndvi_before": round(cut["ndvi"][0], 4), "ndvi_after": round(cut["ndvi"][1], 4),
             "ndti_before": round(cut["ndti"][0], 4), "ndti_after": round(cut["ndti"][1], 4),

@@ -138,6 +138,13 @@ def test_eval_harvest_on_synthetic_truth(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["all_sensors"]["median_abs_date_error_days"] <= 7
     assert r["s2_clouded_over"]["tp"] > 0
+    # the interval scores the same detections more leniently than the point date, never less
+    assert r["s2_only"]["interval"]["tp"] >= r["s2_only"]["tp"]
+    (summary,) = r["summary"]
+    for name in ("all_sensors", "s1_only", "s2_only"):
+        assert summary[name]["interval_f1"] >= summary[name]["point_f1"]
+        assert len(summary[name]["per_fold_interval_f1"]) == 5
+    assert summary["s2_only"]["interval_p90_days"] <= 90.0  # bounded by the largest S2 gap of the grid
 
 
 def test_eval_solar_parcel_and_pixel_level(capsys):

@@ -12,7 +12,7 @@ import pytest
 from alerts.detectors import HarvestDetector
 from alerts.detectors.harvest import HarvestParams
 from alerts.detectors.state_io import state_from_dict, state_to_dict
-from alerts.evaluation import evaluate_synthetic
+from alerts.evaluation_synthetic import evaluate_synthetic
 from alerts.series import iter_observations, normalise_observations, to_days
 from tests.alerts.conftest import s1_row, s2_row
 

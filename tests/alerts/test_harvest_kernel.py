@@ -1,8 +1,10 @@
 """The harvest kernel equals its Python reference on the generator's cloudy world, with the shipped
-constants and with the ones that switch on every S2 path (unconfirmed strong drops, regrowth)."""
+constants (every S2 path on: unconfirmed strong drops, regrowth, straw then a new crop across a
+90-day gap) and with the former ones (40-day gaps, no "resown" rule)."""
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 import pandas as pd
@@ -28,7 +30,8 @@ def cloudy_world():
 
 @pytest.mark.parametrize("sensors", ["S2", "both"])
 @pytest.mark.parametrize("params", [HarvestParams(), HarvestParams(unconfirmed_factor=1.5, regrowth_ndvi=0.05,
-                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0)])
+                                                                    min_drop_ndti=0.015, s2_max_gap_days=40.0,
+                                                                    resown_ndvi=math.inf)])
 def test_harvest_kernel_equals_reference_on_a_cloudy_world(cloudy_world, sensors, params):
     obs, parcels = cloudy_world
     if sensors == "S2":
@@ -38,7 +41,10 @@ def test_harvest_kernel_equals_reference_on_a_cloudy_world(cloudy_world, sensors
     k_events, k_states = feed(kernel, obs, parcels)
     r_events, r_states = feed(reference, obs, parcels)
     assert len(r_events) > 20
-    unconfirmed = [e for e in r_events if e.evidence.get("confirmed_day") == e.window[1]]
+    unconfirmed = [e for e in r_events if e.evidence.get("confirmed_day") == e.window[1]
+                   and e.evidence.get("harvest_kind") != "resown"]  # a new crop confirms on its own view
+    if sensors == "S2" and params.resown_ndvi < math.inf:  # straw before a cloudy summer, a new crop after
+        assert any(e.evidence.get("harvest_kind") == "resown" for e in r_events)
     if sensors == "S2":  # the strong-drop path fired: emitted on the drop's own view
         assert unconfirmed
     else:  # with S1 at hand, S2 drops wait for a confirming view (or the S1 step confirms)

@@ -45,6 +45,7 @@ HARVEST_PARAM_NAMES = (
     "regrowth_ndvi",
     "regrowth_days",
     "unconfirmed_factor",
+    "resown_ndvi",
 )
 (
     H_BEFORE_DAYS,
@@ -70,10 +71,11 @@ HARVEST_PARAM_NAMES = (
     H_REGROWTH_NDVI,
     H_REGROWTH_DAYS,
     H_UNCONFIRMED_FACTOR,
+    H_RESOWN_NDVI,
 ) = range(len(HARVEST_PARAM_NAMES))
 HARVEST_SENSOR_S1, HARVEST_SENSOR_S2, HARVEST_SENSOR_S2S1 = 0, 1, 2
 # event rows after the common columns: S1 events: mean before/after, drop, split index;
-# S2 events: kind (0 green, 1 dry), NDVI before/after, NDTI before/after, drop, S1 drop, confirming day
+# S2 events: kind (0 green, 1 dry, 2 resown), NDVI before/after, NDTI before/after, drop, S1 drop, confirming day
 HC_PRE, HC_POST, HC_DROP, HC_K = range(5, 9)
 HC_KIND, HC_N0, HC_N1, HC_D0, HC_D1, HC_NDROP, HC_S1DROP, HC_CONFIRMED = range(5, 13)
 HARVEST_EVENT_COLS = 13
@@ -136,9 +138,30 @@ def _s2_split(P, t0, n0, d0, t1, nv1, d1):
 
 
 @njit(cache=True)
+def _s2_resown(P, s2, i, n):
+    """``s2_resown``: (kind 2 / -1 none, NDVI rise) between views n−2 and n−1 of parcel i."""
+    if n < 3 or not np.isfinite(P[H_RESOWN_NDVI]):
+        return -1, 0.0
+    t0, n0, d0 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
+    t1, nv1, d1 = s2[i, n - 1, 0], s2[i, n - 1, 1], s2[i, n - 1, 2]
+    if not (np.isfinite(n0) and np.isfinite(nv1) and np.isfinite(d0) and np.isfinite(d1)):
+        return -1, 0.0
+    if not (P[H_REGROWTH_DAYS] <= t1 - t0 <= P[H_S2_MAX_GAP_DAYS]):
+        return -1, 0.0
+    declining = False  # senescence, not emergence: an earlier held view at least as green
+    for j in range(n - 2):
+        if s2[i, j, 1] >= n0:  # NaN compares False, as the reference skips it
+            declining = True
+            break
+    if declining and n0 < P[H_GREEN_NDVI] and d0 > P[H_BARE_NDTI] and nv1 - n0 >= P[H_RESOWN_NDVI]:
+        return 2, nv1 - n0
+    return -1, 0.0
+
+
+@njit(cache=True)
 def _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
-    """``s2_harvest`` on the newest clear views (confirmed, else a strong drop at once where no S1
-    view is held), ``s1_date`` and the S2 event."""
+    """``s2_harvest`` on the newest clear views (confirmed, else straw then a new crop, else a strong
+    drop at once where no S1 view is held), ``s1_date`` and the S2 event."""
     n = n2[i]
     if n < 2:
         return n_ev
@@ -159,6 +182,13 @@ def _harvest_s2(P, i, s2, n2, s1, n1, last_harvest, ev_parcel, ev_f, n_ev):
                     kind = -1
                 else:
                     confirmed = True
+    if kind < 0:
+        kind, drop = _s2_resown(P, s2, i, n)
+        if kind >= 0:
+            confirmed = True
+            scale = P[H_RESOWN_NDVI]
+            t0, n0, d0 = s2[i, n - 2, 0], s2[i, n - 2, 1], s2[i, n - 2, 2]
+            t1, nv1, d1 = s2[i, n - 1, 0], s2[i, n - 1, 1], s2[i, n - 1, 2]
     if kind < 0:
         if P[H_USE_S1] > 0 and n1[i] > 0:  # S1 at hand: it confirms within days
             return n_ev
