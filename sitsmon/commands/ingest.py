@@ -268,17 +268,35 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def campaign_parcels(args: argparse.Namespace, settings: Settings) -> Path | str | None:
-    """The parcel layer: --parcels, else the one imported for --campaign, else [ingest] parcels."""
-    if args.parcels or getattr(args, "campaign", None) is None:
-        return args.parcels or settings.ingest.parcels or None
+def campaign_parcels(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Which parcel layer reduces each acquisition (``ingest.campaign_layers``), as ``build_poller``
+    options: --parcels (one layer; --campaign names its campaign), else the layer imported for
+    --campaign (an override for every acquisition), else [ingest] parcels, else the imported campaign
+    layers by each acquisition's date ([campaigns] calendar), else none (cubes only)."""
+    from ingest.campaign_layers import imported_campaigns
     from ingest.parcel_campaign import campaign_dir
 
-    path = campaign_dir(settings.paths.data_dir / "parcels", args.campaign) / "parcels.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"--campaign {args.campaign}: no parcel layer imported at {path} "
-                                f"(sitsmon ingest parcels import LAYER --campaign {args.campaign})")
-    return path
+    root = settings.paths.data_dir / "parcels"
+    campaign = getattr(args, "campaign", None)
+    calendar = settings.campaigns.calendar()
+    if args.parcels:
+        return {"parcels_path": args.parcels, "campaign": campaign, "calendar": calendar}
+    if campaign is not None:
+        path = campaign_dir(root, campaign) / "parcels.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"--campaign {campaign}: no parcel layer imported at {path} "
+                                    f"(sitsmon ingest parcels import LAYER --campaign {campaign})")
+        return {"parcels_path": path, "campaign": campaign, "calendar": calendar}
+    imported = imported_campaigns(root)
+    if settings.ingest.parcels:
+        if imported:
+            logger.warning("[ingest] parcels is set: every acquisition is reduced with %s, not with the layers "
+                           "imported for campaigns %s (unset it to use them)", settings.ingest.parcels,
+                           ", ".join(map(str, imported)))
+        return {"parcels_path": settings.ingest.parcels, "calendar": calendar}
+    if imported:
+        return {"parcels_root": root, "calendar": calendar}
+    return {}
 
 
 def _sentinelhub_source(args: argparse.Namespace, settings: Settings) -> Any:
@@ -325,7 +343,7 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
         start=getattr(args, "since", None) or s.since or None,
         lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
         interval_s=getattr(args, "interval", None) or s.poll_interval_s,
-        parcels_path=campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
+        **campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
         chunk=args.chunk or s.chunk,
         workers=args.workers or s.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
         requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,

@@ -144,5 +144,9 @@ def test_poll_takes_the_layer_of_its_campaign(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"--campaign 2024: no parcel layer imported at .*2024/parcels.parquet"):
         campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings)
     result = import_campaign_layer(tmp_path / "lpis.parquet", 2024, tmp_path / "parcels")
-    assert campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings) == result.parcels_path
-    assert campaign_parcels(argparse.Namespace(parcels="other.gpkg", campaign=2024), settings) == "other.gpkg"
+    chosen = campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings)
+    assert (chosen["parcels_path"], chosen["campaign"]) == (result.parcels_path, 2024)
+    assert campaign_parcels(argparse.Namespace(parcels="other.gpkg", campaign=2024), settings)["parcels_path"] == "other.gpkg"
+    # neither: the layers imported per campaign, each acquisition with its date's
+    assert campaign_parcels(argparse.Namespace(parcels=None, campaign=None), settings)["parcels_root"] == \
+        tmp_path / "parcels"
