@@ -147,6 +147,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pimp.add_argument("--id-column", default="parcel_id", help="the parcel id column (default parcel_id)")
     pimp.add_argument("--s1-resolution", type=float, default=20.0, metavar="M",
                       help="S1 pixel size in m for the pixels-inside count (default 20: IW GRD-HR resolution)")
+    pimp.add_argument("--grids", default=None, metavar="ARCHIVE",
+                      help="archive folder or archive.json with the tile grids: count the pixels inside on the grid "
+                           "of each tile a parcel falls in (default: [ingest] grids, else the grids of the cubes "
+                           "under <data_dir>/cubes, else grids aligned in the layer's UTM zone)")
     chk = add_command(
         actions, "check", run, help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
@@ -235,9 +239,23 @@ def _parcels_import(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.parcel_campaign import import_campaign_layer
 
     result = import_campaign_layer(args.path, args.campaign, args.root or settings.paths.data_dir / "parcels",
-                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution)
+                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution,
+                                   grids=_import_grids(args, settings))
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _import_grids(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """The tile grids a layer's pixels are counted on: --grids, [ingest] grids, else the cubes' own."""
+    from ingest.grid import grids_from_manifest
+    from ingest.pipeline import read_stored_grid
+
+    source = args.grids or settings.ingest.grids
+    if source:
+        return grids_from_manifest(source)
+    cubes = Path(settings.ingest.cubes_dir or settings.paths.data_dir / "cubes")
+    stored = {p.stem: read_stored_grid(p) for p in sorted(cubes.glob("*.zarr"))} if cubes.is_dir() else {}
+    return {t: g for t, g in stored.items() if g is not None} or None
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
