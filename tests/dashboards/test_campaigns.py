@@ -52,7 +52,10 @@ def test_lights_per_parcel_and_campaign(tmp_path):
 
 
 def test_the_routes_take_a_campaign(client, site):
-    pid = site.parcel_ids[0]
+    from alerts.store import open_store
+
+    with open_store(site.config.alerts_url) as store:
+        pid = store.query(limit=1, type="mowing")[0].parcel_id  # a parcel with a series
     url = f"/api/parcels/{quote(pid, safe='')}/series"
     r = client.get(url, params={"fill": "false", "expected": "false"}, headers=auth(site, "viewer"))
     assert r.status_code == 200 and r.json()["campaign"] == 2024 and r.json()["campaigns"] == [2024]
