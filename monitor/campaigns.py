@@ -104,7 +104,7 @@ def _carry_detector(det, old_states: Any, new_states: Any, i: np.ndarray, j: np.
     hj = (np.cumsum(h_new) - 1)[j[both]]
     out = {}
     for name, arr in a_new.items():
-        dst = np.array(arr, copy=True)
+        dst = np.asarray(arr)  # a dump's arrays are its own copies: written in place
         src = np.asarray(a_old.get(name)) if name in a_old else None
         if name in _HEADER or src is None or dst.ndim == 0 or src.ndim == 0 or src.shape[1:] != dst.shape[1:]:
             out[name] = dst
