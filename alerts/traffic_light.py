@@ -393,12 +393,17 @@ def assess_frame(
     When ``parcels`` is a campaign's imported layer (``sitsmon ingest parcels import``: columns
     ``s2_10m_pixels``, ``s1_pixels``), "not analysable" is judged on its pixels fully inside the parcel.
     Columns: ``LIGHT_COLUMNS`` (``reasons`` joined by "; ", ``reason_codes`` and ``markers`` by ",").
+    Where ``obs`` carries a ``campaign`` column (rows of the parcel-series store), only the rows of
+    ``campaign`` count: a parcel id redrawn in another campaign is another series.
     """
     sc = _scheme(rules, scheme)
     if "days" not in obs.columns and len(obs):
         from alerts.series import normalise_observations
 
         obs = normalise_observations(obs)
+    if "campaign" in obs.columns and len(obs):
+        tagged = pd.to_numeric(obs["campaign"], errors="coerce")
+        obs = obs[tagged.isna() | (tagged == int(campaign))]
     by_parcel: dict[str, list[Event]] = {}
     for e in events:
         by_parcel.setdefault(e.parcel_id, []).append(e)

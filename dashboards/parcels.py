@@ -50,6 +50,7 @@ class Parcels:
         self._layer_stamp: tuple | None = None
         self._lights: pd.DataFrame | None = None
         self._lights_stamp: tuple | None = None
+        self._by_campaign: dict[object, pd.DataFrame] = {}  # per campaign asked (or "latest"), one row per parcel
         self._tile_ids: dict[str, tuple[ParcelLayer, list[str]]] = {}
 
     # -- loading ----------------------------------------------------------------------------------
@@ -82,8 +83,9 @@ class Parcels:
         gdf = gdf.set_index("parcel_id", drop=False)
         return ParcelLayer(gdf, shapely.STRtree(gdf.geometry.values), gdf["parcel_id"].to_numpy())
 
-    def lights(self) -> pd.DataFrame:
-        """``parcel_id → light, reasons, reason_codes, campaign`` (empty when no lights were written)."""
+    def lights(self, campaign: int | None = None) -> pd.DataFrame:
+        """``parcel_id → light, reasons, reason_codes, campaign`` of ``campaign`` (None: each parcel's
+        latest campaign); empty when no lights were written. The file holds one row per (parcel, campaign)."""
         stamp = _stamp(self.lights_path)
         with self._lock:
             if stamp is None:
@@ -93,9 +95,30 @@ class Parcels:
                 for col in ("reasons", "reason_codes", "campaign", "markers", "land_use"):
                     if col not in df.columns:
                         df[col] = ""
-                self._lights = df.drop_duplicates("parcel_id", keep="last").set_index("parcel_id")
+                df["_campaign"] = pd.to_numeric(df["campaign"], errors="coerce")
+                # a parcel's latest campaign last (file order within one campaign, as before)
+                self._lights = df.sort_values("_campaign", kind="stable", na_position="first")
+                self._by_campaign = {}
                 self._lights_stamp = stamp
-            return self._lights
+            table = self._lights
+            if campaign is None:
+                key = "latest"
+            else:
+                key = int(campaign)
+                table = table[table["_campaign"] == key]
+            hit = self._by_campaign.get(key)
+            if hit is None:
+                hit = table.drop_duplicates("parcel_id", keep="last").set_index("parcel_id").drop(columns="_campaign")
+                self._by_campaign[key] = hit
+            return hit
+
+    def campaigns(self) -> list[int]:
+        """The campaigns the lights file holds, ascending."""
+        self.lights()
+        with self._lock:
+            if self._lights is None:
+                return []
+            return sorted(int(c) for c in self._lights["_campaign"].dropna().unique())
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -140,7 +163,8 @@ class Parcels:
 
     def select(self, *, tiles: set[str] | None, bbox: tuple[float, float, float, float] | None = None,
                point: tuple[float, float] | None = None, light: str | None = None,
-               land_use: str | None = None, polygon: Any = None, region: Any = None) -> pd.DataFrame:
+               land_use: str | None = None, polygon: Any = None, region: Any = None,
+               campaign: int | None = None) -> pd.DataFrame:
         """Parcels (as rows of the layer) visible for ``tiles`` (None: all) and intersecting the user's
         ``region`` polygon (None: no polygon), filtered, sorted by id."""
         import shapely
@@ -163,7 +187,7 @@ class Parcels:
         if land_use:
             frame = frame[frame["land_use"].astype(str) == land_use]
         if light:
-            lights = self.lights()
+            lights = self.lights(campaign)
             frame = frame[frame["parcel_id"].map(lights["light"]).fillna("") == light] if len(lights) else frame.iloc[:0]
         return frame.sort_index()
 

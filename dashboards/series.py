@@ -87,21 +87,35 @@ class SeriesReader:
                     logger.warning("encoder model unavailable: %s", self._model_error)
             return self._model
 
-    def observations(self, tile_id: str, parcel_id: str, normalise: bool = True) -> pd.DataFrame | pa.Table:
-        """The parcel's rows of the series store, sorted by time; ``normalise``: validated into the
-        interchange DataFrame the gap filler and the encoder read (costs ~40 ms on a five-year series);
-        else the store's own rows as a pyarrow table (typed and unique per slot already, which is all
-        the chart needs)."""
+    def observations(self, tile_id: str, parcel_id: str, normalise: bool = True,
+                     campaign: int | None = None) -> pd.DataFrame | pa.Table:
+        """The parcel's rows of the series store of one campaign (None: its latest), sorted by time;
+        ``normalise``: validated into the interchange DataFrame the gap filler and the encoder read
+        (costs ~40 ms on a five-year series); else the store's own rows as a pyarrow table (typed and
+        unique per slot already, which is all the chart needs)."""
         from alerts.series import normalise_observations
-        from ingest.series import read_series
+
+        table, _, _ = self.campaign_rows(tile_id, parcel_id, campaign)
+        if not normalise:
+            return table
+        return normalise_observations(table.to_pandas(), source=f"series of {parcel_id}")
+
+    def campaign_rows(self, tile_id: str, parcel_id: str, campaign: int | None) -> tuple[pa.Table, int, list[int]]:
+        """The parcel's rows of ``campaign`` (None: the latest it has), that campaign, and all its campaigns:
+        a parcel id reused by another campaign with a new outline is another series, never mixed in."""
+        from ingest.series import campaigns_in, read_series
 
         table = read_series(self.series_dir, tile_id=tile_id, parcel_id=parcel_id) if (
             self.series_dir / tile_id).is_dir() else None
         if table is None or table.num_rows == 0:
             raise NotFoundError(f"no series for parcel {parcel_id!r} on tile {tile_id!r}")
-        if not normalise:
-            return table
-        return normalise_observations(table.to_pandas(), source=f"series of {parcel_id}")
+        campaigns = campaigns_in(table)
+        chosen = campaign if campaign is not None else (campaigns[-1] if campaigns else None)
+        if chosen not in campaigns:
+            raise NotFoundError(f"no series for parcel {parcel_id!r} in campaign {campaign} "
+                                f"(its campaigns: {', '.join(map(str, campaigns)) or 'none'})")
+        table = table.filter(pa.compute.equal(table["campaign"], pa.scalar(chosen, pa.int16())))
+        return table, int(chosen), campaigns
 
     def gapfill_model(self, tile_id: str, stamp: tuple, sample_ids: list[str], wait_s: float | None = None) -> Any:
         """The tile's gap-fill model for the series stamp, fitted on a sample of the tile's parcels
@@ -157,15 +171,16 @@ class SeriesReader:
         done.set()
 
     def series(self, tile_id: str, parcel_id: str, sample_ids: list[str] | None = None, *,
-               fill: bool = True, expected: bool = True) -> dict[str, Any]:
-        """The chart's series of one parcel; ``sample_ids``: parcels of the tile to fit the gap filler on;
-        ``fill``/``expected``: add gap-filled values / the encoder's expectation (each costs time)."""
-        key = (tile_id, parcel_id, fill, expected, self._tile_stamp(tile_id))
+               fill: bool = True, expected: bool = True, campaign: int | None = None) -> dict[str, Any]:
+        """The chart's series of one parcel in one campaign (None: its latest; the answer's ``campaign``
+        says which, ``campaigns`` lists the others); ``sample_ids``: parcels of the tile to fit the gap
+        filler on; ``fill``/``expected``: add gap-filled values / the encoder's expectation (each costs time)."""
+        key = (tile_id, parcel_id, fill, expected, campaign, self._tile_stamp(tile_id))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        out = self._build(tile_id, parcel_id, key[-1], sample_ids or [parcel_id], fill, expected)
+        out = self._build(tile_id, parcel_id, key[-1], sample_ids or [parcel_id], fill, expected, campaign)
         if out["fill_pending"]:  # asked again once the fit is done, it gets its filled values
             return out
         with self._lock:
@@ -192,10 +207,12 @@ class SeriesReader:
         return {t: (float(n), float(u)) for t, n, u in zip(times, ok["NDVI"], ok["uncertainty"], strict=True)}
 
     def _build(self, tile_id: str, parcel_id: str, stamp: tuple, sample_ids: list[str], fill: bool,
-               expected: bool) -> dict[str, Any]:
+               expected: bool, campaign: int | None = None) -> dict[str, Any]:
         from alerts.expectation import EXPECTED, EXPECTED_STD, add_model_expectations
+        from alerts.series import normalise_observations
 
-        obs = self.observations(tile_id, parcel_id, normalise=fill or expected)
+        table, campaign, campaigns = self.campaign_rows(tile_id, parcel_id, campaign)
+        obs = normalise_observations(table.to_pandas(), source=f"series of {parcel_id}") if fill or expected else table
         pending = False
         try:
             filled = self._filled(tile_id, stamp, obs, sample_ids) if fill else {}
@@ -245,7 +262,8 @@ class SeriesReader:
             [""] * len(orbits))
         s1_rows = [{"time": t, "vv_db": a, "vh_db": b, "orbit": o, "pass": ps}
                    for t, a, b, o, ps in zip(_iso(cols["time"][s1]), vv, vh, orbits, passes, strict=True)]
-        return {"parcel_id": parcel_id, "tile_id": tile_id, "model_version": version, "fill_pending": pending,
+        return {"parcel_id": parcel_id, "tile_id": tile_id, "campaign": campaign, "campaigns": campaigns,
+                "model_version": version, "fill_pending": pending,
                 "model_error": self._model_error, "s2": s2_rows, "s1": s1_rows}
 
 

@@ -33,13 +33,20 @@ def build_poller(
     max_retries: int = 5,
     requests_per_second: float = 5.0,
     extra_sources: list[Any] | None = None,
+    parcels_root: str | Path | None = None,
+    campaign: int | None = None,
+    calendar: Any = None,
 ):
     """A :class:`ingest.poller.Poller` from plain values.
 
     ``start``: ISO date/time of the first search where no watermark exists; ``grids_from``: an archive
     folder or ``archive.json`` whose tile grids to use (else grids come from the items);
     ``publisher``: anything with ``publish(topic, key, value)`` (the bus).
+    Parcels (``ingest.campaign_layers``): ``parcels_path`` is one layer for every acquisition (rows of
+    ``campaign``, else of their date's campaign under ``calendar``); without it, ``parcels_root`` holds
+    the layers imported per campaign, each acquisition reduced with its campaign's; neither: no series.
     """
+    from ingest.campaign_layers import ParcelLayers
     from ingest.grid import grids_from_manifest
     from ingest.http import RetryPolicy
     from ingest.items import parse_time
@@ -53,7 +60,12 @@ def build_poller(
     start_s = parse_time(start if "T" in start else f"{start}T00:00:00Z", "start") if start else None
     watch = WatchConfig(tuple(tiles), tuple(aois), tuple(collections), int(lookback_days * DAY_S), interval_s, start_s)
     grids = grids_from_manifest(grids_from) if grids_from else {}
-    parcels = read_parcels(parcels_path)[0] if parcels_path else None
+    if parcels_path:
+        parcels = ParcelLayers(fixed=read_parcels(parcels_path)[0], campaign=campaign, calendar=calendar)
+    elif parcels_root:
+        parcels = ParcelLayers.by_campaign(parcels_root, calendar)
+    else:
+        parcels = None
     return Poller(sources, open_ledger(ledger_url), cubes_dir, series_dir, watch, grids=grids, parcels=parcels,
                   publisher=publisher, asset_root=asset_root, chunk=chunk, workers=workers)
 

@@ -122,6 +122,7 @@ def backfill_distributed(make_poller: Callable[[], Poller], start_s: int, end_s:
         # Items left pending by an interrupted run first, then the window: an item in both counts as a
         # duplicate, as in the single-process backfill (which ingests the pending ones before searching).
         by_tile = poller.group(poller.pending_candidates() + poller.search_window(start_s, end_s, report), report)
+        poller.check_campaigns(by_tile)  # a missing campaign layer refuses the run before any task starts
         plan = {tile_id: time_blocks(poller, by_tile[tile_id], block_days) for tile_id in sorted(by_tile)}
     finally:
         poller.ledger.close()

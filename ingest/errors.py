@@ -62,3 +62,8 @@ class DataDirInUseError(IngestError, RuntimeError):
     def __init__(self, message: str, holder_pid: int | None = None):
         super().__init__(message)
         self.holder_pid = holder_pid
+
+
+class CampaignLayerError(ParcelLayerError):
+    """An acquisition cannot be reduced: its date lies in no configured campaign, or its campaign has
+    no parcel layer imported. Raised before anything of the acquisition is written."""

@@ -104,7 +104,24 @@ def _store_frame(frame: pd.DataFrame, tile_id: str, import_id: str) -> pd.DataFr
     out["pass"] = ""
     out["item_ids"] = f"import:{import_id}"
     out["slot"] = ""
+    out["campaign"] = _campaigns(frame)
     return out
+
+
+def _campaigns(frame: pd.DataFrame) -> pd.Series:
+    """An optional ``campaign`` column (the campaign whose outlines the rows were computed with); absent
+    or empty: null, read as the campaign of the row's date (``ingest.series.with_campaigns``)."""
+    if "campaign" not in frame.columns:
+        return pd.Series(pd.array([None] * len(frame), dtype="Int16"), index=frame.index)
+    raw = frame["campaign"]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")) | ~(
+        values.isna() | values.between(1900, 2200) & (values == values.round()))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ImportFormatError(f"campaign must be a year, got {str(raw.iloc[i])[:40]!r} "
+                                f"({int(bad.sum())} such row(s)); the file is refused")
+    return values.astype("Int16")
 
 
 def content_id(rows: pd.DataFrame) -> str:

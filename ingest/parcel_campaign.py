@@ -11,8 +11,10 @@ invalid geometries repaired with ``make_valid``) and reports per parcel, rejecte
   over one spot are not counted twice), and ``overlap_ids`` (up to ten);
 - ``s2_10m_pixels``, ``s2_20m_pixels``, ``s1_pixels``: the pixels lying fully inside the parcel on
   the 10 m and 20 m Sentinel-2 grids and the Sentinel-1 grid (``s1_resolution_m``, 20 m by default: the
-  IW GRD-HR resolution), grids aligned on multiples of the pixel size in the UTM zone, as the MGRS tile
-  grids are. A pixel is fully inside when no part of it lies outside the parcel (shapely ``contains``).
+  IW GRD-HR resolution): with the tile grids given (``grids``), on the grid of each tile the parcel falls
+  in (its CRS, its origin; the most of any of its tiles, ``tiles`` naming them), else on grids aligned on
+  multiples of the pixel size in the layer's UTM zone. A pixel is fully inside when no part of it lies
+  outside the parcel (shapely ``contains``).
 
 Written: ``parcels.parquet`` (GeoParquet of the kept parcels, in the layer's CRS, with ``campaign``,
 ``area_m2`` and the three pixel counts: the table the traffic light reads for "not analysable", see
@@ -38,7 +40,7 @@ __all__ = ["PIXEL_COLUMNS", "REPORT_COLUMNS", "CampaignImport", "campaign_dir", 
 
 PIXEL_COLUMNS = ("s2_10m_pixels", "s2_20m_pixels", "s1_pixels")
 REPORT_COLUMNS = ("row", "parcel_id", "campaign", "status", "reason", "area_m2", "overlap_m2", "overlap_ids",
-                  *PIXEL_COLUMNS)
+                  *PIXEL_COLUMNS, "tiles")
 _MAX_OVERLAP_IDS = 10
 
 
@@ -65,8 +67,9 @@ def campaign_dir(root: str | Path, campaign: int) -> Path:
     return Path(root) / f"{int(campaign):04d}"
 
 
-def pixels_inside(geom: Any, resolution_m: float) -> int:
-    """Pixels of a ``resolution_m`` grid (aligned on multiples of it) lying fully inside ``geom`` (metric CRS).
+def pixels_inside(geom: Any, resolution_m: float, origin: tuple[float, float] = (0.0, 0.0)) -> int:
+    """Pixels of a ``resolution_m`` grid (pixel edges at ``origin`` plus multiples of it) lying fully
+    inside ``geom`` (metric CRS).
 
     Vectorised: a pixel can be inside only if its centre and its four corners are (boundary counted as
     inside); those candidates are then tested exactly with ``shapely.contains`` (holes, spikes).
@@ -76,8 +79,9 @@ def pixels_inside(geom: Any, resolution_m: float) -> int:
     if geom is None or geom.is_empty:
         return 0
     minx, miny, maxx, maxy = geom.bounds
-    xs = np.arange(math.floor(minx / resolution_m) * resolution_m, maxx, resolution_m)
-    ys = np.arange(math.floor(miny / resolution_m) * resolution_m, maxy, resolution_m)
+    ox, oy = origin
+    xs = np.arange(ox + math.floor((minx - ox) / resolution_m) * resolution_m, maxx, resolution_m)
+    ys = np.arange(oy + math.floor((miny - oy) / resolution_m) * resolution_m, maxy, resolution_m)
     x, y = (a.ravel() for a in np.meshgrid(xs, ys))  # lower-left corners
     shapely.prepare(geom)
     r = resolution_m
@@ -118,9 +122,32 @@ def _write_aside(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _tile_counts(gdf: Any, grids: dict[str, Any], resolutions: tuple[float, ...]) -> tuple[list[list[int]], list[str]]:
+    """Per parcel, for each resolution, the most pixels fully inside on the grid of any tile it falls in
+    (counted in the tile's own CRS, pixel edges on the tile's origin), and the tiles it falls in."""
+    import shapely
+
+    best = [[0] * len(gdf) for _ in resolutions]
+    tiles: list[list[str]] = [[] for _ in range(len(gdf))]
+    for tile_id, g in sorted(grids.items()):
+        local = gdf.geometry.to_crs(epsg=g.epsg).to_numpy()
+        xmin, ymin, xmax, ymax = g.bounds
+        on = np.flatnonzero(shapely.intersects(local, shapely.box(xmin, ymin, xmax, ymax)))
+        for i in on.tolist():
+            tiles[i].append(tile_id)
+            geom = shapely.intersection(local[i], shapely.box(xmin, ymin, xmax, ymax))  # pixels of this tile only
+            for k, res in enumerate(resolutions):
+                best[k][i] = max(best[k][i], pixels_inside(geom, res, origin=(xmin, ymax)))
+    return best, [",".join(t) for t in tiles]
+
+
 def import_campaign_layer(path: str | Path, campaign: int, root: str | Path, *, id_column: str = ID_COLUMN,
-                          s1_resolution_m: float = 20.0) -> CampaignImport:
-    """Read, check and report the layer at ``path`` for ``campaign``; write it under ``root/<campaign>/``."""
+                          s1_resolution_m: float = 20.0, grids: dict[str, Any] | None = None) -> CampaignImport:
+    """Read, check and report the layer at ``path`` for ``campaign``; write it under ``root/<campaign>/``.
+
+    ``grids`` (tile id -> ``ingest.types.TileGrid``): count the pixels inside on the grid of each tile a
+    parcel falls in (in that tile's CRS, aligned on its origin; the most of any of its tiles is kept, and
+    ``tiles`` names them); without, on grids aligned on multiples of the pixel size in the layer's UTM zone."""
     import geopandas as gpd
     import pandas as pd
 
@@ -133,8 +160,14 @@ def import_campaign_layer(path: str | Path, campaign: int, root: str | Path, *, 
     geoms = utm.geometry.values
     ids = [str(v) for v in gdf[id_column]]
     overlap_m2, overlap_ids = _overlaps(np.asarray(geoms), ids)
-    counts = {name: [pixels_inside(g, res) for g in geoms]
-              for name, res in zip(PIXEL_COLUMNS, (10.0, 20.0, s1_resolution_m), strict=True)}
+    resolutions = (10.0, 20.0, s1_resolution_m)
+    if grids:
+        per_tile, tiles = _tile_counts(gdf, grids, resolutions)
+        counts = dict(zip(PIXEL_COLUMNS, per_tile, strict=True))
+    else:
+        counts = {name: [pixels_inside(g, res) for g in geoms] for name, res in zip(PIXEL_COLUMNS, resolutions,
+                                                                                    strict=True)}
+        tiles = [""] * len(gdf)
     area = utm.geometry.area.to_numpy()
     repaired = {pid: why for _, pid, why in checked.repaired}
     rejected_rows = {r for r, _, _ in checked.rejected}
@@ -144,14 +177,14 @@ def import_campaign_layer(path: str | Path, campaign: int, root: str | Path, *, 
         rows.append({"row": row, "parcel_id": pid, "campaign": int(campaign),
                      "status": "repaired" if pid in repaired else "ok", "reason": repaired.get(pid, ""),
                      "area_m2": round(float(area[i]), 2), "overlap_m2": round(float(overlap_m2[i]), 2),
-                     "overlap_ids": overlap_ids[i], **{c: counts[c][i] for c in PIXEL_COLUMNS}})
+                     "overlap_ids": overlap_ids[i], **{c: counts[c][i] for c in PIXEL_COLUMNS}, "tiles": tiles[i]})
     for r, pid, why in checked.rejected:
         rows.append({"row": r, "parcel_id": pid, "campaign": int(campaign), "status": "rejected", "reason": why,
                      "area_m2": math.nan, "overlap_m2": math.nan, "overlap_ids": "",
-                     **{c: 0 for c in PIXEL_COLUMNS}})
+                     **{c: 0 for c in PIXEL_COLUMNS}, "tiles": ""})
     report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS)).sort_values("row", kind="stable")
     out = gdf.assign(campaign=int(campaign), area_m2=area.round(2), **{c: np.asarray(counts[c], np.int64)
-                                                                       for c in PIXEL_COLUMNS})
+                                                                       for c in PIXEL_COLUMNS}, tiles=tiles)
     folder = campaign_dir(root, campaign)
     folder.mkdir(parents=True, exist_ok=True)
     parcels_path, report_path = folder / "parcels.parquet", folder / "report.csv"

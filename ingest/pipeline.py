@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from contracts import storage
+from contracts.campaigns import CALENDAR_YEAR
 from ingest.cube import CubeWriter, cube_path
 from ingest.errors import AssetError, ItemAssetError, ItemError
 from ingest.events import AcquisitionPublisher, NullPublisher, publish_acquisition
@@ -61,8 +62,13 @@ class TileIngestor:
     def __init__(self, grid: TileGrid, cubes_root: str | Path, series_root: str | Path, ledger: Ledger,
                  parcels: ParcelRaster | None = None, publisher: AcquisitionPublisher | None = None,
                  asset_root: str | Path | None = None, chunk: int = 1024, dialects: dict[str, Any] | None = None,
-                 signers: dict[str, Any] | None = None, fetchers: dict[str, Any] | None = None):
+                 signers: dict[str, Any] | None = None, fetchers: dict[str, Any] | None = None,
+                 rasters: Callable[[int], tuple[int, ParcelRaster]] | None = None):
         self.grid = grid
+        # acquisition time_s -> (campaign, parcel raster of that campaign's layer) (ingest.campaign_layers);
+        # None: the one ``parcels`` raster for every acquisition, rows of their date's calendar year
+        self.rasters = rasters
+        self._stored_campaign: int | None = None
         # source name -> fetch(item, grid): the item with its pixels on this grid as local files (Sentinel Hub
         # Process API), called right before its assets are read; None for sources whose items point at files
         self.fetchers = dict(fetchers or {})
@@ -78,7 +84,18 @@ class TileIngestor:
         if parcels is not None:
             self._store_parcel_raster(parcels)
 
-    def _store_parcel_raster(self, parcels: ParcelRaster) -> None:
+    def _parcels_at(self, time_s: int) -> tuple[int, ParcelRaster | None]:
+        """The campaign of an acquisition at ``time_s`` and the raster it is reduced with; the cube's
+        ``parcels`` group is rewritten when the campaign changes (it holds the last campaign's raster)."""
+        if self.rasters is None:
+            return CALENDAR_YEAR.campaign_of(time_s), self.parcels
+        campaign, raster = self.rasters(time_s)
+        if raster is not self.parcels:
+            self.parcels = raster
+            self._store_parcel_raster(raster, campaign)
+        return campaign, raster
+
+    def _store_parcel_raster(self, parcels: ParcelRaster, campaign: int | None = None) -> None:
         if parcels.labels.shape != self.grid.shape:
             raise ValueError(f"parcel raster {parcels.labels.shape} is not tile grid {self.grid.shape}")
         root = self.cube.root
@@ -95,6 +112,7 @@ class TileIngestor:
         if parcels.parcel_ids:
             ids[:] = np.array(parcels.parcel_ids)
         g.attrs["description"] = "labels: 0 = no parcel, i = parcel_id[i-1]"
+        g.attrs["campaign"] = campaign  # the campaign whose layer was rasterised last (None: a single layer)
 
     # ------------------------------------------------------------------ slots
     def ingest_slot(self, sensor: Sensor, slot: str, new: Iterable[Candidate]) -> SlotResult:
@@ -158,9 +176,11 @@ class TileIngestor:
         step -> parcel series -> bus. A failing item raises :class:`ItemAssetError` naming it.
         """
         items = sorted(items, key=lambda it: (_cloud(it.info), it.info.item_id))
+        # the campaign's layer first: an acquisition without one is refused before the cube is touched
+        campaign, raster = self._parcels_at(min(it.info.datetime_s for it in items))
         index, is_new = self.cube.begin_slot(sensor, slot)
         try:
-            sums = self._write_blocks(sensor, index, items)
+            sums = self._write_blocks(sensor, index, items, raster)
         except BaseException:
             self.cube.abort_slot(sensor, index, is_new)
             raise
@@ -170,7 +190,7 @@ class TileIngestor:
             self._quarantine_empty(empty, result)
             return [it.info.item_id for it in empty]
         time_s, ids = self._commit(sensor, index, is_new, slot, items)
-        self._write_series(sensor, slot, time_s, ids, items[0].info, sums)
+        self._write_series(sensor, slot, time_s, ids, items[0].info, sums, raster, campaign)
         self._publish(sensor, slot, time_s, ids)
         result.committed = True
         result.item_ids = ids
@@ -184,9 +204,10 @@ class TileIngestor:
         finally:
             self.timings[step] += time.perf_counter() - t0
 
-    def _write_blocks(self, sensor: Sensor, index: int, items: list[LoadedItem]) -> _SlotSums:
-        """Mosaic every spatial block into the cube step ``index`` and add up the parcels' zonal sums."""
-        n_lab = len(self.parcels.parcel_ids) if self.parcels is not None else 0
+    def _write_blocks(self, sensor: Sensor, index: int, items: list[LoadedItem],
+                      parcels: ParcelRaster | None) -> _SlotSums:
+        """Mosaic every spatial block into the cube step ``index`` and add up the zonal sums of ``parcels``."""
+        n_lab = len(parcels.parcel_ids) if parcels is not None else 0
         sums = _SlotSums.zeros(n_lab, 10 if sensor is Sensor.S2 else 2, len(items))
         for window in self.cube.blocks():
             with self._timed("read"):
@@ -199,7 +220,7 @@ class TileIngestor:
                 sums.per_item += np.asarray(counts)
                 if n_lab:
                     y0, y1, x0, x1 = window
-                    sums.add(*zonal_sums(self.parcels.labels[y0:y1, x0:x1], values, valid, n_lab))
+                    sums.add(*zonal_sums(parcels.labels[y0:y1, x0:x1], values, valid, n_lab))
         return sums
 
     def _quarantine_empty(self, empty: list[LoadedItem], result: SlotResult) -> None:
@@ -222,11 +243,12 @@ class TileIngestor:
         return time_s, ids
 
     def _write_series(self, sensor: Sensor, slot: str, time_s: int, ids: tuple[str, ...], first: ItemInfo,
-                      sums: _SlotSums) -> None:
-        if self.parcels is None or not self.parcels.parcel_ids:
+                      sums: _SlotSums, parcels: ParcelRaster | None, campaign: int) -> None:
+        if parcels is None or not parcels.parcel_ids:
             return
-        table = stats_table(self.parcels.parcel_ids, sensor, time_s, self.grid.tile_id, sums.sums, sums.valid_count,
-                            sums.pixel_count, ids, orbit=first.orbit, pass_=first.orbit_state, slot=slot)
+        table = stats_table(parcels.parcel_ids, sensor, time_s, self.grid.tile_id, sums.sums, sums.valid_count,
+                            sums.pixel_count, ids, orbit=first.orbit, pass_=first.orbit_state, slot=slot,
+                            campaign=campaign)
         write_slot(self.series_root, self.grid.tile_id, sensor, slot, table)
 
     def _publish(self, sensor: Sensor, slot: str, time_s: int, ids: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ retries, malformed answers) is reported and the run goes on with the others; its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 
 from contracts import storage
 from ingest.assets import Dialect, check_collections, dialect_named
+from ingest.campaign_layers import ParcelLayers
 from ingest.cube import cube_path, remove_orphan_creations
 from ingest.errors import ConfigError, IngestError, ItemError, SourceError
 from ingest.events import AcquisitionPublisher
@@ -117,7 +119,9 @@ class Poller:
         for source in self.sources:
             check_collections(self.dialects[source.name], self._collections(source), f"source {source.name}")
         self.grids = dict(grids or {})
-        self.parcels = parcels  # GeoDataFrame from ingest.parcels.read_parcels, or None
+        # the parcel layer of each acquisition (ingest.campaign_layers): a GeoDataFrame is one layer for
+        # every acquisition (rows of their date's campaign); None: cubes only, no parcel series
+        self.layers = parcels if parcels is None or isinstance(parcels, ParcelLayers) else ParcelLayers(fixed=parcels)
         self.publisher = publisher
         self.asset_root = asset_root
         self.chunk = chunk
@@ -125,7 +129,7 @@ class Poller:
         self.clock = clock
         self.compact_after = compact_after  # fold parcel-series slot files once a tile has this many
         self._ingestors: dict[str, TileIngestor] = {}
-        self._rasters: dict[str, ParcelRaster] = {}
+        self._rasters: dict[str, tuple[int, ParcelRaster]] = {}  # per tile: the raster of the campaign last used
         for tile in watch.tiles:
             if tile not in self.grids:
                 stored = read_stored_grid(cube_path(self.cubes_root, tile))
@@ -135,14 +139,30 @@ class Poller:
     # ------------------------------------------------------------------ tiles
     def ingestor(self, grid: TileGrid) -> TileIngestor:
         if grid.tile_id not in self._ingestors:
-            raster = None
-            if self.parcels is not None:
-                raster = rasterize_parcels(self.parcels, grid)
+            rasters = None if self.layers is None else functools.partial(self._raster_at, grid)
             self._ingestors[grid.tile_id] = TileIngestor(
-                grid, self.cubes_root, self.series_root, self.ledger, raster, self.publisher, self.asset_root,
-                self.chunk, self.dialects, self.signers, self.fetchers,
+                grid, self.cubes_root, self.series_root, self.ledger, None, self.publisher, self.asset_root,
+                self.chunk, self.dialects, self.signers, self.fetchers, rasters=rasters,
             )
         return self._ingestors[grid.tile_id]
+
+    def _raster_at(self, grid: TileGrid, time_s: int) -> tuple[int, ParcelRaster]:
+        """The campaign of an acquisition at ``time_s`` on ``grid`` and its parcel raster. One raster per
+        tile is kept (a 10980² tile's is 480 MB): a backfill in time order switches once per campaign."""
+        campaign = self.layers.campaign_of(time_s)
+        hit = self._rasters.get(grid.tile_id)  # each tile is ingested by one thread at a time
+        if hit is None or hit[0] != campaign:
+            hit = (campaign, rasterize_parcels(self.layers.layer(campaign), grid))
+            self._rasters[grid.tile_id] = hit
+        return hit
+
+    def check_campaigns(self, by_tile: dict[str, dict[tuple[Sensor, str], list[Candidate]]]) -> None:
+        """Refuse the run before anything is written when an acquisition lies in no configured campaign
+        or its campaign has no parcel layer (``ingest.errors.CampaignLayerError``)."""
+        if self.layers is None:
+            return
+        self.layers.check(min(c.info.datetime_s for c in group) for slots in by_tile.values()
+                          for group in slots.values())
 
     def _grid_for(self, tile_id: str, item: dict[str, Any]) -> TileGrid:
         if tile_id not in self.grids:
@@ -276,6 +296,7 @@ class Poller:
     def _ingest(self, candidates: Iterable[Candidate], report: PollReport, progress: Any = None) -> None:
         """Group by tile and slot, then ingest each tile's slots in acquisition order (tiles in parallel)."""
         by_tile = self.group(candidates, report)
+        self.check_campaigns(by_tile)
         tiles = sorted(by_tile)
         if progress is not None:
             progress.total = (progress.total or 0) + sum(len(v) for v in by_tile.values())

@@ -9,7 +9,11 @@ file (written atomically, then the folded slot files are removed; a crash in bet
 duplicates that the override rule hides).
 
 Columns follow the interchange format of docs/data-contracts.md (``parcel_id, time, sensor, B02..B12, clear, VV, VH,
-orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass`` and ``item_ids``.
+orbit``) plus ``tile_id``, ``clear_fraction``, ``pixel_count``, ``valid_count``, ``pass``, ``item_ids``, ``slot``
+and ``campaign``: the campaign whose parcel layer (outlines) the row was reduced with. A parcel id reused
+by the next campaign with a new outline has rows of both campaigns; readers key a parcel's series by
+(campaign, parcel) (``read_series(..., campaign=)``). Rows written before the column existed read as
+null there and are given the campaign of their date (:func:`with_campaigns`, the reader's calendar).
 A slot file is replaced atomically (write to a temporary name, then rename), so a re-ingested or
 rewritten slot leaves exactly one version. Reading some parcels' series reads only the compacted
 file's row groups whose ``parcel_id`` statistics span them: the file's footer and its row groups'
@@ -42,6 +46,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from contracts import storage
+from contracts.campaigns import CALENDAR_YEAR, CampaignCalendar
 from ingest.errors import IngestError
 from ingest.types import REFLECTANCE_SCALE, S1_POLS, S2_BANDS, Sensor
 
@@ -67,6 +72,7 @@ SCHEMA = pa.schema(
         ("pass", pa.string()),
         ("item_ids", pa.string()),
         ("slot", pa.string()),
+        ("campaign", pa.int16()),  # null in stores written before campaigns were recorded
     ]
 )
 COMPACT = "compact.parquet"
@@ -94,8 +100,11 @@ def _dataset(source: storage.Location | list) -> pads.Dataset:
 def stats_table(
     parcel_ids: Sequence[str], sensor: Sensor, time_s: int, tile_id: str, sums: np.ndarray, valid_count: np.ndarray,
     pixel_count: np.ndarray, item_ids: Sequence[str], orbit: int = -1, pass_: str = "", slot: str = "",
+    campaign: int | None = None,
 ) -> pa.Table:
     """Zonal sums of one acquisition as series rows; parcels without pixels on the tile are left out.
+
+    ``campaign``: the campaign of the parcel layer the sums were made with (None: not recorded).
 
     S2 ``sums`` are of stored uint16 values (reflectance / 1e-4) over clear pixels; S1 of linear power.
     """
@@ -137,7 +146,22 @@ def stats_table(
     data["pass"] = pa.array([pass_] * m, pa.string())
     data["item_ids"] = pa.array([",".join(item_ids)] * m, pa.string())
     data["slot"] = pa.array([slot] * m, pa.string())
+    data["campaign"] = pa.array([campaign] * m, pa.int16())
     return pa.table(data, schema=SCHEMA)
+
+
+def with_campaigns(table: pa.Table, calendar: CampaignCalendar | None = None) -> pa.Table:
+    """``table`` with every null ``campaign`` (a row written before campaigns were recorded) set to the
+    campaign of its date under ``calendar`` (default: calendar years); a date in no configured
+    campaign stays null."""
+    col = table["campaign"]
+    if col.null_count == 0:
+        return table
+    times = table["time"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+    derived = (calendar or CALENDAR_YEAR).campaigns_of(times, strict=False)
+    fill = pa.array(derived, pa.int16(), mask=derived < 0)
+    return table.set_column(table.schema.get_field_index("campaign"), "campaign",
+                            pa.compute.coalesce(col.combine_chunks(), fill))
 
 
 def _atomic_write(table: pa.Table, path: storage.Location) -> None:
@@ -359,9 +383,11 @@ def _stamp(path: storage.Location):
     return storage.identity(path) if storage.is_url(path) else path.stat().st_mtime_ns
 
 
-def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -> pa.Table:
+def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str,
+              calendar: CampaignCalendar | None = None) -> pa.Table:
     """One acquisition's rows (tile, sensor, slot), sorted by parcel_id, from its slot file or, once
-    folded, from the compacted file: what an acquisition event's ``extra["slot"]`` points at.
+    folded, from the compacted file: what an acquisition event's ``extra["slot"]`` points at. Rows
+    without a recorded campaign get the campaign of their date under ``calendar``.
 
     Safe against a concurrent compaction: the compacted file is written before a slot file is removed,
     so a slot file that vanishes while being read is found in the compacted file.
@@ -383,7 +409,7 @@ def read_slot(root: str | Path, tile_id: str, sensor: Sensor | str, slot: str) -
                     continue  # rewritten meanwhile
             else:
                 table = SCHEMA.empty_table()
-            return table.sort_by([("parcel_id", "ascending")])
+            return with_campaigns(table.sort_by([("parcel_id", "ascending")]), calendar)
     except (OSError, pa.ArrowInvalid) as e:
         raise IngestError(f"cannot read slot {sens.value}/{slot} of tile {tile_id} under {root}: {e}") from e
     raise IngestError(f"slot {sens.value}/{slot} of tile {tile_id} under {root} kept changing while being read")
@@ -404,8 +430,12 @@ def series_tiles(root: storage.Location) -> list[storage.Location]:
 
 
 def read_series(root: storage.Location, tile_id: str | None = None, parcel_id: str | Sequence[str] | None = None,
-                sensor: Sensor | str | None = None) -> pa.Table:
-    """Rows of the store (one tile or all), optionally for one parcel / some parcels and one sensor, sorted by time."""
+                sensor: Sensor | str | None = None, campaign: int | None = None,
+                calendar: CampaignCalendar | None = None) -> pa.Table:
+    """Rows of the store (one tile or all), optionally for one parcel / some parcels, one sensor and one
+    campaign, sorted by time. Every row carries its campaign (rows written before campaigns were
+    recorded: the campaign of their date under ``calendar``, default calendar years); ``campaign``
+    keeps only that campaign's rows, so a parcel id reused with a new outline never mixes the two."""
     base = storage.location(root)
     tiles = [storage.join(base, tile_id)] if tile_id is not None else series_tiles(base)
     flt = ids = None
@@ -419,5 +449,14 @@ def read_series(root: storage.Location, tile_id: str | None = None, parcel_id: s
         parts = [_read_tile(t, flt, sens, ids) for t in tiles if storage.is_url(t) or t.is_dir()]
     except (OSError, pa.ArrowInvalid) as e:
         raise IngestError(f"cannot read parcel series under {base}: {e}") from e
-    table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    table = with_campaigns(pa.concat_tables(parts) if parts else SCHEMA.empty_table(), calendar)
+    if campaign is not None:
+        table = table.filter(pa.compute.equal(table["campaign"], pa.scalar(int(campaign), pa.int16())))
     return table.sort_by([("parcel_id", "ascending"), ("time", "ascending"), ("sensor", "ascending")])
+
+
+def campaigns_in(table: pa.Table) -> list[int]:
+    """The campaigns of a series table's rows, ascending (nulls left out)."""
+    if table.num_rows == 0:
+        return []
+    return sorted(int(c) for c in pa.compute.unique(table["campaign"]).drop_null().to_pylist())

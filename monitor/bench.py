@@ -55,6 +55,9 @@ def write_interchange_slots(series_dir: Path, obs: pd.DataFrame, tile_id: str) -
         data.update(tile_id=[tile_id] * n, clear_fraction=rows["clear"].to_numpy(np.float32),
                     pixel_count=np.ones(n, np.int32), valid_count=np.ones(n, np.int32), **{"pass": [""] * n},
                     item_ids=[f"item-{slot}"] * n, slot=[slot] * n)
+        # the campaign of the rows when they carry one; else null, read as the campaign of their date
+        data["campaign"] = pa.array(pd.to_numeric(rows["campaign"], errors="coerce").astype("Int16")
+                                    if "campaign" in rows.columns else [None] * n, pa.int16())
         write_slot(series_dir, tile_id, sensor, slot, pa.table(data).cast(SCHEMA).sort_by("parcel_id"))
         events.append({"schema": "sitsmon.acquisition/1", "tile_id": tile_id, "sensor": sensor,
                        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "item_ids": [f"item-{slot}"], "cube": "",

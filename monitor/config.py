@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts import storage
+from contracts.campaigns import CALENDAR_YEAR, CampaignCalendar
 from ingest.events import ACQUISITIONS_TOPIC
 
 ALERTS_TOPIC = "sits.alerts"
@@ -39,6 +40,12 @@ class MonitorConfig:
     health_stale_s: float = 120.0  # a worker of another host without a heartbeat this long reads "stale"
     health_prune_s: float = 86400.0  # health files of workers no longer running are deleted after this long
     states_url: str = ""  # encoder/detector states and rewind points, e.g. s3://bucket/prefix; empty: state_root
+    campaign_layers: Path | None = None  # layers imported per campaign (<YEAR>/parcels.parquet); None: <data_dir>/parcels
+    calendar: CampaignCalendar = CALENDAR_YEAR  # the campaign of each acquisition (contracts/campaigns.py)
+
+    @property
+    def parcels_root(self) -> Path:
+        return Path(self.campaign_layers) if self.campaign_layers else self.data_dir / "parcels"
 
     @property
     def cubes_root(self) -> Path | str:

@@ -37,9 +37,10 @@ class SlotKey(NamedTuple):
         return "S1" if self.rank == 0 else "S2"
 
 
-def read_slot_rows(series_dir, tile_id: str, sensor: str, slot: str) -> pd.DataFrame:
-    """The rows of one acquisition slot (its slot file, or its rows in the compacted file)."""
-    table = read_slot(series_dir, tile_id, sensor, slot)
+def read_slot_rows(series_dir, tile_id: str, sensor: str, slot: str, calendar=None) -> pd.DataFrame:
+    """The rows of one acquisition slot (its slot file, or its rows in the compacted file), each with its
+    campaign (rows of an older store: the campaign of their date under ``calendar``)."""
+    table = read_slot(series_dir, tile_id, sensor, slot, calendar)
     if table.num_rows == 0:
         raise BadEventError(f"tile {tile_id}: slot {sensor}/{slot} is not in the series store {series_dir}")
     return table.to_pandas()

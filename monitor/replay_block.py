@@ -149,6 +149,20 @@ def blocks(keys: Sequence[SlotKey], block_size: int, stops: set[SlotKey]) -> lis
 REWIND_POINTS = ("stream", "blocks")
 
 
+def _campaign_runs(block: list[SlotKey], rows: list[pd.DataFrame], calendar) -> list[tuple[int, list, list]]:
+    """``block`` cut where the campaign changes: ``(campaign, keys, rows)`` in order."""
+    from monitor.campaigns import campaign_of_rows
+
+    runs: list[tuple[int, list, list]] = []
+    for key, r in zip(block, rows, strict=True):
+        c = campaign_of_rows(r, key, calendar)
+        if not runs or runs[-1][0] != c:
+            runs.append((c, [], []))
+        runs[-1][1].append(key)
+        runs[-1][2].append(r)
+    return runs
+
+
 def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BLOCK_SIZE,
                 mode: str = "chunk", rewind_points: str = "blocks") -> list[StepResult]:
     """``Monitor.converge`` for a replay: rewind if needed, then fold the rest of ``desired`` block by block.
@@ -174,8 +188,11 @@ def fold_period(monitor, tile, desired: dict[SlotKey, str], block_size: int = BL
         t0 = time.perf_counter()
         rows = [monitor.read_rows(tile, key) for key in block]
         read_s = (time.perf_counter() - t0) / len(block)
-        done = step_block(tile.state, block, [desired[k] for k in block], rows, monitor.model, monitor.detectors,
-                          mode=mode)
+        done = []
+        for run in _campaign_runs(block, rows, monitor.config.calendar):  # the stream's rebase between campaigns
+            monitor.enter_campaign(tile, run[0])
+            done += step_block(tile.state, run[1], [desired[k] for k in run[1]], run[2], monitor.model,
+                               monitor.detectors, mode=mode)
         for key, result in zip(block, done, strict=True):
             result.seconds["read"] = read_s
             monitor.fold_effects(tile, key, result)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from typing import Any
 
 import pandas as pd
 
-from alerts.series import to_days
 from alerts.types import Alert, Event
 from monitor.bus import CommitError, dead_letter
 from monitor.config import MonitorConfig
@@ -88,16 +86,6 @@ def parse_event(value: dict[str, Any], series_dir: Path) -> Acquisition:
     return Acquisition(tile_id, sensor, time_s, slot, item_ids, series_dir)
 
 
-def event_from_alert(alert: Alert) -> Event:
-    """The detector event behind a stored alert (what the traffic light reads)."""
-    def days(d) -> float:
-        return to_days(pd.Timestamp(d))
-
-    lo, hi, date = days(alert.window_start), days(alert.window_end), days(alert.event_date)
-    return Event(alert.parcel_id, alert.type, min(max(date, lo), hi), (lo, hi), float(alert.confidence),
-                 dict(alert.evidence), str(alert.evidence.get("sensor", "S2")))
-
-
 @dataclass
 class _Tile:
     state: TileState
@@ -147,23 +135,80 @@ class Monitor:
         self.scope = scope if scope is not None else ("" if config.checkpoint is None else self.namespace)
         self.alert_model_version = f"{Alert.model_fields['model_version'].default}+{self.model.version}"
         self.tiles: dict[str, _Tile] = {}
-        self._parcels: pd.DataFrame | None = None
+        self._parcels: dict[Path, pd.DataFrame] = {}  # parcel layers read, by path
         self._areas: dict[str, list] = {}
 
     # ---- tiles ------------------------------------------------------------------------------------
-    def parcels_of(self, tile_id: str) -> pd.DataFrame:
-        from alerts.series import read_parcels
-
-        if self._parcels is None:
-            if self.config.parcels is None:
-                raise MonitorError("no parcel layer configured ([ingest] parcels or --parcels)")
-            self._parcels = read_parcels(self.config.parcels)
-        parcels = self._parcels
+    def parcels_of(self, tile_id: str, campaign: int | None = None) -> pd.DataFrame:
+        """The tile's parcels (``parcel_id, land_use[, geometry, pixel counts]``) of ``campaign``: the layer
+        imported for it (``<parcels_root>/<YEAR>/parcels.parquet``) when there is one, else the configured
+        layer (``[monitor] parcels``); ``campaign`` None: the configured layer, else the latest imported."""
+        parcels = self._layer(campaign)
         if "tile_id" in parcels.columns and tile_id in set(parcels["tile_id"].astype(str)):
             parcels = parcels[parcels["tile_id"].astype(str) == tile_id]
         elif "tile_id" in parcels.columns and parcels["tile_id"].notna().any():
             raise BadEventError(f"unknown tile {tile_id!r}: no parcel of the parcel layer lies on it")
         return parcels.sort_values("parcel_id", kind="stable")
+
+    def _layer_path(self, campaign: int | None) -> Path | None:
+        from ingest.campaign_layers import imported_campaigns
+        from ingest.parcel_campaign import campaign_dir
+
+        root = self.config.parcels_root
+        if campaign is not None and (campaign_dir(root, campaign) / "parcels.parquet").is_file():
+            return campaign_dir(root, campaign) / "parcels.parquet"
+        if self.config.parcels is not None:
+            return self.config.parcels
+        imported = imported_campaigns(root)
+        if campaign is None and imported:
+            return campaign_dir(root, imported[-1]) / "parcels.parquet"
+        if campaign is not None:
+            raise MonitorError(f"no parcel layer for campaign {campaign}: none imported at {campaign_dir(root, campaign)} "
+                               f"(imported: {', '.join(map(str, imported)) or 'none'}) and no [monitor] parcels")
+        raise MonitorError("no parcel layer configured ([ingest] parcels, --parcels, or a campaign layer imported "
+                           "with `sitsmon ingest parcels import`)")
+
+    def _layer(self, campaign: int | None) -> pd.DataFrame:
+        from alerts.series import read_parcels
+
+        path = self._layer_path(campaign)
+        if path not in self._parcels:
+            self._parcels[path] = read_parcels(path)
+        return self._parcels[path]
+
+    def enter_campaign(self, tile: _Tile, campaign: int) -> None:
+        """Before the first acquisition of ``campaign`` is folded into ``tile``: its state moved onto that
+        campaign's parcels, carried where the parcel is unchanged, new where redrawn (monitor/campaigns.py)."""
+        state = tile.state
+        if state.campaign == campaign:
+            return
+        if not state.folded:
+            tile.state = self._new_state(state.tile_id, campaign)
+            return
+        from ingest.campaign_layers import unchanged_parcels
+        from monitor.campaigns import rebase
+
+        old = state.campaign if state.campaign is not None else self.config.calendar.campaign_of(state.last_key.time_s)
+        old_path, new_path = self._layer_path(old), self._layer_path(campaign)
+        if old_path == new_path:  # one layer for both campaigns: every parcel continues
+            rows = self._state_rows(state.tile_id, campaign)
+            if list(rows["parcel_id"].astype(str)) == list(state.parcel_ids) and \
+                    list(rows["land_use"].astype(str).str.lower()) == list(state.land_uses):
+                state.campaign = campaign
+                tile.unsaved += 1
+                return
+            carried = set(rows["parcel_id"].astype(str))
+        else:
+            carried = unchanged_parcels(self._geo_layer(old_path), self._geo_layer(new_path))
+        tile.state = rebase(state, self._state_rows(state.tile_id, campaign), carried, campaign, self.model,
+                            self.detectors)
+        tile.unsaved += 1
+
+    @staticmethod
+    def _geo_layer(path: Path):
+        import geopandas as gpd
+
+        return gpd.read_parquet(path) if path.suffix.lower() in (".parquet", ".geoparquet") else gpd.read_file(path)
 
     def areas_of(self, tile_id: str) -> list:
         """The watch areas on this tile (monitor/watch_areas.py; none without a cube or configured areas)."""
@@ -174,13 +219,19 @@ class Monitor:
                                                     self.config.cube_of(tile_id))
         return self._areas[tile_id]
 
-    def _new_state(self, tile_id: str) -> TileState:
-        """An empty state: the tile's parcels, then the pixels of its watch areas (rows like parcels)."""
+    def _state_rows(self, tile_id: str, campaign: int | None) -> pd.DataFrame:
+        """A state's rows: the tile's parcels of ``campaign``, then the pixels of its watch areas."""
         from monitor.step import WATCH_AREA
 
-        parcels = self.parcels_of(tile_id)[["parcel_id", "land_use"]]
+        parcels = self.parcels_of(tile_id, campaign)[["parcel_id", "land_use"]]
         pixels = [pd.DataFrame({"parcel_id": a.pixel_ids(), "land_use": WATCH_AREA}) for a in self.areas_of(tile_id)]
-        return new_tile_state(tile_id, pd.concat([parcels, *pixels], ignore_index=True), self.model, self.detectors)
+        return pd.concat([parcels, *pixels], ignore_index=True)
+
+    def _new_state(self, tile_id: str, campaign: int | None = None) -> TileState:
+        """An empty state of ``campaign`` (None: not known yet; the first fold sets it)."""
+        state = new_tile_state(tile_id, self._state_rows(tile_id, campaign), self.model, self.detectors)
+        state.campaign = campaign
+        return state
 
     def tile(self, tile_id: str) -> _Tile:
         """The tile's state, loaded (and brought up to its applied log) on first use."""
@@ -270,9 +321,12 @@ class Monitor:
             tile.unsaved += 1
 
     def _fold(self, tile: _Tile, key: SlotKey, item_ids: str) -> StepResult:
+        from monitor.campaigns import campaign_of_rows
+
         t0 = time.perf_counter()
         rows = self.read_rows(tile, key)
         read_s = time.perf_counter() - t0
+        self.enter_campaign(tile, campaign_of_rows(rows, key, self.config.calendar))
         result = step_tile(tile.state, key, item_ids, rows, self.model, self.detectors)
         tile.unsaved += 1  # counts steps: a rewind point's save is also the regular save
         result.seconds["read"] = read_s
@@ -284,7 +338,7 @@ class Monitor:
 
     def read_rows(self, tile: _Tile, key: SlotKey) -> pd.DataFrame:
         """One acquisition's prepared rows: the slot's parcels, then the watch areas' pixels from the cube."""
-        raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot)
+        raw = read_slot_rows(self.config.series_dir, tile.state.tile_id, key.sensor, key.slot, self.config.calendar)
         rows = prepare_rows(raw, source=f"series {tile.state.tile_id}/{key.sensor}/{key.slot}")
         areas = self.areas_of(tile.state.tile_id)
         cube = self.config.cube_of(tile.state.tile_id)
@@ -310,8 +364,8 @@ class Monitor:
         if result.expectations is not None:
             expectations = result.expectations
             if areas:
-                expectations = expectations[expectations["parcel_id"].isin(set(self.parcels_of(tile.state.tile_id)
-                                                                                   ["parcel_id"].astype(str)))]
+                parcels = self.parcels_of(tile.state.tile_id, tile.state.campaign)
+                expectations = expectations[expectations["parcel_id"].isin(set(parcels["parcel_id"].astype(str)))]
             tile.store.write_expectations(key, expectations)
         kill_point("after_step")
         t0 = time.perf_counter()
@@ -414,37 +468,10 @@ class Monitor:
 
     # ---- traffic lights -------------------------------------------------------------------------------
     def update_lights(self, tiles: Iterable[str]) -> pd.DataFrame | None:
-        """Recompute the traffic lights of ``tiles`` from the series store and the stored alerts."""
-        from alerts.series import normalise_observations
-        from alerts.store import AlertQuery
-        from alerts.traffic_light import assess_frame
-        from ingest.series import read_series
+        """Recompute the traffic lights of ``tiles`` per (parcel, campaign) (``monitor.lights``)."""
+        from monitor.lights import update_lights
 
-        frames = []
-        for tile_id in sorted(set(tiles)):
-            table = read_series(self.config.series_dir, tile_id)
-            if table.num_rows == 0:
-                continue
-            obs = normalise_observations(table.to_pandas(), source=f"series {tile_id}")
-            alerts = self.store.query(AlertQuery(tile_id=tile_id, limit=100_000))
-            events = [event_from_alert(a) for a in alerts if a.model_version == self.alert_model_version]
-            last = obs["time"].max()
-            lights = assess_frame(obs, self.parcels_of(tile_id), events, campaign=last.year, as_of=last.date())
-            lights.insert(1, "tile_id", tile_id)
-            frames.append(lights)
-        if not frames:
-            return None
-        fresh = pd.concat(frames, ignore_index=True)
-        path = self.config.lights_path
-        if path.exists():
-            old = pd.read_csv(path, dtype={"parcel_id": str})
-            if "tile_id" in old.columns:
-                old = old[~old["tile_id"].astype(str).isin(set(fresh["tile_id"]))]
-                fresh = pd.concat([old, fresh], ignore_index=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers of one group share the file
-        fresh.to_csv(tmp, index=False)
-        tmp.replace(path)
-        return fresh
+        return update_lights(self, tiles)
 
     def close(self) -> None:
         self.drop_tiles()

@@ -225,7 +225,7 @@ class TileStore:
             "schema": STATE_SCHEMA, "tile_id": state.tile_id, "versions": versions, "checksum": checksum,
             "n_layers": len(enc.layers), "encoder_model_id": enc.model_id,
             "folded": [[k.time_s, k.sensor, k.slot, ids] for k, ids in sorted(state.folded.items())],
-            "area_sites": state.area_sites, "watch": watch_attrs,
+            "area_sites": state.area_sites, "watch": watch_attrs, "campaign": state.campaign,
         })
         if remote:
             _remove_tree(target)  # a generation of this number that a killed save left unnamed
@@ -277,7 +277,8 @@ class TileStore:
                            attrs.get("watch"))
         return TileState(self.tile_id, pd.Index(arrays["parcel_ids"].astype(str), name="parcel_id"),
                          arrays["land_uses"].astype(str), encoder, dets, folded,
-                         area_sites=list(attrs.get("area_sites", [])), watch=watch)
+                         area_sites=list(attrs.get("area_sites", [])), watch=watch,
+                         campaign=None if attrs.get("campaign") is None else int(attrs["campaign"]))
 
     def save(self, state: TileState, versions: dict[str, Any], detectors, checkpoint: bool = False) -> str:
         """Write ``state`` as a new generation and name it in ``CURRENT``; with ``checkpoint``, also keep

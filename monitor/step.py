@@ -54,6 +54,7 @@ class TileState:
     recent: list[pd.DataFrame] = field(default_factory=list)  # expectation rows of recent S2 views
     area_sites: list[dict] = field(default_factory=list)  # watch-area installations already raised
     watch: dict[str, Any] = field(default_factory=dict)  # area id -> its stepped pixel solar state (watch_areas.py)
+    campaign: int | None = None  # the campaign whose parcel list this is (None: not yet known, or an older state)
 
     @property
     def n(self) -> int:

@@ -19,11 +19,12 @@ import os
 import tomllib
 import typing
 from collections.abc import Mapping
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -204,6 +205,34 @@ class StorageSettings(BaseModel):
         return value.rstrip("/")
 
 
+class CampaignWindowSettings(BaseModel):
+    """One ``[[campaigns.windows]]`` entry: campaign ``campaign`` runs from ``start`` to ``end`` (UTC days, inclusive)."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign: int = Field(ge=1900, le=2200, description="the campaign (claim year)")
+    start: date = Field(description="first day (YYYY-MM-DD)")
+    end: date = Field(description="last day (YYYY-MM-DD, inclusive)")
+
+
+class CampaignsSettings(BaseModel):
+    """The campaign calendar (contracts/campaigns.py): which campaign's parcel layer reduces an acquisition,
+    and which campaign a series row, a monitor state and a traffic light belong to."""
+
+    windows: list[CampaignWindowSettings] = Field(
+        default_factory=list, description="[[campaigns.windows]]: campaign, start, end; empty: each calendar year "
+                                          "is a campaign")
+
+    @model_validator(mode="after")
+    def _calendar(self) -> CampaignsSettings:
+        self.calendar()  # overlapping or repeated windows are refused when the file is read
+        return self
+
+    def calendar(self):
+        from contracts.campaigns import CampaignCalendar
+
+        return CampaignCalendar.of((w.campaign, w.start, w.end) for w in self.windows)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SITSMON_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -220,6 +249,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = DashboardSettings()
     dask: DaskSettings = DaskSettings()
     storage: StorageSettings = StorageSettings()
+    campaigns: CampaignsSettings = CampaignsSettings()
 
     @classmethod
     def settings_customise_sources(

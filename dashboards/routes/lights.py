@@ -19,9 +19,15 @@ LightName = Literal["green", "orange", "red", "not_analysable"]
 EXPORT_MAX = 200_000
 
 
-def _rows(services, user: User, tile_id: str | None, light: str | None):
-    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), light=light, region=user.region)
-    lights = services.parcels.lights()
+Campaign = Annotated[int | None, Query(ge=1900, le=2200, description="the campaign of the lights (one light "
+                                                                   "per parcel and campaign); default: each "
+                                                                   "parcel's latest")]
+
+
+def _rows(services, user: User, tile_id: str | None, light: str | None, campaign: int | None = None):
+    frame = services.parcels.select(tiles=visible_tiles(user, tile_id), light=light, region=user.region,
+                                    campaign=campaign)
+    lights = services.parcels.lights(campaign)
     return frame[frame["parcel_id"].isin(lights.index)], lights
 
 
@@ -35,12 +41,15 @@ def _record(row, lights) -> dict:
 @router.get("")
 def list_lights(
     services: ServicesDep, tile_id: TileId = None, light: Annotated[LightName | None, Query()] = None,
-    page: Page = 1, page_size: PageSize = 100, user: User = access(READ, "filtered"),
+    campaign: Campaign = None, page: Page = 1, page_size: PageSize = 100, user: User = access(READ, "filtered"),
 ) -> dict:
-    frame, lights = _rows(services, user, tile_id, light)
+    """The lights of one campaign (``campaign`` in the answer; default each parcel's latest, ``campaigns``
+    lists those the file holds)."""
+    frame, lights = _rows(services, user, tile_id, light, campaign)
     rows = frame.iloc[(page - 1) * page_size: page * page_size]
     counts = lights.loc[frame["parcel_id"], "light"].value_counts().to_dict() if len(frame) else {}
     return {"count": len(frame), "page": page, "page_size": page_size, "by_light": counts,
+            "campaign": campaign if campaign is not None else "latest", "campaigns": services.parcels.campaigns(),
             "data": [_record(r, lights) for _, r in rows.iterrows()]}
 
 
@@ -61,7 +70,7 @@ def _crs(epsg: int | None):
                                          "application/geopackage+sqlite3": {}}}})
 def export_lights(
     services: ServicesDep, format: Annotated[Literal["csv", "geojson", "gpkg"], Query()] = "csv",
-    tile_id: TileId = None, light: Annotated[LightName | None, Query()] = None,
+    tile_id: TileId = None, light: Annotated[LightName | None, Query()] = None, campaign: Campaign = None,
     epsg: Annotated[int | None, Query(ge=1024, le=999999, description="output CRS for gpkg (default WGS84), "
                                       "e.g. 5514 (S-JTSK) or 2154 (Lambert-93)")] = None,
     user: User = access(READ, "filtered"),
@@ -69,7 +78,7 @@ def export_lights(
     """The filtered view for QGIS users: CSV (no geometry), GeoJSON (WGS84, as RFC 7946 wants) or
     GeoPackage (WGS84 or the national projection given by ``epsg``)."""
     crs = _crs(epsg)
-    frame, lights = _rows(services, user, tile_id, light)
+    frame, lights = _rows(services, user, tile_id, light, campaign)
     frame = frame.head(EXPORT_MAX)
     if format == "gpkg":
         import tempfile

@@ -90,12 +90,16 @@ def parcel_series(
     parcel_id: ParcelId, services: ServicesDep,
     fill: Annotated[bool, Query(description="gap-filled NDVI ± std at cloudy views")] = True,
     expected: Annotated[bool, Query(description="the encoder's expected NDVI ± std")] = True,
+    campaign: Annotated[int | None, Query(ge=1900, le=2200, description="the campaign whose series (made "
+                                          "with that campaign's outline) to show; default: the latest")] = None,
     user: User = access(READ, "parcel"),
 ) -> Response:
-    """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts."""
+    """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts; of one
+    campaign (``campaign`` in the answer, ``campaigns`` the parcel's others)."""
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
-    out = dict(services.series.series(tile, pid, services.parcels.ids_on_tile(tile), fill=fill, expected=expected))
+    out = dict(services.series.series(tile, pid, services.parcels.ids_on_tile(tile), fill=fill, expected=expected,
+                                      campaign=campaign))
     alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000))
     centroid = services.parcels.centroid(pid)
     out["alerts"] = [alert_public(a, centroid).model_dump(mode="json") for a in alerts]

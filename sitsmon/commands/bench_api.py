@@ -139,6 +139,7 @@ def _write_series(root: Path, ids: list[str], years: float) -> dict:
         cols["pass"] = pa.array(np.where(s2, "", "ascending").astype(object), pa.string())
         cols["item_ids"] = pa.array([""] * m, pa.string())
         cols["slot"] = pa.array(np.tile(np.array([str(t) for t in times], dtype=object), len(pids)), pa.string())
+        cols["campaign"] = pa.nulls(m, pa.int16())  # read as the campaign of each row's date
         writer.write_table(pa.table(cols, schema=SCHEMA), row_group_size=ROW_GROUP)
     writer.close()
     return {"rows": per * len(ids), "rows_per_parcel": per}

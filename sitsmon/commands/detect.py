@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--lights", default=None, help="also write the CAP traffic light per parcel (CSV)")
     parser.add_argument(
-        "--campaign", type=int, default=None, help="campaign year (default: year of the last observation)"
+        "--campaign", type=int, default=None,
+        help="campaign year (default: the campaign of the last observation); where the observations carry a "
+             "campaign column (the series store's), only that campaign's rows are judged"
     )
     parser.add_argument(
         "--as-of", default=None, help="assessment date YYYY-MM-DD (default: last observation)"
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         load_rules(args.lights_rules).scheme(args.lights_scheme)
 
-    from alerts.detectors import make_detectors, run_detectors
+    from alerts.detectors import make_detectors
     from alerts.series import read_observations, read_parcels
     from alerts.sinks.files import parcel_geometries, write_csv, write_geojson
     from alerts.types import Alert
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     detectors = make_detectors(names)
     obs = read_observations(args.observations, sensors=sensors)
     parcels = read_parcels(args.parcels)
-    events, skipped = run_detectors(obs, parcels, detectors)
+    events, skipped = _detect_per_campaign(obs, parcels, detectors)
     expected = None
     if args.with_model:
         import sits
@@ -153,9 +155,9 @@ def _write_lights(args: argparse.Namespace, obs, parcels, events) -> None:
     from alerts.lights_rules import load_rules
     from alerts.traffic_light import assess_frame
 
+    campaign, obs = _campaign_rows(args, obs)
     last = obs["time"].max()
     as_of = date.fromisoformat(args.as_of) if args.as_of else last.date()
-    campaign = args.campaign or as_of.year
     scheme = load_rules(args.lights_rules).scheme(args.lights_scheme)
     if args.grassland_deadline:
         try:
@@ -178,3 +180,52 @@ def _write_lights(args: argparse.Namespace, obs, parcels, events) -> None:
         f"sitsmon detect: traffic lights {counts} (campaign {campaign}, as of {as_of}) -> {args.lights}",
         file=sys.stderr,
     )
+
+
+def _campaign_rows(args: argparse.Namespace, obs):
+    """The campaign judged and its rows: ``--campaign`` (else the campaign of the last observation, else
+    the year of ``--as-of``). Observations with a ``campaign`` column (rows of the series store, one per
+    campaign's outline) are cut to that campaign, so a parcel id reused with a new outline is judged on
+    its own campaign's rows only; a table without the column is taken whole, as before campaigns."""
+    from datetime import date
+
+    import pandas as pd
+
+    has = "campaign" in obs.columns and pd.to_numeric(obs["campaign"], errors="coerce").notna().any()
+    if args.campaign is not None:
+        campaign = int(args.campaign)
+    elif args.as_of:
+        campaign = date.fromisoformat(args.as_of).year
+    elif has:
+        last = obs.loc[obs["time"] == obs["time"].max(), "campaign"]
+        campaign = int(pd.to_numeric(last, errors="coerce").dropna().max())
+    else:
+        campaign = obs["time"].max().year
+    if not has:
+        return campaign, obs
+    rows = obs[pd.to_numeric(obs["campaign"], errors="coerce") == campaign]
+    if rows.empty:
+        have = sorted(int(c) for c in pd.to_numeric(obs["campaign"], errors="coerce").dropna().unique())
+        raise ValueError(f"--campaign {campaign}: no observation of that campaign (the observations hold "
+                         f"campaigns {', '.join(map(str, have))})")
+    return campaign, rows
+
+
+def _detect_per_campaign(obs, parcels, detectors):
+    """``run_detectors`` on each campaign's rows apart when the observations carry several campaigns (a
+    parcel id reused with a new outline is two series: one detector run must not join them)."""
+    import pandas as pd
+
+    from alerts.detectors import run_detectors
+
+    campaigns = pd.to_numeric(obs["campaign"], errors="coerce") if "campaign" in obs.columns else None
+    if campaigns is None or campaigns.nunique(dropna=True) <= 1:
+        return run_detectors(obs, parcels, detectors)
+    events, skipped = [], {}
+    for _, rows in obs.groupby(campaigns.fillna(-1), sort=True):
+        ev, sk = run_detectors(rows.reset_index(drop=True), parcels, detectors)
+        events += ev
+        for det, pids in sk.items():
+            skipped[det] = sorted(set(skipped.get(det, [])) | set(pids))
+    events.sort(key=lambda e: (e.parcel_id, e.date, e.event))
+    return events, skipped

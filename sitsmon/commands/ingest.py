@@ -147,6 +147,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pimp.add_argument("--id-column", default="parcel_id", help="the parcel id column (default parcel_id)")
     pimp.add_argument("--s1-resolution", type=float, default=20.0, metavar="M",
                       help="S1 pixel size in m for the pixels-inside count (default 20: IW GRD-HR resolution)")
+    pimp.add_argument("--grids", default=None, metavar="ARCHIVE",
+                      help="archive folder or archive.json with the tile grids: count the pixels inside on the grid "
+                           "of each tile a parcel falls in (default: [ingest] grids, else the grids of the cubes "
+                           "under <data_dir>/cubes, else grids aligned in the layer's UTM zone)")
     chk = add_command(
         actions, "check", run, help="search one day of each configured source and resolve every asset of one item",
         description="For each source ([[ingest.sources]] and [stac] urls, or --stac-url): refuse an uncalibrated "
@@ -235,9 +239,23 @@ def _parcels_import(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.parcel_campaign import import_campaign_layer
 
     result = import_campaign_layer(args.path, args.campaign, args.root or settings.paths.data_dir / "parcels",
-                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution)
+                                   id_column=args.id_column, s1_resolution_m=args.s1_resolution,
+                                   grids=_import_grids(args, settings))
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _import_grids(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """The tile grids a layer's pixels are counted on: --grids, [ingest] grids, else the cubes' own."""
+    from ingest.grid import grids_from_manifest
+    from ingest.pipeline import read_stored_grid
+
+    source = args.grids or settings.ingest.grids
+    if source:
+        return grids_from_manifest(source)
+    cubes = Path(settings.ingest.cubes_dir or settings.paths.data_dir / "cubes")
+    stored = {p.stem: read_stored_grid(p) for p in sorted(cubes.glob("*.zarr"))} if cubes.is_dir() else {}
+    return {t: g for t, g in stored.items() if g is not None} or None
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
@@ -268,17 +286,35 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def campaign_parcels(args: argparse.Namespace, settings: Settings) -> Path | str | None:
-    """The parcel layer: --parcels, else the one imported for --campaign, else [ingest] parcels."""
-    if args.parcels or getattr(args, "campaign", None) is None:
-        return args.parcels or settings.ingest.parcels or None
+def campaign_parcels(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Which parcel layer reduces each acquisition (``ingest.campaign_layers``), as ``build_poller``
+    options: --parcels (one layer; --campaign names its campaign), else the layer imported for
+    --campaign (an override for every acquisition), else [ingest] parcels, else the imported campaign
+    layers by each acquisition's date ([campaigns] calendar), else none (cubes only)."""
+    from ingest.campaign_layers import imported_campaigns
     from ingest.parcel_campaign import campaign_dir
 
-    path = campaign_dir(settings.paths.data_dir / "parcels", args.campaign) / "parcels.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"--campaign {args.campaign}: no parcel layer imported at {path} "
-                                f"(sitsmon ingest parcels import LAYER --campaign {args.campaign})")
-    return path
+    root = settings.paths.data_dir / "parcels"
+    campaign = getattr(args, "campaign", None)
+    calendar = settings.campaigns.calendar()
+    if args.parcels:
+        return {"parcels_path": args.parcels, "campaign": campaign, "calendar": calendar}
+    if campaign is not None:
+        path = campaign_dir(root, campaign) / "parcels.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"--campaign {campaign}: no parcel layer imported at {path} "
+                                    f"(sitsmon ingest parcels import LAYER --campaign {campaign})")
+        return {"parcels_path": path, "campaign": campaign, "calendar": calendar}
+    imported = imported_campaigns(root)
+    if settings.ingest.parcels:
+        if imported:
+            logger.warning("[ingest] parcels is set: every acquisition is reduced with %s, not with the layers "
+                           "imported for campaigns %s (unset it to use them)", settings.ingest.parcels,
+                           ", ".join(map(str, imported)))
+        return {"parcels_path": settings.ingest.parcels, "calendar": calendar}
+    if imported:
+        return {"parcels_root": root, "calendar": calendar}
+    return {}
 
 
 def _sentinelhub_source(args: argparse.Namespace, settings: Settings) -> Any:
@@ -325,7 +361,7 @@ def _poller(args: argparse.Namespace, settings: Settings, publisher: Any):
         start=getattr(args, "since", None) or s.since or None,
         lookback_days=getattr(args, "lookback_days", None) or s.lookback_days,
         interval_s=getattr(args, "interval", None) or s.poll_interval_s,
-        parcels_path=campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
+        **campaign_parcels(args, settings), grids_from=args.grids or s.grids or None, publisher=publisher,
         chunk=args.chunk or s.chunk,
         workers=args.workers or s.workers, max_retries=args.max_retries if args.max_retries is not None else s.max_retries,
         requests_per_second=args.rps or s.requests_per_second, extra_sources=extra,

@@ -86,7 +86,7 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
         metrics_port=port if port is not None else settings.monitor.metrics_port,
         watch_areas=tuple(settings.monitor.watch_areas), cubes_dir=settings.storage.cubes_url or settings.ingest.cubes_dir,
         health_stale_s=settings.monitor.health_stale_s, health_prune_s=settings.monitor.health_prune_s,
-        states_url=settings.storage.states_url,
+        states_url=settings.storage.states_url, calendar=settings.campaigns.calendar(),
     )
 
 

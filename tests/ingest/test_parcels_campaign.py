@@ -144,5 +144,36 @@ def test_poll_takes_the_layer_of_its_campaign(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"--campaign 2024: no parcel layer imported at .*2024/parcels.parquet"):
         campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings)
     result = import_campaign_layer(tmp_path / "lpis.parquet", 2024, tmp_path / "parcels")
-    assert campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings) == result.parcels_path
-    assert campaign_parcels(argparse.Namespace(parcels="other.gpkg", campaign=2024), settings) == "other.gpkg"
+    chosen = campaign_parcels(argparse.Namespace(parcels=None, campaign=2024), settings)
+    assert (chosen["parcels_path"], chosen["campaign"]) == (result.parcels_path, 2024)
+    assert campaign_parcels(argparse.Namespace(parcels="other.gpkg", campaign=2024), settings)["parcels_path"] == "other.gpkg"
+    # neither: the layers imported per campaign, each acquisition with its date's
+    assert campaign_parcels(argparse.Namespace(parcels=None, campaign=None), settings)["parcels_root"] == \
+        tmp_path / "parcels"
+
+
+def test_pixels_inside_are_counted_on_each_tiles_own_grid(tmp_path):
+    """A parcel near the 33/34 UTM border on a tile of zone 34 whose grid starts 5 m off the multiples of
+    10 m: counted in that tile's CRS on its own pixel edges (reference: every pixel of the shifted
+    parcel's box by overlay), not on the layer's zone-33 grid."""
+    from ingest.types import TileGrid
+
+    lpis = gpd.GeoDataFrame({"parcel_id": ["A", "B"], "land_use": ["grassland"] * 2},
+                            geometry=[shapely.box(X0 + 1003, Y0 + 7, X0 + 1188, Y0 + 151),
+                                      shapely.Polygon([(X0, Y0), (X0 + 230, Y0 + 40), (X0 + 60, Y0 + 190)])],
+                            crs="EPSG:32633")
+    lpis.to_parquet(tmp_path / "lpis.parquet")
+    local = lpis.to_crs(32634).geometry
+    xmin, ymin, _, _ = (float(np.floor(v / 10) * 10 - 1000) for v in local.total_bounds)
+    tile = TileGrid("34XXX", 32634, 10.0, (xmin + 5, ymin + 5, xmin + 5 + 3000, ymin + 5 + 3000))
+    result = import_campaign_layer(tmp_path / "lpis.parquet", 2024, tmp_path / "parcels", grids={"34XXX": tile})
+    kept = gpd.read_parquet(result.parcels_path)
+    plain = import_campaign_layer(tmp_path / "lpis.parquet", 2025, tmp_path / "parcels")  # the zone-33 grid
+    zone33 = gpd.read_parquet(plain.parcels_path)
+    assert list(kept.tiles) == ["34XXX", "34XXX"] and list(zone33.tiles) == ["", ""]
+    ox, oy = tile.bounds[0], tile.bounds[3]
+    for i, geom in enumerate(local):
+        shifted = shapely.affinity.translate(geom, -ox, -oy)
+        for col, res in zip(PIXEL_COLUMNS, (10.0, 20.0, 20.0), strict=True):
+            assert int(kept[col][i]) == _reference(shifted, res), (i, col)
+    assert list(kept.s2_10m_pixels) != list(zone33.s2_10m_pixels)  # the grid matters
