@@ -46,14 +46,18 @@ def _num(v: Any, digits: int = 4) -> float | None:
 
 
 def _col(values: Any, digits: int = 4) -> list[float | None]:
-    """A numeric column as rounded floats with None for NaN/inf (JSON-safe)."""
+    """A numeric column (or 2-D block, as a list of row lists) as rounded floats with None for
+    NaN/inf (JSON-safe), converted in one pass: an object array's ``tolist`` instead of a Python
+    test per value."""
     a = np.round(np.asarray(values, dtype=np.float64), digits)
-    return [None if not math.isfinite(x) else x for x in a.tolist()]
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
 
 
 def _iso(times: np.ndarray) -> list[str]:
     # the same text as Timestamp.isoformat() for whole-second UTC times ("2024-05-04T09:40:19+00:00")
-    return [t + "+00:00" for t in np.datetime_as_string(times.astype("datetime64[s]"), unit="s").tolist()]
+    return np.strings.add(np.datetime_as_string(times.astype("datetime64[s]"), unit="s"), "+00:00").tolist()
 
 
 class SeriesReader:
@@ -218,29 +222,28 @@ class SeriesReader:
         s2_times = _iso(cols["time"][s2])
         ndvi = _col(ndvi_of(cols["B04"][s2], cols["B08"][s2]))
         clear = (np.asarray(cols["clear"][s2], np.float64) >= 0.5).tolist()
-        band_rows = zip(*(_col(cols[b][s2]) for b in S2_BANDS), strict=True) if n2 else iter(())
+        bands = _col(np.stack([np.asarray(cols[b][s2]) for b in S2_BANDS], axis=1)) if n2 else []
         none = [None] * n2
         cf = _col(cols["clear_fraction"][s2]) if "clear_fraction" in cols else none
         exp = _col(cols[EXPECTED][s2]) if EXPECTED in cols else none
         exp_std = _col(cols[EXPECTED_STD][s2]) if EXPECTED_STD in cols else none
-        s2_rows = []
-        for t, c, f, v, b, e, es in zip(s2_times, clear, cf, ndvi, band_rows, exp, exp_std, strict=True):
-            hit = filled.get(t)
-            s2_rows.append({
-                "time": t,
-                "filled": hit is not None,
-                "filled_ndvi": _num(hit[0]) if hit else None,
-                "filled_ndvi_std": _num(hit[1]) if hit else None,
-                "clear": c,
-                "clear_fraction": f,
-                "ndvi": v,
-                "bands": dict(zip(S2_BANDS, b, strict=True)),
-                "expected_ndvi": e,
-                "expected_ndvi_std": es,
-            })
+        if filled:
+            hits = [filled.get(t) for t in s2_times]
+            fill_flag = [h is not None for h in hits]
+            fill_ndvi = [_num(h[0]) if h else None for h in hits]
+            fill_std = [_num(h[1]) if h else None for h in hits]
+        else:
+            fill_flag, fill_ndvi, fill_std = [False] * n2, none, none
+        s2_rows = [{"time": t, "filled": fl, "filled_ndvi": fv, "filled_ndvi_std": fs, "clear": c,
+                    "clear_fraction": f, "ndvi": v, "bands": dict(zip(S2_BANDS, b, strict=True)),
+                    "expected_ndvi": e, "expected_ndvi_std": es}
+                   for t, fl, fv, fs, c, f, v, b, e, es in zip(s2_times, fill_flag, fill_ndvi, fill_std, clear, cf, ndvi,
+                                                             bands, exp, exp_std, strict=True)]
         vv, vh = (_col(_db(cols[p][s1]), 3) for p in ("VV", "VH"))
         orbit = np.asarray(cols["orbit"][s1], np.float64)
-        orbits = [int(o) if np.isfinite(o) else None for o in orbit.tolist()]
+        orbits = np.where(np.isfinite(orbit), orbit, 0).astype(np.int64).astype(object)
+        orbits[~np.isfinite(orbit)] = None
+        orbits = orbits.tolist()
         passes = ["" if p is None or p != p else str(p) for p in cols["pass"][s1].tolist()] if "pass" in cols else (
             [""] * len(orbits))
         s1_rows = [{"time": t, "vv_db": a, "vh_db": b, "orbit": o, "pass": ps}

@@ -218,3 +218,35 @@ def test_import_refuses_wrong_format(tmp_path):
     with pytest.raises(ImportFormatError, match="missing column"):
         import_series(bad, tmp_path / "s")
     assert SCHEMA.names[:3] == ["parcel_id", "time", "sensor"]
+
+
+def _greedy_groups(ids: list[str], size: int) -> list[tuple[int, int]]:
+    """The plain rule: whole parcels added while the group stays within ``size`` rows (at least one)."""
+    runs, at = [], 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or ids[k] != ids[k - 1]:
+            runs.append(k - at)
+            at = k
+    groups, start, rows = [], 0, 0
+    for r in runs:
+        if rows and rows + r > size:
+            groups.append((start, rows))
+            start, rows = start + rows, 0
+        rows += r
+    return groups + ([(start, rows)] if rows else [])
+
+
+@pytest.mark.parametrize("size", [1, 5, 16, 1000])
+def test_compacted_row_groups_start_at_a_parcel(tmp_path, size):
+    rng = np.random.default_rng(size)
+    ids = sorted(f"P{rng.integers(0, 40):03d}" for _ in range(300))
+    assert series_store.parcel_row_groups(pa.array(ids), size) == _greedy_groups(ids, size)
+    assert series_store.parcel_row_groups(pa.array([], pa.string()), size) == []
+    t = pa.table({"parcel_id": ids, "v": np.arange(300)})
+    with series_store.CompactWriter(tmp_path / "c.parquet", t.schema) as w:
+        w.write(t)
+    f = pq.ParquetFile(tmp_path / "c.parquet")
+    assert pq.read_table(tmp_path / "c.parquet").equals(t)
+    firsts = [f.read_row_group(g)["parcel_id"][0].as_py() for g in range(f.num_row_groups)]
+    lasts = [f.read_row_group(g)["parcel_id"][-1].as_py() for g in range(f.num_row_groups)]
+    assert all(a != b for a, b in zip(lasts, firsts[1:], strict=False))  # no parcel straddles two groups
