@@ -323,13 +323,21 @@ def _build_index(identity: tuple, metadata: pq.FileMetaData) -> CompactIndex:
 
 
 class _IndexCache:
-    """The last :data:`INDEX_CACHE_FILES` compacted files' indexes (a long-lived reader, the
-    dashboard, reads the same few tiles over and over; a batch job reads each once)."""
+    """Indexes of the compacted files read last, within :data:`INDEX_CACHE_BYTES` (a long-lived reader,
+    the dashboard, reads the same tiles over and over; a batch job reads each once).
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    The bound is on memory, not files: a parsed footer holds ~830 B per column chunk (measured: 332 MB
+    for a tile of 100 000 parcels × 5 years, 16 751 row groups × 24 columns; parsing it takes ~0.7 s),
+    so a count of files says nothing about what they hold."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._items: OrderedDict[str, CompactIndex] = OrderedDict()
+
+    @staticmethod
+    def cost(index: CompactIndex) -> int:
+        return INDEX_BYTES_PER_CHUNK * index.metadata.num_row_groups * max(1, index.metadata.num_columns)
 
     def get(self, path: storage.Location, f) -> CompactIndex:
         """The index of the file version open as ``f`` (parsed now when not cached)."""
@@ -345,7 +353,8 @@ class _IndexCache:
         with self._lock:
             self._items[key] = index
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
+            # the newest stays even when it alone is over the bound: it is being read
+            while len(self._items) > 1 and sum(map(self.cost, self._items.values())) > self.max_bytes:
                 self._items.popitem(last=False)
         return index
 
@@ -354,8 +363,9 @@ class _IndexCache:
             self._items.clear()
 
 
-INDEX_CACHE_FILES = 64
-_INDEX_CACHE = _IndexCache(INDEX_CACHE_FILES)
+INDEX_BYTES_PER_CHUNK = 830
+INDEX_CACHE_BYTES = 4 << 30
+_INDEX_CACHE = _IndexCache(INDEX_CACHE_BYTES)
 
 
 def compact_index(path: storage.Location) -> CompactIndex:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -250,3 +252,27 @@ def test_compacted_row_groups_start_at_a_parcel(tmp_path, size):
     firsts = [f.read_row_group(g)["parcel_id"][0].as_py() for g in range(f.num_row_groups)]
     lasts = [f.read_row_group(g)["parcel_id"][-1].as_py() for g in range(f.num_row_groups)]
     assert all(a != b for a, b in zip(lasts, firsts[1:], strict=False))  # no parcel straddles two groups
+
+
+def test_the_index_cache_is_bounded_by_the_memory_of_its_footers(tmp_path, monkeypatch):
+    monkeypatch.setattr(series_store, "ROW_GROUP", 1)  # a group per parcel
+    paths = []
+    for k, n in enumerate((10, 40, 20)):  # files of 10, 40 and 20 row groups
+        t = pa.table({"parcel_id": [f"P{i:03d}" for i in range(n)], "v": np.arange(n)})
+        with series_store.CompactWriter(tmp_path / f"{k}.parquet", t.schema) as w:
+            w.write(t)
+        paths.append(tmp_path / f"{k}.parquet")
+    per_group = series_store.INDEX_BYTES_PER_CHUNK * 2  # two columns
+    cache = series_store._IndexCache(max_bytes=per_group * 50)
+    cached = lambda: [int(Path(k).stem) for k in cache._items]  # noqa: E731
+    for p in paths[:2]:
+        with open(p, "rb") as f:
+            cache.get(p, f)
+    assert cached() == [0, 1]  # 10 + 40 groups: within the bound
+    with open(paths[2], "rb") as f:
+        index = cache.get(paths[2], f)
+    assert cached() == [2] and index.metadata.num_row_groups == 20  # 70 > 50: the oldest went, then 40 + 20 > 50
+    small = series_store._IndexCache(max_bytes=1)
+    with open(paths[1], "rb") as f:
+        small.get(paths[1], f)
+    assert len(small._items) == 1  # the one being read stays, whatever its size
