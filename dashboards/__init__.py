@@ -39,11 +39,19 @@ def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, co
         uvicorn.run(create_app(cfg, with_model=with_model), **common)
         return
     os.environ[CONFIG_ENV] = config_to_env(cfg, with_model=with_model)
+    from uvicorn.supervisors import Multiprocess
+
+    from dashboards.tcp_config import TcpConfig
+
     # the supervisor kills a worker that does not answer its ping within this many seconds; a worker
     # loading a million-parcel layer or fitting the gap filler holds the GIL for longer than the
     # default 5 s on a loaded machine, and was killed and restarted cold, again and again
-    uvicorn.run("dashboards.main:app_from_env", factory=True, workers=workers, timeout_worker_healthcheck=120,
-                **common)
+    config = TcpConfig("dashboards.main:app_from_env", factory=True, workers=workers,
+                       timeout_worker_healthcheck=120, **common)
+    try:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does for workers > 1
+    except KeyboardInterrupt:
+        pass
 
 
 DEMO_USERS = (("demo-admin", "admin"), ("demo-controller", "controller"), ("demo-operator", "operator"),

@@ -46,14 +46,18 @@ def _num(v: Any, digits: int = 4) -> float | None:
 
 
 def _col(values: Any, digits: int = 4) -> list[float | None]:
-    """A numeric column as rounded floats with None for NaN/inf (JSON-safe)."""
+    """A numeric column (or 2-D block, as a list of row lists) as rounded floats with None for
+    NaN/inf (JSON-safe), converted in one pass: an object array's ``tolist`` instead of a Python
+    test per value."""
     a = np.round(np.asarray(values, dtype=np.float64), digits)
-    return [None if not math.isfinite(x) else x for x in a.tolist()]
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
 
 
 def _iso(times: np.ndarray) -> list[str]:
     # the same text as Timestamp.isoformat() for whole-second UTC times ("2024-05-04T09:40:19+00:00")
-    return [t + "+00:00" for t in np.datetime_as_string(times.astype("datetime64[s]"), unit="s").tolist()]
+    return np.strings.add(np.datetime_as_string(times.astype("datetime64[s]"), unit="s"), "+00:00").tolist()
 
 
 class SeriesReader:
@@ -100,9 +104,11 @@ class SeriesReader:
             return table
         return normalise_observations(table.to_pandas(), source=f"series of {parcel_id}")
 
-    def campaign_rows(self, tile_id: str, parcel_id: str, campaign: int | None) -> tuple[pa.Table, int, list[int]]:
-        """The parcel's rows of ``campaign`` (None: the latest it has), that campaign, and all its campaigns:
-        a parcel id reused by another campaign with a new outline is another series, never mixed in."""
+    def campaign_rows(self, tile_id: str, parcel_id: str,
+                      campaign: int | str | None) -> tuple[pa.Table, int | str, list[int]]:
+        """The parcel's rows of ``campaign`` (None: the latest it has; :data:`ALL_CAMPAIGNS`: every
+        campaign's, each row keeping its ``campaign``), that campaign, and all its campaigns: a parcel id
+        reused by another campaign with a new outline is another series, never mixed in unasked."""
         from ingest.series import campaigns_in, read_series
 
         table = read_series(self.series_dir, tile_id=tile_id, parcel_id=parcel_id) if (
@@ -110,6 +116,8 @@ class SeriesReader:
         if table is None or table.num_rows == 0:
             raise NotFoundError(f"no series for parcel {parcel_id!r} on tile {tile_id!r}")
         campaigns = campaigns_in(table)
+        if campaign == ALL_CAMPAIGNS:
+            return table, ALL_CAMPAIGNS, campaigns
         chosen = campaign if campaign is not None else (campaigns[-1] if campaigns else None)
         if chosen not in campaigns:
             raise NotFoundError(f"no series for parcel {parcel_id!r} in campaign {campaign} "
@@ -171,7 +179,7 @@ class SeriesReader:
         done.set()
 
     def series(self, tile_id: str, parcel_id: str, sample_ids: list[str] | None = None, *,
-               fill: bool = True, expected: bool = True, campaign: int | None = None) -> dict[str, Any]:
+               fill: bool = True, expected: bool = True, campaign: int | str | None = None) -> dict[str, Any]:
         """The chart's series of one parcel in one campaign (None: its latest; the answer's ``campaign``
         says which, ``campaigns`` lists the others); ``sample_ids``: parcels of the tile to fit the gap
         filler on; ``fill``/``expected``: add gap-filled values / the encoder's expectation (each costs time)."""
@@ -207,7 +215,7 @@ class SeriesReader:
         return {t: (float(n), float(u)) for t, n, u in zip(times, ok["NDVI"], ok["uncertainty"], strict=True)}
 
     def _build(self, tile_id: str, parcel_id: str, stamp: tuple, sample_ids: list[str], fill: bool,
-               expected: bool, campaign: int | None = None) -> dict[str, Any]:
+               expected: bool, campaign: int | str | None = None) -> dict[str, Any]:
         from alerts.expectation import EXPECTED, EXPECTED_STD, add_model_expectations
         from alerts.series import normalise_observations
 
@@ -235,36 +243,42 @@ class SeriesReader:
         s2_times = _iso(cols["time"][s2])
         ndvi = _col(ndvi_of(cols["B04"][s2], cols["B08"][s2]))
         clear = (np.asarray(cols["clear"][s2], np.float64) >= 0.5).tolist()
-        band_rows = zip(*(_col(cols[b][s2]) for b in S2_BANDS), strict=True) if n2 else iter(())
+        bands = _col(np.stack([np.asarray(cols[b][s2]) for b in S2_BANDS], axis=1)) if n2 else []
         none = [None] * n2
         cf = _col(cols["clear_fraction"][s2]) if "clear_fraction" in cols else none
         exp = _col(cols[EXPECTED][s2]) if EXPECTED in cols else none
         exp_std = _col(cols[EXPECTED_STD][s2]) if EXPECTED_STD in cols else none
-        s2_rows = []
-        for t, c, f, v, b, e, es in zip(s2_times, clear, cf, ndvi, band_rows, exp, exp_std, strict=True):
-            hit = filled.get(t)
-            s2_rows.append({
-                "time": t,
-                "filled": hit is not None,
-                "filled_ndvi": _num(hit[0]) if hit else None,
-                "filled_ndvi_std": _num(hit[1]) if hit else None,
-                "clear": c,
-                "clear_fraction": f,
-                "ndvi": v,
-                "bands": dict(zip(S2_BANDS, b, strict=True)),
-                "expected_ndvi": e,
-                "expected_ndvi_std": es,
-            })
+        if filled:
+            hits = [filled.get(t) for t in s2_times]
+            fill_flag = [h is not None for h in hits]
+            fill_ndvi = [_num(h[0]) if h else None for h in hits]
+            fill_std = [_num(h[1]) if h else None for h in hits]
+        else:
+            fill_flag, fill_ndvi, fill_std = [False] * n2, none, none
+        s2_rows = [{"time": t, "filled": fl, "filled_ndvi": fv, "filled_ndvi_std": fs, "clear": c,
+                    "clear_fraction": f, "ndvi": v, "bands": dict(zip(S2_BANDS, b, strict=True)),
+                    "expected_ndvi": e, "expected_ndvi_std": es}
+                   for t, fl, fv, fs, c, f, v, b, e, es in zip(s2_times, fill_flag, fill_ndvi, fill_std, clear, cf, ndvi,
+                                                             bands, exp, exp_std, strict=True)]
         vv, vh = (_col(_db(cols[p][s1]), 3) for p in ("VV", "VH"))
         orbit = np.asarray(cols["orbit"][s1], np.float64)
-        orbits = [int(o) if np.isfinite(o) else None for o in orbit.tolist()]
+        orbits = np.where(np.isfinite(orbit), orbit, 0).astype(np.int64).astype(object)
+        orbits[~np.isfinite(orbit)] = None
+        orbits = orbits.tolist()
         passes = ["" if p is None or p != p else str(p) for p in cols["pass"][s1].tolist()] if "pass" in cols else (
             [""] * len(orbits))
         s1_rows = [{"time": t, "vv_db": a, "vh_db": b, "orbit": o, "pass": ps}
                    for t, a, b, o, ps in zip(_iso(cols["time"][s1]), vv, vh, orbits, passes, strict=True)]
+        if campaign == ALL_CAMPAIGNS:  # the rows of several outlines: each says which campaign's it is
+            for rows, mask in ((s2_rows, s2), (s1_rows, s1)):
+                for row, c in zip(rows, np.asarray(cols["campaign"][mask]).tolist(), strict=True):
+                    row["campaign"] = None if c is None or c != c else int(c)
         return {"parcel_id": parcel_id, "tile_id": tile_id, "campaign": campaign, "campaigns": campaigns,
                 "model_version": version, "fill_pending": pending,
                 "model_error": self._model_error, "s2": s2_rows, "s1": s1_rows}
+
+
+ALL_CAMPAIGNS = "all"  # ``campaign=`` of SeriesReader.series: the rows of every campaign, tagged
 
 
 def _columns(obs: Any) -> dict[str, np.ndarray]:

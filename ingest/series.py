@@ -164,14 +164,77 @@ def with_campaigns(table: pa.Table, calendar: CampaignCalendar | None = None) ->
                             pa.compute.coalesce(col.combine_chunks(), fill))
 
 
+def parcel_row_groups(parcel_ids: pa.Array | pa.ChunkedArray, size: int | None = None) -> list[tuple[int, int]]:
+    """``(offset, length)`` of row groups of about ``size`` rows (default :data:`ROW_GROUP`) that start
+    at a parcel's first row, for rows sorted by parcel: a parcel's series is then read from one group
+    (one with more rows than ``size`` gets a group of its own) instead of the two its rows straddle."""
+    size = ROW_GROUP if size is None else size
+    n = len(parcel_ids)
+    if n == 0:
+        return []
+    ids = parcel_ids.combine_chunks() if isinstance(parcel_ids, pa.ChunkedArray) else parcel_ids
+    changed = pa.compute.not_equal(ids.slice(1), ids.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(changed) + 1, [n]])
+    groups, at = [], 0
+    while at < n:
+        # the last parcel start that keeps the group within size rows; at least one whole parcel
+        cut = int(starts[np.searchsorted(starts, at + size, side="right") - 1])
+        if cut <= at:
+            cut = int(starts[np.searchsorted(starts, at, side="right")])
+        groups.append((at, cut - at))
+        at = cut
+    return groups
+
+
+# The compacted file is read a parcel at a time: LZ4 decompresses a 4 096-row group of the store's
+# columns in half the time zstd takes (whose per-column context set-up dominates at this size), and
+# float columns are stored plain (a dictionary of distinct reflectances is pure overhead). Statistics
+# are kept for parcel_id only, the one column whose ranges a read uses: a third less footer to parse.
+COMPACT_OPTIONS = dict(compression="lz4", write_statistics=["parcel_id"])
+
+
+def _compact_dictionary(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if pa.types.is_string(f.type)]
+
+
+class CompactWriter:
+    """Writes rows sorted by parcel (whole parcels per :meth:`write`) in the compacted layout: row
+    groups cut at parcel starts (:func:`parcel_row_groups`), :data:`COMPACT_OPTIONS`."""
+
+    def __init__(self, where, schema: pa.Schema = SCHEMA) -> None:
+        self._writer = pq.ParquetWriter(where, schema, use_dictionary=_compact_dictionary(schema), **COMPACT_OPTIONS)
+
+    def write(self, table: pa.Table) -> None:
+        for offset, length in parcel_row_groups(table["parcel_id"]):
+            self._writer.write_table(table.slice(offset, length), row_group_size=length)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> CompactWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _write_parquet(table: pa.Table, where, compact: bool) -> None:
+    if compact:
+        with CompactWriter(where, table.schema) as w:
+            w.write(table)
+    else:
+        pq.write_table(table, where, row_group_size=ROW_GROUP, compression="zstd")
+
+
 def _atomic_write(table: pa.Table, path: storage.Location) -> None:
+    compact = storage.name(path) == COMPACT
     if storage.is_url(path):  # one upload: the object appears whole when it completes, or not at all
         with storage.filesystem().open(storage.fs_path(path), "wb") as f:
-            pq.write_table(table, f, row_group_size=ROW_GROUP, compression="zstd")
+            _write_parquet(table, f, compact)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="zstd")
+    _write_parquet(table, tmp, compact)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -284,13 +347,21 @@ def _build_index(identity: tuple, metadata: pq.FileMetaData) -> CompactIndex:
 
 
 class _IndexCache:
-    """The last :data:`INDEX_CACHE_FILES` compacted files' indexes (a long-lived reader, the
-    dashboard, reads the same few tiles over and over; a batch job reads each once)."""
+    """Indexes of the compacted files read last, within :data:`INDEX_CACHE_BYTES` (a long-lived reader,
+    the dashboard, reads the same tiles over and over; a batch job reads each once).
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    The bound is on memory, not files: a parsed footer holds ~830 B per column chunk (measured: 332 MB
+    for a tile of 100 000 parcels × 5 years, 16 751 row groups × 24 columns; parsing it takes ~0.7 s),
+    so a count of files says nothing about what they hold."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._items: OrderedDict[str, CompactIndex] = OrderedDict()
+
+    @staticmethod
+    def cost(index: CompactIndex) -> int:
+        return INDEX_BYTES_PER_CHUNK * index.metadata.num_row_groups * max(1, index.metadata.num_columns)
 
     def get(self, path: storage.Location, f) -> CompactIndex:
         """The index of the file version open as ``f`` (parsed now when not cached)."""
@@ -306,7 +377,8 @@ class _IndexCache:
         with self._lock:
             self._items[key] = index
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
+            # the newest stays even when it alone is over the bound: it is being read
+            while len(self._items) > 1 and sum(map(self.cost, self._items.values())) > self.max_bytes:
                 self._items.popitem(last=False)
         return index
 
@@ -315,8 +387,9 @@ class _IndexCache:
             self._items.clear()
 
 
-INDEX_CACHE_FILES = 64
-_INDEX_CACHE = _IndexCache(INDEX_CACHE_FILES)
+INDEX_BYTES_PER_CHUNK = 830
+INDEX_CACHE_BYTES = 4 << 30
+_INDEX_CACHE = _IndexCache(INDEX_CACHE_BYTES)
 
 
 def compact_index(path: storage.Location) -> CompactIndex:

@@ -18,6 +18,7 @@ from alerts.store import AlertQuery
 from dashboards.deps import ServicesDep, access, visible_tiles
 from dashboards.schemas import Page, PageSize, ParcelSearchIn, TileId, alert_public, check_id, parse_bbox
 from dashboards.security import READ, User
+from dashboards.series import ALL_CAMPAIGNS
 
 router = APIRouter(prefix="/api/parcels", tags=["parcels"])
 
@@ -92,14 +93,16 @@ def parcel_series(
     expected: Annotated[bool, Query(description="the encoder's expected NDVI ± std")] = True,
     campaign: Annotated[int | None, Query(ge=1900, le=2200, description="the campaign whose series (made "
                                           "with that campaign's outline) to show; default: the latest")] = None,
+    all_campaigns: Annotated[bool, Query(description="every campaign's rows (the whole history), each row "
+                                         "tagged with its campaign; overrides campaign")] = False,
     user: User = access(READ, "parcel"),
 ) -> Response:
     """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts; of one
-    campaign (``campaign`` in the answer, ``campaigns`` the parcel's others)."""
+    campaign (``campaign`` in the answer, ``campaigns`` the parcel's others), or of all of them."""
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
     out = dict(services.series.series(tile, pid, services.parcels.ids_on_tile(tile), fill=fill, expected=expected,
-                                      campaign=campaign))
+                                      campaign=ALL_CAMPAIGNS if all_campaigns else campaign))
     alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000))
     centroid = services.parcels.centroid(pid)
     out["alerts"] = [alert_public(a, centroid).model_dump(mode="json") for a in alerts]

@@ -8,11 +8,17 @@ from sitsmon.cli import main
 
 
 def test_bench_api_small(tmp_path, capsys):
-    args = ["bench", "api", "--data-dir", str(tmp_path / "b"), "--parcels", "30", "--years", "0.3",
+    args = ["bench", "api", "--data-dir", str(tmp_path / "b"), "--parcels", "30", "--parcels-per-tile", "12", "--years", "0.3",
             "--alerts", "200", "--requests", "8", "--concurrency", "2", "--sustain-s", "0.5"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["rows_per_parcel"] == len(range(0, 109, 5)) + len(range(2, 109, 6))
+    assert out["tiles"] == 3 and out["series_rows"] == 30 * out["rows_per_parcel"]  # 12 + 12 + 6 parcels
+    from ingest.series import read_series
+
+    stored = read_series(tmp_path / "b" / "series")  # every tile's compacted file, in the store's own reader
+    assert stored.num_rows == out["series_rows"] and stored["parcel_id"].unique().to_pylist() == sorted(
+        f"{t}-{k:07d}" for t, n in (("33UXP", 12), ("33TAA", 12), ("33TAB", 6)) for k in range(n))
     for name in ("series", "alerts_page_offset", "chip"):
         assert out[name]["n"] == 8 and out[name]["errors"] == 0
         assert 0 < out[name]["p50_ms"] <= out[name]["p95_ms"] <= out[name]["p99_ms"]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from alerts.series import normalise_observations
 from dashboards.parcels import Parcels
-from dashboards.series import SeriesReader
+from dashboards.series import ALL_CAMPAIGNS, SeriesReader
 from tests.alerts.conftest import mowing_series
 from tests.dashboards.conftest import auth
 from tests.monitor.helpers import TILE, write_slots
@@ -31,6 +31,12 @@ def test_a_parcels_series_is_one_campaigns_the_latest_by_default(tmp_path):
     assert {p["time"][:4] for p in latest["s2"] + latest["s1"]} == {"2026"}
     older = reader.series(TILE, "A", fill=False, expected=False, campaign=2025)
     assert older["campaign"] == 2025 and {p["time"][:4] for p in older["s2"] + older["s1"]} == {"2025"}
+    history = reader.series(TILE, "A", fill=False, expected=False, campaign=ALL_CAMPAIGNS)
+    assert history["campaign"] == "all" and len(history["s2"]) == len(latest["s2"]) + len(older["s2"])
+    for row in history["s2"] + history["s1"]:  # each row says whose outline it was reduced with
+        assert row["campaign"] == int(row["time"][:4])
+    normalised = reader.series(TILE, "A", fill=True, expected=False, campaign=ALL_CAMPAIGNS)  # the filler's path
+    assert [r["campaign"] for r in normalised["s2"]] == [r["campaign"] for r in history["s2"]]
     import pytest
 
     from dashboards.errors import NotFoundError
@@ -60,6 +66,10 @@ def test_the_routes_take_a_campaign(client, site):
     r = client.get(url, params={"fill": "false", "expected": "false"}, headers=auth(site, "viewer"))
     assert r.status_code == 200 and r.json()["campaign"] == 2024 and r.json()["campaigns"] == [2024]
     assert client.get(url, params={"campaign": 2019}, headers=auth(site, "viewer")).status_code == 404
+    every = client.get(url, params={"fill": "false", "expected": "false", "all_campaigns": "true"},
+                       headers=auth(site, "viewer")).json()
+    assert every["campaign"] == "all" and len(every["s2"]) == len(r.json()["s2"])  # one campaign here
+    assert {row["campaign"] for row in every["s2"]} == {2024}
     assert client.get(url, params={"campaign": "x"}, headers=auth(site, "viewer")).status_code == 422
     lights = client.get("/api/lights", params={"campaign": 2024}, headers=auth(site, "viewer")).json()
     assert lights["campaign"] == 2024 and lights["campaigns"] == [2024] and lights["count"] > 0

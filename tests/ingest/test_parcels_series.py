@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -218,3 +220,59 @@ def test_import_refuses_wrong_format(tmp_path):
     with pytest.raises(ImportFormatError, match="missing column"):
         import_series(bad, tmp_path / "s")
     assert SCHEMA.names[:3] == ["parcel_id", "time", "sensor"]
+
+
+def _greedy_groups(ids: list[str], size: int) -> list[tuple[int, int]]:
+    """The plain rule: whole parcels added while the group stays within ``size`` rows (at least one)."""
+    runs, at = [], 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or ids[k] != ids[k - 1]:
+            runs.append(k - at)
+            at = k
+    groups, start, rows = [], 0, 0
+    for r in runs:
+        if rows and rows + r > size:
+            groups.append((start, rows))
+            start, rows = start + rows, 0
+        rows += r
+    return groups + ([(start, rows)] if rows else [])
+
+
+@pytest.mark.parametrize("size", [1, 5, 16, 1000])
+def test_compacted_row_groups_start_at_a_parcel(tmp_path, size):
+    rng = np.random.default_rng(size)
+    ids = sorted(f"P{rng.integers(0, 40):03d}" for _ in range(300))
+    assert series_store.parcel_row_groups(pa.array(ids), size) == _greedy_groups(ids, size)
+    assert series_store.parcel_row_groups(pa.array([], pa.string()), size) == []
+    t = pa.table({"parcel_id": ids, "v": np.arange(300)})
+    with series_store.CompactWriter(tmp_path / "c.parquet", t.schema) as w:
+        w.write(t)
+    f = pq.ParquetFile(tmp_path / "c.parquet")
+    assert pq.read_table(tmp_path / "c.parquet").equals(t)
+    firsts = [f.read_row_group(g)["parcel_id"][0].as_py() for g in range(f.num_row_groups)]
+    lasts = [f.read_row_group(g)["parcel_id"][-1].as_py() for g in range(f.num_row_groups)]
+    assert all(a != b for a, b in zip(lasts, firsts[1:], strict=False))  # no parcel straddles two groups
+
+
+def test_the_index_cache_is_bounded_by_the_memory_of_its_footers(tmp_path, monkeypatch):
+    monkeypatch.setattr(series_store, "ROW_GROUP", 1)  # a group per parcel
+    paths = []
+    for k, n in enumerate((10, 40, 20)):  # files of 10, 40 and 20 row groups
+        t = pa.table({"parcel_id": [f"P{i:03d}" for i in range(n)], "v": np.arange(n)})
+        with series_store.CompactWriter(tmp_path / f"{k}.parquet", t.schema) as w:
+            w.write(t)
+        paths.append(tmp_path / f"{k}.parquet")
+    per_group = series_store.INDEX_BYTES_PER_CHUNK * 2  # two columns
+    cache = series_store._IndexCache(max_bytes=per_group * 50)
+    cached = lambda: [int(Path(k).stem) for k in cache._items]  # noqa: E731
+    for p in paths[:2]:
+        with open(p, "rb") as f:
+            cache.get(p, f)
+    assert cached() == [0, 1]  # 10 + 40 groups: within the bound
+    with open(paths[2], "rb") as f:
+        index = cache.get(paths[2], f)
+    assert cached() == [2] and index.metadata.num_row_groups == 20  # 70 > 50: the oldest went, then 40 + 20 > 50
+    small = series_store._IndexCache(max_bytes=1)
+    with open(paths[1], "rb") as f:
+        small.get(paths[1], f)
+    assert len(small._items) == 1  # the one being read stays, whatever its size
