@@ -28,6 +28,27 @@ CONFIG_ENV = "DASHBOARDS_APP_CONFIG"
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/static"})
 
 
+class RefuseOversized:
+    """Refuses a request whose declared body is over :data:`MAX_BODY_BYTES` (413) before it is routed:
+    bodies are small JSON (a status note, ids, a polygon).
+
+    A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware behind that
+    decorator passes every answer through a memory stream and an extra task, which cost a five-year
+    series answer (160 kB) about a millisecond of CPU (docs/dashboard-performance.md)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                refused = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -47,13 +68,7 @@ def create_app(config: DashboardConfig, *, with_model: bool = True) -> FastAPI:
     for module in (health, me, tiles, parcels, alerts, lights, ops):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def refuse_oversized(request: Request, call_next):
-        # bodies are small JSON (a status note, ids, a polygon); refuse anything larger up front
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(RefuseOversized)
 
     def _error(status: int):
         async def handler(request: Request, exc: Exception) -> JSONResponse:
