@@ -167,3 +167,26 @@ def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("small_archive") / "archive"
     generate_archive(root, SynthConfig(**SMALL_ARCHIVE_CONFIG))
     return root
+
+
+DEMO_ARGS = ["--tile-size", "128", "--parcels", "30", "--start", "2024-05-01", "--end", "2024-07-10", "--port", "0",
+             "--no-serve"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """``sitsmon demo`` once on a tiny archive (one tile of 128 px, 30 parcels, ten weeks): its data dir and
+    the JSON report it printed. Shared by the demo test and the dashboard tests (the same run, made once);
+    never change it: work on a copy (``tests.dashboards.conftest.copy_data_dir``)."""
+    import contextlib
+    import io
+    import json
+
+    from sitsmon.cli import main
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["demo", "--data-dir", str(root), *DEMO_ARGS])
+    assert code == 0, out.getvalue()[-2000:]
+    return root, json.loads(out.getvalue().strip().splitlines()[-1])

@@ -12,21 +12,24 @@ from pathlib import Path
 import zarr
 
 from sitsmon.cli import main
-
-SMALL = ["--tile-size", "128", "--parcels", "30", "--start", "2024-05-01", "--end", "2024-07-10", "--port", "0",
-         "--no-serve"]
+from tests.conftest import DEMO_ARGS
 
 
 def _run(data_dir: Path, capsys) -> dict:
-    code = main(["demo", "--data-dir", str(data_dir), *SMALL])
+    code = main(["demo", "--data-dir", str(data_dir), *DEMO_ARGS])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     return json.loads(captured.out.strip().splitlines()[-1])
 
 
-def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, capsys) -> None:
-    first = _run(tmp_path, capsys)
-    manifest = json.loads((tmp_path / "archive" / "archive.json").read_text())
+def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, capsys, demo_run) -> None:
+    """The first run is the session's (``demo_run``, which the dashboard tests read too); the second runs
+    on a copy of its data dir."""
+    from tests.dashboards.conftest import copy_data_dir
+
+    first_dir, first = demo_run
+    work = copy_data_dir(first_dir, tmp_path / "data")
+    manifest = json.loads((work / "archive" / "archive.json").read_text())
     in_archive = {c: manifest["counts"][c] for c in ("sentinel-2-l2a", "sentinel-1-grd")}
 
     assert first["found"] == in_archive  # the search lists every acquisition of the archive
@@ -35,10 +38,10 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, capsys) -> Non
     assert sum(first["events"].values()) == first["ingest"]["ingested_slots"]  # one event per acquisition
     assert first["events"]["S2"] > 0 and first["events"]["S1"] > 0
 
-    cube = zarr.open_group(str(tmp_path / "cubes" / f"{manifest['tiles'][0]['tile_id']}.zarr"), mode="r")
+    cube = zarr.open_group(str(work / "cubes" / f"{manifest['tiles'][0]['tile_id']}.zarr"), mode="r")
     assert cube["s2"]["time"].shape[0] + cube["s1"]["time"].shape[0] == first["ingest"]["ingested_slots"]
 
-    with sqlite3.connect(tmp_path / "alerts.sqlite") as db:
+    with sqlite3.connect(work / "alerts.sqlite") as db:
         stored = db.execute("select count(*) from alerts").fetchone()[0]
         evidence = [json.loads(row[0]) for row in db.execute("select evidence from alerts")]
     assert stored == first["alerts"] == first["new_alerts"]
@@ -46,10 +49,10 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, capsys) -> Non
     assert any("model" in e and "expected_ndvi" in e["model"] for e in evidence)
     assert sum(first["lights"].values()) == manifest["counts"]["parcels"]
 
-    second = _run(tmp_path, capsys)
+    second = _run(work, capsys)
     assert second["ingest"]["ingested_items"] == 0
     assert second["ingest"]["duplicates"] == sum(in_archive.values())
     assert second["events"] == {}
     assert second["new_alerts"] == 0 and second["alerts"] == first["alerts"]
-    with sqlite3.connect(tmp_path / "alerts.sqlite") as db:
+    with sqlite3.connect(work / "alerts.sqlite") as db:
         assert db.execute("select count(*) from alerts").fetchone()[0] == stored

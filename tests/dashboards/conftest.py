@@ -1,5 +1,5 @@
-"""One small data dir per session: the demo pipeline on a tiny synthetic archive (one tile, 30
-parcels, ten weeks), plus a parcel whose id holds '#', '/' and a space, and the users of each role."""
+"""One small data dir per session: a copy of the session's demo run on a tiny synthetic archive (one tile,
+30 parcels, ten weeks; ``demo_run`` in tests/conftest.py), plus a parcel whose id holds '#', '/' and a space, and the users of each role."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from alerts.store import open_store
 from dashboards.config import DashboardConfig
 from dashboards.security import UserStore
 
-SMALL = ["--tile-size", "128", "--parcels", "30", "--start", "2024-05-01", "--end", "2024-07-10", "--port", "0"]
 ODD_ID = "33UXP/odd #1 a"
 FOREIGN_TILE = "99ZZZ"
 
@@ -57,14 +56,9 @@ def _add_odd_parcel(root: Path, tile: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Site:
-    from sitsmon.cli import build_parser, main
-
-    root = tmp_path_factory.mktemp("dash") / "data"
-    # `sitsmon demo` ends by serving the dashboard until Ctrl-C once the lead wires it: opt out
-    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
-    no_serve = ["--no-serve"] if "--no-serve" in demo._option_string_actions else []
-    assert main(["demo", "--data-dir", str(root), *SMALL, *no_serve]) == 0
+def site(tmp_path_factory, demo_run) -> Site:
+    # a copy of the session's demo run (tests/conftest.py, which tests/test_demo.py checks), changed below
+    root = copy_data_dir(demo_run[0], tmp_path_factory.mktemp("dash") / "data")
     tile = json.loads((root / "archive" / "archive.json").read_text())["tiles"][0]["tile_id"]
     odd_alert = _add_odd_parcel(root, tile)
     config = DashboardConfig.from_data_dir(root, stream_poll_s=0.3)

@@ -11,6 +11,7 @@ from ingest.events import ACQUISITIONS_TOPIC
 from monitor.bench import write_interchange_slots
 
 TILE = "T00TST"
+WORKER_SAVE_EVERY = 5  # the state writes of a `kafka_worker_env` worker (and of its reference runs)
 
 
 def write_slots(series_dir: Path, obs: pd.DataFrame, tile_id: str = TILE) -> list[dict]:
@@ -43,7 +44,9 @@ def comparable(alerts) -> list[str]:
 
 def kafka_worker_env(bootstrap: str, store_url: str, topic: str, **settings: str) -> dict[str, str]:
     """The environment of a `sitsmon monitor run` worker of a new Kafka consumer group on ``topic``:
-    small polls and frequent state writes, so a test can kill a worker between two of them.
+    small polls and state writes every few acquisitions, so a test can kill a worker between two of them
+    (every 5: a kill then mostly leaves folds in the applied log past the last state, for the next owner to
+    replay; every 2 cost the two-worker tests a third of their CPU in state writes, measured).
     ``settings`` adds SITSMON_* variables (e.g. ``SITSMON_STORAGE__STATES_URL``)."""
     import os
     import uuid
@@ -52,7 +55,7 @@ def kafka_worker_env(bootstrap: str, store_url: str, topic: str, **settings: str
     return {**os.environ, "PYTHONPATH": str(repo), "SITSMON_BUS__BACKEND": "kafka",
             "SITSMON_BUS__BOOTSTRAP_SERVERS": bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
             "SITSMON_BUS__GROUP_ID": f"group-{uuid.uuid4().hex[:8]}", "SITSMON_MONITOR__TOPIC": topic,
-            "SITSMON_ALERTS__STORE_URL": store_url, "SITSMON_MONITOR__SAVE_EVERY": "2",
+            "SITSMON_ALERTS__STORE_URL": store_url, "SITSMON_MONITOR__SAVE_EVERY": str(WORKER_SAVE_EVERY),
             "SITSMON_MONITOR__MAX_RECORDS": "5", **settings}
 
 

@@ -78,8 +78,10 @@ def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
         tmp_path: Path, kafka_bootstrap: str, make_database, synthetic_obs) -> None:
     obs, parcels = synthetic_obs
     keep = parcels[parcels.parcel_id.isin(["G2", "C1"])]
-    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 70)
-              & (obs.days <= obs.days.min() + 170)]
+    # 45 days around G2's second cut: the one mowing alert per tile that the 100 days from day 70 raised
+    # too (C1's harvest is not detected in either), on 41 acquisitions per tile instead of 81
+    obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 120)
+              & (obs.days <= obs.days.min() + 165)]
     tiles = _tiles()
     frames, layers, events, expected = [], [], [], []
     for tile in tiles:

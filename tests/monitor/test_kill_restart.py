@@ -83,23 +83,37 @@ def season():
     return _tiny_season()
 
 
+def _killed_then_restarted(root: Path, obs, parcels, kill_at: str) -> tuple[int, int, tuple]:
+    """A run killed at ``kill_at``, then a restart: both return codes and the restart's outcome."""
+    _setup(root, obs, parcels)
+    died = _run(root, kill_at)
+    ended = _run(root)
+    return died, ended, _outcome(root) if ended == 0 else ()
+
+
 @pytest.mark.slow
 def test_a_kill_at_any_point_then_a_restart_equals_the_uninterrupted_run(tmp_path: Path, season) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     obs, parcels = season
     clean = tmp_path / "clean"
     _setup(clean, obs, parcels)
-    assert _run(clean) == 0
-    alerts, arrays, applied, sent = _outcome(clean)
-    assert alerts, "the season must raise alerts for the comparison to mean something"
-    assert sorted(set(sent)) == sorted(a[0] for a in alerts)
+    # inside the run (17 folds, 6 commits), after a state write
+    kills = {point: f"{point}:{3 if point == 'before_commit' else 4 + 3 * i}" for i, point in enumerate(POINTS)}
+    with ThreadPoolExecutor(2) as pool:  # the runs are independent (own data dir and bus): two at a time
+        clean_rc = pool.submit(_run, clean)
+        runs = {point: pool.submit(_killed_then_restarted, tmp_path / point, obs, parcels, kill)
+                for point, kill in kills.items()}
+        assert clean_rc.result() == 0
+        alerts, arrays, applied, sent = _outcome(clean)
+        assert alerts, "the season must raise alerts for the comparison to mean something"
+        assert sorted(set(sent)) == sorted(a[0] for a in alerts)
+        runs = {point: run.result() for point, run in runs.items()}
 
-    for i, point in enumerate(POINTS):
-        root = tmp_path / point
-        _setup(root, obs, parcels)
-        n = 3 if point == "before_commit" else 4 + 3 * i  # inside the run (17 folds, 6 commits), after a state write
-        assert _run(root, f"{point}:{n}") == -9, f"the run was meant to die at {point}:{n}"
-        assert _run(root) == 0
-        got_alerts, got_arrays, got_applied, got_sent = _outcome(root)
+    for point, (died, ended, outcome) in runs.items():
+        assert died == -9, f"the run was meant to die at {kills[point]}"
+        assert ended == 0
+        got_alerts, got_arrays, got_applied, got_sent = outcome
         assert got_alerts == alerts, point
         assert got_applied == applied, point
         assert set(got_arrays) == set(arrays)

@@ -15,17 +15,22 @@ from monitor.bus import make_bus
 from monitor.config import MonitorConfig
 from monitor.replay import replay_period
 from monitor.service import Monitor, Service
-from tests.monitor.conftest import write_parcels
+from tests.monitor.conftest import synthetic_season, write_parcels
 from tests.monitor.helpers import TILE, publish, write_slots
 
 
-@pytest.fixture()
-def small(synthetic_obs):
-    obs, parcels = synthetic_obs
+def _small():
+    obs, parcels = synthetic_season()
     keep = parcels[parcels.parcel_id.isin(["G2", "C1"])]
     obs = obs[obs.parcel_id.isin(keep.parcel_id) & (obs.days >= obs.days.min() + 70)
               & (obs.days <= obs.days.min() + 190)]
     return obs.reset_index(drop=True), keep.reset_index(drop=True)
+
+
+@pytest.fixture()
+def small():
+    """Two parcels (a twice-mown grassland and a cereal) over four months."""
+    return _small()
 
 
 def _monitor(root: Path, parcels, model, **cfg) -> Monitor:
@@ -50,6 +55,15 @@ def _stream(root: Path, obs, parcels, model, reorder=None, **cfg):
         service.close()
         bus.close()
     return result
+
+
+@pytest.fixture(scope="module")
+def in_order(tmp_path_factory, model):
+    """``(root, report, state, alerts, events)`` of ``small`` streamed in order with the default configuration:
+    the run four tests compare with, streamed once for them (read it; copy ``root`` to change it)."""
+    obs, parcels = _small()
+    root = tmp_path_factory.mktemp("on-time")
+    return root, *_stream(root, obs, parcels, model)
 
 
 def _replay_as_streamed(monitor: Monitor, streamed, alerts) -> dict:
@@ -99,9 +113,9 @@ def _first(events, sensor: str, start: int = 0) -> int:
     return next(i for i, e in enumerate(events) if e["sensor"] == sensor and i >= start)
 
 
-def test_a_late_s1_after_three_s2_equals_the_on_time_run(tmp_path: Path, small, model) -> None:
+def test_a_late_s1_after_three_s2_equals_the_on_time_run(tmp_path: Path, small, in_order, model) -> None:
     obs, parcels = small
-    _, on_time, alerts, events = _stream(tmp_path / "on-time", obs, parcels, model)
+    _, _, on_time, alerts, events = in_order
     i = _first(events, "S1", 10)
     after = [j for j in range(i + 1, len(events)) if events[j]["sensor"] == "S2"][2] - i
     report, late, late_alerts, _ = _stream(tmp_path / "late", obs, parcels, model, lambda ev: _move(ev, i, after))
@@ -122,9 +136,9 @@ def test_a_late_s2_across_a_checkpoint_equals_the_on_time_run(tmp_path: Path, sm
 
 
 def test_an_acquisition_older_than_the_retained_window_is_refused_recorded_then_replayed(
-        tmp_path: Path, small, model) -> None:
+        tmp_path: Path, small, in_order, model) -> None:
     obs, parcels = small
-    _, on_time, alerts, events = _stream(tmp_path / "on-time", obs, parcels, model)
+    _, _, on_time, alerts, events = in_order
     root = tmp_path / "late"
     report, late, _, _ = _stream(root, obs, parcels, model, lambda ev: _move(ev, 3, len(ev) - 4),
                                  retention_days=20, checkpoint_days=5)
@@ -138,9 +152,9 @@ def test_an_acquisition_older_than_the_retained_window_is_refused_recorded_then_
     _replay_as_streamed(_monitor(root, parcels, model, retention_days=20, checkpoint_days=5), on_time, alerts)
 
 
-def test_replay_produces_the_states_and_alerts_of_the_stream(tmp_path: Path, small, model) -> None:
+def test_replay_produces_the_states_and_alerts_of_the_stream(tmp_path: Path, small, in_order, model) -> None:
     obs, parcels = small
-    _, streamed, alerts, _ = _stream(tmp_path / "stream", obs, parcels, model)
+    _, _, streamed, alerts, _ = in_order
     root = tmp_path / "replay"
     write_slots(root / "series", obs)
     result = _replay_as_streamed(_monitor(root, parcels, model), streamed, alerts)  # the chunkwise block path
@@ -179,11 +193,12 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(tmp_path: Path, sma
         bus.close()
 
 
-def test_a_corrupt_state_chunk_is_detected_and_the_tile_rebuilt(tmp_path: Path, small, model) -> None:
+def test_a_corrupt_state_chunk_is_detected_and_the_tile_rebuilt(tmp_path: Path, small, in_order, model) -> None:
+    from tests.dashboards.conftest import copy_data_dir
+
     obs, parcels = small
-    _, clean, alerts, _ = _stream(tmp_path / "clean", obs, parcels, model)
-    root = tmp_path / "corrupt"
-    _stream(root, obs, parcels, model)
+    clean_root, _, clean, alerts, _ = in_order
+    root = copy_data_dir(clean_root, tmp_path / "corrupt")  # a second run of the same stream, to corrupt
     tile_dir = _namespace(root) / TILE
     current = json.loads((tile_dir / "CURRENT").read_text())["state"]
     chunk = next(p for p in (tile_dir / current / "encoder" / "layer_0").rglob("*") if p.is_file()

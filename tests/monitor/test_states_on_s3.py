@@ -19,7 +19,15 @@ from monitor.config import MonitorConfig
 from monitor.service import Monitor, Service
 from monitor.state_store import TileStore
 from tests.monitor.conftest import write_parcels
-from tests.monitor.helpers import TILE, comparable, kafka_worker_env, publish, stop_workers, write_slots
+from tests.monitor.helpers import (
+    TILE,
+    WORKER_SAVE_EVERY,
+    comparable,
+    kafka_worker_env,
+    publish,
+    stop_workers,
+    write_slots,
+)
 from tests.monitor.test_kafka_group import REPO, _publish, _tiles, kill_one_mid_season
 
 
@@ -147,7 +155,7 @@ def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
 
     # the uninterrupted run: one in-process monitor over the same events, states on local disk
     reference = MonitorConfig(data_dir=tmp_path / "reference", series_dir=tmp_path / "series", parcels=layer,
-                              save_every=2, max_records=5)
+                              save_every=WORKER_SAVE_EVERY, max_records=5)
     ref = stream(reference, events, tmp_path / "bus-reference.sqlite", model)
     from alerts.store import open_store as open_alerts
 
