@@ -142,6 +142,7 @@ def _write_tile_series(out: Path, tile: str, count: int, years: float, seed: int
     import numpy as np
     import pyarrow as pa
 
+    from contracts.campaigns import CALENDAR_YEAR
     from ingest.series import COMPACT, SCHEMA, CompactWriter
     from ingest.types import S1_POLS, S2_BANDS
 
@@ -152,7 +153,7 @@ def _write_tile_series(out: Path, tile: str, count: int, years: float, seed: int
     sensors, passes = pa.array(["S1", "S2"], pa.string()), pa.array(["ascending", ""], pa.string())
     constants = pa.array([tile, ""], pa.string())
     block = max(1, SERIES_BLOCK_ROWS // per)
-    campaigns = (np.asarray(times).astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970).astype(np.int16)
+    campaigns = CALENDAR_YEAR.campaigns_of(times).astype(np.int16)  # the default calendar, as ingest records it
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{COMPACT}.bench.tmp"
     with CompactWriter(tmp) as writer:

@@ -3,6 +3,10 @@ announce each slot on the bus as ingest does (another path into the series store
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -48,9 +52,6 @@ def kafka_worker_env(bootstrap: str, store_url: str, topic: str, **settings: str
     (every 5: a kill then mostly leaves folds in the applied log past the last state, for the next owner to
     replay; every 2 cost the two-worker tests a third of their CPU in state writes, measured).
     ``settings`` adds SITSMON_* variables (e.g. ``SITSMON_STORAGE__STATES_URL``)."""
-    import os
-    import uuid
-
     repo = Path(__file__).resolve().parents[2]
     return {**os.environ, "PYTHONPATH": str(repo), "SITSMON_BUS__BACKEND": "kafka",
             "SITSMON_BUS__BOOTSTRAP_SERVERS": bootstrap, "SITSMON_BUS__API_VERSION": "0.9",
@@ -62,9 +63,6 @@ def kafka_worker_env(bootstrap: str, store_url: str, topic: str, **settings: str
 def stop_workers(workers, timeout_s: float = 60.0) -> None:
     """A clean stop (SIGINT: the worker commits and writes its last states) of every worker still
     running; one that has not stopped within ``timeout_s`` is killed."""
-    import signal
-    import subprocess
-
     for w in workers:
         if w.poll() is None:
             w.send_signal(signal.SIGINT)
