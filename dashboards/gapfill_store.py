@@ -38,10 +38,11 @@ FORMAT = 1
 
 
 def _code_hash() -> str:
-    from alerts import gapfill
+    from alerts import gapfill, gapfill_boost
 
-    try:
-        return hashlib.sha256(inspect.getsource(gapfill).encode()).hexdigest()[:16]
+    try:  # the filler and its trees: a change of either's maths invalidates every stored fit
+        source = inspect.getsource(gapfill) + inspect.getsource(gapfill_boost)
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
     except (OSError, TypeError):  # no source (a frozen build): the version of the package instead
         return str(getattr(gapfill, "__version__", "unknown"))
 
@@ -74,8 +75,8 @@ def _decode(arrays: dict[str, np.ndarray], plain: dict[str, Any]) -> Any:
     for name, v in plain.items():
         if isinstance(v, dict) and "__params__" in v:
             v = gapfill.GapFillParams(**v["__params__"])
-        elif isinstance(v, list):
-            v = tuple(v)
+        elif isinstance(v, list):  # JSON has no tuples: k_horizon's rows come back as lists too
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
         values[name] = v
     return gapfill.GapFillModel(**values)
 

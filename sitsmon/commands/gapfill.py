@@ -1,10 +1,11 @@
 """`sitsmon gapfill`: fill S2 cloud gaps of parcel series at given times, with an uncertainty.
 
 Fit the gap filler on the visible clear S2 views of OBS (seasonal climatology + anomaly smoother + S1
-regression) and write S2 bands B02..B12, NDVI and an NDVI uncertainty at every (parcel_id, time) of
-QUERIES, with the 68 % (uncertainty) and 90 % (interval90) bands calibrated on held-out errors. Every
-output row is flagged filled=1; queries beyond a parcel's first/last clear view are filled from S1 and the
-seasonal prior (status=extrapolated, wider bands) when an S1 view is near, else come back empty with
+regression, its NDVI corrected by boosted trees fitted on the same clear views) and write S2 bands
+B02..B12, NDVI and an NDVI uncertainty at every (parcel_id, time) of QUERIES, with the 68 %
+(uncertainty) and 90 % (interval90) bands calibrated on held-out errors. Every output row is flagged
+filled=1; queries beyond a parcel's first/last clear view are filled from S1 and the seasonal prior
+(status=extrapolated, wider bands) when an S1 view is near, else come back empty with
 status=out_of_range.
 
 The output is written to a temporary file and renamed into place; an output that is one of the inputs

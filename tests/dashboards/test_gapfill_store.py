@@ -74,6 +74,7 @@ def test_two_workers_make_one_fit_and_the_stored_model_fills_as_a_fresh_fit(site
     assert stored is not fresh
     np.testing.assert_array_equal(stored.clim, fresh.clim)
     np.testing.assert_array_equal(stored.s1_coef, fresh.s1_coef)
+    assert fresh.boost_nodes is None  # this small tile is fitted without trees: the next test stores them
     assert (stored.sigma, stored.k68, stored.k90, stored.k68_edge, stored.k90_edge, stored.params, stored.n_fit) == (
         fresh.sigma, fresh.k68, fresh.k90, fresh.k68_edge, fresh.k90_edge, fresh.params, fresh.n_fit)
     obs = normalise_observations(read_series(series, tile_id=tile, parcel_id=ids[0]).to_pandas())
@@ -136,3 +137,33 @@ def test_a_series_asked_during_the_fit_comes_without_fill_and_later_with_it(site
     reader.gapfill_model(tile, reader._tile_stamp(tile), ids, wait_s=600)  # the fit under way ends
     later = reader.series(tile, pid, ids, fill=True, expected=False)  # the pending answer was not cached
     assert later["fill_pending"] is False and later["s2"] == want["s2"]
+
+
+def test_a_fit_with_trees_is_stored_as_arrays_and_fills_as_the_fresh_fit(tmp_path):
+    """Twelve real plots are enough for the boosted trees; their node table goes into the file
+    (no pickle) and the model read back fills exactly as the fitted one."""
+    from alerts import gapfill
+    from alerts.series import read_observations, read_parcels
+    from dashboards.gapfill_store import load_or_fit
+    from tests.alerts.conftest import REAL
+
+    ids = sorted(read_parcels(REAL / "parcels.csv")["parcel_id"])[:12]
+    obs = read_observations(REAL / "observations.csv")
+    obs = obs[obs["parcel_id"].isin(ids)].reset_index(drop=True)
+    fresh = load_or_fit(tmp_path, (("stamp", 1),), {"sample": "twelve"}, lambda: gapfill.fit(obs))
+    assert fresh.boost_nodes is not None and len(fresh.boost_roots) >= 10
+
+    def no_fit():
+        raise AssertionError("a stored, current model must be read, not refitted")
+
+    stored = load_or_fit(tmp_path, (("stamp", 1),), {"sample": "twelve"}, no_fit)
+    assert stored is not fresh
+    np.testing.assert_array_equal(stored.boost_nodes, fresh.boost_nodes)
+    np.testing.assert_array_equal(stored.boost_roots, fresh.boost_roots)
+    assert stored.boost_baseline == fresh.boost_baseline and stored.k_horizon == fresh.k_horizon
+    g = obs[obs["parcel_id"] == ids[0]]
+    cloudy = g[(g["sensor"] == "S2") & ~(g["clear"] >= 0.5)][["parcel_id", "time"]]
+    cloudy = cloudy.assign(time=cloudy["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    filled = gapfill.fill(fresh, g, cloudy)
+    assert "boosted-trees" in filled["method"].iloc[0] and (filled["status"] == "ok").any()
+    pd.testing.assert_frame_equal(gapfill.fill(stored, g, cloudy), filled)
