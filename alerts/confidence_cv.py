@@ -10,6 +10,11 @@ For one outer split (plot-blocked k-fold, or leave-one-year-out), on the trainin
 3. the best (set, gap, thresholds) is refitted on the whole training part and the held-out
    parcel-years get their lights from ``alerts.traffic_light.assess`` itself.
 
+"Precision at or above ``target``" is the point estimate by default; ``precision_test`` also offers
+its lower Wilson bound and "in every training campaign" (``sitsmon eval lights --selection``), the
+group-robust and small-sample-robust criteria compared in docs/traffic-light.md (not shipped: out of
+sample they bought no precision that the orange target could afford).
+
 Variants: ``calibrated`` (the rule's own evidence, ``alerts.confidence.RULE_FEATURES``),
 ``calibrated_encoder`` (plus the encoder's residuals) and ``head`` (a logistic head on the encoder's
 representation over the window, ``alerts.heads``, with the event's confidence so green keeps its
@@ -18,7 +23,9 @@ other rules' lights are the scheme's own.
 
 ``s1_veto`` (``cross_validate_s1_veto``): on a dataset the packaged calibration never saw (the demo
 archive's truth), the S1 veto of a red (``max_red_s1_drop_z``) chosen in that dataset's own folds,
-the calibration as shipped: each constant comes from one dataset and is scored on the other too.
+the calibration as shipped: each constant comes from one dataset and is scored on the other too. ``s2_gap``
+(``cross_validate_s2_gap``): likewise the S2 gap a red may span where no S1 can veto it
+(``max_s2_gap_without_s1_days``), on S2-only cases.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ def table(cases: Sequence[Case], rule: LandUseRule, extra: np.ndarray | None = N
         vetoed = c.evidence is not None and s1_vetoes(rule, c.evidence)
         for g in GAPS_DAYS:
             cov_by[g].append(coverage(rule.model_copy(update={"max_s2_gap_days": g, "max_s2_gap_with_s1_days": g}),
-                                      cov)[0] and not vetoed)
+                                      cov, c.evidence)[0] and not vetoed)
         after.append(c.as_of >= rule.deadline_date(c.campaign))
     x = np.asarray([[r[k] for k in FEATURES] for r in rows], float).reshape(len(rows), len(FEATURES))
     names = FEATURES
@@ -101,23 +108,65 @@ def lights_of(p: np.ndarray, has_event: np.ndarray, covered: np.ndarray, after: 
     return out
 
 
+# How the inner selection asks that a set of lights be precise enough (``precision_test``):
+# "point": its precision ≥ target (the shipped procedure); "wilson": the lower Wilson bound of its
+# precision (``wilson_z`` standard errors) ≥ target, so a few lucky lights cannot pass; "worst_year":
+# the precision ≥ target in every campaign of the training part, not only pooled (a light must hold
+# in a year it was not tuned on).
+SELECTIONS = ("point", "wilson", "worst_year")
+
+
+def wilson_lower(k: int, n: int, z: float) -> float:
+    """The lower end of the Wilson score interval of a proportion ``k / n`` at ``z`` (0 for n = 0)."""
+    if n <= 0:
+        return 0.0
+    ph = k / n
+    centre = ph + z * z / (2 * n)
+    half = z * np.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n))
+    return float((centre - half) / (1 + z * z / n))
+
+
+PrecisionTest = Callable[[np.ndarray, np.ndarray], bool]
+
+
+def precision_test(target: float, selection: str = "point", groups: np.ndarray | None = None,
+                   wilson_z: float = 1.0) -> PrecisionTest:
+    """``test(chosen, right)`` (boolean masks): whether the ``chosen`` lights are precise enough."""
+    if selection == "point":
+        return lambda sel, right: bool(sel.any()) and float(right[sel].mean()) >= target
+    if selection == "wilson":
+        return lambda sel, right: bool(sel.any()) and wilson_lower(int(right[sel].sum()), int(sel.sum()), wilson_z) >= target
+    if selection == "worst_year":
+        if groups is None:
+            raise ValueError("worst_year selection needs the campaign of each parcel-year")
+        labels = np.unique(groups)
+
+        def every_year(sel: np.ndarray, right: np.ndarray) -> bool:
+            return bool(sel.any()) and float(right[sel].mean()) >= target and all(
+                float(right[sel & (groups == y)].mean()) >= target for y in labels if (sel & (groups == y)).any())
+        return every_year
+    raise ValueError(f"unknown selection {selection!r}; choose from {', '.join(SELECTIONS)}")
+
+
 def thresholds(p: np.ndarray, active: np.ndarray, has_event: np.ndarray, covered: np.ndarray,
-               after: np.ndarray, target: float) -> tuple[float, float, int]:
+               after: np.ndarray, target: float, holds: PrecisionTest | None = None) -> tuple[float, float, int]:
     """(red_probability, green_probability, decided): the most parcel-years decided with red and
-    green precision ≥ ``target``. Green first (it wins over red in ``assess``), red among the rest,
-    below the green threshold. Thresholds sit halfway between neighbouring probabilities."""
+    green precision ≥ ``target`` (or passing ``holds``, ``precision_test``'s). Green first (it wins
+    over red in ``assess``), red among the rest, below the green threshold. Thresholds sit halfway
+    between neighbouring probabilities."""
+    holds = holds or precision_test(target)
     cand = np.unique(p)
     mids = np.r_[cand[0] - 1e-6, 0.5 * (cand[1:] + cand[:-1]), cand[-1] + 1e-6] if len(cand) else np.array([0.5])
     green_p, n_green = 1.0 + 1e-9, 0
     for t in mids[::-1]:
         g = has_event & (p >= t)
-        if g.any() and active[g].mean() >= target and g.sum() > n_green:
+        if g.sum() > n_green and holds(g, active):
             green_p, n_green = float(t), int(g.sum())
     red_p, n_red = -1e-9, 0
     base = after & covered & ~(has_event & (p >= green_p))
     for t in mids:
         r = base & (p <= t)
-        if r.any() and (~active[r]).mean() >= target and r.sum() > n_red:
+        if r.sum() > n_red and holds(r, ~active):
             red_p, n_red = float(t), int(r.sum())
     return red_p, min(max(green_p, 0.0), 1.0), n_green + n_red
 
@@ -127,9 +176,12 @@ def _columns(tab: Table, names: Sequence[str]) -> np.ndarray:
 
 
 def choose(tab: Table, plots: np.ndarray, train: np.ndarray, candidates: Sequence[Sequence[str]],
-           target: float, seed: int, l2s: Sequence[float] = (L2,)) -> dict:
+           target: float, seed: int, l2s: Sequence[float] = (L2,), selection: str = "point",
+           years: np.ndarray | None = None, wilson_z: float = 1.0) -> dict:
     """The feature set, L2 weight, gap limit and thresholds chosen on ``train`` (indices), and the
-    model refitted on all of ``train``."""
+    model refitted on all of ``train``; ``selection``: ``precision_test``'s (``years``: per row of
+    ``tab``, for "worst_year")."""
+    holds = precision_test(target, selection, None if years is None else years[train], wilson_z)
     inner = kfold_groups(list(plots[train]), INNER_FOLDS, seed + 1)
     best: tuple | None = None
     y = tab.active[train]
@@ -144,7 +196,7 @@ def choose(tab: Table, plots: np.ndarray, train: np.ndarray, candidates: Sequenc
                 oof[held] = fit_logistic(x[~held], y[~held], names, l2).predict(x[held])
             for gap in GAPS_DAYS:
                 red_p, green_p, decided = thresholds(oof, y, tab.has_event[train], tab.covered[gap][train],
-                                                     tab.after_deadline[train], target)
+                                                     tab.after_deadline[train], target, holds)
                 val = (decided, -len(names), -gap, l2)  # ties: fewer features, stricter coverage, smoother
                 if best is None or val > best[0]:
                     best = (val, k, l2, gap, red_p, green_p)
@@ -175,9 +227,12 @@ def cross_validate_calibrated(
     folds: int = 5,
     seed: int = 0,
     target: float = 0.92,
+    selection: str = "point",
+    wilson_z: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Plot-blocked k-fold and leave-one-year-out CV of a calibrated variant, per fold and pooled.
+    ``selection``, ``wilson_z``: how the inner selection tests precision (``precision_test``).
 
     ``scheme``: the rule-only scheme; its first grassland-like rule (the one naming "mowing") is
     judged calibrated, the others as they are. ``extra``: per case, additional feature columns
@@ -200,12 +255,13 @@ def cross_validate_calibrated(
     if len(set(years)) > 1:
         splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
     out: dict = {"variant": variant, "candidates": [list(c) if len(c) <= 12 else f"{len(c)} columns" for c in cand], "gaps_days": list(GAPS_DAYS),
-                 "target_precision": target, "inner_folds": INNER_FOLDS, "l2_choices": list(l2s)}
+                 "target_precision": target, "inner_folds": INNER_FOLDS, "l2_choices": list(l2s),
+                 "selection": selection, **({"wilson_z": wilson_z} if selection == "wilson" else {})}
     for name, parts in splits.items():
         pooled = list(base_lights)
         per_fold = []
         for label, test_mask in parts:
-            chosen = choose(tab, plots, local[~test_mask], cand, target, seed, l2s)
+            chosen = choose(tab, plots, local[~test_mask], cand, target, seed, l2s, selection, years, wilson_z)
             held = _judge(sub, local[test_mask], rule, scheme, chosen, tab)
             for j, lt in zip(local[test_mask], held, strict=True):
                 pooled[members[j]] = lt
@@ -252,30 +308,52 @@ def fit_shipped(cases: Sequence[Case], scheme: Scheme, variant: str = "calibrate
 S1_Z_GRID: tuple[float | None, ...] = (3.0, 3.5, 4.0, 4.5, 5.0, 6.0, None)
 
 
-def cross_validate_s1_veto(
-    cases: Sequence[Case],
-    scheme: Scheme,
-    *,
-    grid: Sequence[float | None] = S1_Z_GRID,
-    folds: int = 5,
-    seed: int = 0,
-    target: float = 0.92,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
+# The longest S2 gap a red may span where no S1 can veto it, strictest first; None: no such limit
+# (the rule's max_s2_gap_days alone). 10 days decides no red on the demo archive (its fallback).
+S2_GAP_WITHOUT_S1_GRID: tuple[float | None, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, None)
+
+
+def cross_validate_s1_veto(cases: Sequence[Case], scheme: Scheme, *, grid: Sequence[float | None] = S1_Z_GRID,
+                           **kw) -> dict:
     """Plot-blocked k-fold (and leave-one-year-out) CV of the S1 veto of ``scheme``'s calibrated
-    rule (``max_red_s1_drop_z``), everything else as shipped: on the training parcel-years, the
-    value of ``grid`` that decides the most of the rule's cases with red and green precision ≥
-    ``target`` (``alerts.evaluation_lights.objective``; ties: the stricter), applied to the held-out.
+    rule (``max_red_s1_drop_z``), everything else as shipped (``cross_validate_constant``).
 
     Meant for a dataset the calibration never saw (the demo archive's truth: the packaged model is
     fitted on grassland-sk-dev): the veto is then chosen on one dataset and the calibration on the
     other, and the figures of each are out of sample.
     """
+    return cross_validate_constant(cases, scheme, "max_red_s1_drop_z", grid, variant="s1_veto", **kw)
+
+
+def cross_validate_s2_gap(cases: Sequence[Case], scheme: Scheme, *,
+                          grid: Sequence[float | None] = S2_GAP_WITHOUT_S1_GRID, **kw) -> dict:
+    """CV of ``max_s2_gap_without_s1_days`` of ``scheme``'s calibrated rule, everything else as
+    shipped: meaningful on S2-only cases (``--sensors S2``), where no S1 can veto a red."""
+    return cross_validate_constant(cases, scheme, "max_s2_gap_without_s1_days", grid, variant="s2_gap", **kw)
+
+
+def cross_validate_constant(
+    cases: Sequence[Case],
+    scheme: Scheme,
+    key: str,
+    grid: Sequence[float | None],
+    *,
+    variant: str,
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.92,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Plot-blocked k-fold (and leave-one-year-out) CV of one setting ``key`` of ``scheme``'s
+    calibrated (mowing) rule, everything else as given: on the training parcel-years, the value of
+    ``grid`` that decides the most of the rule's cases with red and green precision ≥ ``target``
+    (``alerts.evaluation_lights.objective``; ties: the earlier in ``grid``, the stricter), applied to
+    the held-out ones."""
     rule = next(r for r in scheme.rules if "mowing" in r.events)
     mine = np.flatnonzero([scheme.rule_for(c.land_use) is rule for c in cases])
     sub = [cases[j] for j in mine]
     variants = [scheme.model_copy(update={"rules": tuple(
-        r.model_copy(update={"max_red_s1_drop_z": k}) if r is rule else r for r in scheme.rules)}) for k in grid]
+        r.model_copy(update={key: k}) if r is rule else r for r in scheme.rules)}) for k in grid]
     lights = [judge(sub, v) for v in variants]
     base = judge(cases, scheme)
     plots = np.asarray([c.parcel_id for c in sub])
@@ -290,7 +368,7 @@ def cross_validate_s1_veto(
         vals = [objective(score([sub[j] for j in where], [lt[j] for j in where]), target) for lt in lights]
         return max(range(len(grid)), key=lambda i: (vals[i], -i))
 
-    out: dict = {"variant": "s1_veto", "grid": list(grid), "target_precision": target}
+    out: dict = {"variant": variant, "setting": key, "grid": list(grid), "target_precision": target}
     for name, parts in splits.items():
         pooled = list(base)
         per_fold = []
@@ -299,37 +377,45 @@ def cross_validate_s1_veto(
             where = np.flatnonzero(test)
             for j in where:
                 pooled[mine[j]] = lights[k][j]
-            per_fold.append({"fold": label, "chosen": {"max_red_s1_drop_z": grid[k]},
+            per_fold.append({"fold": label, "chosen": {key: grid[k]},
                              **score([sub[j] for j in where], [lights[k][j] for j in where])})
             if progress:
-                progress(f"s1_veto {name} {label}")
+                progress(f"{variant} {name} {label}")
         out[name] = {"pooled": score(cases, pooled), "per_campaign": _per_campaign(cases, pooled),
                      "pooled_calibrated_rule": score(sub, [pooled[j] for j in mine]),
                      "per_fold": per_fold, "spread": _spread(per_fold)}
-    out["chosen_on_all"] = {"max_red_s1_drop_z": grid[best_on(np.ones(len(sub), bool))]}
+    out["chosen_on_all"] = {key: grid[best_on(np.ones(len(sub), bool))]}
     return out
 
 
-VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head", "s1_veto")
+VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head", "s1_veto", "s2_gap")
 
 
 def add_variants(out: dict, cases: Sequence[Case], obs: pd.DataFrame, scheme: Scheme, model: object | None = None,
-                 variants: Sequence[str] = VARIANTS, calibration_unseen: bool = False, **kw) -> dict:
+                 variants: Sequence[str] = VARIANTS, calibration_unseen: bool = False, selection: str = "point",
+                 wilson_z: float = 1.0, **kw) -> dict:
     """``out`` (one dataset's ``evaluate_lights``) with the calibrated variants' CV beside the rule's:
     ``cv_calibrated``, with the encoder ``cv_calibrated_encoder`` and ``cv_head``, and the
     ``comparison`` table. ``calibration_unseen``: the dataset is not the one the packaged calibration
     was fitted on; then, for a scheme whose mowing rule is calibrated, ``cv_s1_veto`` (the S1 veto
-    chosen in this dataset's folds, the calibration as shipped). ``kw``: folds, seed, target, progress."""
+    chosen in this dataset's folds, the calibration as shipped) and, on S2-only cases, ``cv_s2_gap``
+    (``max_s2_gap_without_s1_days`` chosen likewise). ``selection``, ``wilson_z``: the calibrated
+    variants' inner precision test (``precision_test``). ``kw``: folds, seed, target, progress."""
     rule_scheme = with_params(scheme, {"decision": "rule"})
     calibrated = [r for r in scheme.rules if "mowing" in r.events and r.decision == "calibrated"]
     if calibration_unseen and calibrated and "s1_veto" in variants:
         out["cv_s1_veto"] = cross_validate_s1_veto(cases, scheme, **kw)
+    # the S2-only gap limit binds only where no S1 can veto: chosen on S2-only cases (--sensors S2)
+    s2_only = not any(c.evidence is not None and c.evidence.s1_days for c in cases)
+    if calibration_unseen and calibrated and s2_only and "s2_gap" in variants:
+        out["cv_s2_gap"] = cross_validate_s2_gap(cases, scheme, **kw)
     if any("mowing" in r.events for r in scheme.rules):
         if "calibrated" in variants:
-            out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated", **kw)
+            out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated",
+                                                             selection=selection, wilson_z=wilson_z, **kw)
         if model is not None and "calibrated_encoder" in variants:
             out["cv_calibrated_encoder"] = cross_validate_calibrated(
-                cases, rule_scheme, variant="calibrated_encoder", **kw)
+                cases, rule_scheme, variant="calibrated_encoder", selection=selection, wilson_z=wilson_z, **kw)
         if model is not None and "head" in variants:
             out["cv_head"] = _head_cv(obs, model, cases, rule_scheme, kw)
     out["comparison"] = comparison(out)
@@ -367,6 +453,7 @@ def comparison(out: dict) -> list[dict]:
     variants = {"rule": out.get("cv_rule_only"), "rule_plus_encoder_residuals_grid": out.get("cv_rule_plus_encoder"),
                 "calibrated": out.get("cv_calibrated"), "calibrated_plus_encoder_residuals": out.get("cv_calibrated_encoder"),
                 "calibrated_shipped_s1_veto_in_fold": out.get("cv_s1_veto"),
+                "calibrated_shipped_s2_gap_without_s1_in_fold": out.get("cv_s2_gap"),
                 **{f"head_{k}": v for k, v in (out.get("cv_head") or {}).items()}}
     rows = []
     for name, cv in variants.items():
@@ -382,5 +469,6 @@ def comparison(out: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["CANDIDATES", "S1_Z_GRID", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated",
-           "cross_validate_s1_veto", "fit_shipped", "lights_of", "table", "thresholds"]
+__all__ = ["CANDIDATES", "S1_Z_GRID", "S2_GAP_WITHOUT_S1_GRID", "SELECTIONS", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated",
+           "cross_validate_constant", "cross_validate_s1_veto", "cross_validate_s2_gap", "fit_shipped", "lights_of", "precision_test", "table",
+           "thresholds", "wilson_lower"]

@@ -92,6 +92,9 @@ class WindowEvidence:
     # the largest S1 VH fall of the window (``s1_drop_z``), in units of the parcel's VH noise, and its day
     s1_drop_z: float = 0.0
     s1_drop_day: float = math.nan
+    # the most S1 views of one relative orbit that ``s1_drop_z`` could use (fewer than S1_MIN_VIEWS:
+    # S1 can veto nothing, whatever its value)
+    s1_orbit_views: int = 0
 
     def coverage_in(self, start: float, end: float) -> Coverage:
         """Views and longest gaps inside ``[start, min(end, as_of)]`` (edges count as boundaries)."""
@@ -199,6 +202,13 @@ def s1_drop_z(days: np.ndarray, vh: np.ndarray, orbit: np.ndarray, start: float,
     return best, best_day
 
 
+def orbit_views(days: np.ndarray, vh: np.ndarray, orbit: np.ndarray, start: float, stop: float) -> int:
+    """The most S1 views of one relative orbit among those ``s1_drop_z`` reads for ``[start, stop]``."""
+    keep = (days >= start - S1_LEAD_DAYS) & (days <= stop) & np.isfinite(vh) & (vh > 0)
+    orb = np.where(np.isfinite(orbit[keep]), orbit[keep], -1.0)
+    return int(np.unique(orb, return_counts=True)[1].max()) if keep.any() else 0
+
+
 def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> WindowEvidence:
     """Evidence of one parcel's normalised rows ``g`` for the window ``[start, end]`` seen at ``as_of``.
 
@@ -242,6 +252,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
     step_drop, regrowth, swir_rise = drop_shape(t2[shape_views], v2[shape_views], swir[shape_views], start)
     orbit = g["orbit"].to_numpy(float) if "orbit" in g.columns else np.full(len(g), -1.0)
     s1_z, s1_day = s1_drop_z(days[s1], vh[s1], orbit[s1], start, stop)
+    s1_views = orbit_views(days[s1], vh[s1], orbit[s1], start, stop)
     pix = g["pixel_count"].to_numpy(float) if "pixel_count" in g.columns else None
     s2_pixels = s1_pixels = -1
     if pix is not None:
@@ -269,6 +280,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         max_swir_rise=swir_rise,
         s1_drop_z=s1_z,
         s1_drop_day=s1_day,
+        s1_orbit_views=s1_views,
     )
 
 

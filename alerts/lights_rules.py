@@ -60,7 +60,10 @@ class LandUseRule(_Strict):
     expectation is given, no residual below ``min_red_residual_z`` (both mean "nothing happened");
     and, where ``max_red_s1_drop_z`` is set, no S1 VH fall in the window larger than that many times
     the parcel's own VH noise (``alerts.decisions.s1_drop_z``: S1 may have seen a cut the clouds hid
-    from S2; without S1 it vetoes nothing).
+    from S2; without S1 it vetoes nothing). Where S1 cannot veto (no veto set, or fewer than
+    ``alerts.decisions.S1_MIN_VIEWS`` views of any one orbit: the S2-only path) and
+    ``max_s2_gap_without_s1_days`` is set, a red also needs no S2 gap longer than that: a cut whose
+    sward regrows within the gap would leave no trace in S2, and nothing else could have seen it.
     """
 
     land_uses: tuple[str, ...] = Field(min_length=1)
@@ -79,6 +82,7 @@ class LandUseRule(_Strict):
     min_red_residual_z: float | None = None
     red_drop: Literal["persistent", "any"] = "persistent"
     max_red_s1_drop_z: float | None = Field(None, gt=0)
+    max_s2_gap_without_s1_days: float | None = Field(None, gt=0)
     # "calibrated": the green/red call is made on a calibrated probability of the activity
     # (alerts.confidence: a logistic model over the evidence above), green from
     # ``green_probability`` with a counted event, red up to ``red_probability`` on a covered window;
@@ -250,6 +254,12 @@ MOWING_CALIBRATED_SCHEME: dict[str, Any] = {
             # cv_s1_veto.chosen_on_all), whose cuts regrow within two weeks and hide in S2 gaps; on
             # grassland-sk-dev's speckled single-pixel S1 it vetoes 0 of the 156 reds (its largest value 4.9)
             "max_red_s1_drop_z": 4.5,
+            # where no S1 can veto (the S2-only path), no red across an S2 gap longer than 15 days: the
+            # demo's cuts regrow within about two weeks and hide in longer gaps. Chosen on the demo
+            # archive's truth with S2 only (`sitsmon eval lights --only synthetic --sensors S2 --scheme
+            # mowing-calibrated --variants s2_gap`, cv_s2_gap.chosen_on_all); on grassland-sk-dev with
+            # S1 it changes nothing (every plot-year has >= 16 views of one orbit)
+            "max_s2_gap_without_s1_days": 15.0,
         },
         *MOWING_REQUIRED_SCHEME["rules"][1:],
     ],
