@@ -25,12 +25,16 @@ other rules' lights are the scheme's own.
 archive's truth), the S1 veto of a red (``max_red_s1_drop_z``) chosen in that dataset's own folds,
 the calibration as shipped: each constant comes from one dataset and is scored on the other too. ``s2_gap``
 (``cross_validate_s2_gap``): likewise the S2 gap a red may span where no S1 can veto it
-(``max_s2_gap_without_s1_days``), on S2-only cases.
+(``max_s2_gap_without_s1_days``), on S2-only cases. ``s2_visibility``: that limit measured on the
+training parcels' own detected cuts (``alerts.visibility``), its two constants chosen in fold, on one
+dataset (``cross_validate_s2_visibility``, or with the calibration: ``cross_validate_calibrated``'s
+``visibility``) or shared by both (``cross_validate_s2_visibility_joint``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -43,6 +47,7 @@ from alerts.evaluation_lights import Case, _per_campaign, _spread, judge, object
 from alerts.lights_rules import LandUseRule, Scheme
 from alerts.series import to_days
 from alerts.traffic_light import Light, assess, coverage, day_number, known_by, observed, s1_vetoes
+from alerts.visibility import cut_traces, measured_rule
 
 DROPS = ("event_confidence", "max_drop_ndvi", "max_dip_ndvi")
 _BASE = [DROPS, (*DROPS, "event_drop_ndvi"), (*DROPS, "event_drop_ndvi", "n_clear_s2", "max_s2_gap_days")]
@@ -200,12 +205,12 @@ def choose(tab: Table, plots: np.ndarray, train: np.ndarray, candidates: Sequenc
                 val = (decided, -len(names), -gap, l2)  # ties: fewer features, stricter coverage, smoother
                 if best is None or val > best[0]:
                     best = (val, k, l2, gap, red_p, green_p)
-    _, k, l2, gap, red_p, green_p = best
+    val, k, l2, gap, red_p, green_p = best
     names = tuple(candidates[k])
     model = fit_logistic(_columns(tab, names)[train], y, names, l2)
     return {"features": list(names) if len(names) <= 12 else f"{len(names)} columns", "l2": l2,
             "max_s2_gap_days": gap, "red_probability": round(red_p, 4), "green_probability": round(green_p, 4),
-            "model": model}
+            "inner_decided": int(val[0]), "model": model}
 
 
 def calibrated_rule(rule: LandUseRule, chosen: dict) -> LandUseRule:
@@ -229,10 +234,16 @@ def cross_validate_calibrated(
     target: float = 0.92,
     selection: str = "point",
     wilson_z: float = 1.0,
+    visibility: Sequence[tuple[float, float] | None] | Mapping[str, tuple[float, float] | None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Plot-blocked k-fold and leave-one-year-out CV of a calibrated variant, per fold and pooled.
     ``selection``, ``wilson_z``: how the inner selection tests precision (``precision_test``).
+    ``visibility``: (``s2_visibility_quantile``, ``s2_visibility_recovery``) options (None: no
+    measured limit) chosen with the rest on the training part, by the same inner count of decided
+    parcel-years (ties: the stricter limit), or one per fold label (a mapping: chosen elsewhere,
+    ``cross_validate_s2_visibility_joint``); default: the rule's own. Either way the limit is
+    measured on the training parcels (``alerts.visibility``) and applied to the held-out ones.
 
     ``scheme``: the rule-only scheme; its first grassland-like rule (the one naming "mowing") is
     judged calibrated, the others as they are. ``extra``: per case, additional feature columns
@@ -243,26 +254,46 @@ def cross_validate_calibrated(
     idx_all = np.arange(len(cases))
     members = idx_all[mine]
     sub = [cases[j] for j in members]
-    tab = table(sub, rule, None if extra is None else np.asarray(extra)[members], extra_names)
+    extra_sub = None if extra is None else np.asarray(extra)[members]
+    tab = table(sub, rule, extra_sub, extra_names)
+    given = visibility if isinstance(visibility, Mapping) else None
+    options = (list(visibility) if given is None else list(dict.fromkeys(given.values()))) if visibility is not None \
+        else [None if rule.s2_visibility_quantile is None else (rule.s2_visibility_quantile, rule.s2_visibility_recovery)]
+    traces = _traces(sub, rule, options)
+    tables: dict[float | None, Table] = {rule.max_s2_gap_without_s1_days: tab}
     cand = candidates or CANDIDATES[variant]
     plots = np.asarray([c.parcel_id for c in sub])
     years = np.asarray([c.campaign for c in sub])
     base_lights = [assess(c.parcel_id, c.land_use, c.campaign, c.events, as_of=c.as_of, evidence=c.evidence,
                           scheme=scheme).light for c in cases]
     local = np.arange(len(sub))
-    splits = {"plot_kfold": [(f"fold{k + 1}", np.isin(plots, ids))
-                             for k, ids in enumerate(kfold_groups(list(plots), folds, seed))]}
-    if len(set(years)) > 1:
-        splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
+    splits = _outer_splits(plots, years, folds, seed)
     out: dict = {"variant": variant, "candidates": [list(c) if len(c) <= 12 else f"{len(c)} columns" for c in cand], "gaps_days": list(GAPS_DAYS),
+                 **({"s2_visibility_options": [None if o is None else list(o) for o in options]}
+                    if visibility is not None else {}),
                  "target_precision": target, "inner_folds": INNER_FOLDS, "l2_choices": list(l2s),
                  "selection": selection, **({"wilson_z": wilson_z} if selection == "wilson" else {})}
     for name, parts in splits.items():
         pooled = list(base_lights)
         per_fold = []
         for label, test_mask in parts:
-            chosen = choose(tab, plots, local[~test_mask], cand, target, seed, l2s, selection, years, wilson_z)
-            held = _judge(sub, local[test_mask], rule, scheme, chosen, tab)
+            train = local[~test_mask]
+            best = None
+            for opt in ([given[label]] if given is not None else options):
+                rule_o = _measured(rule, opt, traces, train)
+                lim = rule_o.max_s2_gap_without_s1_days
+                if lim not in tables:
+                    tables[lim] = table(sub, rule_o, extra_sub, extra_names)
+                ch = choose(tables[lim], plots, train, cand, target, seed, l2s, selection, years, wilson_z)
+                key = (ch["inner_decided"], -(lim if lim is not None else np.inf))
+                if best is None or key > best[0]:
+                    best = (key, opt, rule_o, ch)
+            _, opt, rule_o, chosen = best
+            held = _judge(sub, local[test_mask], rule_o, scheme, chosen, tables[rule_o.max_s2_gap_without_s1_days],
+                          replaces=rule)
+            if visibility is not None or opt is not None:
+                chosen = {**chosen, "s2_visibility": None if opt is None else list(opt),
+                          "max_s2_gap_without_s1_days": rule_o.max_s2_gap_without_s1_days}
             for j, lt in zip(local[test_mask], held, strict=True):
                 pooled[members[j]] = lt
             test_cases = [sub[j] for j in local[test_mask]]
@@ -276,14 +307,31 @@ def cross_validate_calibrated(
     return out
 
 
+def _traces(sub: Sequence[Case], rule: LandUseRule, options: Sequence[tuple[float, float] | None]) -> dict:
+    """recovery -> per case, the visible days of its confident cuts (``alerts.visibility``)."""
+    return {o[1]: [cut_traces(rule, c.campaign, c.evidence, c.events, o[1]) for c in sub]
+            for o in options if o is not None}
+
+
+def _measured(rule: LandUseRule, option: tuple[float, float] | None, traces: dict, train: np.ndarray) -> LandUseRule:
+    """``rule`` with ``option``'s limit measured on the ``train`` cases' cuts (None: no measured limit)."""
+    if option is None:
+        return rule.model_copy(update={"s2_visibility_quantile": None})
+    q, rec = option
+    r = rule.model_copy(update={"s2_visibility_quantile": q, "s2_visibility_recovery": rec})
+    return measured_rule(r, [d for j in train for d in traces[rec][j]])
+
+
 def _judge(sub: Sequence[Case], where: np.ndarray, rule: LandUseRule, scheme: Scheme, chosen: dict,
-           tab: Table) -> list[Light]:
+           tab: Table, replaces: LandUseRule | None = None) -> list[Light]:
     """Held-out lights through ``assess`` (the code that ships); the representation head's model
-    reads extra columns ``assess`` does not compute, so its lights come from ``lights_of``."""
+    reads extra columns ``assess`` does not compute, so its lights come from ``lights_of``.
+    ``replaces``: the scheme's rule that ``rule`` stands for (default: ``rule`` itself)."""
     model: LogisticModel = chosen["model"]
     cal = calibrated_rule(rule, chosen)
+    old = replaces or rule
     if all(n in FEATURES for n in model.names):
-        sc = scheme.model_copy(update={"rules": tuple(cal if r is rule else r for r in scheme.rules)})
+        sc = scheme.model_copy(update={"rules": tuple(cal if r is old else r for r in scheme.rules)})
         return [assess(sub[j].parcel_id, sub[j].land_use, sub[j].campaign, sub[j].events, as_of=sub[j].as_of,
                        evidence=sub[j].evidence, scheme=sc, calibration=model).light for j in where]
     p = model.predict(_columns(tab, model.names)[where])
@@ -301,6 +349,22 @@ def fit_shipped(cases: Sequence[Case], scheme: Scheme, variant: str = "calibrate
     plots = np.asarray([c.parcel_id for c in sub])
     return choose(tab, plots, np.arange(len(sub)), CANDIDATES[variant], target, seed)
 
+
+
+def _outer_splits(plots: np.ndarray, years: np.ndarray, folds: int, seed: int) -> dict[str, list]:
+    """Plot-blocked k-fold (and leave-one-year-out, with several campaigns): (label, held-out mask)."""
+    splits = {"plot_kfold": [(f"fold{k + 1}", np.isin(plots, ids))
+                             for k, ids in enumerate(kfold_groups(list(plots), folds, seed))]}
+    if len(set(years)) > 1:
+        splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
+    return splits
+
+
+def _summary(cases: Sequence[Case], pooled: list[Light], sub: Sequence[Case], mine: np.ndarray,
+             per_fold: list[dict]) -> dict:
+    return {"pooled": score(cases, pooled), "per_campaign": _per_campaign(cases, pooled),
+            "pooled_calibrated_rule": score(sub, [pooled[j] for j in mine]),
+            "per_fold": per_fold, "spread": _spread(per_fold)}
 
 
 # The S1 veto's grid, strictest first (a tie goes to the stricter: "prefer orange to a wrong red");
@@ -358,10 +422,7 @@ def cross_validate_constant(
     base = judge(cases, scheme)
     plots = np.asarray([c.parcel_id for c in sub])
     years = np.asarray([c.campaign for c in sub])
-    splits = {"plot_kfold": [(f"fold{k + 1}", np.isin(plots, ids))
-                             for k, ids in enumerate(kfold_groups(list(plots), folds, seed))]}
-    if len(set(years)) > 1:
-        splits["leave_one_year_out"] = [(str(y), years == y) for y in sorted(set(years))]
+    splits = _outer_splits(plots, years, folds, seed)
 
     def best_on(mask: np.ndarray) -> int:
         where = np.flatnonzero(mask)
@@ -381,14 +442,199 @@ def cross_validate_constant(
                              **score([sub[j] for j in where], [lights[k][j] for j in where])})
             if progress:
                 progress(f"{variant} {name} {label}")
-        out[name] = {"pooled": score(cases, pooled), "per_campaign": _per_campaign(cases, pooled),
-                     "pooled_calibrated_rule": score(sub, [pooled[j] for j in mine]),
-                     "per_fold": per_fold, "spread": _spread(per_fold)}
+        out[name] = _summary(cases, pooled, sub, mine, per_fold)
     out["chosen_on_all"] = {key: grid[best_on(np.ones(len(sub), bool))]}
     return out
 
 
-VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head", "s1_veto", "s2_gap")
+# (s2_visibility_quantile, s2_visibility_recovery) options: how low a quantile of the detected cuts'
+# visible traces, and how far back (the share of the drop still missing) a cut counts as recovered;
+# None: no measured limit (the rule's max_s2_gap_without_s1_days as given).
+S2_VISIBILITY_GRID: tuple[tuple[float, float] | None, ...] = (
+    *((q, rec) for q in (0.1, 0.25, 0.5) for rec in (0.1, 0.25, 0.5)), None)
+
+
+def cross_validate_s2_visibility(
+    cases: Sequence[Case],
+    scheme: Scheme,
+    *,
+    grid: Sequence[tuple[float, float] | None] = S2_VISIBILITY_GRID,
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.92,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Plot-blocked k-fold (and leave-one-year-out) CV of the measured S2-only limit of ``scheme``'s
+    calibrated rule, everything else as given (for a dataset the calibration never saw): per split,
+    each option of ``grid`` has its limit measured on the training parcels' detected cuts
+    (``alerts.visibility``), the option deciding the most training parcel-years with both
+    precisions ≥ ``target`` (``objective``; ties: the stricter limit) is kept, and the held-out
+    parcel-years are judged with that limit, as measured on the training parcels."""
+    rule = next(r for r in scheme.rules if "mowing" in r.events)
+    mine = np.flatnonzero([scheme.rule_for(c.land_use) is rule for c in cases])
+    sub = [cases[j] for j in mine]
+    traces = _traces(sub, rule, grid)
+    cache: dict[float | None, list[Light]] = {}
+
+    def lights_with(r: LandUseRule) -> list[Light]:
+        lim = r.max_s2_gap_without_s1_days
+        if lim not in cache:
+            cache[lim] = judge(sub, scheme.model_copy(update={"rules": tuple(
+                r if x is rule else x for x in scheme.rules)}))
+        return cache[lim]
+
+    def best_on(train: np.ndarray) -> tuple[int, LandUseRule]:
+        picks = []
+        for i, opt in enumerate(grid):
+            r = _measured(rule, opt, traces, train)
+            lim = r.max_s2_gap_without_s1_days
+            lt = lights_with(r)
+            val = objective(score([sub[j] for j in train], [lt[j] for j in train]), target)
+            picks.append(((val, -(lim if lim is not None else np.inf), -i), i, r))
+        _, i, r = max(picks, key=lambda p: p[0])
+        return i, r
+
+    base = judge(cases, scheme)
+    plots = np.asarray([c.parcel_id for c in sub])
+    years = np.asarray([c.campaign for c in sub])
+    splits = _outer_splits(plots, years, folds, seed)
+    out: dict = {"variant": "s2_visibility", "grid": [None if o is None else list(o) for o in grid],
+                 "target_precision": target}
+    for name, parts in splits.items():
+        pooled = list(base)
+        per_fold = []
+        for label, test in parts:
+            i, r = best_on(np.flatnonzero(~test))
+            lt = lights_with(r)
+            where = np.flatnonzero(test)
+            for j in where:
+                pooled[mine[j]] = lt[j]
+            per_fold.append({"fold": label, "chosen": {"s2_visibility": None if grid[i] is None else list(grid[i]),
+                                                       "max_s2_gap_without_s1_days": r.max_s2_gap_without_s1_days},
+                             **score([sub[j] for j in where], [lt[j] for j in where])})
+            if progress:
+                progress(f"s2_visibility {name} {label}")
+        out[name] = _summary(cases, pooled, sub, mine, per_fold)
+    everything = np.arange(len(sub))
+    i, r = best_on(everything)
+    out["chosen_on_all"] = {"s2_visibility": None if grid[i] is None else list(grid[i]),
+                            "max_s2_gap_without_s1_days": r.max_s2_gap_without_s1_days}
+    # what each option measures on all the parcels, and how it would judge them (in sample)
+    out["per_option_on_all"] = []
+    for opt in grid:
+        r = _measured(rule, opt, traces, everything)
+        out["per_option_on_all"].append({"s2_visibility": None if opt is None else list(opt),
+                                         "max_s2_gap_without_s1_days": r.max_s2_gap_without_s1_days,
+                                         "cuts": len([d for j in everything for d in traces[opt[1]][j]]) if opt else 0,
+                                         **score(sub, lights_with(r))})
+    return out
+
+
+def cross_validate_s2_visibility_joint(
+    case_sets: Mapping[str, Sequence[Case]],
+    scheme: Scheme,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    target: float = 0.92,
+    progress: Callable[[str], None] | None = None,
+    unseen: Sequence[str] = ("synthetic",),
+    grid: Sequence[tuple[float, float] | None] = S2_VISIBILITY_GRID,
+) -> dict:
+    """One measuring option for every dataset, chosen inside the cross-validation of all of them:
+    the constants of ``alerts.visibility`` must serve a region that gets no tuning, so the option
+    (quantile, recovery) is shared while each dataset measures its own limit with it.
+
+    Fold k of the plot-blocked split is fold k of each dataset's own plot-blocked folds: on the
+    training parcels of every dataset, each option's limit is measured and the lights judged (the
+    calibration as given); the option feasible (both precisions ≥ ``target``) on the most datasets
+    (a dataset no option makes feasible does not veto the others' choice), then deciding the largest
+    share on the worst one, then on average, is kept (``joint_choice``'s rule, so extended). Leave-one-year-out (datasets with several campaigns): the year held out of those, the
+    others whole. Held-out lights: a dataset in ``unseen`` (the calibration never saw it) with the
+    calibration as given and the limit measured on its training parcels; the others through
+    ``cross_validate_calibrated`` with the option chosen per fold (calibration refitted in fold).
+    The in-fold score of the latter uses the calibration as given (for grassland-sk-dev: fitted on
+    all its plots): it ranks the options, not the thresholds, and the held-out figures refit it."""
+    rule = next(r for r in scheme.rules if "mowing" in r.events)
+    data = {}
+    for name, cases in case_sets.items():
+        mine = np.flatnonzero([scheme.rule_for(c.land_use) is rule for c in cases])
+        sub = [cases[j] for j in mine]
+        plots = np.asarray([c.parcel_id for c in sub])
+        data[name] = {"cases": cases, "mine": mine, "sub": sub, "plots": plots,
+                      "years": np.asarray([c.campaign for c in sub]), "traces": _traces(sub, rule, grid),
+                      "folds": kfold_groups(list(plots), folds, seed), "cache": {}}
+
+    def lights_with(d: dict, r: LandUseRule) -> list[Light]:
+        lim = r.max_s2_gap_without_s1_days
+        if lim not in d["cache"]:
+            d["cache"][lim] = judge(d["sub"], scheme.model_copy(update={"rules": tuple(
+                r if x is rule else x for x in scheme.rules)}))
+        return d["cache"][lim]
+
+    def pick(train: Mapping[str, np.ndarray]) -> int:
+        best = None
+        for i, opt in enumerate(grid):
+            vals = []
+            for name, d in data.items():
+                lt = lights_with(d, _measured(rule, opt, d["traces"], train[name]))
+                sc = score([d["sub"][j] for j in train[name]], [lt[j] for j in train[name]])
+                rp = 1.0 if sc["red_precision"] is None else sc["red_precision"]
+                gp = 1.0 if sc["green_precision"] is None else sc["green_precision"]
+                vals.append((rp >= target and gp >= target,
+                             (sc["counts"]["red"] + sc["counts"]["green"]) / max(sc["parcel_years"], 1)))
+            key = (sum(v[0] for v in vals), min(v[1] for v in vals), float(np.mean([v[1] for v in vals])), -i)
+            if best is None or key > best[0]:
+                best = (key, i)
+        return best[1]
+
+    def label_opt(i: int) -> list | None:
+        return None if grid[i] is None else list(grid[i])
+
+    out: dict = {"variant": "s2_visibility_joint", "grid": [None if o is None else list(o) for o in grid],
+                 "datasets": list(data), "target_precision": target}
+    splits: dict[str, list[tuple[str, dict[str, np.ndarray]]]] = {"plot_kfold": [
+        (f"fold{k + 1}", {n: ~np.isin(d["plots"], d["folds"][k]) for n, d in data.items()}) for k in range(folds)]}
+    multi = [n for n, d in data.items() if len(set(d["years"])) > 1]
+    if multi:
+        years = sorted({int(y) for n in multi for y in data[n]["years"]})
+        splits["leave_one_year_out"] = [(str(y), {n: (d["years"] != y) if n in multi else np.ones(len(d["sub"]), bool)
+                                                  for n, d in data.items()}) for y in years]
+    for split, parts in splits.items():
+        chosen = {}
+        for label, train_mask in parts:
+            chosen[label] = pick({n: np.flatnonzero(m) for n, m in train_mask.items()})
+            if progress:
+                progress(f"s2_visibility_joint {split} {label}")
+        res: dict = {"chosen": {lab: label_opt(i) for lab, i in chosen.items()}}
+        for name, d in data.items():
+            if split == "leave_one_year_out" and name not in multi:
+                continue
+            if name in unseen:
+                pooled, per_fold = judge(d["cases"], scheme), []
+                for label, train_mask in parts:
+                    r = _measured(rule, grid[chosen[label]], d["traces"], np.flatnonzero(train_mask[name]))
+                    lt, where = lights_with(d, r), np.flatnonzero(~train_mask[name])
+                    for j in where:
+                        pooled[d["mine"][j]] = lt[j]
+                    per_fold.append({"fold": label, "chosen": {"s2_visibility": label_opt(chosen[label]),
+                                                               "max_s2_gap_without_s1_days": r.max_s2_gap_without_s1_days},
+                                     **score([d["sub"][j] for j in where], [lt[j] for j in where])})
+                res[name] = {"pooled": score(d["cases"], pooled), "per_fold": per_fold, "spread": _spread(per_fold)}
+            else:
+                cv = cross_validate_calibrated(d["cases"], with_params(scheme, {"decision": "rule"}), folds=folds,
+                                               seed=seed, target=target,
+                                               visibility=defaultdict(lambda: None, {lab: grid[i] for lab, i in chosen.items()}))
+                res[name] = {k: v for k, v in cv[split].items() if k != "per_campaign"}
+        out[split] = res
+    i = pick({n: np.arange(len(d["sub"])) for n, d in data.items()})
+    out["chosen_on_all"] = {"s2_visibility": label_opt(i), **{
+        f"max_s2_gap_without_s1_days_{n}": _measured(rule, grid[i], d["traces"], np.arange(len(d["sub"])))
+        .max_s2_gap_without_s1_days for n, d in data.items()}}
+    return out
+
+
+VARIANTS = ("rule", "rule_encoder", "calibrated", "calibrated_encoder", "head", "s1_veto", "s2_gap", "s2_visibility")
 
 
 def add_variants(out: dict, cases: Sequence[Case], obs: pd.DataFrame, scheme: Scheme, model: object | None = None,
@@ -409,6 +655,19 @@ def add_variants(out: dict, cases: Sequence[Case], obs: pd.DataFrame, scheme: Sc
     s2_only = not any(c.evidence is not None and c.evidence.s1_days for c in cases)
     if calibration_unseen and calibrated and s2_only and "s2_gap" in variants:
         out["cv_s2_gap"] = cross_validate_s2_gap(cases, scheme, **kw)
+    # the measured limit (alerts.visibility): with the calibration as shipped where it never saw the
+    # dataset; else chosen in fold together with the calibration (the real set)
+    if calibrated and "s2_visibility" in variants:
+        if calibration_unseen:
+            out["cv_s2_visibility"] = cross_validate_s2_visibility(cases, scheme, **kw)
+            shipped_opt = [(r.s2_visibility_quantile, r.s2_visibility_recovery) for r in calibrated
+                           if r.s2_visibility_quantile is not None]
+            if shipped_opt:  # the scheme's own option, its limit measured on each fold's training parcels
+                out["cv_s2_visibility_shipped"] = cross_validate_s2_visibility(cases, scheme, grid=shipped_opt[:1], **kw)
+        else:
+            out["cv_calibrated_s2_visibility"] = cross_validate_calibrated(
+                cases, rule_scheme, variant="calibrated", selection=selection, wilson_z=wilson_z,
+                visibility=S2_VISIBILITY_GRID, **kw)
     if any("mowing" in r.events for r in scheme.rules):
         if "calibrated" in variants:
             out["cv_calibrated"] = cross_validate_calibrated(cases, rule_scheme, variant="calibrated",
@@ -454,6 +713,9 @@ def comparison(out: dict) -> list[dict]:
                 "calibrated": out.get("cv_calibrated"), "calibrated_plus_encoder_residuals": out.get("cv_calibrated_encoder"),
                 "calibrated_shipped_s1_veto_in_fold": out.get("cv_s1_veto"),
                 "calibrated_shipped_s2_gap_without_s1_in_fold": out.get("cv_s2_gap"),
+                "calibrated_shipped_s2_visibility_in_fold": out.get("cv_s2_visibility"),
+                "calibrated_shipped_s2_visibility_shipped": out.get("cv_s2_visibility_shipped"),
+                "calibrated_s2_visibility_in_fold": out.get("cv_calibrated_s2_visibility"),
                 **{f"head_{k}": v for k, v in (out.get("cv_head") or {}).items()}}
     rows = []
     for name, cv in variants.items():
@@ -469,6 +731,6 @@ def comparison(out: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["CANDIDATES", "S1_Z_GRID", "S2_GAP_WITHOUT_S1_GRID", "SELECTIONS", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated",
-           "cross_validate_constant", "cross_validate_s1_veto", "cross_validate_s2_gap", "fit_shipped", "lights_of", "precision_test", "table",
+__all__ = ["CANDIDATES", "S1_Z_GRID", "S2_GAP_WITHOUT_S1_GRID", "S2_VISIBILITY_GRID", "SELECTIONS", "VARIANTS", "add_variants", "choose", "comparison", "cross_validate_calibrated",
+           "cross_validate_constant", "cross_validate_s1_veto", "cross_validate_s2_gap", "cross_validate_s2_visibility", "cross_validate_s2_visibility_joint", "fit_shipped", "lights_of", "precision_test", "table",
            "thresholds", "wilson_lower"]

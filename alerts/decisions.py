@@ -81,6 +81,7 @@ class WindowEvidence:
     residuals: tuple[tuple[float, float], ...] = ()  # (day, z) of clear views up to as_of, with the model
     s2_days: tuple[float, ...] = ()  # clear S2 views and S1 views up to as_of (any time: a rule's
     s1_days: tuple[float, ...] = ()  # coverage window may differ from its event window)
+    s2_ndvi: tuple[float, ...] = ()  # the NDVI of each of ``s2_days`` (how soon a detected cut recovers)
     as_of_day: float = math.inf
     # the shape of the largest fall between two clear views of the window at most SHAPE_GAP_DAYS
     # apart: the fall (NDVI), the regrowth after it within REGROWTH_DAYS (NDVI), and the largest
@@ -224,6 +225,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
     vh = g["VH"].to_numpy(float)
     s1 = (sensor == "S1") & np.isfinite(vh) & (vh > 0)
     t2, v2 = days[clear], ndvi[clear]
+    order = np.argsort(t2, kind="stable")
     in_win = (t2 >= start) & (t2 <= stop)
     near = t2 >= start - BRIDGE_DAYS
     drops = persistent_drops(t2[near], v2[near])
@@ -272,7 +274,8 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         n_rows=len(g),
         residuals=residuals,
         max_dip=max_dip,
-        s2_days=tuple(sorted(float(x) for x in t2)),
+        s2_days=tuple(float(x) for x in t2[order]),
+        s2_ndvi=tuple(float(x) for x in v2[order]),
         s1_days=tuple(sorted(float(x) for x in days[s1])),
         as_of_day=float(as_of),
         max_step_drop_ndvi=step_drop,

@@ -34,6 +34,7 @@ from alerts.decisions import NO_SERIES, S1_MIN_VIEWS, Coverage, WindowEvidence, 
 from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
 from alerts.series import from_days
 from alerts.types import Event
+from alerts.visibility import measured_scheme
 
 LIGHT_COLUMNS = (
     "parcel_id", "land_use", "campaign", "as_of", "scheme", "light", "reason_codes", "reasons", "markers",
@@ -354,8 +355,10 @@ def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, cou
 def _no_s1_text(rule: LandUseRule, ev: WindowEvidence) -> str:
     if rule.max_s2_gap_without_s1_days is None or s1_can_veto(rule, ev):
         return ""
-    return (f"; {rule.max_s2_gap_without_s1_days:g} days where no S1 series could veto a red: a cut that "
-            "regrows inside a longer gap leaves no trace in S2")
+    measured = (" (how long the detected cuts of these parcels stayed visible in S2)"
+                if rule.s2_visibility_quantile is not None else "")
+    return (f"; {rule.max_s2_gap_without_s1_days:g} days{measured} where no S1 series could veto a red: a cut "
+            "that regrows inside a longer gap leaves no trace in S2")
 
 
 def s1_can_veto(rule: LandUseRule, ev: WindowEvidence) -> bool:
@@ -427,7 +430,7 @@ def assess_frame(
     as_of_day = day_number(as_of) + 1.0 - 1e-9
     groups = dict(tuple(obs[obs["days"] <= as_of_day].groupby("parcel_id", sort=False))) if len(obs) else {}
     inside = _pixels_inside(parcels)
-    rows = []
+    judged = []
     for pid, lu in zip(parcels["parcel_id"].astype(str), parcels["land_use"].astype(str), strict=True):
         rule = sc.rule_for(lu)
         g = groups.get(pid)
@@ -439,6 +442,12 @@ def assess_frame(
             ev = window_evidence(g, day_number(ws), day_number(we) + 1.0 - 1e-9, as_of_day)
             if pid in inside:  # the campaign import's pixels fully inside, not the series' pixel centres
                 ev = replace(ev, s2_pixels=inside[pid][0], s1_pixels=inside[pid][1])
+        judged.append((pid, lu, win, ev))
+    # a rule that measures how long a cut stays visible in S2 measures it on the parcels judged here
+    sc = measured_scheme(sc, ((lu, campaign, ev, by_parcel.get(pid, [])) for pid, lu, _, ev in judged))
+    rows = []
+    for pid, lu, win, ev in judged:
+        rule = sc.rule_for(lu)
         tl = assess(pid, lu, campaign, by_parcel.get(pid, []), as_of=as_of, evidence=ev, scheme=sc)
         e = ev or NO_SERIES
         cov = observed(rule, e, campaign) if rule and ev else e

@@ -89,8 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variants", default=None, metavar="LIST",
         help="lights: which cross-validations run, comma-separated, of rule, rule_encoder, calibrated, "
-        "calibrated_encoder, head, s1_veto, s2_gap (default: all; the encoder ones only without --no-encoder; "
-        "s1_veto and s2_gap on the demo archive, s2_gap with --sensors S2)",
+        "calibrated_encoder, head, s1_veto, s2_gap, s2_visibility (default: all; the encoder ones only without "
+        "--no-encoder; s1_veto and s2_gap on the demo archive, s2_gap with --sensors S2; s2_visibility: the "
+        "S2-only limit measured from the data's own detected cuts, its constants chosen in fold)",
     )
     parser.add_argument(
         "--selection", choices=("point", "wilson", "worst_year"), default="point",
@@ -267,7 +268,12 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
         add_variants(out["synthetic"], kept[0], obs, scheme, model, calibration_unseen=True, **sel_kw, **cv_kw)
-    if len(cases) > 1:
+    if len(cases) > 1 and "s2_visibility" in variants:
+        from alerts.confidence_cv import cross_validate_s2_visibility_joint
+
+        out["joint_s2_visibility"] = cross_validate_s2_visibility_joint(
+            cases, scheme, **{k: v for k, v in cv_kw.items() if k != "variants"})
+    if len(cases) > 1 and "rule" in variants:
         from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice, with_params
 
         progress("joint choice of the constants over both datasets (rule only)")

@@ -51,10 +51,13 @@ def test_a_red_without_s1_needs_dense_s2_and_flips_only_there():
     assert one(_flat(20.0, 6.0), [], AS_OF, rules=no_veto).light == Light.ORANGE
 
 
-def test_the_calibrated_scheme_ships_the_limit_and_keeps_s1_parcels_as_they_were():
+def test_the_calibrated_scheme_measures_the_limit_and_keeps_s1_parcels_as_they_were():
     rule = load_rules().scheme("mowing-calibrated").rules[0]
-    assert rule.max_s2_gap_without_s1_days == 15.0 and rule.max_red_s1_drop_z == 4.5
-    assert one(_flat(20.0, None), [], AS_OF, rules=load_rules(), scheme="mowing-calibrated").light == Light.ORANGE
+    # no fixed limit: it is measured on the judged parcels' cuts (tests/alerts/test_lights_visibility.py)
+    assert rule.max_s2_gap_without_s1_days is None and rule.s2_visibility_quantile is not None
+    assert rule.max_red_s1_drop_z == 4.5
+    # one parcel and no detected cut: nothing to measure on, so no limit (the rule as given)
+    assert one(_flat(20.0, None), [], AS_OF, rules=load_rules(), scheme="mowing-calibrated").light == Light.RED
     assert one(_flat(20.0, 6.0), [], AS_OF, rules=load_rules(), scheme="mowing-calibrated").light == Light.RED
 
 
