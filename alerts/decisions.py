@@ -81,6 +81,7 @@ class WindowEvidence:
     residuals: tuple[tuple[float, float], ...] = ()  # (day, z) of clear views up to as_of, with the model
     s2_days: tuple[float, ...] = ()  # clear S2 views and S1 views up to as_of (any time: a rule's
     s1_days: tuple[float, ...] = ()  # coverage window may differ from its event window)
+    s2_ndvi: tuple[float, ...] = ()  # the NDVI of each of ``s2_days`` (how soon a detected cut recovers)
     as_of_day: float = math.inf
     # the shape of the largest fall between two clear views of the window at most SHAPE_GAP_DAYS
     # apart: the fall (NDVI), the regrowth after it within REGROWTH_DAYS (NDVI), and the largest
@@ -92,6 +93,9 @@ class WindowEvidence:
     # the largest S1 VH fall of the window (``s1_drop_z``), in units of the parcel's VH noise, and its day
     s1_drop_z: float = 0.0
     s1_drop_day: float = math.nan
+    # the most S1 views of one relative orbit that ``s1_drop_z`` could use (fewer than S1_MIN_VIEWS:
+    # S1 can veto nothing, whatever its value)
+    s1_orbit_views: int = 0
 
     def coverage_in(self, start: float, end: float) -> Coverage:
         """Views and longest gaps inside ``[start, min(end, as_of)]`` (edges count as boundaries)."""
@@ -199,6 +203,13 @@ def s1_drop_z(days: np.ndarray, vh: np.ndarray, orbit: np.ndarray, start: float,
     return best, best_day
 
 
+def orbit_views(days: np.ndarray, vh: np.ndarray, orbit: np.ndarray, start: float, stop: float) -> int:
+    """The most S1 views of one relative orbit among those ``s1_drop_z`` reads for ``[start, stop]``."""
+    keep = (days >= start - S1_LEAD_DAYS) & (days <= stop) & np.isfinite(vh) & (vh > 0)
+    orb = np.where(np.isfinite(orbit[keep]), orbit[keep], -1.0)
+    return int(np.unique(orb, return_counts=True)[1].max()) if keep.any() else 0
+
+
 def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> WindowEvidence:
     """Evidence of one parcel's normalised rows ``g`` for the window ``[start, end]`` seen at ``as_of``.
 
@@ -214,6 +225,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
     vh = g["VH"].to_numpy(float)
     s1 = (sensor == "S1") & np.isfinite(vh) & (vh > 0)
     t2, v2 = days[clear], ndvi[clear]
+    order = np.argsort(t2, kind="stable")
     in_win = (t2 >= start) & (t2 <= stop)
     near = t2 >= start - BRIDGE_DAYS
     drops = persistent_drops(t2[near], v2[near])
@@ -242,6 +254,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
     step_drop, regrowth, swir_rise = drop_shape(t2[shape_views], v2[shape_views], swir[shape_views], start)
     orbit = g["orbit"].to_numpy(float) if "orbit" in g.columns else np.full(len(g), -1.0)
     s1_z, s1_day = s1_drop_z(days[s1], vh[s1], orbit[s1], start, stop)
+    s1_views = orbit_views(days[s1], vh[s1], orbit[s1], start, stop)
     pix = g["pixel_count"].to_numpy(float) if "pixel_count" in g.columns else None
     s2_pixels = s1_pixels = -1
     if pix is not None:
@@ -261,7 +274,8 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         n_rows=len(g),
         residuals=residuals,
         max_dip=max_dip,
-        s2_days=tuple(sorted(float(x) for x in t2)),
+        s2_days=tuple(float(x) for x in t2[order]),
+        s2_ndvi=tuple(float(x) for x in v2[order]),
         s1_days=tuple(sorted(float(x) for x in days[s1])),
         as_of_day=float(as_of),
         max_step_drop_ndvi=step_drop,
@@ -269,6 +283,7 @@ def window_evidence(g: pd.DataFrame, start: float, end: float, as_of: float) -> 
         max_swir_rise=swir_rise,
         s1_drop_z=s1_z,
         s1_drop_day=s1_day,
+        s1_orbit_views=s1_views,
     )
 
 

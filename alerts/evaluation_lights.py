@@ -32,6 +32,7 @@ from alerts.lights_rules import Scheme
 from alerts.series import to_days
 from alerts.traffic_light import Light, assess
 from alerts.types import Event
+from alerts.visibility import measured_scheme
 
 # Each axis lists partial settings; the grid is their product (merged dicts).
 LIGHT_GRID: list[list[dict]] = [
@@ -303,9 +304,22 @@ def _spread(per_fold: list[dict]) -> dict:
             "orange_share": [min(oranges), max(oranges)] if oranges else [None, None]}
 
 
+def judge_measured(cases: Sequence[Case], scheme: Scheme) -> list[Light]:
+    """``judge`` as ``assess_frame`` runs: per campaign, with a measuring rule's S2-only limit
+    measured on that campaign's cases (``alerts.visibility``; no reference is read)."""
+    out: list[Light | None] = [None] * len(cases)
+    for year in sorted({c.campaign for c in cases}):
+        idx = [j for j, c in enumerate(cases) if c.campaign == year]
+        mine = [cases[j] for j in idx]
+        sc = measured_scheme(scheme, ((c.land_use, c.campaign, c.evidence, c.events) for c in mine))
+        for j, lt in zip(idx, judge(mine, sc), strict=True):
+            out[j] = lt
+    return out
+
+
 def shipped(cases: Sequence[Case], scheme: Scheme) -> dict:
     """The scheme as given (the shipped defaults), per campaign: in-sample figures."""
-    lights = judge(cases, scheme)
+    lights = judge_measured(cases, scheme)
     groups = _groups(cases, scheme)
     return {
         "all": score(cases, lights),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -36,39 +36,65 @@ def _iso(day: float) -> str:
     return from_days(day).date().isoformat()
 
 
-def interval_of(event: Event, t: np.ndarray, v: np.ndarray, bottom_days: float = BOTTOM_DAYS) -> dict | None:
-    """The interval record of ``event`` on clear views ``t`` (days, sorted) with NDVI ``v``."""
-    after = np.flatnonzero(t >= event.window[0] - 1e-9)
-    before = np.flatnonzero(t < event.window[0] - 1e-9)
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """Indices into the clear views of one event's departure (see the module docstring): the last
+    view at the level (``before``, -1 if none), the first of the departure, its bottom, and the first
+    later view back within ``recovery`` of the drop (``end``; the last view when not ``recovered``)."""
+
+    before: int
+    start: int
+    bottom: int
+    end: int
+    recovered: bool
+    level: float
+    drop: float
+
+
+def departure(window_start: float, t: np.ndarray, v: np.ndarray, bottom_days: float = BOTTOM_DAYS,
+              recovery: float = 0.5) -> Departure | None:
+    """The departure of an event whose window starts on ``window_start``, on clear views ``t`` (days,
+    sorted) with NDVI ``v``; ``recovery``: the share of the drop that may still be missing when it
+    counts as recovered (0.5: "back within half the drop"). None without a view after the start."""
+    after = np.flatnonzero(t >= window_start - 1e-9)
+    before = np.flatnonzero(t < window_start - 1e-9)
     if not len(after):
         return None
     i0 = int(after[0])
-    if t[i0] <= event.window[0] + 1e-9 and i0 + 1 < len(t):  # the window's first day is the last high view
+    if t[i0] <= window_start + 1e-9 and i0 + 1 < len(t):  # the window's first day is the last high view
         before = np.r_[before, i0]
         i0 += 1
     level = float(v[before[-1]]) if len(before) else float("nan")
     near = np.flatnonzero((t >= t[i0]) & (t <= t[i0] + bottom_days))
     ib = int(near[np.argmin(v[near])])
-    bottom = float(v[ib])
-    drop = level - bottom if math.isfinite(level) else float("nan")
+    drop = level - float(v[ib]) if math.isfinite(level) else float("nan")
     end, recovered = len(t) - 1, False
     if math.isfinite(drop) and drop > 0:
-        back = np.flatnonzero((np.arange(len(t)) > ib) & (v >= level - 0.5 * drop))
+        back = np.flatnonzero((np.arange(len(t)) > ib) & (v >= level - recovery * drop))
         if len(back):
             end, recovered = int(back[0]), True
+    return Departure(int(before[-1]) if len(before) else -1, i0, ib, end, recovered, level, drop)
+
+
+def interval_of(event: Event, t: np.ndarray, v: np.ndarray, bottom_days: float = BOTTOM_DAYS) -> dict | None:
+    """The interval record of ``event`` on clear views ``t`` (days, sorted) with NDVI ``v``."""
+    d = departure(event.window[0], t, v, bottom_days)
+    if d is None:
+        return None
+    i0, ib, end, level, drop = d.start, d.bottom, d.end, d.level, d.drop
     confirmed = event.evidence.get("confirmed_day") if event.evidence else None
     if confirmed is None:
         confirmed = float(t[i0 + 1]) if i0 + 1 < len(t) else float("nan")
     return {
-        "before": _iso(float(t[before[-1]])) if len(before) else None,
+        "before": _iso(float(t[d.before])) if d.before >= 0 else None,
         "start": _iso(float(t[i0])),
         "confirmed": _iso(float(confirmed)) if math.isfinite(float(confirmed)) else None,
         "bottom": _iso(float(t[ib])),
         "end": _iso(float(t[end])),
-        "recovered": recovered,
+        "recovered": d.recovered,
         "n_obs": int(end - i0 + 1),
         "ndvi_before": round(level, 4) if math.isfinite(level) else None,
-        "ndvi_bottom": round(bottom, 4),
+        "ndvi_bottom": round(float(v[ib]), 4),
         "ndvi_after": round(float(v[end]), 4),
         "drop": round(drop, 4) if math.isfinite(drop) else None,
     }

@@ -60,7 +60,15 @@ class LandUseRule(_Strict):
     expectation is given, no residual below ``min_red_residual_z`` (both mean "nothing happened");
     and, where ``max_red_s1_drop_z`` is set, no S1 VH fall in the window larger than that many times
     the parcel's own VH noise (``alerts.decisions.s1_drop_z``: S1 may have seen a cut the clouds hid
-    from S2; without S1 it vetoes nothing).
+    from S2; without S1 it vetoes nothing). Where S1 cannot veto (no veto set, or fewer than
+    ``alerts.decisions.S1_MIN_VIEWS`` views of any one orbit: the S2-only path) and
+    ``max_s2_gap_without_s1_days`` is set, a red also needs no S2 gap longer than that: a cut whose
+    sward regrows within the gap would leave no trace in S2, and nothing else could have seen it.
+    With ``s2_visibility_quantile`` set, that limit is measured instead of given
+    (``alerts.visibility``): the ``s2_visibility_quantile`` quantile, over the detected cuts of the
+    parcels being judged, of the days each stayed visible in S2 (from the cut until NDVI is back
+    within ``s2_visibility_recovery`` of its drop); with fewer than ``min_visibility_cuts`` such cuts,
+    ``max_s2_gap_without_s1_days`` as given.
     """
 
     land_uses: tuple[str, ...] = Field(min_length=1)
@@ -79,6 +87,10 @@ class LandUseRule(_Strict):
     min_red_residual_z: float | None = None
     red_drop: Literal["persistent", "any"] = "persistent"
     max_red_s1_drop_z: float | None = Field(None, gt=0)
+    max_s2_gap_without_s1_days: float | None = Field(None, gt=0)
+    s2_visibility_quantile: float | None = Field(None, gt=0.0, lt=1.0)
+    s2_visibility_recovery: float = Field(0.5, gt=0.0, lt=1.0)
+    min_visibility_cuts: int = Field(20, ge=1)
     # "calibrated": the green/red call is made on a calibrated probability of the activity
     # (alerts.confidence: a logistic model over the evidence above), green from
     # ``green_probability`` with a counted event, red up to ``red_probability`` on a covered window;
@@ -250,6 +262,14 @@ MOWING_CALIBRATED_SCHEME: dict[str, Any] = {
             # cv_s1_veto.chosen_on_all), whose cuts regrow within two weeks and hide in S2 gaps; on
             # grassland-sk-dev's speckled single-pixel S1 it vetoes 0 of the 156 reds (its largest value 4.9)
             "max_red_s1_drop_z": 4.5,
+            # where no S1 can veto (the S2-only path), no red across an S2 gap longer than a cut stays
+            # visible in the judged parcels' own S2 series: the median, over their detected cuts, of
+            # the days until NDVI is back within 10 % of the drop (alerts.visibility; 17.5 days on the
+            # demo archive, whose sward regrows in two weeks, 38.8 on grassland-sk-dev). The option is
+            # the joint choice over both datasets (`sitsmon eval lights --sensors S2 --scheme
+            # mowing-calibrated --variants s2_visibility`, joint_s2_visibility.chosen_on_all)
+            "s2_visibility_quantile": 0.5,
+            "s2_visibility_recovery": 0.1,
         },
         *MOWING_REQUIRED_SCHEME["rules"][1:],
     ],

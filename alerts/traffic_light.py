@@ -30,10 +30,11 @@ from enum import StrEnum
 import pandas as pd
 
 from alerts.confidence import LogisticModel, features, load_calibration
-from alerts.decisions import NO_SERIES, Coverage, WindowEvidence, window_evidence
+from alerts.decisions import NO_SERIES, S1_MIN_VIEWS, Coverage, WindowEvidence, window_evidence
 from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
 from alerts.series import from_days
 from alerts.types import Event
+from alerts.visibility import measured_scheme
 
 LIGHT_COLUMNS = (
     "parcel_id", "land_use", "campaign", "as_of", "scheme", "light", "reason_codes", "reasons", "markers",
@@ -71,6 +72,7 @@ class Reason(StrEnum):
     EVENTS_OUTSIDE_WINDOW_IGNORED = "events_outside_window_ignored"
     LOW_ACTIVITY_PROBABILITY = "low_activity_probability"
     S1_DROP = "s1_drop"
+    S2_GAP_WITHOUT_S1 = "s2_gap_too_long_without_s1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +135,13 @@ def observed(rule: LandUseRule, ev: WindowEvidence, campaign: int) -> Coverage:
     return ev.coverage_in(day_number(cs), day_number(ce) + 1.0 - 1e-9)
 
 
-def coverage(rule: LandUseRule, ev: Coverage) -> tuple[bool, list[Reason]]:
-    """Whether the coverage window was observed well enough for a red, and what was missing."""
+def coverage(rule: LandUseRule, ev: Coverage, evidence: WindowEvidence | None = None) -> tuple[bool, list[Reason]]:
+    """Whether the coverage window was observed well enough for a red, and what was missing.
+    ``evidence``: the window's, for ``max_s2_gap_without_s1_days`` (None: that limit is not checked)."""
     missing: list[Reason] = []
+    if (evidence is not None and rule.max_s2_gap_without_s1_days is not None and not s1_can_veto(rule, evidence)
+            and ev.max_s2_gap_days > rule.max_s2_gap_without_s1_days):
+        missing.append(Reason.S2_GAP_WITHOUT_S1)
     if ev.n_clear_s2 < rule.min_clear_s2:
         missing.append(Reason.TOO_FEW_CLEAR_S2)
     s1_dense = ev.n_s1 >= 2 and ev.max_s1_gap_days <= rule.max_s1_gap_days
@@ -260,13 +266,13 @@ def assess(
             Light.ORANGE, [Reason.BEFORE_DEADLINE, *codes],
             [f"no {kinds} detected yet; deadline {deadline.isoformat()} ({seen} {window_text})", *notes],
         )
-    covered, missing = coverage(rule, cov)
+    covered, missing = coverage(rule, cov, ev)
     if not covered:
         return light(
             Light.ORANGE, [*missing, *codes],
             [f"not observed well enough to decide: {seen} {window_text} (need {rule.min_clear_s2} clear "
              f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days, {rule.max_s2_gap_with_s1_days:g} "
-             f"with S1 every {rule.max_s1_gap_days:g} days)", *notes],
+             f"with S1 every {rule.max_s1_gap_days:g} days{_no_s1_text(rule, ev)})", *notes],
         )
     drop = ev.max_drop if rule.red_drop == "persistent" else max(ev.max_drop, ev.max_dip)
     if drop > rule.max_red_drop:
@@ -320,12 +326,12 @@ def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, cou
             Light.ORANGE, [*(weak or [Reason.BEFORE_DEADLINE]), *codes],
             [f"{found}{said}); deadline {deadline.isoformat()} ({seen} {window_text})", *notes], counted,
         )
-    covered, missing = coverage(rule, cov)
+    covered, missing = coverage(rule, cov, ev)
     if not covered:
         return light(
             Light.ORANGE, [*weak, *missing, *codes],
             [f"{found}not observed well enough to decide: {seen} {window_text} (need {rule.min_clear_s2} clear "
-             f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days)", *notes], counted,
+             f"S2 views and gaps of at most {rule.max_s2_gap_days:g} days{_no_s1_text(rule, ev)})", *notes], counted,
         )
     if p <= rule.red_probability and s1_vetoes(rule, ev):
         return light(
@@ -344,6 +350,20 @@ def _calibrated(rule: LandUseRule, model: LogisticModel, ev: WindowEvidence, cou
         [f"{found}{said}: green from {rule.green_probability:.2f}, red up to {rule.red_probability:.2f})", *notes],
         counted,
     )
+
+
+def _no_s1_text(rule: LandUseRule, ev: WindowEvidence) -> str:
+    if rule.max_s2_gap_without_s1_days is None or s1_can_veto(rule, ev):
+        return ""
+    measured = (" (how long the detected cuts of these parcels stayed visible in S2)"
+                if rule.s2_visibility_quantile is not None else "")
+    return (f"; {rule.max_s2_gap_without_s1_days:g} days{measured} where no S1 series could veto a red: a cut "
+            "that regrows inside a longer gap leaves no trace in S2")
+
+
+def s1_can_veto(rule: LandUseRule, ev: WindowEvidence) -> bool:
+    """Whether the rule has an S1 veto and S1 came often enough on one orbit to apply it."""
+    return rule.max_red_s1_drop_z is not None and ev.s1_orbit_views >= S1_MIN_VIEWS
 
 
 def s1_vetoes(rule: LandUseRule, ev: WindowEvidence) -> bool:
@@ -410,7 +430,7 @@ def assess_frame(
     as_of_day = day_number(as_of) + 1.0 - 1e-9
     groups = dict(tuple(obs[obs["days"] <= as_of_day].groupby("parcel_id", sort=False))) if len(obs) else {}
     inside = _pixels_inside(parcels)
-    rows = []
+    judged = []
     for pid, lu in zip(parcels["parcel_id"].astype(str), parcels["land_use"].astype(str), strict=True):
         rule = sc.rule_for(lu)
         g = groups.get(pid)
@@ -422,6 +442,12 @@ def assess_frame(
             ev = window_evidence(g, day_number(ws), day_number(we) + 1.0 - 1e-9, as_of_day)
             if pid in inside:  # the campaign import's pixels fully inside, not the series' pixel centres
                 ev = replace(ev, s2_pixels=inside[pid][0], s1_pixels=inside[pid][1])
+        judged.append((pid, lu, win, ev))
+    # a rule that measures how long a cut stays visible in S2 measures it on the parcels judged here
+    sc = measured_scheme(sc, ((lu, campaign, ev, by_parcel.get(pid, [])) for pid, lu, _, ev in judged))
+    rows = []
+    for pid, lu, win, ev in judged:
+        rule = sc.rule_for(lu)
         tl = assess(pid, lu, campaign, by_parcel.get(pid, []), as_of=as_of, evidence=ev, scheme=sc)
         e = ev or NO_SERIES
         cov = observed(rule, e, campaign) if rule and ev else e

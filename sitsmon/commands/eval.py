@@ -89,8 +89,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variants", default=None, metavar="LIST",
         help="lights: which cross-validations run, comma-separated, of rule, rule_encoder, calibrated, "
-        "calibrated_encoder, head (default: all; the encoder ones only without --no-encoder)",
+        "calibrated_encoder, head, s1_veto, s2_gap, s2_visibility (default: all; the encoder ones only without "
+        "--no-encoder; s1_veto and s2_gap on the demo archive, s2_gap with --sensors S2; s2_visibility: the "
+        "S2-only limit measured from the data's own detected cuts, its constants chosen in fold)",
     )
+    parser.add_argument(
+        "--selection", choices=("point", "wilson", "worst_year"), default="point",
+        help="lights, calibrated variants: the inner precision test: the point estimate ≥ --target (shipped), "
+        "its lower Wilson bound (--wilson-z), or ≥ --target in every training campaign",
+    )
+    parser.add_argument("--wilson-z", type=float, default=1.0, help="lights --selection wilson: standard errors")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
 
 
@@ -237,6 +245,7 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
     cv_kw = {"folds": args.folds, "seed": args.seed, "target": args.target, "progress": progress,
              "variants": variants}
     kw = {"scheme": scheme, "model": model, **cv_kw}
+    sel_kw = {"selection": getattr(args, "selection", "point"), "wilson_z": getattr(args, "wilson_z", 1.0)}
     out: dict = {"task": "lights", "scheme": scheme.name, "target_precision": args.target}
     keep = _sensor_filter(getattr(args, "sensors", None))
     if keep:
@@ -251,15 +260,20 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         kept: list = []
         out["real"] = {"data": str(folder), **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["real"] = kept[0]
-        add_variants(out["real"], kept[0], obs, scheme, model, **cv_kw)
+        add_variants(out["real"], kept[0], obs, scheme, model, **sel_kw, **cv_kw)
     if args.only in (None, "synthetic"):
         obs, parcels, events, source = _lights_synthetic(args, settings)
         obs = obs[obs["sensor"].isin(keep)].reset_index(drop=True) if keep else obs
         kept = []
         out["synthetic"] = {"source": source, **evaluate_lights(obs, parcels, events, keep_cases=kept, **kw)}
         cases["synthetic"] = kept[0]
-        add_variants(out["synthetic"], kept[0], obs, scheme, model, calibration_unseen=True, **cv_kw)
-    if len(cases) > 1:
+        add_variants(out["synthetic"], kept[0], obs, scheme, model, calibration_unseen=True, **sel_kw, **cv_kw)
+    if len(cases) > 1 and "s2_visibility" in variants:
+        from alerts.confidence_cv import cross_validate_s2_visibility_joint
+
+        out["joint_s2_visibility"] = cross_validate_s2_visibility_joint(
+            cases, scheme, **{k: v for k, v in cv_kw.items() if k != "variants"})
+    if len(cases) > 1 and "rule" in variants:
         from alerts.evaluation_lights import LIGHT_GRID, NO_ENCODER, joint_choice, with_params
 
         progress("joint choice of the constants over both datasets (rule only)")

@@ -170,7 +170,7 @@ def test_eval_lights_compares_the_variants_and_fits_the_calibration(tmp_path, re
         "2021", "2022", "2023"]
     assert sum(f["parcel_years"] for f in cv["plot_kfold"]["per_fold"]) == 36
     variants = {row["variant"] for row in r["real"]["comparison"]}
-    assert variants == {"rule", "calibrated"}
+    assert variants == {"rule", "calibrated", "calibrated_s2_visibility_in_fold"}  # every variant by default
     model = load_calibration(fitted)
     assert model.provenance["parcel_years"] == 36 and r["fitted_calibration"]["file"] == str(fitted)
 
