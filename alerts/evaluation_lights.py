@@ -352,7 +352,7 @@ def evaluate_lights(
 
     ``obs``: a normalised table; ``reference``: ``parcel_id, event, date``; ``model``: a
     ``sits.SitsEncoder`` for the encoder variant (None: rule only); ``variants``: which grid CVs run
-    ("rule", "rule_encoder"; the calibrated ones are ``alerts.confidence_cv.add_variants``).
+    ("rule", "rule_encoder"; the calibrated ones are ``alerts.lights_cv.add_variants``).
     """
     from alerts.detectors import make_detectors, run_detectors
 

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,11 @@ OBS_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "sensor", *S2_BANDS, "clear
 PARCEL_COLUMNS: tuple[str, ...] = ("parcel_id", "land_use")
 DAY = SECONDS_PER_DAY
 _RED, _NIR = S2_BANDS.index("B04"), S2_BANDS.index("B08")
+
+
+def day_number(d: date) -> float:
+    """A calendar date as float days since 1970-01-01 (its start, UTC)."""
+    return float((d - date(1970, 1, 1)).days)
 
 
 def to_days(time: pd.Timestamp | np.datetime64 | str) -> float:

@@ -32,8 +32,8 @@ import pandas as pd
 from alerts.confidence import LogisticModel, features, load_calibration
 from alerts.decisions import NO_SERIES, S1_MIN_VIEWS, Coverage, WindowEvidence, window_evidence
 from alerts.lights_rules import LandUseRule, LightsConfig, Scheme, default_scheme, load_rules
-from alerts.series import from_days
-from alerts.types import Event
+from alerts.series import day_number, from_days
+from alerts.types import Event, known_by
 from alerts.visibility import measured_scheme
 
 LIGHT_COLUMNS = (
@@ -99,20 +99,6 @@ class TrafficLight:
             "markers": list(self.markers),
             "events": list(self.events),
         }
-
-
-EPOCH = date(1970, 1, 1)
-
-
-def day_number(d: date) -> float:
-    """A calendar date as float days since 1970-01-01 (its start, UTC)."""
-    return float((d - EPOCH).days)
-
-
-def known_by(event: Event) -> float:
-    """The day from which an event is known: its confirmation (evidence) or the end of its window."""
-    confirmed = event.evidence.get("confirmed_day") if event.evidence else None
-    return float(confirmed) if confirmed is not None else float(event.window[1])
 
 
 def _iso(day: float) -> str:

@@ -191,3 +191,9 @@ class Alert(BaseModel):
         check_transition(self.status, new)
         change = StatusChange(status=new, who=who, when=when or datetime.now(UTC), note=note)
         return self.model_copy(update={"status": new, "history": (*self.history, change)})
+
+
+def known_by(event: Event) -> float:
+    """The day from which an event is known: its confirmation (evidence) or the end of its window."""
+    confirmed = event.evidence.get("confirmed_day") if event.evidence else None
+    return float(confirmed) if confirmed is not None else float(event.window[1])

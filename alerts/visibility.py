@@ -13,11 +13,13 @@ measured on the series being judged instead of fixed:
   ``s2_visibility_recovery`` of its drop of the level before (``alerts.intervals.departure``), each
   taken at the middle of the two clear views it lies between (``visible_days``); a cut not yet back
   is left out (its trace is longer than seen);
-- the limit: the ``s2_visibility_quantile`` quantile of those days, a low one, as a cut can hide in
-  a gap only if the gap is longer than its trace, and the shortest traces are what a gap must beat.
+- the limit: the ``s2_visibility_quantile`` quantile of those days. A cut can hide in a gap only if
+  the gap is longer than its trace, so a low quantile would be the strict reading; the CV chose the
+  median (0.5, with recovery 0.1) on both datasets: the lower ones turned most of the real set's
+  S2-only plot-years orange (docs/traffic-light.md, "The S2-only path").
 
 Measured on the parcels ``assess_frame`` judges (at run time) or on a CV fold's training parcels; it
-reads no reference. Both constants are chosen inside the cross-validation (``alerts.confidence_cv.
+reads no reference. Both constants are chosen inside the cross-validation (``alerts.lights_cv.
 cross_validate_s2_visibility``, docs/traffic-light.md "The S2-only path").
 """
 
@@ -30,7 +32,8 @@ import numpy as np
 from alerts.decisions import WindowEvidence
 from alerts.intervals import departure
 from alerts.lights_rules import LandUseRule, Scheme
-from alerts.types import Event
+from alerts.series import day_number
+from alerts.types import Event, known_by
 
 # A trace is measured to 0.1 day: limits that differ by less are one limit (and one cache entry).
 ROUND_DAYS = 1
@@ -51,8 +54,6 @@ def visible_days(window_start: float, t: np.ndarray, v: np.ndarray, recovery: fl
 def cut_traces(rule: LandUseRule, campaign: int, evidence: WindowEvidence | None, events: Iterable[Event],
                recovery: float) -> list[float]:
     """The visible days of each detected cut of one parcel-year (see the module docstring)."""
-    from alerts.traffic_light import day_number, known_by  # traffic_light imports this module
-
     if evidence is None or len(evidence.s2_ndvi) != len(evidence.s2_days) or not evidence.s2_days:
         return []
     ws, we = rule.window_dates(campaign)

@@ -227,8 +227,8 @@ def _harvest_summary(run: dict) -> dict:
 
 
 def _lights(args: argparse.Namespace, settings: Settings) -> dict:
-    from alerts.confidence_cv import add_variants
     from alerts.evaluation_lights import evaluate_lights
+    from alerts.lights_cv import add_variants
     from alerts.lights_rules import load_rules
 
     scheme = load_rules(args.rules).scheme(args.scheme)
@@ -269,7 +269,7 @@ def _lights(args: argparse.Namespace, settings: Settings) -> dict:
         cases["synthetic"] = kept[0]
         add_variants(out["synthetic"], kept[0], obs, scheme, model, calibration_unseen=True, **sel_kw, **cv_kw)
     if len(cases) > 1 and "s2_visibility" in variants:
-        from alerts.confidence_cv import cross_validate_s2_visibility_joint
+        from alerts.lights_cv import cross_validate_s2_visibility_joint
 
         out["joint_s2_visibility"] = cross_validate_s2_visibility_joint(
             cases, scheme, **{k: v for k, v in cv_kw.items() if k != "variants"})
@@ -309,7 +309,7 @@ def _fit_calibration(args: argparse.Namespace, scheme, cases: list, out: dict) -
 
 def _variants(text: str | None) -> tuple[str, ...]:
     """``--variants`` of eval lights (all when not given); an unknown name is refused."""
-    from alerts.confidence_cv import VARIANTS
+    from alerts.lights_cv import VARIANTS
 
     if not text:
         return VARIANTS

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.confidence_cv import S1_Z_GRID, cross_validate_s1_veto
 from alerts.decisions import S1_LEAD_DAYS, S1_MIN_NOISE_DB, S1_MIN_VIEWS, WindowEvidence, s1_drop_z
 from alerts.evaluation_lights import Case, score
+from alerts.lights_cv import S1_Z_GRID, cross_validate_s1_veto
 from alerts.lights_rules import load_rules, rules_from_dict
 from alerts.series import normalise_observations, to_days
 from alerts.traffic_light import Light, Reason

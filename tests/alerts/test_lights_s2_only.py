@@ -10,9 +10,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from alerts.confidence_cv import S2_GAP_WITHOUT_S1_GRID, cross_validate_s2_gap
 from alerts.decisions import S1_LEAD_DAYS, WindowEvidence, orbit_views
 from alerts.evaluation_lights import Case
+from alerts.lights_cv import S2_GAP_WITHOUT_S1_GRID, cross_validate_s2_gap
 from alerts.lights_rules import load_rules, rules_from_dict
 from alerts.series import normalise_observations, to_days
 from alerts.traffic_light import Light, Reason

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.confidence_cv import cross_validate_s2_visibility, cross_validate_s2_visibility_joint
 from alerts.decisions import WindowEvidence
 from alerts.evaluation_lights import Case
+from alerts.lights_cv import cross_validate_s2_visibility, cross_validate_s2_visibility_joint
 from alerts.lights_rules import load_rules, rules_from_dict
 from alerts.series import normalise_observations, to_days
 from alerts.traffic_light import Light, Reason, assess_frame
@@ -202,7 +202,7 @@ def test_one_option_for_both_regions_each_measuring_its_own_limit():
 def test_eval_lights_measures_the_limit_in_the_demo_folds(capsys):
     import json
 
-    from alerts.confidence_cv import S2_VISIBILITY_GRID
+    from alerts.lights_cv import S2_VISIBILITY_GRID
     from sitsmon.cli import main
 
     argv = ["eval", "lights", "--only", "synthetic", "--parcels", "60", "--no-encoder", "--scheme",
