@@ -129,6 +129,13 @@ class BusSettings(BaseModel):
     api_version: str = Field("", description="Kafka API version, e.g. '0.9'; empty: auto-detect")
     group_id: str = "sitsmon-monitor"
     path: Path | None = Field(None, description="in-process bus file (memory backend); empty: <data_dir>/bus.sqlite")
+    session_timeout_s: float = Field(
+        10.0, ge=1.0, description="how long the group waits for a silent worker (a killed process) before its "
+                                  "partitions go to the others; Kafka brokers accept 6-30 s by default "
+                                  "(group.min/max.session.timeout.ms)")
+    max_poll_interval_s: float = Field(
+        300.0, gt=0, description="a worker that has not polled for this long (one batch of [monitor] max_records "
+                                 "folds) leaves the group")
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -40,6 +40,8 @@ STATUS = ["ingest", "status", "--ledger"]
         ('[stac]\nport = 99999\n', "invalid setting stac.port"),
         ('[dashboard]\nport = 0\n', "invalid setting dashboard.port"),
         ('[bus]\nbootstrap_servers = "127.0.0.1:70000"\n', "invalid setting bus.bootstrap_servers"),
+        ('[bus]\nsession_timeout_s = 0.5\n', "invalid setting bus.session_timeout_s"),
+        ('[bus]\nmax_poll_interval_s = 0\n', "invalid setting bus.max_poll_interval_s"),
         ('paths = "x"\n', "setting paths in {f} must be a table"),
     ],
 )
@@ -121,3 +123,21 @@ def test_sitsmon_config_and_nested_variables_keep_working(tmp_path, monkeypatch)
 def test_a_directory_as_config_file(tmp_path: Path, capsys):
     code, err = cli_error(["--config", str(tmp_path), *STATUS, str(tmp_path / "l.sqlite")], capsys)
     assert code == 1 and f"configuration file {tmp_path} is a directory, expected a file" in err
+
+
+@pytest.mark.parametrize("backend", ["memory", "kafka"])
+def test_bus_timeouts_reach_the_monitor_bus(tmp_path, monkeypatch, backend):
+    """``[bus] session_timeout_s`` / ``max_poll_interval_s``: the failover time an operator sets is the
+    one the monitor's bus is made with, on both backends."""
+    import monitor.bus
+    from sitsmon.commands.monitor import make_bus
+
+    made = {}
+    monkeypatch.setattr(monitor.bus, "KafkaBus", lambda servers, **kw: made.update(kw) or kw)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[bus]\nbackend = "{backend}"\nsession_timeout_s = 4\nmax_poll_interval_s = 60\n')
+    bus = make_bus(get_settings(str(config)), tmp_path)
+    if backend == "memory":
+        made = {"session_timeout_s": bus.session_timeout_s, "max_poll_interval_s": bus.max_poll_interval_s}
+        bus.close()
+    assert (made["session_timeout_s"], made["max_poll_interval_s"]) == (4.0, 60.0)

@@ -48,8 +48,11 @@ Semantics:
   the in-process bus across hosts), or — in-process bus, same host — until another member sees its
   process gone; then they go to the others, from the last committed offset.
 - A consumer must poll again within ``max_poll_interval_s`` (default 300 s), or it is treated as
-  stuck and its partitions move. On a Kafka 0.9 broker (no KIP-62) that bound is
-  ``session_timeout_s`` itself: size ``max_records`` so that one batch is processed well within it.
+  stuck and its partitions move (on Kafka, kafka-python leaves the group by itself; it heartbeats
+  between polls, on any broker version). On a Kafka 0.9 broker (no KIP-62) a member busy between two
+  polls while the group rebalances has only ``session_timeout_s`` to rejoin, else it is dropped and its
+  next commit fails (the batch comes back as duplicates): size ``max_records`` so that one batch is
+  processed well within the session timeout.
 - ``end_offsets`` / ``committed`` read a group's progress without joining it (``monitor status``).
 - Messages carry all their metadata in the JSON value: no headers, no record timestamps (Kafka 0.9
   has neither).

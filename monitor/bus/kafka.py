@@ -6,6 +6,17 @@ listeners on its IO thread, where blocking consumer calls are refused; the liste
 caller's hooks there and turns a :meth:`Consumer.commit` made inside a hook into an awaited
 ``commit_async`` (with ``OffsetAndMetadata``), so that "commit in on_revoke" works as with the
 Java client. Hooks block heartbeats while they run: keep them shorter than ``session_timeout_s``.
+
+kafka-python heartbeats from its IO thread, between polls too, so the poll bound is one that the client
+enforces on itself (its heartbeat loop sends LeaveGroup once a poll is overdue). Before KIP-62 (brokers
+below 0.10.1) kafka-python requires ``max_poll_interval_ms == session_timeout_ms``, a rule from the Java
+client of the time, which heartbeated only inside ``poll``. With it, every batch longer than the session
+timeout (a process's first, or the first after a rebalance, which loads the tiles' states) made the
+member leave the group by itself, rebalance the others and fail its commit. So on such brokers the
+consumer is made with the two equal and its heartbeat's own bound is then set to ``max_poll_interval_s``
+(:func:`_unclamp_poll_bound`). What a 0.9 broker still enforces: during a rebalance a member must rejoin
+(call ``poll``) within its session timeout (JoinGroup v0 has no rebalance timeout), else it is dropped
+and its next commit fails (the batch comes back as duplicates).
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from monitor.bus.base import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KafkaBus", "parse_api_version", "split_servers"]
+__all__ = ["KafkaBus", "check_timeouts", "parse_api_version", "split_servers"]
 
 
 def parse_api_version(api_version: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -77,6 +88,30 @@ def split_servers(bootstrap_servers: str | Sequence[str]) -> list[tuple[str, int
     return out
 
 
+def check_timeouts(session_timeout_s: float, max_poll_interval_s: float) -> None:
+    """Refuse a session timeout under 1 s (kafka-python heartbeats every third of it, at least every
+    0.1 s) and a poll bound that is not positive, with the values named."""
+    if not session_timeout_s >= 1.0:
+        raise BusError(f"Kafka session_timeout_s must be >= 1 s, got {session_timeout_s!r}")
+    if not max_poll_interval_s > 0:
+        raise BusError(f"Kafka max_poll_interval_s must be > 0, got {max_poll_interval_s!r}")
+
+
+def _unclamp_poll_bound(raw: Any, poll_ms: int) -> None:
+    """Give the heartbeat loop of ``raw`` (kafka-python 3.0's ``KafkaConsumer``) the poll bound
+    ``poll_ms`` instead of the session timeout it was forced to on a pre-KIP-62 broker. Only
+    ``Heartbeat.poll_timeout_expired`` reads that value; the JoinGroup (v0 there) and its request
+    timeout keep the coordinator's own copy. Private attributes: where they are not found (another
+    kafka-python), the consumer keeps the session timeout as its poll bound, with a warning."""
+    heartbeat = getattr(getattr(raw, "_coordinator", None), "heartbeat", None)
+    config = getattr(heartbeat, "config", None)
+    if isinstance(config, dict) and "max_poll_interval_ms" in config:
+        config["max_poll_interval_ms"] = poll_ms
+    else:
+        logger.warning("kafka-python without coordinator.heartbeat.config: on this broker (before 0.10.1) a "
+                       "batch longer than session_timeout_s makes the consumer leave its group")
+
+
 def _tp(tp: KafkaTopicPartition) -> TopicPartition:
     return (tp.topic, tp.partition)
 
@@ -89,7 +124,10 @@ class KafkaBus(Bus):
     made: otherwise :class:`BusUnavailableError` names the address after ``connect_timeout_s``.
     Topics are created by the broker on first use (``auto.create.topics.enable``) with its
     default partition count. ``session_timeout_s``: how long the group waits for a silent member
-    (a killed process) before handing its partitions to the others.
+    (a killed process) before handing its partitions to the others (the broker accepts only values
+    within its ``group.min.session.timeout.ms`` .. ``group.max.session.timeout.ms``, 6-30 s by
+    default); on a 0.9 broker also how long a rebalance waits for a member busy between two polls.
+    ``max_poll_interval_s``: a member that has not polled for this long leaves the group by itself.
     """
 
     def __init__(
@@ -104,6 +142,7 @@ class KafkaBus(Bus):
         max_poll_interval_s: float = 300.0,
         linger_ms: int = 5,
     ) -> None:
+        check_timeouts(session_timeout_s, max_poll_interval_s)
         self._servers = split_servers(bootstrap_servers)
         self.bootstrap_servers = ",".join(f"{h}:{p}" for h, p in self._servers)
         self.api_version = parse_api_version(api_version)
@@ -222,8 +261,7 @@ class KafkaBus(Bus):
         self._check_reachable()
         session_ms = int(self.session_timeout_s * 1000)
         poll_ms = int(self.max_poll_interval_s * 1000)
-        if self.api_version is not None and self.api_version < (0, 10, 1):
-            poll_ms = session_ms  # before KIP-62 the session timeout is also the poll bound
+        before_kip62 = self.api_version is not None and self.api_version < (0, 10, 1)
         try:
             raw = KafkaConsumer(
                 group_id=spec.group_id,
@@ -231,11 +269,13 @@ class KafkaBus(Bus):
                 auto_offset_reset=spec.reset,
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 3),
-                max_poll_interval_ms=poll_ms,
+                max_poll_interval_ms=session_ms if before_kip62 else poll_ms,
                 **{**self.client_config(), "client_id": f"{self.client_id}-{uuid.uuid4().hex[:8]}"},
             )
         except KafkaError as e:
             raise self.unavailable(f"cannot join group {spec.group_id}", e) from e
+        if before_kip62:
+            _unclamp_poll_bound(raw, poll_ms)
         member = _KafkaConsumer(self, raw, spec)
         with self._lock:
             self._consumers.append(member)

@@ -93,9 +93,11 @@ def monitor_config(args: argparse.Namespace, settings: Settings, data_dir: Path 
 def make_bus(settings: Settings, data_dir: Path) -> Any:
     from monitor.bus import make_bus as _make
 
+    timeouts = {"session_timeout_s": settings.bus.session_timeout_s,
+                "max_poll_interval_s": settings.bus.max_poll_interval_s}
     if settings.bus.backend == "kafka":
-        return _make("kafka", settings.bus.bootstrap_servers, settings.bus.api_version or None)
-    return _make("memory", path=settings.bus.path or data_dir / "bus.sqlite")
+        return _make("kafka", settings.bus.bootstrap_servers, settings.bus.api_version or None, **timeouts)
+    return _make("memory", path=settings.bus.path or data_dir / "bus.sqlite", **timeouts)
 
 
 def make_sinks(config, bus) -> list[Any]:

@@ -4,8 +4,12 @@ announce each slot on the bus as ingest does (another path into the series store
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -71,3 +75,52 @@ def stop_workers(workers, timeout_s: float = 60.0) -> None:
             w.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             w.kill()
+
+
+
+def start_worker(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
+    """``sitsmon -v ARGS`` (a ``monitor run`` worker): INFO logging (kafka-python's group events) and, without
+    ``--quiet``, one line per fold; every stderr line goes to ``log`` stamped with the wall time it was read
+    at (the fold lines carry none). Read through a thread: a full pipe would stall the worker."""
+    proc = subprocess.Popen([sys.executable, "-m", "sitsmon", "-v", *args], env=env, cwd=cwd,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+    def copy() -> None:
+        with open(log, "w") as out:
+            for line in proc.stderr:
+                out.write(f"{time.time():.3f} {line}")
+                out.flush()
+
+    threading.Thread(target=copy, daemon=True).start()
+    return proc
+
+
+_FOLD = re.compile(r"^(\d+\.\d+) \s+\d{4}-\d{2}-\d{2} S[12] (\S+): ")
+LEFT_BY_ITSELF = "poll timeout has expired"
+"""kafka-python's heartbeat loop leaving the group because ``poll`` is overdue (``max_poll_interval_s``)."""
+GROUP_TROUBLE = (LEFT_BY_ITSELF, "CommitFailedError", "UnknownMemberIdError")
+"""kafka-python's words for a member that left or was dropped from the group while alive."""
+
+
+def group_trouble(log: Path) -> dict[str, int]:
+    """How often each of :data:`GROUP_TROUBLE` appears in a worker's log."""
+    text = log.read_text()
+    return {t: text.count(t) for t in GROUP_TROUBLE}
+
+
+def handover(killed_log: Path, survivor_log: Path, killed_at: float) -> dict:
+    """What the survivor's log says about the hand-over after ``killed_at`` (wall time): the tiles the
+    killed worker folded, how long until the survivor folded the first of them, its group joins and
+    the lines of :data:`GROUP_TROUBLE` (a member leaving or kicked out while alive)."""
+    killed = killed_log.read_text().splitlines()
+    joined = max((i for i, line in enumerate(killed) if "Successfully joined group" in line), default=0)
+    killed_tiles = {m[2] for line in killed[joined:] if (m := _FOLD.match(line))}  # its last assignment
+    lines = [line for line in survivor_log.read_text().splitlines()
+             if float(line.split(" ", 1)[0]) >= killed_at]
+    first = next((float(m[1]) for line in lines if (m := _FOLD.match(line)) and m[2] in killed_tiles), None)
+    return {
+        "killed_tiles": sorted(killed_tiles),
+        "first_fold_of_a_killed_tile_s": None if first is None else round(first - killed_at, 1),
+        "joins": sum("Successfully joined group" in line for line in lines),
+        "trouble": [line for line in lines if any(t in line for t in GROUP_TROUBLE)],
+    }

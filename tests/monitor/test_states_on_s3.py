@@ -3,8 +3,6 @@ same states, bit for bit, as on local disk, and a restarted monitor continues fr
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from tests.monitor.helpers import (
     comparable,
     kafka_worker_env,
     publish,
+    start_worker,
     stop_workers,
     write_slots,
 )
@@ -137,11 +136,11 @@ def test_two_workers_on_kafka_hand_a_tile_over_through_the_states_on_s3(
     bus = make_bus("kafka", kafka_bootstrap, "0.9")
     half = len(events) // 2
     _publish(bus, topic, events[:half])
-    workers = [subprocess.Popen([sys.executable, "-m", "sitsmon", "monitor", "run", "--quiet", "--data-dir",
-                                 str(tmp_path / f"host-{i}"), "--parcels", str(layer)], env=env, cwd=REPO,
-                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(2)]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [start_worker(["monitor", "run", "--data-dir", str(tmp_path / f"host-{i}"), "--parcels", str(layer)],
+                            env, logs[i], REPO) for i in range(2)]
     try:
-        kill_one_mid_season(workers, lambda: _publish(bus, topic, events[half:]),
+        kill_one_mid_season(workers, logs, lambda: _publish(bus, topic, events[half:]),
                             lambda t: _applied_on_s3(states, t), per_tile)
     finally:
         stop_workers(workers, timeout_s=120)  # the survivor's clean stop writes its last states
