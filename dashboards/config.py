@@ -26,6 +26,9 @@ class DashboardConfig:
     default_page_size: int = 50
     stream_poll_s: float = 1.0
     chip_max_px: int = 512
+    # ``[[campaigns.windows]]`` as (campaign, "YYYY-MM-DD", "YYYY-MM-DD") triples, plain values so the
+    # config travels to uvicorn workers as JSON; empty: each calendar year is a campaign
+    campaign_windows: tuple = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -33,6 +36,14 @@ class DashboardConfig:
             raise ValueError(f"default_page_size {self.default_page_size} must lie in 1..{self.max_page_size}")
         if self.stream_poll_s <= 0:
             raise ValueError("stream_poll_s must be > 0")
+        object.__setattr__(self, "campaign_windows", tuple(tuple(w) for w in self.campaign_windows))
+        self.calendar()  # overlapping or malformed windows are refused here, not at the first request
+
+    def calendar(self):
+        """The campaign calendar (contracts/campaigns.py): which days a campaign's alerts fall on."""
+        from contracts.campaigns import CampaignCalendar
+
+        return CampaignCalendar.of(self.campaign_windows)
 
     @classmethod
     def from_data_dir(

@@ -9,12 +9,14 @@ Scopes: ``parcel``/``alert``/``tile`` check the path's resource against the user
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from alerts.errors import AlertNotFoundError
+from contracts.campaigns import CampaignError
 from dashboards.errors import NotFoundError
 from dashboards.security import Role, User
 from dashboards.services import Services
@@ -112,3 +114,13 @@ def operated_tiles(user: User, services: Services) -> set[str] | None:
         return tiles
     touched = services.parcels.tiles_in(user.region)
     return touched if tiles is None else tiles & touched
+
+
+def campaign_days(services: Services, campaign: int) -> tuple[date, date]:
+    """First and last day of ``campaign`` under the configured calendar: an alert belongs to the
+    campaign its event date falls in, the rule that assigns acquisitions (contracts/campaigns.py);
+    422 for a campaign the configured windows do not hold."""
+    try:
+        return services.config.calendar().window(campaign)
+    except CampaignError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from e

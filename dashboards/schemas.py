@@ -21,6 +21,9 @@ _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="page number, from 1")]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"rows per page (at most {MAX_PAGE_SIZE})")]
 TileId = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="tile id")]
+Campaign = Annotated[int | None, Query(ge=1900, le=2200, description="the campaign of the lights (one light "
+                                                                   "per parcel and campaign); default: each "
+                                                                   "parcel's latest")]
 
 
 def check_id(value: str, what: str) -> str:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from alerts.errors import AlertNotFoundError, TransitionError
 from alerts.store import AlertQuery
 from alerts.types import EVENT_TYPES, TRANSITIONS, Status
-from dashboards.deps import ServicesDep, access, visible_parcels, visible_tiles
+from dashboards.deps import ServicesDep, access, campaign_days, visible_parcels, visible_tiles
 from dashboards.paging import CursorError, decode_cursor, encode_cursor
 from dashboards.schemas import (
     AlertPublic,
@@ -49,6 +49,9 @@ def list_alerts(
     region: Annotated[str | None, Query(min_length=1, max_length=100, description="the alert's region label")] = None,
     date_from: Annotated[date | None, Query(description="event date from (inclusive)")] = None,
     date_to: Annotated[date | None, Query(description="event date to (inclusive)")] = None,
+    campaign: Annotated[int | None, Query(ge=1900, le=2200, description=(
+        "the campaign whose alerts (event date within its window: [campaigns] windows, default the "
+        "calendar year); combines with date_from / date_to"))] = None,
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
     sort: Annotated[AlertSort, Query()] = "event_date_desc",
     page: Page = 1,
@@ -60,6 +63,11 @@ def list_alerts(
 ) -> AlertsPublic:
     if date_from and date_to and date_to < date_from:
         raise HTTPException(422, f"date_to {date_to} is before date_from {date_from}")
+    if campaign is not None:  # the campaign's window, narrowed by the explicit dates
+        first, last = campaign_days(services, campaign)
+        date_from, date_to = max(first, date_from or first), min(last, date_to or last)
+        if date_to < date_from:
+            return AlertsPublic(count=0, page=page, page_size=page_size, data=[])
     try:
         after = decode_cursor(cursor, sort) if cursor is not None else None
     except CursorError as e:

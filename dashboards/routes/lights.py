@@ -10,18 +10,13 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from dashboards.deps import ServicesDep, access, visible_tiles
-from dashboards.schemas import Page, PageSize, TileId
+from dashboards.schemas import Campaign, Page, PageSize, TileId
 from dashboards.security import READ, User
 
 router = APIRouter(prefix="/api/lights", tags=["traffic lights"])
 
 LightName = Literal["green", "orange", "red", "not_analysable"]
 EXPORT_MAX = 200_000
-
-
-Campaign = Annotated[int | None, Query(ge=1900, le=2200, description="the campaign of the lights (one light "
-                                                                   "per parcel and campaign); default: each "
-                                                                   "parcel's latest")]
 
 
 def _rows(services, user: User, tile_id: str | None, light: str | None, campaign: int | None = None):

@@ -15,8 +15,17 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from alerts.store import AlertQuery
-from dashboards.deps import ServicesDep, access, visible_tiles
-from dashboards.schemas import Page, PageSize, ParcelSearchIn, TileId, alert_public, check_id, parse_bbox
+from dashboards.deps import ServicesDep, access, campaign_days, visible_tiles
+from dashboards.schemas import (
+    Campaign,
+    Page,
+    PageSize,
+    ParcelSearchIn,
+    TileId,
+    alert_public,
+    check_id,
+    parse_bbox,
+)
 from dashboards.security import READ, User
 from dashboards.series import ALL_CAMPAIGNS
 
@@ -98,12 +107,18 @@ def parcel_series(
     user: User = access(READ, "parcel"),
 ) -> Response:
     """S2 bands and NDVI, S1 VV/VH (dB), gap-filled values, the encoder's expectation, the alerts; of one
-    campaign (``campaign`` in the answer, ``campaigns`` the parcel's others), or of all of them."""
+    campaign (``campaign`` in the answer, ``campaigns`` the parcel's others, ``campaign_window`` its first
+    and last day; the alerts those whose event date lies in it), or of all of them."""
     pid = _id(parcel_id)
     tile = services.parcels.tile_of(pid)
     out = dict(services.series.series(tile, pid, services.parcels.ids_on_tile(tile), fill=fill, expected=expected,
                                       campaign=ALL_CAMPAIGNS if all_campaigns else campaign))
-    alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000))
+    window = None
+    if out["campaign"] != ALL_CAMPAIGNS:  # another campaign's alerts belong to another outline's series
+        window = campaign_days(services, out["campaign"])
+        out["campaign_window"] = [window[0].isoformat(), window[1].isoformat()]
+    alerts = services.alerts.query(AlertQuery(parcel_id=pid, limit=1000, date_from=window[0] if window else None,
+                                              date_to=window[1] if window else None))
     centroid = services.parcels.centroid(pid)
     out["alerts"] = [alert_public(a, centroid).model_dump(mode="json") for a in alerts]
     # plain floats, strings and None only: serialised directly (jsonable_encoder costs ~40 ms here;
@@ -154,7 +169,9 @@ def parcel_peers(
 
 
 @router.get("/{parcel_id:path}")
-def get_parcel(parcel_id: ParcelId, services: ServicesDep, user: User = access(READ, "parcel")) -> dict:
+def get_parcel(parcel_id: ParcelId, services: ServicesDep, campaign: Campaign = None,
+               user: User = access(READ, "parcel")) -> dict:
+    """The parcel with its light of ``campaign`` (default: its latest; none that campaign: ``light`` null)."""
     pid = _id(parcel_id)
     frame = services.parcels.layer().frame
-    return services.parcels.feature(frame.loc[pid], services.parcels.lights())
+    return services.parcels.feature(frame.loc[pid], services.parcels.lights(campaign))

@@ -25,6 +25,14 @@ function toast(text) {
   $("#toasts").appendChild(t); setTimeout(() => t.remove(), 6000);
 }
 
+// A view's hash is #/view/arg?key=value: the query keeps the page's choices (the campaign) in the link.
+// Parcel ids are URL-encoded in the hash, so the first '?' always starts the query.
+function hashRoute() {
+  const h = location.hash, q = h.indexOf("?");
+  const [, view, ...rest] = (q < 0 ? h : h.slice(0, q)).split("/");
+  return { view, arg: decodeURIComponent(rest.join("/")), params: new URLSearchParams(q < 0 ? "" : h.slice(q + 1)) };
+}
+
 function show(view) {
   document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== `view-${view}`; });
   document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.id === `nav-${view}`));
@@ -87,21 +95,24 @@ async function startStream() {
 function onLiveAlert(ev) {
   const what = ev.kind === "new" ? `new ${ev.type} alert on ${ev.parcel_id}` : `${ev.type} alert on ${ev.parcel_id}: ${ev.kind}`;
   toast(what);
-  const view = location.hash.split("/")[1];
+  const { view, arg } = hashRoute();
   if (view === "alerts") loadQueue(ev.alert_id);
   else if (view === "map") loadAlertMarkers();
-  else if (view === "parcel" && decodeURIComponent(location.hash.split("/").slice(2).join("/")) === ev.parcel_id) loadParcelAlerts(ev.parcel_id);
+  else if (view === "parcel" && arg === ev.parcel_id) loadParcelAlerts(ev.parcel_id);
 }
 
 // ---- map -----------------------------------------------------------------------------------
-async function showMap() {
+const parcelStyle = (f) => ({ color: "#333", weight: 1, fillColor: LIGHT_COLOURS[f.properties.light] || "#aaaaaa", fillOpacity: 0.75 });
+const parcelTip = (p) => `${esc(p.parcel_id)} · ${esc(p.land_use)} · ${esc(p.light || "no light")}`;
+
+async function showMap(campaign) {
   show("map");
   if (!state.map) {
     state.map = L.map("map", { preferCanvas: false, attributionControl: false });
     state.layers = { parcels: L.geoJSON(null, {
-      style: (f) => ({ color: "#333", weight: 1, fillColor: LIGHT_COLOURS[f.properties.light] || "#aaaaaa", fillOpacity: 0.75 }),
+      style: parcelStyle,
       onEachFeature: (f, layer) => {
-        layer.bindTooltip(`${esc(f.properties.parcel_id)} · ${esc(f.properties.land_use)} · ${esc(f.properties.light || "no light")}`);
+        layer.bindTooltip(parcelTip(f.properties));
         layer.on("click", () => { location.hash = `#/parcel/${encodeURIComponent(f.properties.parcel_id)}`; });
       },
     }).addTo(state.map), alerts: L.layerGroup().addTo(state.map), tiles: L.layerGroup().addTo(state.map),
@@ -132,8 +143,49 @@ async function showMap() {
   }
   $("#map-count").textContent = ` · ${total} parcels`;
   if (bounds) state.map.fitBounds(bounds.pad(0.05)); else state.map.setView([48, 16], 10);
+  await loadLights(campaign, gen);
   await loadAlertMarkers();
 }
+
+// The lights of one campaign (none: each parcel's latest) recolour the drawn parcels; a parcel
+// without a light in that campaign turns grey. The export links follow the campaign.
+async function loadLights(campaign, gen) {
+  const q = campaign ? `&campaign=${encodeURIComponent(campaign)}` : "";
+  const lights = new Map();
+  let res = await getJSON(`/api/lights?page=1&page_size=500${q}`);
+  for (let page = 2; ; page += 1) {
+    if (gen !== state.mapGen) return;
+    for (const r of res.data) lights.set(r.parcel_id, r.light);
+    if (lights.size >= res.count || !res.data.length) break;
+    res = await getJSON(`/api/lights?page=${page}&page_size=500${q}`);
+  }
+  const sel = $("#map-campaign");
+  sel.innerHTML = `<option value="">latest</option>${res.campaigns.slice().reverse().map((c) => `<option value="${c}">${c}</option>`).join("")}`;
+  sel.value = campaign && res.campaigns.includes(Number(campaign)) ? String(campaign) : "";
+  state.layers.parcels.eachLayer((layer) => {
+    const p = layer.feature.properties; p.light = lights.get(p.parcel_id) || null;
+    layer.setStyle(parcelStyle(layer.feature)); layer.setTooltipContent(parcelTip(p));
+  });
+  $("#map").dataset.campaign = campaign || "latest";  // says which campaign the colours are of
+  document.querySelectorAll("#map-export a").forEach((a) => { a.href = `/api/lights/export?format=${a.dataset.format}${q}`; });
+}
+// another campaign: the hash keeps it (replaced, not pushed: the parcels stay, only their lights change)
+$("#map-campaign").addEventListener("change", () => {
+  const c = $("#map-campaign").value;
+  history.replaceState(null, "", c ? `#/map?campaign=${c}` : "#/map");
+  loadLights(c, state.mapGen).catch((e) => toast(`error: ${e.message}`));
+});
+// the export is fetched with the bearer header (no token in a URL) and saved from a blob
+$("#map-export").addEventListener("click", async (ev) => {
+  const a = ev.target.closest("a[data-format]"); if (!a) return;
+  ev.preventDefault();
+  try {
+    const r = await api(a.getAttribute("href"));
+    const name = (r.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/)?.[1] || "traffic-lights";
+    const save = Object.assign(document.createElement("a"), { href: URL.createObjectURL(await r.blob()), download: name });
+    save.click(); setTimeout(() => URL.revokeObjectURL(save.href), 10000);
+  } catch (e) { toast(`export failed: ${e.message}`); }
+});
 
 // the tile's latest clear true colour from the cube, under the parcels (fetched with the token)
 async function loadQuicklook(tileId) {
@@ -165,24 +217,43 @@ async function loadAlertMarkers() {
 const toSec = (iso) => Math.floor(Date.parse(iso) / 1000);
 const day = (iso) => iso.slice(0, 10);
 
-async function showParcel(pid) {
+// One campaign (season) at a time: `campaign` (from the hash; none: the parcel's latest) chooses the
+// series, and with it the chart, the chips' dates, the calendar's days and the alerts (the API answers
+// only that campaign's alerts with the series).
+async function showParcel(pid, campaign) {
   show("parcel");
   $("#parcel-title").textContent = `Parcel ${pid}`;
-  $("#chart").innerHTML = "loading…"; $("#chips").innerHTML = ""; $("#parcel-alerts").innerHTML = "";
+  $("#chart").innerHTML = "loading…"; $("#chips").innerHTML = ""; $("#parcel-alerts").innerHTML = ""; $("#series-range").textContent = "";
   const enc = encodeURIComponent(pid);
-  const [feature, series] = await Promise.all([getJSON(`/api/parcels/${enc}`), getJSON(`/api/parcels/${enc}/series`)]);
+  const q = campaign ? `?campaign=${encodeURIComponent(campaign)}` : "";
+  const [feature, series] = await Promise.all([getJSON(`/api/parcels/${enc}${q}`), getJSON(`/api/parcels/${enc}/series${q}`)]);
   const p = feature.properties;
   $("#parcel-info").innerHTML = `tile ${esc(p.tile_id)} · ${esc(p.land_use)} · declared ${esc(p.declared_practice || "—")} · `
-    + `<b style="color:${LIGHT_COLOURS[p.light] || "#555"}">${esc(p.light || "no light")}</b> ${esc(p.reasons || "")}`;
+    + `<b style="color:${LIGHT_COLOURS[p.light] || "#555"}">${esc(p.light || "no light")}</b>${p.campaign ? ` (campaign ${esc(p.campaign)})` : ""} ${esc(p.reasons || "")}`;
+  state.parcelCampaign = series.campaign;
+  const sel = $("#parcel-campaign");
+  sel.innerHTML = series.campaigns.slice().reverse().map((c) => `<option value="${c}">${c}</option>`).join("");
+  sel.value = String(series.campaign);
+  sel.onchange = () => { location.hash = `#/parcel/${enc}?campaign=${sel.value}`; };
+  $("#series-range").textContent = seriesRange(series);
   drawChart(series);
   drawChips(enc, series);
   $("#calendar").innerHTML = "";
-  $("#calendar-btn").onclick = () => drawCalendar(enc);
+  $("#calendar-btn").onclick = () => drawCalendar(enc, series.campaign_window);
   renderAlerts($("#parcel-alerts"), series.alerts, false);
 }
 
+// what the chart holds: the campaign's window, its views per sensor, the first and last view
+function seriesRange(series) {
+  const days = [...series.s2, ...series.s1].map((r) => day(r.time)).sort();
+  const [w0, w1] = series.campaign_window || [];
+  return `${w0 ? `${w0} – ${w1}: ` : ""}${series.s2.length} S2 views, ${series.s1.length} S1 views`
+    + (days.length ? `, ${days[0]} to ${days[days.length - 1]}` : "");
+}
+
 async function loadParcelAlerts(pid) {
-  const s = await getJSON(`/api/alerts?parcel_id=${encodeURIComponent(pid)}&page_size=100`);
+  const c = state.parcelCampaign ? `&campaign=${state.parcelCampaign}` : "";
+  const s = await getJSON(`/api/alerts?parcel_id=${encodeURIComponent(pid)}&page_size=100${c}`);
   renderAlerts($("#parcel-alerts"), s.data, false);
 }
 
@@ -268,11 +339,12 @@ function drawChips(enc, series) {
 
 // The controllers' remote review: a chip of every acquisition of the period, in time order
 // (S2 true colour and NDVI; S1 VV labelled with its orbit direction).
-async function drawCalendar(enc) {
+async function drawCalendar(enc, window) {
   $("#calendar").innerHTML = "";
   const d = await getJSON(`/api/parcels/${enc}/dates`);
+  const inCampaign = (a) => !window || (a.date >= window[0] && a.date <= window[1]);  // the shown campaign's days
   const all = [...d.acquisitions.S2.map((a) => ({ ...a, sensor: "S2" })), ...d.acquisitions.S1.map((a) => ({ ...a, sensor: "S1" }))]
-    .sort((a, b) => a.time.localeCompare(b.time));
+    .filter(inCampaign).sort((a, b) => a.time.localeCompare(b.time));
   const todo = [];
   for (const a of all) {
     if (a.sensor === "S2") todo.push(["true_color", a.date, "S2"], ["ndvi", a.date, "S2"]);
@@ -417,12 +489,12 @@ $("#backfill-form").addEventListener("submit", async (ev) => {
 function refreshView() { route(); }
 async function route() {
   if (!state.me) { show("login"); return; }
-  const [, view, ...rest] = location.hash.split("/");
+  const { view, arg, params } = hashRoute();
   try {
-    if (view === "parcel") await showParcel(decodeURIComponent(rest.join("/")));
+    if (view === "parcel") await showParcel(arg, params.get("campaign"));
     else if (view === "alerts") await showAlerts();
     else if (view === "ops") await showOps();
-    else await showMap();
+    else await showMap(params.get("campaign"));
   } catch (e) { toast(`error: ${e.message}`); }
 }
 window.addEventListener("hashchange", route);

@@ -37,6 +37,8 @@ def dashboard_config(settings: Settings, data_dir: Path | None = None):
         ledger_url=settings.ingest.ledger_url,
         users_db=settings.dashboard.users_db,
         stream_poll_s=settings.dashboard.stream_poll_s,
+        campaign_windows=tuple((w.campaign, w.start.isoformat(), w.end.isoformat())
+                               for w in settings.campaigns.windows),
     )
 
 

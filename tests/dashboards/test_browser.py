@@ -4,6 +4,9 @@
 Log in, see the map with parcels coloured by light, open a parcel from its alert marker, see the
 chart (alert line drawn) and the chips, acknowledge the alert in the queue, see the change in a
 second browser session through the live stream (no reload), and a viewer cannot change a status.
+Then the campaign pickers: the served site is a copy of the session's with an earlier campaign (2023)
+added for one parcel (series, a light per parcel, an alert); the parcel page lists both campaigns and
+shows one at a time (chart, alerts, the hash keeps the choice), and the map recolours by campaign.
 Screenshots go to $SITSMON_TEST_ARTEFACTS (default: a temporary folder); the path is printed.
 """
 
@@ -19,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dashboards.conftest import copy_data_dir
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -30,8 +35,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+EARLIER = 2023  # the campaign added before the demo's (2024)
+EARLIER_LIGHT = "red"  # every parcel's light of EARLIER: unlike the demo's greens and oranges
+
+
+def _add_earlier_campaign(root: Path, tile: str) -> str:
+    """Give the first mowing alert's parcel a campaign EARLIER: the first half of its rows one year
+    earlier (so the two series differ in length), a light of EARLIER for every parcel, and one alert of
+    EARLIER (acknowledged, so the flow's choice of a new alert is unchanged). Returns the parcel id."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from alerts.store import open_store
+    from alerts.types import Status, make_alert_id
+    from ingest.series import read_series, write_slot
+
+    with open_store(str(root / "alerts.sqlite")) as store:
+        alert = store.query(limit=1, type="mowing")[0]
+        pid = alert.parcel_id
+        shift = pd.Timedelta(days=366)  # 2024 is a leap year: the same calendar days of 2023
+        window = (alert.window_start - shift.to_pytimedelta(), alert.window_end - shift.to_pytimedelta())
+        old = alert.model_copy(update={"event_date": alert.event_date - shift.to_pytimedelta(),
+                                       "window_start": window[0], "window_end": window[1], "history": (),
+                                       "status": Status.NEW,  # the session's earlier tests may have triaged it
+                                       "alert_id": make_alert_id(pid, alert.type, *window)})
+        store.upsert(old)
+        store.set_status(old.alert_id, "acknowledged", who="seed")
+    rows = read_series(root / "series", tile, parcel_id=pid)
+    for sensor in ("S2", "S1"):
+        t = rows.filter(pc.equal(rows["sensor"], sensor))
+        t = t.slice(0, t.num_rows // 2)
+        times = pa.array(t["time"].to_pandas() - shift, pa.timestamp("s", tz="UTC"))
+        t = t.set_column(t.schema.get_field_index("time"), "time", times)
+        t = t.set_column(t.schema.get_field_index("campaign"), "campaign", pa.array([EARLIER] * t.num_rows, pa.int16()))
+        write_slot(root / "series", tile, sensor, f"campaign-{EARLIER}", t)
+    lights = pd.read_csv(root / "traffic-lights.csv", dtype={"parcel_id": str})
+    earlier = lights.drop_duplicates("parcel_id").assign(campaign=EARLIER, light=EARLIER_LIGHT)
+    pd.concat([earlier, lights], ignore_index=True).to_csv(root / "traffic-lights.csv", index=False)
+    return pid
+
+
 @pytest.fixture(scope="module")
-def server(site):
+def served(site, tmp_path_factory):
+    """The session's site copied, with campaign EARLIER added (the session's site stays as it is)."""
+    from dataclasses import replace
+
+    from dashboards.config import DashboardConfig
+
+    root = copy_data_dir(site.data_dir, tmp_path_factory.mktemp("browser") / "data")
+    pid = _add_earlier_campaign(root, site.tile)
+    return replace(site, data_dir=root, config=DashboardConfig.from_data_dir(root, stream_poll_s=0.3)), pid
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    site = served[0]
     port = _free_port()
     env = {**os.environ, "SITSMON_PATHS__DATA_DIR": str(site.data_dir), "SITSMON_DASHBOARD__PORT": str(port),
            "SITSMON_DASHBOARD__STREAM_POLL_S": "0.3", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -94,9 +153,10 @@ def _login(browser, base: str, token: str):
     return page
 
 
-def test_browser_flow(server, browser, site, shots) -> None:
+def test_browser_flow(server, browser, served, shots) -> None:
     from alerts.store import open_store
 
+    site = served[0]
     with open_store(site.config.alerts_url) as store:
         target = next(a for a in store.query(limit=100, sort="confidence_desc")
                       if a.status.value == "new" and a.alert_id != site.odd_alert_id)
@@ -186,3 +246,80 @@ def test_browser_flow(server, browser, site, shots) -> None:
     row.locator(".bf-cancel").click()
     op.wait_for_selector(f"#backfill-jobs tr.job-cancelled[data-job='{job_id}']")
     op.screenshot(path=str(shots / "8-operator-backfill-cancelled.png"), full_page=True)
+
+
+def _range_text(series: dict) -> str:
+    """What the parcel page says of the series it charts (the page computes it in JS)."""
+    days = sorted(r["time"][:10] for r in series["s2"] + series["s1"])
+    w0, w1 = series["campaign_window"]
+    return f"{w0} – {w1}: {len(series['s2'])} S2 views, {len(series['s1'])} S1 views, {days[0]} to {days[-1]}"
+
+
+def test_campaign_pickers(server, browser, served, shots) -> None:
+    """The parcel page lists the parcel's campaigns (latest chosen); choosing the earlier one charts its
+    series (its points, dates, chips and alerts), the hash keeps it and a reload reopens it; the map's
+    picker recolours the lights by campaign and the export link follows it."""
+    from urllib.parse import quote
+
+    import pandas as pd
+
+    from alerts.store import open_store
+
+    site, pid = served
+    headers = {"Authorization": f"Bearer {site.tokens['controller']}"}
+    enc = quote(pid, safe="")
+    series = {c: httpx.get(f"{server}/api/parcels/{enc}/series", params={"campaign": c}, headers=headers).json()
+              for c in (EARLIER, EARLIER + 1)}
+    texts = {c: _range_text(s) for c, s in series.items()}
+    assert texts[EARLIER] != texts[EARLIER + 1]
+    with open_store(site.config.alerts_url) as store:  # each campaign's alerts: event dates of its year
+        alerts = {c: {a.alert_id for a in store.query(limit=1000, parcel_id=pid) if a.event_date.year == c}
+                  for c in series}
+    assert all(alerts.values())
+
+    page = _login(browser, server, site.tokens["controller"])
+    page.evaluate("pid => { location.hash = '#/parcel/' + encodeURIComponent(pid); }", pid)
+    page.wait_for_function("t => document.querySelector('#series-range').textContent === t", arg=texts[EARLIER + 1])
+    options = page.eval_on_selector_all("#parcel-campaign option", "os => os.map(o => o.value)")
+    assert options == [str(EARLIER + 1), str(EARLIER)] and page.input_value("#parcel-campaign") == str(EARLIER + 1)
+    points = {EARLIER + 1: page.evaluate("state.chart.data[0].length")}
+    assert {r.get_attribute("data-id") for r in page.locator("#parcel-alerts tr[data-id]").all()} == alerts[EARLIER + 1]
+
+    page.select_option("#parcel-campaign", str(EARLIER))
+    page.wait_for_function("t => document.querySelector('#series-range').textContent === t", arg=texts[EARLIER])
+    points[EARLIER] = page.evaluate("state.chart.data[0].length")
+    for c, s in series.items():  # the chart's x: one point per acquisition time of either sensor
+        assert points[c] == len({r["time"] for r in s["s2"] + s["s1"]}), c
+    assert {r.get_attribute("data-id") for r in page.locator("#parcel-alerts tr[data-id]").all()} == alerts[EARLIER]
+    assert f"{EARLIER_LIGHT} (campaign {EARLIER})" in page.inner_text("#parcel-info")  # that campaign's light
+    chip_days = page.eval_on_selector_all("#chips .chip span", "ss => ss.map(s => s.textContent.split(' · ')[2].slice(0, 10))")
+    assert chip_days and all(d.startswith(str(EARLIER)) for d in chip_days), chip_days
+    assert page.evaluate("location.hash") == page.evaluate(
+        "([pid, c]) => '#/parcel/' + encodeURIComponent(pid) + '?campaign=' + c", [pid, EARLIER])
+    page.screenshot(path=str(shots / "9-parcel-earlier-campaign.png"), full_page=True)
+    page.reload()  # the link reopens the same season
+    page.wait_for_function("t => document.querySelector('#series-range').textContent === t", arg=texts[EARLIER])
+    assert page.input_value("#parcel-campaign") == str(EARLIER)
+
+    # the map: latest lights by default, the earlier campaign's when picked; the export link follows
+    page.evaluate("() => { location.hash = '#/map'; }")
+    page.wait_for_selector("#map[data-campaign='latest']")
+    fills = lambda: set(page.eval_on_selector_all(  # noqa: E731
+        "#map path.leaflet-interactive:not(.alert-marker)", "els => els.map(e => e.getAttribute('fill'))"))
+    assert {"#2e9d3a", "#f39c12"} <= fills()
+    assert "campaign" not in page.get_attribute("#map-export a[data-format=csv]", "href")
+    page.select_option("#map-campaign", str(EARLIER))
+    page.wait_for_selector(f"#map[data-campaign='{EARLIER}']")
+    assert fills() == {"#d62c1a"}  # EARLIER_LIGHT for every parcel
+    assert page.evaluate("location.hash") == f"#/map?campaign={EARLIER}"
+    assert page.get_attribute("#map-export a[data-format=csv]", "href") == f"/api/lights/export?format=csv&campaign={EARLIER}"
+    with page.expect_download() as dl:
+        page.click("#map-export a[data-format=csv]")
+    exported = pd.read_csv(dl.value.path(), dtype=str)
+    lit = set(pd.read_csv(site.config.traffic_lights, dtype={"parcel_id": str})["parcel_id"])
+    assert set(exported["parcel_id"]) == lit and set(exported["campaign"]) == {str(EARLIER)}
+    assert set(exported["light"]) == {EARLIER_LIGHT}
+    page.screenshot(path=str(shots / "10-map-earlier-campaign.png"))
+    page.reload()
+    page.wait_for_selector(f"#map[data-campaign='{EARLIER}']")
+    assert page.input_value("#map-campaign") == str(EARLIER) and fills() == {"#d62c1a"}

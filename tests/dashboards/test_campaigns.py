@@ -76,3 +76,100 @@ def test_the_routes_take_a_campaign(client, site):
     assert all(row["campaign"] == "2024" for row in lights["data"])
     none = client.get("/api/lights", params={"campaign": 2020}, headers=auth(site, "viewer")).json()
     assert none["count"] == 0
+    parcel = f"/api/parcels/{quote(pid, safe='')}"
+    mine = next(row for row in lights["data"] if row["parcel_id"] == pid)
+    of_2024 = client.get(parcel, params={"campaign": 2024}, headers=auth(site, "viewer")).json()["properties"]
+    assert (of_2024["light"], of_2024["campaign"]) == (mine["light"], "2024")
+    assert client.get(parcel, params={"campaign": 2020}, headers=auth(site, "viewer")).json()["properties"]["light"] is None
+
+
+def _stored_alerts(site):
+    from alerts.store import open_store
+
+    with open_store(site.config.alerts_url) as store:
+        return store.query(limit=1000)
+
+
+def _ids(answer: dict) -> set[str]:
+    return {a["alert_id"] for a in answer["data"]}
+
+
+def test_the_alerts_of_a_campaign(client, site):
+    """``/api/alerts?campaign=`` keeps the alerts whose event date lies in the campaign (by default the
+    calendar year), narrowed further by date_from / date_to."""
+    every = _stored_alerts(site)
+    years = {a.event_date.year for a in every}
+    for year in (*sorted(years), min(years) - 1):
+        got = client.get("/api/alerts", params={"campaign": year, "page_size": 500}, headers=auth(site, "admin"))
+        assert got.status_code == 200 and _ids(got.json()) == {a.alert_id for a in every if a.event_date.year == year}
+    year = max(years)
+    mid = sorted(a.event_date for a in every)[len(every) // 2]
+    got = client.get("/api/alerts", params={"campaign": year, "date_from": mid.isoformat(), "page_size": 500},
+                     headers=auth(site, "admin")).json()
+    assert _ids(got) == {a.alert_id for a in every if a.event_date.year == year and a.event_date >= mid}
+    assert got["count"] == len(_ids(got))
+    outside = client.get("/api/alerts", params={"campaign": year, "date_to": f"{year - 1}-12-31"},
+                         headers=auth(site, "admin")).json()
+    assert outside["count"] == 0 and outside["data"] == []
+    assert client.get("/api/alerts", params={"campaign": 1800}, headers=auth(site, "admin")).status_code == 422
+
+
+def test_a_configured_calendar_decides_a_campaigns_alerts_and_the_series_alerts(site):
+    """With ``[[campaigns.windows]]`` a campaign's alerts are those of its window, in the alerts list and
+    in a parcel's series (which says its window); a campaign outside the windows is a 422."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from dashboards import create_app
+
+    every = _stored_alerts(site)
+    dates: dict[str, set] = {}
+    for a in every:
+        dates.setdefault(a.parcel_id, set()).add(a.event_date)
+    pid = next(p for p, d in dates.items() if len(d) >= 2)  # a parcel whose alerts the split separates
+    split = max(dates[pid])
+    year = split.year
+    windows = ((year, f"{year - 1}-09-01", (split - timedelta(days=1)).isoformat()),
+               (year + 1, split.isoformat(), f"{year + 1}-08-31"))
+    app = create_app(replace(site.config, campaign_windows=windows), with_model=False)
+    with TestClient(app) as c:
+        for campaign, keep in ((year, lambda d: d < split), (year + 1, lambda d: d >= split)):
+            got = c.get("/api/alerts", params={"campaign": campaign, "page_size": 500}, headers=auth(site, "admin"))
+            assert _ids(got.json()) == {a.alert_id for a in every if keep(a.event_date)}
+        refused = c.get("/api/alerts", params={"campaign": year - 1}, headers=auth(site, "admin"))
+        assert refused.status_code == 422 and "not configured" in refused.json()["detail"]
+        url = f"/api/parcels/{quote(pid, safe='')}/series"
+        params = {"fill": "false", "expected": "false"}
+        series = c.get(url, params=params, headers=auth(site, "viewer")).json()  # its rows are of `year`
+        assert series["campaign"] == year and series["campaign_window"] == list(windows[0][1:])
+        assert {a["alert_id"] for a in series["alerts"]} == {
+            a.alert_id for a in every if a.parcel_id == pid and a.event_date < split}
+        history = c.get(url, params={**params, "all_campaigns": "true"}, headers=auth(site, "viewer")).json()
+        assert "campaign_window" not in history
+        assert {a["alert_id"] for a in history["alerts"]} == {a.alert_id for a in every if a.parcel_id == pid}
+
+
+def test_the_served_config_carries_the_campaign_windows(tmp_path):
+    """`sitsmon serve` hands [[campaigns.windows]] to the dashboard, through the JSON its workers read."""
+    import json
+    from datetime import date
+
+    import pytest
+
+    from contracts.campaigns import CampaignError
+    from dashboards.config import DashboardConfig
+    from dashboards.main import config_to_env
+    from sitsmon.commands.serve import dashboard_config
+    from sitsmon.settings import Settings
+
+    settings = Settings(campaigns={"windows": [{"campaign": 2026, "start": "2025-10-01", "end": "2026-09-30"}]})
+    config = dashboard_config(settings, tmp_path)
+    assert config.calendar().window(2026) == (date(2025, 10, 1), date(2026, 9, 30))
+    spec = json.loads(config_to_env(config, with_model=False))["config"]
+    assert DashboardConfig(**spec).calendar() == config.calendar()
+    assert dashboard_config(Settings(), tmp_path).calendar().window(2026) == (date(2026, 1, 1), date(2026, 12, 31))
+    with pytest.raises(CampaignError, match="overlap"):
+        DashboardConfig.from_data_dir(tmp_path, campaign_windows=((2025, "2024-10-01", "2025-09-30"),
+                                                                  (2026, "2025-09-01", "2026-08-31")))
