@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from alerts import gapfill_boost as gb
 from alerts.errors import SeriesError, UnknownParcelError
 from alerts.series import S2_BANDS, normalise_observations
 from contracts.indices import ndvi
@@ -265,51 +266,80 @@ BOOST_FEATURES = (
 )
 
 
-def boost_features(
-    clim: np.ndarray, p: GapFillParams, g: pd.DataFrame, tq: np.ndarray, hide_days: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The neighbourhood of each query time in one parcel's rows ``g``: (features (nq, BOOST_FEATURES),
-    the smoother's NDVI (nq,), inside (nq,): a clear view on both sides). ``hide_days`` (training): the
-    clear views within that many days of the query, the query's own view included, are left out, so
-    a view is described as a cloudy spell of that length would leave it."""
+@dataclass(frozen=True, slots=True)
+class BoostViews:
+    """One parcel's clear S2 views as the trees' features read them, computed once per parcel:
+    days ``t``, NDVI ``y``, the anomaly less the parcel's prior ``ra`` and that prior ``prior``, blue
+    and SWIR, S1 at each view's time ``s1`` (nan without S1), and the S1 series for the queries."""
+
+    t: np.ndarray
+    y: np.ndarray
+    ra: np.ndarray
+    prior: np.ndarray
+    blue: np.ndarray
+    swir: np.ndarray
+    s1: np.ndarray
+    s1_series: tuple[np.ndarray, np.ndarray, np.ndarray]
+    r: np.ndarray  # the anomaly itself: the prior at query times is its kernel mean over other years
+
+
+def boost_views(clim: np.ndarray, p: GapFillParams, g: pd.DataFrame) -> BoostViews:
+    """The clear S2 views of one parcel's rows ``g`` for :func:`boost_features` (see :class:`BoostViews`)."""
     v = _clear_s2(g)
     t = v["days"].to_numpy(float)
     y = _values(v)[:, -1]
-    n, nq = len(t), len(tq)
-    if n == 0:
+    r = y - clim[_doy(t) - 1, -1]
+    r = np.where(np.isfinite(r), r, 0.0)
+    prior = parcel_prior(t, r[:, None], t, p)[:, 0] if p.parcel_prior_days > 0 and len(t) else np.zeros(len(t))
+    s1_series = _s1_db(g[g["sensor"] == "S1"])
+    s1 = _s1_at(*s1_series, t, p.s1_window_days) if p.use_s1 else np.full((len(t), 3), np.nan)
+    return BoostViews(t, y, r - prior, prior, v["B02"].to_numpy(float), v["B11"].to_numpy(float), s1, s1_series, r)
+
+
+def boost_features(
+    clim: np.ndarray, p: GapFillParams, views: BoostViews, tq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The neighbourhood of each query time: (features (nq, BOOST_FEATURES), the smoother's NDVI (nq,),
+    inside (nq,): a clear view on both sides). A query at a view's time has that view on both sides."""
+    t = views.t
+    if len(t) == 0:
+        nq = len(tq)
         return np.full((nq, len(BOOST_FEATURES)), np.nan), np.full(nq, np.nan), np.zeros(nq, bool)
-    c_v, c_q = clim[_doy(t) - 1, -1], clim[_doy(tq) - 1, -1]
-    r = np.where(np.isfinite(y - c_v), y - c_v, 0.0)
-    if p.parcel_prior_days > 0:
-        prior_v = parcel_prior(t, r[:, None], t, p)[:, 0]
-        prior_q = parcel_prior(t, r[:, None], tq, p)[:, 0]
-    else:
-        prior_v, prior_q = np.zeros(n), np.zeros(nq)
-    if hide_days is None:  # the views themselves count: a query at a view's time has it on both sides
-        j0 = np.searchsorted(t, tq, side="right") - 1
-        j1 = np.searchsorted(t, tq, side="left")
-    else:
-        j0 = np.searchsorted(t, tq - hide_days, side="left") - 1
-        j1 = np.searchsorted(t, tq + hide_days, side="right")
+    prior_q = parcel_prior(t, views.r[:, None], tq, p)[:, 0] if p.parcel_prior_days > 0 else np.zeros(len(tq))
+    s1_q = _s1_at(*views.s1_series, tq, p.s1_window_days) if p.use_s1 else np.full((len(tq), 3), np.nan)
+    j0 = np.searchsorted(t, tq, side="right") - 1
+    j1 = np.searchsorted(t, tq, side="left")
+    return _neighbourhood(clim, views, tq, j0, j1, prior_q, s1_q)
+
+
+def boost_training_features(
+    clim: np.ndarray, views: BoostViews, hide_days: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`boost_features` at each clear view itself, with the views within ``hide_days`` of it
+    (its own included) left out: the view as a cloudy spell of that length would leave it."""
+    t = views.t
+    j0 = np.searchsorted(t, t - hide_days, side="left") - 1
+    j1 = np.searchsorted(t, t + hide_days, side="right")
+    return _neighbourhood(clim, views, t, j0, j1, views.prior, views.s1)
+
+
+def _neighbourhood(clim, views: BoostViews, tq, j0, j1, prior_q, s1_q):
+    """The features at ``tq`` from the views ``j0`` (before) and ``j1`` (after) of each query."""
+    t, y, n = views.t, views.y, len(views.t)
     inside = (j0 >= 0) & (j1 < n)
     a0, a1 = np.clip(j0, 0, n - 1), np.clip(j1, 0, n - 1)
     b0, b1 = np.clip(j0 - 1, 0, n - 1), np.clip(j1 + 1, 0, n - 1)
     d0, d1 = tq - t[a0], t[a1] - tq
     pos = np.where(d0 + d1 > 0, d0 / np.maximum(d0 + d1, 1e-9), 0.5)
-    anomaly = (1 - pos) * (r - prior_v)[a0] + pos * (r - prior_v)[a1]
+    c_q = clim[_doy(tq) - 1, -1]
+    anomaly = (1 - pos) * views.ra[a0] + pos * views.ra[a1]
     smoother = c_q + prior_q + anomaly
-    t1, vh, vv = _s1_db(g[g["sensor"] == "S1"])
-    s1_q = _s1_at(t1, vh, vv, tq, p.s1_window_days)
-    s1_ref = (1 - pos[:, None]) * _s1_at(t1, vh, vv, t[a0], p.s1_window_days) + pos[:, None] * _s1_at(
-        t1, vh, vv, t[a1], p.s1_window_days)
-    if not p.use_s1:
-        s1_q = s1_ref = np.full((nq, 3), np.nan)
-    blue, swir = v["B02"].to_numpy(float), v["B11"].to_numpy(float)
+    s1_ref = (1 - pos[:, None]) * views.s1[a0] + pos[:, None] * views.s1[a1]
     cap = 120.0  # days: beyond this a neighbour says nothing more
     F = np.c_[np.minimum(d0, cap), np.minimum(d1, cap), pos, y[a0], y[a1], y[b0], y[b1],
               np.minimum(t[a0] - t[b0], cap), np.minimum(t[b1] - t[a1], cap),
               (1 - pos) * y[a0] + pos * y[a1], smoother, c_q, prior_q, anomaly,
-              blue[a0], blue[a1], swir[a0], swir[a1], s1_q - s1_ref, s1_q[:, :2], _doy(tq)]
+              views.blue[a0], views.blue[a1], views.swir[a0], views.swir[a1], s1_q - s1_ref, s1_q[:, :2], _doy(tq)]
     return F, smoother, inside
 
 
@@ -318,16 +348,14 @@ def _boost_samples(clim: np.ndarray, p: GapFillParams, obs: pd.DataFrame):
     ``BOOST_HIDE_DAYS`` (features, target = NDVI − smoother, parcel, days to the nearest view left)."""
     F, Y, G, D = [], [], [], []
     for k, (_, g) in enumerate(obs.groupby("parcel_id", sort=True)):
-        v = _clear_s2(g)
-        if len(v) < 4:
+        views = boost_views(clim, p, g)
+        if len(views.t) < 4:
             continue
-        t = v["days"].to_numpy(float)
-        y = _values(v)[:, -1]
         for w in BOOST_HIDE_DAYS:
-            f, smooth, inside = boost_features(clim, p, g, t, hide_days=w)
-            ok = inside & np.isfinite(y) & np.isfinite(smooth)
+            f, smooth, inside = boost_training_features(clim, views, w)
+            ok = inside & np.isfinite(views.y) & np.isfinite(smooth)
             F.append(f[ok])
-            Y.append((y - smooth)[ok])
+            Y.append((views.y - smooth)[ok])
             G.append(np.full(int(ok.sum()), k))
             D.append(np.minimum(f[ok, 0], f[ok, 1]))
     if not F:
@@ -339,8 +367,6 @@ def _fit_boost(clim: np.ndarray, p: GapFillParams, obs: pd.DataFrame):
     """(TreeArrays, out-of-fold |NDVI error|, days to the nearest view, info) or None when the dataset
     is too small. The out-of-fold errors (each parcel's views predicted by trees fitted without its
     fold's parcels) calibrate the bands: the final trees have seen every view."""
-    from alerts import gapfill_boost as gb
-
     X, Y, G, D = _boost_samples(clim, p, obs)
     if len(Y) < BOOST_MIN_SAMPLES or len(np.unique(G)) < BOOST_MIN_PARCELS:
         return None
@@ -560,9 +586,7 @@ def predict_parcel(model: GapFillModel, g: pd.DataFrame, tq: np.ndarray) -> tupl
         corr = Xq @ model.s1_coef
         pred = pred + np.where(ok[:, None], corr, 0.0)
     if model.boost_nodes is not None:  # NDVI inside the observed range, off a view: the trees' correction
-        from alerts import gapfill_boost as gb
-
-        F, smoother, inside = boost_features(model.clim, p, g, tq)
+        F, smoother, inside = boost_features(model.clim, p, boost_views(model.clim, p, g), tq)
         use = inside & (dist > 0) & np.isfinite(smoother)
         if use.any():
             trees = gb.TreeArrays(model.boost_nodes, model.boost_roots, model.boost_baseline)
