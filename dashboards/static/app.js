@@ -143,6 +143,7 @@ async function showMap(campaign) {
   }
   $("#map-count").textContent = ` · ${total} parcels`;
   if (bounds) state.map.fitBounds(bounds.pad(0.05)); else state.map.setView([48, 16], 10);
+  state.mapCampaign = campaign || null;
   await loadLights(campaign, gen);
   await loadAlertMarkers();
 }
@@ -173,7 +174,8 @@ async function loadLights(campaign, gen) {
 $("#map-campaign").addEventListener("change", () => {
   const c = $("#map-campaign").value;
   history.replaceState(null, "", c ? `#/map?campaign=${c}` : "#/map");
-  loadLights(c, state.mapGen).catch((e) => toast(`error: ${e.message}`));
+  state.mapCampaign = c || null;  // the alert markers follow the lights' campaign
+  Promise.all([loadLights(c, state.mapGen), loadAlertMarkers()]).catch((e) => toast(`error: ${e.message}`));
 });
 // the export is fetched with the bearer header (no token in a URL) and saved from a blob
 $("#map-export").addEventListener("click", async (ev) => {
@@ -198,10 +200,14 @@ async function loadQuicklook(tileId) {
   } catch (e) { /* no cube for the tile: the map works without it */ }
 }
 
+// The open alerts on the map: of the campaign the lights are of (state.mapCampaign; none, "latest":
+// every open alert, the work queue of every season).
 async function loadAlertMarkers() {
   if (!state.layers) return;
   const gen = (state.markerGen = (state.markerGen || 0) + 1);
-  const res = await getJSON("/api/alerts?status=new&status=acknowledged&status=remote_review&status=photo_request&status=field_check&page_size=500");
+  const campaign = state.mapCampaign;
+  const q = campaign ? `&campaign=${encodeURIComponent(campaign)}` : "";
+  const res = await getJSON(`/api/alerts?status=new&status=acknowledged&status=remote_review&status=photo_request&status=field_check&page_size=500${q}`);
   if (gen !== state.markerGen) return;
   state.layers.alerts.clearLayers();
   for (const a of res.data) {
@@ -211,6 +217,7 @@ async function loadAlertMarkers() {
       .on("click", () => { location.hash = `#/parcel/${encodeURIComponent(a.parcel_id)}`; })
       .addTo(state.layers.alerts);
   }
+  $("#map").dataset.alertMarkers = `${campaign || "latest"}:${state.layers.alerts.getLayers().length}`;
 }
 
 // ---- parcel page ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ chart (alert line drawn) and the chips, acknowledge the alert in the queue, see 
 second browser session through the live stream (no reload), and a viewer cannot change a status.
 Then the campaign pickers: the served site is a copy of the session's with an earlier campaign (2023)
 added for one parcel (series, a light per parcel, an alert); the parcel page lists both campaigns and
-shows one at a time (chart, alerts, the hash keeps the choice), and the map recolours by campaign.
+shows one at a time (chart, alerts, the hash keeps the choice), and the map recolours by campaign, its alert markers following.
 Screenshots go to $SITSMON_TEST_ARTEFACTS (default: a temporary folder); the path is printed.
 """
 
@@ -255,6 +255,21 @@ def _range_text(series: dict) -> str:
     return f"{w0} – {w1}: {len(series['s2'])} S2 views, {len(series['s1'])} S1 views, {days[0]} to {days[-1]}"
 
 
+OPEN = ("new", "acknowledged", "remote_review", "photo_request", "field_check")
+
+
+def _open_alerts(server: str, headers: dict, campaign: int | None) -> list[str]:
+    """The open alerts' ids the API answers (of ``campaign``; None: of every campaign)."""
+    params = [("status", s) for s in OPEN] + [("page_size", "500")] + ([("campaign", str(campaign))] if campaign else [])
+    out, page = [], 1
+    while True:
+        res = httpx.get(f"{server}/api/alerts", params=[*params, ("page", str(page))], headers=headers, timeout=60).json()
+        out += [a["alert_id"] for a in res["data"]]
+        if len(out) >= res["count"] or not res["data"]:
+            return out
+        page += 1
+
+
 def test_campaign_pickers(server, browser, served, shots) -> None:
     """The parcel page lists the parcel's campaigns (latest chosen); choosing the earlier one charts its
     series (its points, dates, chips and alerts), the hash keeps it and a reload reopens it; the map's
@@ -268,7 +283,7 @@ def test_campaign_pickers(server, browser, served, shots) -> None:
     site, pid = served
     headers = {"Authorization": f"Bearer {site.tokens['controller']}"}
     enc = quote(pid, safe="")
-    series = {c: httpx.get(f"{server}/api/parcels/{enc}/series", params={"campaign": c}, headers=headers).json()
+    series = {c: httpx.get(f"{server}/api/parcels/{enc}/series", params={"campaign": c}, headers=headers, timeout=120).json()
               for c in (EARLIER, EARLIER + 1)}
     texts = {c: _range_text(s) for c, s in series.items()}
     assert texts[EARLIER] != texts[EARLIER + 1]
@@ -307,11 +322,19 @@ def test_campaign_pickers(server, browser, served, shots) -> None:
     fills = lambda: set(page.eval_on_selector_all(  # noqa: E731
         "#map path.leaflet-interactive:not(.alert-marker)", "els => els.map(e => e.getAttribute('fill'))"))
     assert {"#2e9d3a", "#f39c12"} <= fills()
+    page.wait_for_selector("#map[data-alert-markers^='latest:']")  # every season's open alerts
+    assert page.get_attribute("#map", "data-alert-markers") == f"latest:{min(len(_open_alerts(server, headers, None)), 500)}"
     assert "campaign" not in page.get_attribute("#map-export a[data-format=csv]", "href")
     page.select_option("#map-campaign", str(EARLIER))
     page.wait_for_selector(f"#map[data-campaign='{EARLIER}']")
     assert fills() == {"#d62c1a"}  # EARLIER_LIGHT for every parcel
     assert page.evaluate("location.hash") == f"#/map?campaign={EARLIER}"
+    # the alert markers follow: that campaign's open alerts only (the API's answer), not every season's
+    page.wait_for_selector(f"#map[data-alert-markers^='{EARLIER}:']")
+    open_of = {c: _open_alerts(server, headers, c) for c in (EARLIER, None)}
+    assert 0 < len(open_of[EARLIER]) < len(open_of[None])
+    assert page.get_attribute("#map", "data-alert-markers") == f"{EARLIER}:{len(open_of[EARLIER])}"
+    assert page.locator("#map path.alert-marker").count() == len(open_of[EARLIER])
     assert page.get_attribute("#map-export a[data-format=csv]", "href") == f"/api/lights/export?format=csv&campaign={EARLIER}"
     with page.expect_download() as dl:
         page.click("#map-export a[data-format=csv]")
