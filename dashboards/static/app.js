@@ -201,16 +201,22 @@ async function loadQuicklook(tileId) {
 }
 
 // The open alerts on the map: of the campaign the lights are of (state.mapCampaign; none, "latest":
-// every open alert, the work queue of every season).
+// every open alert, the work queue of every season), every page of them.
 async function loadAlertMarkers() {
   if (!state.layers) return;
   const gen = (state.markerGen = (state.markerGen || 0) + 1);
   const campaign = state.mapCampaign;
   const q = campaign ? `&campaign=${encodeURIComponent(campaign)}` : "";
-  const res = await getJSON(`/api/alerts?status=new&status=acknowledged&status=remote_review&status=photo_request&status=field_check&page_size=500${q}`);
-  if (gen !== state.markerGen) return;
+  const open = "status=new&status=acknowledged&status=remote_review&status=photo_request&status=field_check";
+  const alerts = [];
+  for (let page = 1; ; page += 1) {
+    const res = await getJSON(`/api/alerts?${open}&page=${page}&page_size=500${q}`);
+    if (gen !== state.markerGen) return;
+    alerts.push(...res.data);
+    if (alerts.length >= res.count || !res.data.length) break;
+  }
   state.layers.alerts.clearLayers();
-  for (const a of res.data) {
+  for (const a of alerts) {
     if (!a.centroid) continue;
     L.circleMarker([a.centroid[1], a.centroid[0]], { radius: 7, color: "#7b1fa2", weight: 3, fill: false, className: "alert-marker" })
       .bindTooltip(`${esc(a.type)} ${esc(a.event_date)} (${esc(a.status)})`)
