@@ -251,7 +251,7 @@ def test_backfill_and_import_take_the_lock_too(served, tmp_path, capsys):
     backfill = ["ingest", "backfill", "--start", "2024-05-01", "--end", "2024-05-08", "--stac-url", endpoint.url,
                 "--tiles", "33UXP", "--cubes", str(tmp_path / "cubes"), "--series", str(tmp_path / "series"),
                 "--ledger", str(tmp_path / "l.sqlite"), "--bus", "none"]
-    imp = ["ingest", "import", str(rows), "--series", str(tmp_path / "series")]
+    imp = ["ingest", "import", str(rows), "--series", str(tmp_path / "series"), "--bus", "none"]  # not the default bus
     with WriterLock(tmp_path, "ingest", command="sitsmon ingest poll"):
         for argv in (backfill, imp):
             assert main(argv) == 1
