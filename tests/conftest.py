@@ -32,27 +32,6 @@ pytest_plugins = ["tests.alerts.stores"]  # any_store: the alert store suites' e
 
 T = TypeVar("T")
 
-# [paths] data_dir's default, relative to where the tests run (the checkout, under CI and `make test`)
-DEFAULT_DATA_DIR = Path("sitsmon-data")
-
-
-def _files_under(root: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def no_writes_to_the_default_data_dir() -> Iterator[None]:
-    """No test may write into the default data dir: it is the developer's own (`make demo` there reads it
-    back; a test's `ingest import` once left an acquisition of tile 'imported' on its bus, which the next
-    demo dead-lettered). Tests give every command a data dir, bus or path of their own."""
-    root = DEFAULT_DATA_DIR.resolve()
-    before = _files_under(root)
-    yield
-    written = sorted(p for p, m in _files_under(root).items() if before.get(p) != m)
-    if written:
-        pytest.fail(f"the test session wrote into the default data dir {root}: {', '.join(written[:10])}"
-                    " (a command run without its own data dir, bus or path)", pytrace=False)
-
 
 def _hold(service: AbstractContextManager[T]) -> Iterator[T]:
     """Enter a service context for a fixture; a start-up failure fails the test (no traceback noise)."""
