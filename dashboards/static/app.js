@@ -148,18 +148,26 @@ async function showMap(campaign) {
   await loadAlertMarkers();
 }
 
+// Every page of a paged API answer (`url` without `page`): the rows and the last answer, or null once
+// `stale()` says a newer call superseded this one.
+async function allPages(url, stale) {
+  const rows = [];
+  for (let page = 1; ; page += 1) {
+    const res = await getJSON(`${url}&page=${page}`);
+    if (stale()) return null;
+    rows.push(...res.data);
+    if (rows.length >= res.count || !res.data.length) return { rows, last: res };
+  }
+}
+
 // The lights of one campaign (none: each parcel's latest) recolour the drawn parcels; a parcel
 // without a light in that campaign turns grey. The export links follow the campaign.
 async function loadLights(campaign, gen) {
   const q = campaign ? `&campaign=${encodeURIComponent(campaign)}` : "";
-  const lights = new Map();
-  let res = await getJSON(`/api/lights?page=1&page_size=500${q}`);
-  for (let page = 2; ; page += 1) {
-    if (gen !== state.mapGen) return;
-    for (const r of res.data) lights.set(r.parcel_id, r.light);
-    if (lights.size >= res.count || !res.data.length) break;
-    res = await getJSON(`/api/lights?page=${page}&page_size=500${q}`);
-  }
+  const pages = await allPages(`/api/lights?page_size=500${q}`, () => gen !== state.mapGen);
+  if (!pages) return;
+  const lights = new Map(pages.rows.map((r) => [r.parcel_id, r.light]));
+  const res = pages.last;
   const sel = $("#map-campaign");
   sel.innerHTML = `<option value="">latest</option>${res.campaigns.slice().reverse().map((c) => `<option value="${c}">${c}</option>`).join("")}`;
   sel.value = campaign && res.campaigns.includes(Number(campaign)) ? String(campaign) : "";
@@ -208,15 +216,10 @@ async function loadAlertMarkers() {
   const campaign = state.mapCampaign;
   const q = campaign ? `&campaign=${encodeURIComponent(campaign)}` : "";
   const open = "status=new&status=acknowledged&status=remote_review&status=photo_request&status=field_check";
-  const alerts = [];
-  for (let page = 1; ; page += 1) {
-    const res = await getJSON(`/api/alerts?${open}&page=${page}&page_size=500${q}`);
-    if (gen !== state.markerGen) return;
-    alerts.push(...res.data);
-    if (alerts.length >= res.count || !res.data.length) break;
-  }
+  const pages = await allPages(`/api/alerts?${open}&page_size=500${q}`, () => gen !== state.markerGen);
+  if (!pages) return;
   state.layers.alerts.clearLayers();
-  for (const a of alerts) {
+  for (const a of pages.rows) {
     if (!a.centroid) continue;
     L.circleMarker([a.centroid[1], a.centroid[0]], { radius: 7, color: "#7b1fa2", weight: 3, fill: false, className: "alert-marker" })
       .bindTooltip(`${esc(a.type)} ${esc(a.event_date)} (${esc(a.status)})`)
